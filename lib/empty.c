@@ -1,0 +1,2 @@
+/* Keeps a library with no sources of its own linkable. */
+typedef int ib_empty_translation_unit;
