@@ -22,10 +22,11 @@
  *  - After a REPLICA_BAD status the session is dead: every queued operation
  *    completes with REPLICA_BAD or REPLICA_CANCELLED, and the caller frees it.
  *
- * Names: folder names cross this interface as the replica spells them (for
- * IMAP: the mailbox name exactly as on the wire, still in modified UTF-7,
- * unquoted; hierarchy separator given by replica_folder_t.sep). Mapping them
- * to store names (reference, nametrans, separator) is sync/folders.c's job.
+ * Names: folder names cross this interface in UTF-8 as the replica spells
+ * them (for IMAP: the full mailbox name, decoded from modified UTF-7,
+ * including any reference prefix; hierarchy separator given by
+ * replica_folder_t.sep). Mapping them to store names (reference, nametrans,
+ * separator) is sync/folders.c's job.
  *
  * Flags: system flags are a bitmask (REPLICA_F_*), keywords a string of
  * space-separated keyword atoms ("" for none; order is not significant, the
