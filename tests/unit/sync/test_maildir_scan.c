@@ -1,0 +1,336 @@
+/*
+ * Scanning a Maildir tree, durable batches, the inotify watcher and mbnames,
+ * on real directories in a temporary directory.
+ */
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/util.h"
+#include "sync/maildir_scan.h"
+#include "sync/maildir_watch.h"
+#include "sync/maildir_write.h"
+#include "sync/mbnames.h"
+#include "testutil.h"
+
+static const char msg[] = "From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n";
+
+static void mkfolder(const char *root, const char *rel)
+{
+	const char *subs[] = { "cur", "new", "tmp" };
+	for (size_t i = 0; i < 3; i++) {
+		char *p = xasprintf("%s/%s/%s", root, rel, subs[i]);
+		CHECK_EQ_INT(ib_mkdirs(p, 0700), 0);
+		free(p);
+	}
+}
+
+static void put(const char *path, const char *data)
+{
+	FILE *f = fopen(path, "wb");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	fputs(data, f);
+	fclose(f);
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *b = xcalloc(1, 65536);
+	size_t n = fread(b, 1, 65535, f);
+	b[n] = '\0';
+	fclose(f);
+	return b;
+}
+
+static void test_folders(const char *root)
+{
+	mkfolder(root, "INBOX");
+	mkfolder(root, "Lists/foo");
+	mkfolder(root, "Lists/bar");
+	/* Not folders: a plain directory, a hidden one. */
+	char *p = xasprintf("%s/junk", root);
+	mkdir(p, 0700);
+	free(p);
+	mkfolder(root, ".hidden");
+
+	char **names;
+	size_t n;
+	CHECK_EQ_INT(maildir_list_folders(root, '/', &names, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	if (n == 3) {
+		CHECK(strcmp(names[0], "INBOX") == 0);
+		CHECK(strcmp(names[1], "Lists/bar") == 0);
+		CHECK(strcmp(names[2], "Lists/foo") == 0);
+	}
+	maildir_folders_free(names, n);
+
+	char *missing = xasprintf("%s/nope", root);
+	CHECK_EQ_INT(maildir_list_folders(missing, '/', &names, &n), -ENOENT);
+	free(missing);
+}
+
+static void test_flat(const char *root)
+{
+	mkfolder(root, "INBOX");
+	mkfolder(root, "Lists.foo");
+	char **names;
+	size_t n;
+	CHECK_EQ_INT(maildir_list_folders(root, '.', &names, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	if (n == 2) {
+		CHECK(strcmp(names[0], "INBOX") == 0);
+		CHECK(strcmp(names[1], "Lists/foo") == 0);
+	}
+	maildir_folders_free(names, n);
+}
+
+static void test_scan_and_batch(const char *root)
+{
+	char *inbox = xasprintf("%s/INBOX", root);
+	maildir_batch_t *b = maildir_batch_new();
+	/* More than the syncfs threshold, then a small batch: both paths. */
+	for (int i = 1; i <= 20; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "base%d,U=%d:2,S", i, i);
+		CHECK_EQ_INT(maildir_batch_write(b, inbox, "cur", name, msg, sizeof(msg) - 1,
+						 1700000000),
+			     0);
+	}
+	CHECK_EQ_INT(maildir_batch_pending(b), 20);
+	size_t moved = 0;
+	CHECK_EQ_INT(maildir_batch_flush(b, &moved), 0);
+	CHECK_EQ_INT(moved, 20);
+	CHECK_EQ_INT(maildir_batch_pending(b), 0);
+
+	/* A name that exists already is never replaced. */
+	CHECK_EQ_INT(maildir_batch_write(b, inbox, "cur", "base1,U=1:2,S", "X: y\n\nz", 7, 0), 0);
+	CHECK(maildir_batch_flush(b, &moved) == MAILDIR_E_EXISTS);
+	CHECK_EQ_INT(moved, 0);
+	char *p = xasprintf("%s/cur/base1,U=1:2,S", inbox);
+	char *c = slurp(p);
+	CHECK(c && strcmp(c, msg) == 0);
+	struct stat st;
+	CHECK(stat(p, &st) == 0 && st.st_mtime == 1700000000);
+	free(c);
+	free(p);
+	maildir_batch_free(b); /* removes the stale tmp file */
+	p = xasprintf("%s/tmp/base1,U=1:2,S", inbox);
+	CHECK(access(p, F_OK) != 0);
+	free(p);
+
+	/* Foreign files: new/ without U=, an empty file, a non-message. */
+	p = xasprintf("%s/new/1700000001.M1P1.otherhost", inbox);
+	put(p, msg);
+	free(p);
+	p = xasprintf("%s/cur/empty:2,", inbox);
+	put(p, "");
+	free(p);
+	p = xasprintf("%s/cur/binary:2,S", inbox);
+	put(p, "\x01\x02 not mail");
+	CHECK(maildir_check_message(p) != NULL);
+	free(p);
+	p = xasprintf("%s/new/1700000001.M1P1.otherhost", inbox);
+	CHECK(maildir_check_message(p) == NULL);
+	free(p);
+
+	maildir_scan_t *s = NULL;
+	CHECK_EQ_INT(maildir_scan_folder(inbox, &s), 0);
+	if (s) {
+		CHECK_EQ_INT(s->n, 23);
+		CHECK_EQ_INT(s->n_bad, 1); /* the empty file; content is checked later */
+		const maildir_entry_t *e = maildir_scan_find_uid(s, 7);
+		CHECK(e && strcmp(e->name, "base7,U=7:2,S") == 0 && !e->in_new);
+		CHECK(maildir_scan_find_uid(s, 21) == NULL);
+		size_t n_new = 0;
+		for (size_t i = 0; i < s->n; i++)
+			if (s->entries[i].in_new) {
+				n_new++;
+				CHECK_EQ_INT(s->entries[i].parsed.uid, 0);
+			}
+		CHECK_EQ_INT(n_new, 1);
+	}
+	maildir_scan_free(s);
+
+	/* Rename and unlink through a batch. */
+	b = maildir_batch_new();
+	char *cur = xasprintf("%s/cur", inbox);
+	CHECK_EQ_INT(maildir_batch_rename(b, cur, "base2,U=2:2,S", cur, "base2,U=2:2,FS"), 0);
+	CHECK_EQ_INT(maildir_batch_rename(b, cur, "base2,U=2:2,S", cur, "zz"), -ENOENT);
+	CHECK_EQ_INT(maildir_batch_rename(b, cur, "base3,U=3:2,S", cur, "base4,U=4:2,S"),
+		     MAILDIR_E_EXISTS);
+	CHECK_EQ_INT(maildir_batch_unlink(b, cur, "base5,U=5:2,S"), 0);
+	CHECK_EQ_INT(maildir_batch_flush(b, NULL), 0);
+	maildir_batch_free(b);
+	CHECK_EQ_INT(maildir_scan_folder(inbox, &s), 0);
+	if (s) {
+		CHECK(maildir_scan_find_uid(s, 5) == NULL);
+		const maildir_entry_t *e = maildir_scan_find_uid(s, 2);
+		CHECK(e && e->parsed.flags == (MAILDIR_F_FLAGGED | MAILDIR_F_SEEN));
+	}
+	maildir_scan_free(s);
+	free(cur);
+
+	/* A vanished folder is an error, not an empty folder. */
+	char *gone = xasprintf("%s/Gone", root);
+	CHECK_EQ_INT(maildir_scan_folder(gone, &s), -ENOENT);
+	free(gone);
+	free(inbox);
+}
+
+typedef struct watch_ctx {
+	int calls;
+	struct ev_loop *loop;
+} watch_ctx_t;
+
+static void changed_cb(void *arg)
+{
+	watch_ctx_t *c = arg;
+	c->calls++;
+	ev_break(c->loop, EVBREAK_ONE);
+}
+
+static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	ev_break(loop, EVBREAK_ONE);
+}
+
+/* Run the loop until the watcher fires or 3 s pass. */
+static void run_loop(watch_ctx_t *c)
+{
+	ev_timer to;
+	ev_timer_init(&to, timeout_cb, 3.0, 0.);
+	ev_timer_start(c->loop, &to);
+	ev_run(c->loop, 0);
+	ev_timer_stop(c->loop, &to);
+}
+
+static void test_watch(const char *root)
+{
+	watch_ctx_t c = { 0, ev_loop_new(EVFLAG_AUTO) };
+	maildir_watch_t *w = NULL;
+	CHECK_EQ_INT(maildir_watch_new(c.loop, root, 100, changed_cb, &c, &w), 0);
+	if (!w)
+		return;
+	CHECK(maildir_watch_refresh(w) >= 7); /* root, INBOX{,cur,new}, Lists, foo{,cur,new} */
+
+	/* A burst of changes is one callback. */
+	for (int i = 0; i < 10; i++) {
+		char *p = xasprintf("%s/INBOX/new/burst%d", root, i);
+		put(p, msg);
+		free(p);
+	}
+	run_loop(&c);
+	CHECK_EQ_INT(c.calls, 1);
+
+	/* A rename inside cur/ (a mail reader setting a flag). */
+	char *a = xasprintf("%s/INBOX/new/burst0", root);
+	char *b = xasprintf("%s/INBOX/cur/burst0:2,S", root);
+	CHECK_EQ_INT(rename(a, b), 0);
+	free(a);
+	free(b);
+	run_loop(&c);
+	CHECK_EQ_INT(c.calls, 2);
+
+	/* A new folder, then a file inside it: its directories got watched. */
+	mkfolder(root, "Fresh/sub");
+	run_loop(&c);
+	CHECK_EQ_INT(c.calls, 3);
+	char *p = xasprintf("%s/Fresh/sub/new/m1", root);
+	put(p, msg);
+	free(p);
+	run_loop(&c);
+	CHECK_EQ_INT(c.calls, 4);
+
+	/* Writes into tmp/ alone are not changes. */
+	p = xasprintf("%s/INBOX/tmp/partial", root);
+	put(p, msg);
+	free(p);
+	run_loop(&c);
+	CHECK_EQ_INT(c.calls, 4);
+
+	maildir_watch_free(w);
+	ev_loop_destroy(c.loop);
+}
+
+static void test_mbnames(const char *root)
+{
+	config_mbnames_t mb = { 0 };
+	mb.enabled = true;
+	mb.header = "mailboxes ";
+	mb.peritem = "+%(accountname)s/%(foldername)s";
+	mb.sep = " ";
+	mb.footer = "\n";
+	mbnames_item_t items[] = { { "work", "INBOX" }, { "home", "Lists/foo" }, { "home", "INBOX" } };
+	char *s = mbnames_render(&mb, items, 3);
+	CHECK(strcmp(s, "mailboxes +home/INBOX +home/Lists/foo +work/INBOX\n") == 0);
+	free(s);
+	mb.peritem = "100%% %(foldername)s";
+	s = mbnames_render(&mb, items, 1);
+	CHECK(strcmp(s, "mailboxes 100% INBOX\n") == 0);
+	free(s);
+	mb.peritem = "+%(accountname)s/%(foldername)s";
+
+	char *file = xasprintf("%s/out/mailboxes", root);
+	mb.filename = file;
+	bool changed = false;
+	CHECK_EQ_INT(mbnames_update(&mb, items, 3, &changed), 0);
+	CHECK(changed);
+	char *c = slurp(file);
+	CHECK(c && strcmp(c, "mailboxes +home/INBOX +home/Lists/foo +work/INBOX\n") == 0);
+	free(c);
+	CHECK_EQ_INT(mbnames_update(&mb, items, 3, &changed), 0);
+	CHECK(!changed);
+	CHECK_EQ_INT(mbnames_update(&mb, items, 2, &changed), 0);
+	CHECK(changed);
+	mb.enabled = false;
+	CHECK_EQ_INT(mbnames_update(&mb, items, 3, &changed), 0);
+	CHECK(!changed);
+
+	/* From the trees named in a config. */
+	config_account_t accts[2] = { 0 };
+	accts[0].name = "home";
+	accts[0].maildir_path = xasprintf("%s/tree", root);
+	accts[1].name = "nomaildir";
+	config_t cfg = { 0 };
+	cfg.accounts = accts;
+	cfg.n_accounts = 2;
+	mkfolder(accts[0].maildir_path, "INBOX");
+	mkfolder(accts[0].maildir_path, "A/B");
+	size_t n = 0;
+	mbnames_item_t *it = mbnames_items_from_config(&cfg, &n);
+	CHECK_EQ_INT(n, 2);
+	mb.enabled = true;
+	s = mbnames_render(&mb, it, n);
+	CHECK(strcmp(s, "mailboxes +home/A/B +home/INBOX\n") == 0);
+	free(s);
+	mbnames_items_free(it, n);
+	free(accts[0].maildir_path);
+	free(file);
+}
+
+int main(void)
+{
+	char *tmp = test_tmpdir("ib-maildir");
+	char *r1 = xasprintf("%s/nested", tmp);
+	char *r2 = xasprintf("%s/flat", tmp);
+	test_folders(r1);
+	test_flat(r2);
+	test_scan_and_batch(r1);
+	test_watch(r1);
+	test_mbnames(tmp);
+	free(r1);
+	free(r2);
+	test_rmtree(tmp);
+	free(tmp);
+	return test_done("test_maildir_scan");
+}
