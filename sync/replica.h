@@ -318,4 +318,22 @@ static inline void replica_free(replica_t *r)
 unsigned replica_flag_from_name(const char *name, size_t len);
 void replica_flags_to_str(unsigned flags, char *out, size_t outlen);
 
+/*
+ * Keyword sets as strings: canonical form is sorted (byte order), unique,
+ * single-space separated. Every function returns a new string the caller
+ * frees.
+ */
+char *replica_kw_canon(const char *kw);
+/* Join n keywords (any order, duplicates allowed) into canonical form. */
+char *replica_kw_join(const char *const *v, size_t n);
+/* Three-way merge per keyword: a keyword's value on the side that changed it
+ * since the agreed set a wins; r = replica, s = store. */
+char *replica_kw_merge(const char *a, const char *r, const char *s);
+/* Keywords in to but not in from (*add) and in from but not in to (*del). */
+void replica_kw_diff(const char *from, const char *to, char **add, char **del);
+/* Split a keyword string into a new array of new strings (*n entries);
+ * free with replica_kw_free_vec(). */
+char **replica_kw_split(const char *kw, size_t *n);
+void replica_kw_free_vec(char **v, size_t n);
+
 #endif
