@@ -76,6 +76,10 @@ typedef struct config_account {
 	config_remote_t remote;
 	char *maildir_path;          /* expanded (~ resolved), or NULL for no Maildir */
 	char *maildir_sep;           /* "/" (nested directories, default) or "." */
+	char *source;                /* file the account was defined in (the main
+	                                config, or <datadir>/accounts/NAME.conf when
+	                                added with the admin CLI) */
+	int source_line;
 } config_account_t;
 
 typedef struct config_mbnames {
