@@ -1,0 +1,1755 @@
+/*
+ * The sync engine: see engine.h. One job is a small state machine driven by
+ * replica callbacks. Callbacks may come synchronously (Maildir) or from the
+ * loop (IMAP); job_kick() keeps the recursion flat either way.
+ */
+#include "sync/engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "lib/buf.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+/* Deletions below this count are never held, whatever the ratio: emptying a
+ * tiny folder is not a disaster worth stopping for. */
+#define ENGINE_MASS_MIN 5
+/* Messages at least this big are spooled to an unlinked temporary file while
+ * they arrive, so memory stays bounded. */
+#define ENGINE_SPOOL_MIN (1u << 20)
+/* Upload batch limits: pending records are committed per batch. */
+#define ENGINE_UPLOAD_MSGS 50
+#define ENGINE_UPLOAD_BYTES (8u << 20)
+
+enum phase {
+	P_START,
+	P_SELECT,
+	P_CHECK,
+	P_PENDING,
+	P_SCAN,
+	P_DECIDE,
+	P_FETCH,
+	P_DELETE,
+	P_FLAGS,
+	P_UPLOAD,
+	P_FINISH,
+	P_END,
+};
+
+typedef struct pair_ent {
+	uint32_t ruid, suid;
+	unsigned a_flags;
+	char *a_kw;
+	bool r_seen;          /* the scan reported it */
+	unsigned r_flags;
+	char *r_kw;
+	bool vanished;        /* gone from the replica */
+	bool s_live;          /* live in the store */
+	unsigned s_flags;
+	char *s_kw;
+	/* decided */
+	bool del_replica;     /* delete on the replica */
+	bool set_replica;     /* push new flags to the replica */
+	unsigned n_flags;
+	char *n_kw;
+	bool ok;              /* replica op succeeded */
+	char *add_kw, *del_kw; /* set_flags arguments while in flight */
+} pair_ent_t;
+
+typedef struct pend_ent {
+	store_pending_t p;
+	char *message_id;
+} pend_ent_t;
+
+typedef struct upload_ent {
+	uint32_t suid;
+	uint64_t size;
+	store_hash_t hash;
+	unsigned flags;
+	char *kw;
+	int64_t internaldate;
+	char message_id[256];
+	uint64_t pending_id;
+	char *data;           /* while the append is in flight */
+	size_t len;
+	uint32_t ruid;        /* learnt */
+	int status;
+	bool done;
+	replica_new_msg_t nm; /* append() argument while in flight */
+	replica_find_t q;     /* find() argument while in flight */
+} upload_ent_t;
+
+/* One message arriving from the replica. */
+typedef struct incoming {
+	uint64_t size;
+	buf_t mem;
+	FILE *spool;          /* big messages */
+	uint64_t written;
+	bool complete;
+	replica_msg_t m;      /* uid, flags, internaldate (keywords copied) */
+	char *kw;
+	EVP_MD_CTX *md;       /* hash-only sinks (pending resolution) */
+	struct incoming *next;
+} incoming_t;
+
+struct engine_job {
+	store_t *st;
+	replica_t *r;
+	engine_opts_t o;
+	char *replica_name;
+	char *log_prefix;
+	engine_done_cb done;
+	void *ctx;
+
+	int phase;
+	int waiting;
+	bool in_step;
+	bool finished;
+	bool cancelled;
+	int result;
+	engine_stats_t stats;
+
+	store_folder_t folder;       /* copied scalars; name not kept */
+	bool have_rs;
+	store_replica_t rs;          /* name not kept */
+	replica_box_t box;
+	bool full;
+	bool incomplete;             /* something failed: do not advance modseq */
+
+	pair_ent_t *pairs;           /* sorted by ruid */
+	size_t n_pairs, cap_pairs;
+	uint32_t *known;
+
+	uint32_t *newuids;           /* unpaired replica UIDs reported by the scan */
+	size_t n_new, cap_new, next_new;
+
+	pend_ent_t *pend;
+	size_t n_pend, next_pend;
+	/* pending resolution of one upload */
+	uint32_t *cands;
+	size_t n_cands;
+	store_hash_t cand_match_hash;
+	uint32_t cand_match;
+
+	upload_ent_t *ups;
+	size_t n_ups, next_up, batch_from, batch_to;
+	int upload_step;             /* 0 record+send, 1 find, 2 commit */
+
+	incoming_t *in_head, *in_tail;
+	size_t in_bytes;
+	unsigned in_count;
+
+	uint64_t decided_modseq;     /* store HIGHESTMODSEQ when decisions were made */
+
+	/* Arguments of operations in flight (replica.h: valid until the
+	 * callback), kept here so concurrent jobs share nothing. */
+	replica_scan_opts_t scan_opts;
+	replica_scan_sink_t scan_sink;
+	replica_body_sink_t fetch_sink;
+	replica_body_sink_t hash_sink;
+	replica_find_t pend_q;
+};
+
+const char *engine_strerror(int result)
+{
+	switch (result) {
+	case ENGINE_OK: return "ok";
+	case ENGINE_HELD: return "folder held for safety";
+	case ENGINE_FOLDER_ERR: return "folder failed";
+	case ENGINE_REPLICA_ERR: return "connection to the replica lost";
+	case ENGINE_STORE_ERR: return "store error";
+	case ENGINE_CANCELLED: return "cancelled";
+	default: return "unknown engine result";
+	}
+}
+
+static void job_step(engine_job_t *job);
+
+/* Run the state machine unless already inside it; finishes the job when it
+ * reached its end. Returns true if the job was freed. */
+static bool job_kick(engine_job_t *job);
+
+static void job_fail(engine_job_t *job, int result, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void job_fail(engine_job_t *job, int result, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (job->result != ENGINE_OK)
+		return;
+	job->result = result;
+	va_start(ap, fmt);
+	vsnprintf(job->stats.message, sizeof(job->stats.message), fmt, ap);
+	va_end(ap);
+}
+
+static int replica_to_engine(int status)
+{
+	switch (status) {
+	case REPLICA_OK: return ENGINE_OK;
+	case REPLICA_MSG_BAD:
+	case REPLICA_FOLDER_BAD: return ENGINE_FOLDER_ERR;
+	case REPLICA_CANCELLED: return ENGINE_CANCELLED;
+	default: return ENGINE_REPLICA_ERR;
+	}
+}
+
+/* A replica operation that can only fail the folder or the session. */
+static void op_fail(engine_job_t *job, int status, const char *what)
+{
+	if (status == REPLICA_OK || status == REPLICA_MSG_BAD)
+		return;
+	job_fail(job, replica_to_engine(status), "%s: %s failed: %s", job->log_prefix, what,
+		 replica_strerror(status));
+}
+
+static void incoming_free(incoming_t *in)
+{
+	if (!in)
+		return;
+	buf_free(&in->mem);
+	if (in->spool)
+		fclose(in->spool);
+	if (in->md)
+		EVP_MD_CTX_free(in->md);
+	free(in->kw);
+	free(in);
+}
+
+static void job_free(engine_job_t *job)
+{
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		free(job->pairs[i].a_kw);
+		free(job->pairs[i].r_kw);
+		free(job->pairs[i].s_kw);
+		free(job->pairs[i].n_kw);
+		free(job->pairs[i].add_kw);
+		free(job->pairs[i].del_kw);
+	}
+	free(job->pairs);
+	free(job->known);
+	free(job->newuids);
+	for (size_t i = 0; i < job->n_pend; i++)
+		free(job->pend[i].message_id);
+	free(job->pend);
+	free(job->cands);
+	for (size_t i = 0; i < job->n_ups; i++) {
+		free(job->ups[i].kw);
+		free(job->ups[i].data);
+	}
+	free(job->ups);
+	while (job->in_head) {
+		incoming_t *n = job->in_head->next;
+		incoming_free(job->in_head);
+		job->in_head = n;
+	}
+	free(job->replica_name);
+	free(job->log_prefix);
+	free(job);
+}
+
+static bool job_kick(engine_job_t *job)
+{
+	if (job->in_step)
+		return false;
+	job->in_step = true;
+	job_step(job);
+	job->in_step = false;
+	if (job->finished && job->waiting == 0) {
+		if (!job->cancelled)
+			job->done(job->result, &job->stats, job->ctx);
+		job_free(job);
+		return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------ store helpers */
+
+static char *kw_to_str(const store_keywords_t *kw)
+{
+	return replica_kw_join(kw->v, kw->n);
+}
+
+/* Fill a store_keywords_t from a canonical string; free *vec with
+ * replica_kw_free_vec(*vec, kw->n). */
+static void str_to_kw(const char *s, store_keywords_t *kw, char ***vec)
+{
+	size_t n;
+	*vec = replica_kw_split(s, &n);
+	kw->v = (const char *const *)*vec;
+	kw->n = n;
+}
+
+static pair_ent_t *pair_find(engine_job_t *job, uint32_t ruid)
+{
+	size_t lo = 0, hi = job->n_pairs;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (job->pairs[mid].ruid == ruid)
+			return &job->pairs[mid];
+		if (job->pairs[mid].ruid < ruid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static int load_pair_cb(const store_pair_t *p, void *arg)
+{
+	engine_job_t *job = arg;
+	pair_ent_t *e;
+
+	if (job->n_pairs == job->cap_pairs) {
+		job->cap_pairs = job->cap_pairs ? job->cap_pairs * 2 : 256;
+		job->pairs = xrealloc(job->pairs, job->cap_pairs * sizeof(*job->pairs));
+	}
+	e = &job->pairs[job->n_pairs++];
+	memset(e, 0, sizeof(*e));
+	e->ruid = p->replica_uid;
+	e->suid = p->store_uid;
+	e->a_flags = p->flags;
+	e->a_kw = kw_to_str(&p->kw);
+	return 0;
+}
+
+static int load_pend_cb(const store_pending_t *p, void *arg)
+{
+	engine_job_t *job = arg;
+
+	if (p->replica_id != job->o.replica_id)
+		return 0;
+	job->pend = xrealloc(job->pend, (job->n_pend + 1) * sizeof(*job->pend));
+	pend_ent_t *e = &job->pend[job->n_pend++];
+	e->p = *p;
+	e->message_id = xstrdup(p->message_id ? p->message_id : "");
+	e->p.message_id = NULL;
+	return 0;
+}
+
+/* Read folder, replica state, pairs and pending operations. */
+static int load_state(engine_job_t *job)
+{
+	store_txn_t *txn = NULL;
+	store_folder_t f;
+	store_replica_t rs;
+	int rc;
+
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		free(job->pairs[i].a_kw);
+		job->pairs[i].a_kw = NULL;
+	}
+	job->n_pairs = 0;
+	rc = store_txn_begin_read(job->st, &txn);
+	if (rc)
+		goto out;
+	rc = store_folder_get(txn, job->o.folder_id, &f);
+	if (rc)
+		goto out;
+	job->folder = f;
+	job->folder.name = NULL;
+	job->folder.held_reason = NULL;
+	if (f.state == STORE_FOLDER_HELD) {
+		snprintf(job->stats.message, sizeof(job->stats.message),
+			 "%s: held for safety (%s); run 'imapbridge folder recover' for it",
+			 job->log_prefix, f.held_reason && *f.held_reason ? f.held_reason : "no reason");
+	}
+	rc = store_replica_get(txn, job->o.folder_id, job->o.replica_id, &rs);
+	if (rc == 0) {
+		job->have_rs = true;
+		job->rs = rs;
+		job->rs.name = NULL;
+	} else if (rc != STORE_ENOTFOUND) {
+		goto out;
+	}
+	rc = store_pair_iter(txn, job->o.folder_id, job->o.replica_id, 1, load_pair_cb, job);
+	if (rc)
+		goto out;
+	if (job->n_pend == 0)
+		rc = store_pending_list(txn, job->o.folder_id, load_pend_cb, job);
+out:
+	store_txn_abort(txn);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ start */
+
+static void do_start(engine_job_t *job)
+{
+	int rc = load_state(job);
+
+	if (rc) {
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s", job->log_prefix,
+			 store_strerror(rc));
+		return;
+	}
+	if (job->folder.state == STORE_FOLDER_HELD) {
+		job->result = ENGINE_HELD;
+		return;
+	}
+	/* Skip without selecting: the replica reports the same counters and
+	 * modseq as after the last sync, and the store did not change since. */
+	if (job->o.has_counts && !job->o.force_full && job->have_rs && job->n_pend == 0 &&
+	    job->o.counts.highestmodseq != 0 && job->rs.highestmodseq == job->o.counts.highestmodseq &&
+	    job->rs.uidvalidity == job->o.counts.uidvalidity &&
+	    job->rs.uidnext == job->o.counts.uidnext &&
+	    job->rs.pushed_modseq == job->folder.highestmodseq) {
+		job->stats.skipped = true;
+		job->phase = P_END;
+	}
+}
+
+/* ----------------------------------------------------------------- select */
+
+static void select_cb(int status, const replica_box_t *box, void *ctx)
+{
+	engine_job_t *job = ctx;
+
+	job->waiting--;
+	if (status == REPLICA_OK && box)
+		job->box = *box;
+	else if (status == REPLICA_FOLDER_BAD || status == REPLICA_MSG_BAD)
+		job_fail(job, ENGINE_FOLDER_ERR, "%s: cannot open the folder on the replica",
+			 job->log_prefix);
+	else
+		op_fail(job, status, "select");
+	job_kick(job);
+}
+
+static void do_select(engine_job_t *job)
+{
+	job->waiting++;
+	job->r->ops->select(job->r, job->replica_name, select_cb, job);
+}
+
+static int hold_fn(store_txn_t *txn, void *arg)
+{
+	engine_job_t *job = arg;
+	return store_folder_hold(txn, job->o.folder_id, job->stats.message);
+}
+
+static void hold_folder(engine_job_t *job)
+{
+	int rc = store_write(job->st, hold_fn, job);
+
+	job->result = ENGINE_HELD;
+	if (rc)
+		log_err("%s: cannot record the hold in the store: %s", job->log_prefix,
+			store_strerror(rc));
+}
+
+static void do_check(engine_job_t *job)
+{
+	uint32_t uv = job->box.counts.uidvalidity;
+
+	if (uv == 0) {
+		job_fail(job, ENGINE_FOLDER_ERR, "%s: the replica gave no UIDVALIDITY",
+			 job->log_prefix);
+		return;
+	}
+	if (job->have_rs && job->rs.uidvalidity != 0 && job->rs.uidvalidity != uv) {
+		snprintf(job->stats.message, sizeof(job->stats.message),
+			 "UIDVALIDITY of %s changed from %u to %u; nothing was deleted; "
+			 "run 'imapbridge folder recover ACCOUNT FOLDER' to re-pair its messages",
+			 job->replica_name, job->rs.uidvalidity, uv);
+		hold_folder(job);
+		return;
+	}
+	if (job->o.readonly)
+		job->box.caps |= REPLICA_CAP_READONLY;
+}
+
+/* --------------------------------------------------- pending operations */
+
+/* A sink that only hashes what arrives (to recognise an uploaded copy). */
+static void *hash_open(void *ctx, uint64_t size)
+{
+	incoming_t *in = xcalloc(1, sizeof(*in));
+	in->md = EVP_MD_CTX_new();
+	if (!in->md || EVP_DigestInit_ex(in->md, EVP_sha256(), NULL) != 1) {
+		incoming_free(in);
+		return NULL;
+	}
+	in->size = size;
+	return in;
+}
+
+static int hash_write(void *ctx, void *h, const char *data, size_t len)
+{
+	incoming_t *in = h;
+	return EVP_DigestUpdate(in->md, data, len) == 1 ? 0 : -1;
+}
+
+static void hash_done(void *ctx, void *h, const replica_msg_t *m)
+{
+	engine_job_t *job = ctx;
+	incoming_t *in = h;
+	store_hash_t got;
+	unsigned int l = 0;
+
+	if (EVP_DigestFinal_ex(in->md, got.b, &l) == 1 && l == STORE_HASH_LEN &&
+	    memcmp(got.b, job->cand_match_hash.b, STORE_HASH_LEN) == 0 &&
+	    (job->cand_match == 0 || m->uid < job->cand_match))
+		job->cand_match = m->uid;
+	incoming_free(in);
+}
+
+static void hash_abort(void *ctx, void *h)
+{
+	incoming_free(h);
+}
+
+static const replica_body_sink_t hash_sink_tmpl = {
+	.open = hash_open, .write = hash_write, .done = hash_done, .abort = hash_abort,
+};
+
+typedef struct pend_commit {
+	engine_job_t *job;
+	pend_ent_t *pe;
+	uint32_t ruid;       /* pair this (upload found) or 0 */
+} pend_commit_t;
+
+static int pend_commit_fn(store_txn_t *txn, void *arg)
+{
+	pend_commit_t *pc = arg;
+	engine_job_t *job = pc->job;
+	store_pending_t *p = &pc->pe->p;
+	int rc;
+
+	if (p->kind == STORE_PENDING_UPLOAD && pc->ruid) {
+		store_msg_t m;
+		store_pair_t pair = { .replica_uid = pc->ruid, .store_uid = p->store_uid };
+		rc = store_msg_get(txn, p->folder_id, p->store_uid, &m);
+		if (rc == 0) {
+			pair.flags = m.flags;
+			pair.kw = m.kw;
+		} else if (rc != STORE_ENOTFOUND) {
+			return rc;
+		}
+		/* A message deleted locally meanwhile is still paired: the
+		 * decision step then deletes the uploaded copy as it should. */
+		rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &pair);
+		if (rc)
+			return rc;
+	} else if (p->kind == STORE_PENDING_DELETE) {
+		rc = store_pair_del(txn, job->o.folder_id, job->o.replica_id, p->replica_uid);
+		if (rc && rc != STORE_ENOTFOUND)
+			return rc;
+	}
+	rc = store_pending_del(txn, p->id);
+	return rc == STORE_ENOTFOUND ? 0 : rc;
+}
+
+static void pend_resolve(engine_job_t *job, pend_ent_t *pe, uint32_t ruid)
+{
+	pend_commit_t pc = { job, pe, ruid };
+	int rc = store_write(job->st, pend_commit_fn, &pc);
+
+	if (rc)
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot resolve a pending operation: %s",
+			 job->log_prefix, store_strerror(rc));
+}
+
+static void pend_fetch_cb(int status, void *ctx)
+{
+	engine_job_t *job = ctx;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+
+	job->waiting--;
+	op_fail(job, status, "fetch");
+	if (job->result == ENGINE_OK) {
+		if (job->cand_match)
+			log_info("%s: an interrupted upload had reached the replica (UID %u); paired",
+				 job->log_prefix, job->cand_match);
+		pend_resolve(job, pe, job->cand_match);
+	}
+	job->next_pend++;
+	job_kick(job);
+}
+
+static void pend_find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
+{
+	engine_job_t *job = ctx;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+
+	job->waiting--;
+	op_fail(job, status, "search");
+	if (job->result != ENGINE_OK) {
+		job_kick(job);
+		return;
+	}
+	free(job->cands);
+	job->cands = xmalloc((n ? n : 1) * sizeof(*job->cands));
+	job->n_cands = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!pair_find(job, uids[i]))
+			job->cands[job->n_cands++] = uids[i];
+	job->cand_match = 0;
+	job->cand_match_hash = pe->p.hash;
+	if (job->n_cands == 0) {
+		/* The upload never reached the replica: forget it; the message
+		 * is still unpaired in the store and is uploaded again. */
+		pend_resolve(job, pe, 0);
+		job->next_pend++;
+		job_kick(job);
+		return;
+	}
+	/* Check the candidates' bytes: only an identical copy is paired. */
+	job->hash_sink = hash_sink_tmpl;
+	job->hash_sink.ctx = job;
+	job->waiting++;
+	job->r->ops->fetch(job->r, job->cands, job->n_cands, &job->hash_sink, pend_fetch_cb, job);
+	job_kick(job);
+}
+
+static void pend_delete_cb(int status, void *ctx)
+{
+	engine_job_t *job = ctx;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+
+	job->waiting--;
+	op_fail(job, status, "delete");
+	if (job->result == ENGINE_OK && status == REPLICA_OK)
+		pend_resolve(job, pe, 0);
+	job->next_pend++;
+	job_kick(job);
+}
+
+/* Resolve the next pending operation; stays in P_PENDING until all are. */
+static void do_pending(engine_job_t *job)
+{
+	if (job->next_pend >= job->n_pend)
+		return;
+	job->phase = P_PENDING;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+	store_pending_t *p = &pe->p;
+	bool ro = (job->box.caps & REPLICA_CAP_READONLY) != 0;
+
+	switch (p->kind) {
+	case STORE_PENDING_UPLOAD: {
+		replica_find_t *qp = &job->pend_q;
+		if (!job->r->ops->find) {
+			pend_resolve(job, pe, 0);
+			job->next_pend++;
+			return;
+		}
+		qp->message_id = *pe->message_id ? pe->message_id : NULL;
+		qp->size = 0;
+		{
+			/* The size of the blob is the size of the message. */
+			store_txn_t *txn = NULL;
+			const void *d;
+			size_t l;
+			if (store_txn_begin_read(job->st, &txn) == 0 &&
+			    store_blob_get(txn, &p->hash, &d, &l) == 0)
+				qp->size = l;
+			store_txn_abort(txn);
+		}
+		qp->min_uid = p->target_uidnext ? p->target_uidnext : 1;
+		job->waiting++;
+		job->r->ops->find(job->r, qp, pend_find_cb, job);
+		return;
+	}
+	case STORE_PENDING_DELETE:
+		if (ro) {
+			pend_resolve(job, pe, 0);
+			job->next_pend++;
+			return;
+		}
+		job->waiting++;
+		job->r->ops->delete_msgs(job->r, &p->replica_uid, 1, pend_delete_cb, job);
+		return;
+	default:
+		/* Kinds this engine does not record: nothing to finish. */
+		pend_resolve(job, pe, 0);
+		job->next_pend++;
+		return;
+	}
+}
+
+/* ------------------------------------------------------------------- scan */
+
+static void scan_msg_cb(void *ctx, const replica_msg_t *m)
+{
+	engine_job_t *job = ctx;
+	pair_ent_t *e = pair_find(job, m->uid);
+
+	if (e) {
+		e->r_seen = true;
+		e->r_flags = m->flags & REPLICA_F_ALL;
+		free(e->r_kw);
+		e->r_kw = replica_kw_canon(m->keywords);
+		return;
+	}
+	if (job->n_new == job->cap_new) {
+		job->cap_new = job->cap_new ? job->cap_new * 2 : 256;
+		job->newuids = xrealloc(job->newuids, job->cap_new * sizeof(*job->newuids));
+	}
+	job->newuids[job->n_new++] = m->uid;
+}
+
+static void scan_vanished_cb(void *ctx, uint32_t lo, uint32_t hi)
+{
+	engine_job_t *job = ctx;
+
+	/* Walk the pairs in the range rather than the range itself: a VANISHED
+	 * range can be 1:4294967295. */
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		pair_ent_t *e = &job->pairs[i];
+		if (e->ruid >= lo && e->ruid <= hi)
+			e->vanished = true;
+	}
+}
+
+static void scan_done_cb(int status, void *ctx)
+{
+	engine_job_t *job = ctx;
+
+	job->waiting--;
+	if (status == REPLICA_FOLDER_BAD)
+		job_fail(job, ENGINE_FOLDER_ERR, "%s: cannot list the folder's messages",
+			 job->log_prefix);
+	else
+		op_fail(job, status, "scan");
+	job_kick(job);
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void do_scan(engine_job_t *job)
+{
+	replica_scan_opts_t *so = &job->scan_opts;
+	bool modseq = (job->box.caps & REPLICA_CAP_MODSEQ) && job->box.counts.highestmodseq;
+
+	/* The pending step may have changed pairs: reload them. */
+	if (job->n_pend) {
+		int rc = load_state(job);
+		if (rc) {
+			job_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s",
+				 job->log_prefix, store_strerror(rc));
+			return;
+		}
+	}
+	free(job->known);
+	job->known = xmalloc((job->n_pairs ? job->n_pairs : 1) * sizeof(*job->known));
+	for (size_t i = 0; i < job->n_pairs; i++)
+		job->known[i] = job->pairs[i].ruid;
+
+	job->full = true;
+	if (modseq && !job->o.force_full && job->have_rs && job->rs.highestmodseq &&
+	    job->rs.uidvalidity == job->box.counts.uidvalidity &&
+	    job->box.counts.highestmodseq >= job->rs.highestmodseq &&
+	    job->box.counts.uidnext >= job->rs.uidnext) {
+		so->changedsince = job->rs.highestmodseq;
+		job->full = false;
+	}
+	job->stats.full_scan = job->full;
+	so->new_uid = job->have_rs ? job->rs.uidnext : 1;
+	so->known = job->known;
+	so->n_known = job->n_pairs;
+	job->scan_sink.ctx = job;
+	job->scan_sink.msg_cb = scan_msg_cb;
+	job->scan_sink.vanished_cb = scan_vanished_cb;
+	job->waiting++;
+	job->r->ops->scan(job->r, so, &job->scan_sink, scan_done_cb, job);
+}
+
+/* ----------------------------------------------------------------- decide */
+
+typedef struct suid_idx {
+	uint32_t suid;
+	uint32_t pi;
+} suid_idx_t;
+
+static int suid_cmp(const void *a, const void *b)
+{
+	uint32_t x = ((const suid_idx_t *)a)->suid, y = ((const suid_idx_t *)b)->suid;
+	return x < y ? -1 : x > y;
+}
+
+typedef struct store_scan {
+	engine_job_t *job;
+	suid_idx_t *idx;
+	size_t n;
+} store_scan_t;
+
+static int store_msg_scan_cb(const store_msg_t *m, void *arg)
+{
+	store_scan_t *ss = arg;
+	engine_job_t *job = ss->job;
+	suid_idx_t key = { m->uid, 0 };
+	suid_idx_t *hit = bsearch(&key, ss->idx, ss->n, sizeof(*ss->idx), suid_cmp);
+
+	if (hit) {
+		pair_ent_t *e = &job->pairs[hit->pi];
+		e->s_live = true;
+		e->s_flags = m->flags & STORE_F_ALL;
+		e->s_kw = kw_to_str(&m->kw);
+		return 0;
+	}
+	/* In the store, not on the replica: an upload. */
+	job->ups = xrealloc(job->ups, (job->n_ups + 1) * sizeof(*job->ups));
+	upload_ent_t *u = &job->ups[job->n_ups++];
+	memset(u, 0, sizeof(*u));
+	u->suid = m->uid;
+	u->size = m->size;
+	u->hash = m->hash;
+	u->flags = m->flags & STORE_F_ALL;
+	u->kw = kw_to_str(&m->kw);
+	u->internaldate = m->internaldate;
+	return 0;
+}
+
+typedef struct apply_store {
+	engine_job_t *job;
+	unsigned expunged, flagged;
+} apply_store_t;
+
+/* Store side of the decisions, in one transaction: expunge what the replica
+ * deleted, apply the replica's flag changes, record agreed values. */
+static int apply_store_fn(store_txn_t *txn, void *arg)
+{
+	apply_store_t *as = arg;
+	engine_job_t *job = as->job;
+	uint32_t fid = job->o.folder_id, rid = job->o.replica_id;
+	bool ro = (job->box.caps & REPLICA_CAP_READONLY) != 0;
+	int rc;
+
+	as->expunged = as->flagged = 0;
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		pair_ent_t *e = &job->pairs[i];
+		if (e->vanished) {
+			if (e->s_live) {
+				rc = store_msg_expunge(txn, fid, e->suid, NULL);
+				if (rc && rc != STORE_ENOTFOUND)
+					return rc;
+				as->expunged++;
+			}
+			rc = store_pair_del(txn, fid, rid, e->ruid);
+			if (rc && rc != STORE_ENOTFOUND)
+				return rc;
+			continue;
+		}
+		if (!e->s_live || !e->n_kw)
+			continue;
+		bool store_differs = e->n_flags != e->s_flags || strcmp(e->n_kw, e->s_kw) != 0;
+		if (store_differs) {
+			store_keywords_t kw;
+			char **vec;
+			str_to_kw(e->n_kw, &kw, &vec);
+			rc = store_msg_set_flags(txn, fid, e->suid, STORE_FLAGS_SET, e->n_flags, &kw,
+						 0, NULL);
+			replica_kw_free_vec(vec, kw.n);
+			if (rc)
+				return rc;
+			as->flagged++;
+		}
+		/* Agreed moves to the merged value now when the replica already
+		 * has it; otherwise after the replica accepted it (do_flags). In
+		 * read-only mode the replica never changes, so agreed stays at
+		 * the replica's value and local changes are simply kept. */
+		bool replica_differs = e->n_flags != e->r_flags || strcmp(e->n_kw, e->r_kw) != 0;
+		if (!replica_differs && (e->n_flags != e->a_flags || strcmp(e->n_kw, e->a_kw) != 0)) {
+			store_pair_t p = { .replica_uid = e->ruid, .store_uid = e->suid,
+					   .flags = e->n_flags };
+			char **vec;
+			str_to_kw(e->n_kw, &p.kw, &vec);
+			rc = store_pair_set(txn, fid, rid, &p);
+			replica_kw_free_vec(vec, p.kw.n);
+			if (rc)
+				return rc;
+		}
+		e->set_replica = replica_differs && !ro;
+	}
+	return 0;
+}
+
+static void do_decide(engine_job_t *job)
+{
+	store_txn_t *txn = NULL;
+	store_scan_t ss = { job, NULL, 0 };
+	unsigned vanished = 0, gone = 0;
+	bool ro = (job->box.caps & REPLICA_CAP_READONLY) != 0;
+	int rc;
+
+	ss.idx = xmalloc((job->n_pairs ? job->n_pairs : 1) * sizeof(*ss.idx));
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		ss.idx[i].suid = job->pairs[i].suid;
+		ss.idx[i].pi = (uint32_t)i;
+	}
+	ss.n = job->n_pairs;
+	qsort(ss.idx, ss.n, sizeof(*ss.idx), suid_cmp);
+	rc = store_txn_begin_read(job->st, &txn);
+	if (rc == 0) {
+		store_folder_t f;
+		rc = store_folder_get(txn, job->o.folder_id, &f);
+		if (rc == 0)
+			job->decided_modseq = f.highestmodseq;
+	}
+	if (rc == 0)
+		rc = store_msg_iter(txn, job->o.folder_id, 1, store_msg_scan_cb, &ss);
+	store_txn_abort(txn);
+	free(ss.idx);
+	if (rc) {
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s", job->log_prefix,
+			 store_strerror(rc));
+		return;
+	}
+
+	/* Merge flags; count deletions for the safety check. */
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		pair_ent_t *e = &job->pairs[i];
+		if (e->vanished) {
+			vanished++;
+			continue;
+		}
+		if (!e->s_live) {
+			if (!ro) {
+				e->del_replica = true;
+				gone++;
+			}
+			continue;
+		}
+		if (!e->r_seen) {
+			/* Not reported by a delta scan: unchanged on the replica. */
+			if (job->full) {
+				/* A full scan that neither listed nor declared it
+				 * vanished: the replica is inconsistent; leave it. */
+				continue;
+			}
+			e->r_flags = e->a_flags;
+			free(e->r_kw);
+			e->r_kw = xstrdup(e->a_kw);
+		}
+		unsigned changed_r = (e->r_flags ^ e->a_flags) & REPLICA_F_ALL;
+		e->n_flags = (e->r_flags & changed_r) | (e->s_flags & ~changed_r);
+		e->n_kw = replica_kw_merge(e->a_kw, e->r_kw, e->s_kw);
+	}
+	double ratio = job->o.max_deletion_ratio;
+	if (ratio > 0 && ratio < 1 && job->n_pairs) {
+		const char *side = NULL;
+		unsigned cnt = 0;
+		if (vanished >= ENGINE_MASS_MIN && vanished > ratio * (double)job->n_pairs) {
+			side = "the replica";
+			cnt = vanished;
+		} else if (gone >= ENGINE_MASS_MIN && gone > ratio * (double)job->n_pairs) {
+			side = "the store";
+			cnt = gone;
+		}
+		if (side) {
+			snprintf(job->stats.message, sizeof(job->stats.message),
+				 "%u of %zu messages of %s vanished from %s at once (more than %.0f%%); "
+				 "nothing was deleted; check the folder, then run "
+				 "'imapbridge folder recover ACCOUNT FOLDER' to accept the deletions",
+				 cnt, job->n_pairs, job->replica_name, side, ratio * 100.0);
+			hold_folder(job);
+			return;
+		}
+	}
+
+	apply_store_t as = { job, 0, 0 };
+	rc = store_write(job->st, apply_store_fn, &as);
+	if (rc) {
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot update the store: %s", job->log_prefix,
+			 store_strerror(rc));
+		return;
+	}
+	job->stats.deleted_store += as.expunged;
+	job->stats.flags_store += as.flagged;
+	qsort(job->newuids, job->n_new, sizeof(*job->newuids), u32_cmp);
+	if (ro) {
+		/* Never upload in read-only mode. */
+		for (size_t i = 0; i < job->n_ups; i++)
+			free(job->ups[i].kw);
+		free(job->ups);
+		job->ups = NULL;
+		job->n_ups = 0;
+	}
+}
+
+/* ------------------------------------------------------- fetch + ingest */
+
+static void *in_open(void *ctx, uint64_t size)
+{
+	incoming_t *in = xcalloc(1, sizeof(*in));
+
+	in->size = size;
+	if (size >= ENGINE_SPOOL_MIN) {
+		in->spool = tmpfile();
+		if (!in->spool) {
+			free(in);
+			return NULL;
+		}
+	}
+	return in;
+}
+
+static int in_write(void *ctx, void *h, const char *data, size_t len)
+{
+	incoming_t *in = h;
+
+	if (in->spool) {
+		if (fwrite(data, 1, len, in->spool) != len)
+			return -1;
+	} else {
+		buf_append(&in->mem, data, len);
+	}
+	in->written += len;
+	return 0;
+}
+
+static void in_done(void *ctx, void *h, const replica_msg_t *m)
+{
+	engine_job_t *job = ctx;
+	incoming_t *in = h;
+
+	if (in->spool && fflush(in->spool) != 0) {
+		incoming_free(in);
+		job->stats.failed++;
+		job->incomplete = true;
+		return;
+	}
+	in->m = *m;
+	in->kw = replica_kw_canon(m->keywords);
+	in->m.keywords = NULL;
+	in->m.message_id = NULL;
+	in->complete = true;
+	if (job->in_tail)
+		job->in_tail->next = in;
+	else
+		job->in_head = in;
+	job->in_tail = in;
+	job->in_bytes += in->written;
+	job->in_count++;
+}
+
+static void in_abort(void *ctx, void *h)
+{
+	engine_job_t *job = ctx;
+	incoming_free(h);
+	job->stats.failed++;
+	job->incomplete = true;
+}
+
+typedef struct ingest {
+	engine_job_t *job;
+	unsigned added;
+} ingest_t;
+
+static int ingest_fn(store_txn_t *txn, void *arg)
+{
+	ingest_t *ig = arg;
+	engine_job_t *job = ig->job;
+	int rc;
+
+	ig->added = 0;
+	for (incoming_t *in = job->in_head; in; in = in->next) {
+		store_msg_new_t nm;
+		uint32_t suid;
+		char **vec;
+		store_pair_t pair;
+
+		/* A UID already paired (a repeated fetch): never twice. */
+		rc = store_pair_get_by_ruid(txn, job->o.folder_id, job->o.replica_id, in->m.uid,
+					    &pair);
+		if (rc == 0)
+			continue;
+		if (rc != STORE_ENOTFOUND)
+			return rc;
+		memset(&nm, 0, sizeof(nm));
+		if (in->spool)
+			rc = store_blob_put_fd(txn, fileno(in->spool), 0, in->written, &nm.hash);
+		else
+			rc = store_blob_put(txn, in->mem.data ? in->mem.data : "", in->written,
+					    &nm.hash);
+		if (rc)
+			return rc;
+		nm.flags = in->m.flags & STORE_F_ALL;
+		str_to_kw(in->kw, &nm.kw, &vec);
+		nm.internaldate = in->m.internaldate ? (int64_t)in->m.internaldate : (int64_t)time(NULL);
+		rc = store_msg_add(txn, job->o.folder_id, &nm, &suid, NULL);
+		if (rc == 0) {
+			memset(&pair, 0, sizeof(pair));
+			pair.replica_uid = in->m.uid;
+			pair.store_uid = suid;
+			pair.flags = nm.flags;
+			pair.kw = nm.kw;
+			rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &pair);
+		}
+		replica_kw_free_vec(vec, nm.kw.n);
+		if (rc)
+			return rc;
+		ig->added++;
+	}
+	return 0;
+}
+
+/* Commit what arrived so far. */
+static void ingest_flush(engine_job_t *job)
+{
+	ingest_t ig = { job, 0 };
+	int rc;
+
+	if (!job->in_head)
+		return;
+	rc = store_write(job->st, ingest_fn, &ig);
+	if (rc)
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot add messages to the store: %s",
+			 job->log_prefix, store_strerror(rc));
+	else
+		job->stats.downloaded += ig.added;
+	while (job->in_head) {
+		incoming_t *n = job->in_head->next;
+		incoming_free(job->in_head);
+		job->in_head = n;
+	}
+	job->in_tail = NULL;
+	job->in_bytes = 0;
+	job->in_count = 0;
+}
+
+static void in_done_flush(void *ctx, void *h, const replica_msg_t *m)
+{
+	engine_job_t *job = ctx;
+	size_t maxb = job->o.commit_bytes ? job->o.commit_bytes : (4u << 20);
+	unsigned maxn = job->o.commit_msgs ? job->o.commit_msgs : 100;
+
+	in_done(ctx, h, m);
+	if (job->in_bytes >= maxb || job->in_count >= maxn)
+		ingest_flush(job);
+}
+
+static void fetch_cb(int status, void *ctx)
+{
+	engine_job_t *job = ctx;
+
+	job->waiting--;
+	if (status == REPLICA_MSG_BAD) {
+		job->incomplete = true;
+		status = REPLICA_OK;
+	}
+	op_fail(job, status, "fetch");
+	if (job->waiting == 0)
+		ingest_flush(job);
+	job_kick(job);
+}
+
+static void do_fetch(engine_job_t *job)
+{
+	static const replica_body_sink_t sink_tmpl = {
+		.open = in_open, .write = in_write, .done = in_done_flush, .abort = in_abort,
+	};
+	unsigned batch = job->o.fetch_batch ? job->o.fetch_batch : 200;
+
+	if (job->next_new >= job->n_new)
+		return;
+	job->fetch_sink = sink_tmpl;
+	job->fetch_sink.ctx = job;
+	/* Issue every batch at once: the replica pipelines them. */
+	while (job->next_new < job->n_new) {
+		size_t n = job->n_new - job->next_new;
+		if (n > batch)
+			n = batch;
+		job->waiting++;
+		job->r->ops->fetch(job->r, job->newuids + job->next_new, n, &job->fetch_sink,
+				   fetch_cb, job);
+		job->next_new += n;
+		if (job->result != ENGINE_OK)
+			break;
+	}
+}
+
+/* ------------------------------------------------- deletions on the replica */
+
+typedef struct del_rec {
+	engine_job_t *job;
+	uint32_t *uids;
+	size_t n;
+	uint64_t first_id;
+	bool resolve;
+} del_rec_t;
+
+static int del_record_fn(store_txn_t *txn, void *arg)
+{
+	del_rec_t *d = arg;
+	engine_job_t *job = d->job;
+	int rc;
+
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		pair_ent_t *e = &job->pairs[i];
+		if (!e->del_replica)
+			continue;
+		if (d->resolve) {
+			if (!e->ok)
+				continue;
+			rc = store_pair_del(txn, job->o.folder_id, job->o.replica_id, e->ruid);
+			if (rc && rc != STORE_ENOTFOUND)
+				return rc;
+			continue;
+		}
+		store_pending_t p;
+		memset(&p, 0, sizeof(p));
+		p.kind = STORE_PENDING_DELETE;
+		p.folder_id = job->o.folder_id;
+		p.replica_id = job->o.replica_id;
+		p.store_uid = e->suid;
+		p.replica_uid = e->ruid;
+		p.target_uidnext = job->box.counts.uidnext;
+		p.created = (int64_t)time(NULL);
+		rc = store_pending_add(txn, &p, NULL);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+typedef struct pend_drop {
+	engine_job_t *job;
+	uint32_t kind;
+	uint64_t *ids;
+	size_t n, cap;
+} pend_drop_t;
+
+static int pend_collect_cb(const store_pending_t *p, void *arg)
+{
+	pend_drop_t *pd = arg;
+	engine_job_t *job = pd->job;
+
+	if (p->kind != pd->kind || p->replica_id != job->o.replica_id)
+		return 0;
+	if (p->kind == STORE_PENDING_DELETE) {
+		pair_ent_t *e = pair_find(job, p->replica_uid);
+		if (!e || !e->del_replica || !e->ok)
+			return 0;
+	}
+	if (pd->n == pd->cap) {
+		pd->cap = pd->cap ? pd->cap * 2 : 64;
+		pd->ids = xrealloc(pd->ids, pd->cap * sizeof(*pd->ids));
+	}
+	pd->ids[pd->n++] = p->id;
+	return 0;
+}
+
+static int del_resolve_fn(store_txn_t *txn, void *arg)
+{
+	del_rec_t *d = arg;
+	pend_drop_t pd = { d->job, STORE_PENDING_DELETE, NULL, 0, 0 };
+	int rc = del_record_fn(txn, d);
+
+	if (rc == 0)
+		rc = store_pending_list(txn, d->job->o.folder_id, pend_collect_cb, &pd);
+	for (size_t i = 0; rc == 0 && i < pd.n; i++) {
+		rc = store_pending_del(txn, pd.ids[i]);
+		if (rc == STORE_ENOTFOUND)
+			rc = 0;
+	}
+	free(pd.ids);
+	return rc;
+}
+
+static void delete_cb(int status, void *ctx)
+{
+	engine_job_t *job = ctx;
+	del_rec_t d = { job, NULL, 0, 0, true };
+	int rc;
+
+	job->waiting--;
+	op_fail(job, status, "delete");
+	if (status == REPLICA_OK) {
+		unsigned n = 0;
+		for (size_t i = 0; i < job->n_pairs; i++)
+			if (job->pairs[i].del_replica) {
+				job->pairs[i].ok = true;
+				n++;
+			}
+		rc = store_write(job->st, del_resolve_fn, &d);
+		if (rc)
+			job_fail(job, ENGINE_STORE_ERR, "%s: cannot record deletions: %s",
+				 job->log_prefix, store_strerror(rc));
+		else
+			job->stats.deleted_replica += n;
+	}
+	free(job->known);
+	job->known = NULL;
+	job_kick(job);
+}
+
+static void do_delete(engine_job_t *job)
+{
+	del_rec_t d = { job, NULL, 0, 0, false };
+	size_t n = 0;
+	int rc;
+
+	for (size_t i = 0; i < job->n_pairs; i++)
+		if (job->pairs[i].del_replica)
+			n++;
+	if (n == 0)
+		return;
+	/* Intent first: a crash after the replica deleted and before the pair
+	 * was dropped is finished by the next run, not mistaken for a new
+	 * deletion the other way. */
+	rc = store_write(job->st, del_record_fn, &d);
+	if (rc) {
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot record pending deletions: %s",
+			 job->log_prefix, store_strerror(rc));
+		return;
+	}
+	free(job->known);
+	job->known = xmalloc(n * sizeof(*job->known));
+	n = 0;
+	for (size_t i = 0; i < job->n_pairs; i++)
+		if (job->pairs[i].del_replica)
+			job->known[n++] = job->pairs[i].ruid;
+	job->waiting++;
+	job->r->ops->delete_msgs(job->r, job->known, n, delete_cb, job);
+}
+
+/* ------------------------------------------------- flags to the replica */
+
+typedef struct flag_ctx {
+	engine_job_t *job;
+	size_t idx;
+} flag_ctx_t;
+
+static void flags_cb(int status, void *ctx)
+{
+	flag_ctx_t *fc = ctx;
+	engine_job_t *job = fc->job;
+
+	job->waiting--;
+	if (status == REPLICA_OK)
+		job->pairs[fc->idx].ok = true;
+	else if (status == REPLICA_MSG_BAD)
+		job->stats.failed++;
+	op_fail(job, status, "flag update");
+	free(fc);
+	job_kick(job);
+}
+
+static int flags_commit_fn(store_txn_t *txn, void *arg)
+{
+	engine_job_t *job = arg;
+	int rc;
+
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		pair_ent_t *e = &job->pairs[i];
+		if (!e->set_replica || !e->ok)
+			continue;
+		store_pair_t p = { .replica_uid = e->ruid, .store_uid = e->suid,
+				   .flags = e->n_flags };
+		char **vec;
+		str_to_kw(e->n_kw, &p.kw, &vec);
+		rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &p);
+		replica_kw_free_vec(vec, p.kw.n);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static void do_flags(engine_job_t *job)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < job->n_pairs && job->result == ENGINE_OK; i++) {
+		pair_ent_t *e = &job->pairs[i];
+		if (!e->set_replica)
+			continue;
+		flag_ctx_t *fc = xmalloc(sizeof(*fc));
+		replica_kw_diff(e->r_kw, e->n_kw, &e->add_kw, &e->del_kw);
+		unsigned add = e->n_flags & ~e->r_flags, del = e->r_flags & ~e->n_flags;
+		fc->job = job;
+		fc->idx = i;
+		job->waiting++;
+		job->r->ops->set_flags(job->r, e->ruid, add, e->add_kw, del, e->del_kw, flags_cb, fc);
+		n++;
+	}
+	job->stats.flags_replica += n;
+}
+
+static void do_flags_commit(engine_job_t *job)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < job->n_pairs; i++)
+		any |= job->pairs[i].set_replica;
+	if (!any || job->result != ENGINE_OK)
+		return;
+	int rc = store_write(job->st, flags_commit_fn, job);
+	if (rc)
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot record flags: %s", job->log_prefix,
+			 store_strerror(rc));
+}
+
+/* ----------------------------------------------------------------- upload */
+
+static int up_record_fn(store_txn_t *txn, void *arg)
+{
+	engine_job_t *job = arg;
+	int rc;
+
+	for (size_t i = job->batch_from; i < job->batch_to; i++) {
+		upload_ent_t *u = &job->ups[i];
+		store_pending_t p;
+		memset(&p, 0, sizeof(p));
+		p.kind = STORE_PENDING_UPLOAD;
+		p.folder_id = job->o.folder_id;
+		p.replica_id = job->o.replica_id;
+		p.store_uid = u->suid;
+		p.target_uidnext = job->box.counts.uidnext;
+		p.hash = u->hash;
+		p.message_id = u->message_id;
+		p.created = (int64_t)time(NULL);
+		rc = store_pending_add(txn, &p, &u->pending_id);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int up_commit_fn(store_txn_t *txn, void *arg)
+{
+	engine_job_t *job = arg;
+	int rc;
+
+	for (size_t i = job->batch_from; i < job->batch_to; i++) {
+		upload_ent_t *u = &job->ups[i];
+		if (!u->done)
+			continue;
+		if (u->ruid) {
+			store_pair_t p = { .replica_uid = u->ruid, .store_uid = u->suid,
+					   .flags = u->flags };
+			char **vec;
+			str_to_kw(u->kw, &p.kw, &vec);
+			rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &p);
+			replica_kw_free_vec(vec, p.kw.n);
+			if (rc)
+				return rc;
+		} else {
+			/* Uploaded, but the replica cannot tell its UID: drop the
+			 * local copy; the next sync downloads it back, paired. */
+			rc = store_msg_expunge(txn, job->o.folder_id, u->suid, NULL);
+			if (rc && rc != STORE_ENOTFOUND)
+				return rc;
+		}
+		rc = store_pending_del(txn, u->pending_id);
+		if (rc && rc != STORE_ENOTFOUND)
+			return rc;
+	}
+	return 0;
+}
+
+static void append_cb(int status, uint32_t uid, void *ctx);
+
+typedef struct up_ctx {
+	engine_job_t *job;
+	size_t idx;
+} up_ctx_t;
+
+static void append_cb(int status, uint32_t uid, void *ctx)
+{
+	up_ctx_t *uc = ctx;
+	engine_job_t *job = uc->job;
+	upload_ent_t *u = &job->ups[uc->idx];
+
+	free(uc);
+	job->waiting--;
+	free(u->data);
+	u->data = NULL;
+	u->status = status;
+	if (status == REPLICA_OK) {
+		u->ruid = uid;
+		u->done = uid != 0;
+	} else if (status == REPLICA_MSG_BAD) {
+		job->stats.failed++;
+	} else {
+		op_fail(job, status, "upload");
+	}
+	job_kick(job);
+}
+
+static void find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
+{
+	up_ctx_t *uc = ctx;
+	engine_job_t *job = uc->job;
+	upload_ent_t *u = &job->ups[uc->idx];
+
+	free(uc);
+	job->waiting--;
+	op_fail(job, status, "search");
+	if (status == REPLICA_OK) {
+		/* The newest match that is not paired yet. */
+		for (size_t i = n; i-- > 0;) {
+			if (!pair_find(job, uids[i])) {
+				bool taken = false;
+				for (size_t j = job->batch_from; j < job->batch_to; j++)
+					taken |= job->ups[j].ruid == uids[i];
+				if (!taken) {
+					u->ruid = uids[i];
+					break;
+				}
+			}
+		}
+		u->done = true;
+	}
+	job_kick(job);
+}
+
+static void do_upload(engine_job_t *job)
+{
+	if (job->next_up >= job->n_ups && job->upload_step == 0)
+		return;
+	job->phase = P_UPLOAD;
+	if (job->upload_step == 0) {
+		store_txn_t *txn = NULL;
+		size_t bytes = 0;
+		int rc;
+
+		job->batch_from = job->next_up;
+		job->batch_to = job->next_up;
+		rc = store_txn_begin_read(job->st, &txn);
+		while (rc == 0 && job->batch_to < job->n_ups &&
+		       job->batch_to - job->batch_from < ENGINE_UPLOAD_MSGS &&
+		       (bytes < ENGINE_UPLOAD_BYTES || job->batch_to == job->batch_from)) {
+			upload_ent_t *u = &job->ups[job->batch_to];
+			const void *d;
+			size_t l;
+			rc = store_blob_get(txn, &u->hash, &d, &l);
+			if (rc)
+				break;
+			u->data = xmalloc(l ? l : 1);
+			memcpy(u->data, d, l);
+			u->len = l;
+			engine_message_id(u->data, l, u->message_id, sizeof(u->message_id));
+			bytes += l;
+			job->batch_to++;
+		}
+		store_txn_abort(txn);
+		if (rc == 0)
+			rc = store_write(job->st, up_record_fn, job);
+		if (rc) {
+			job_fail(job, ENGINE_STORE_ERR, "%s: cannot prepare uploads: %s",
+				 job->log_prefix, store_strerror(rc));
+			return;
+		}
+		job->next_up = job->batch_to;
+		job->upload_step = 1;
+		for (size_t i = job->batch_from; i < job->batch_to; i++) {
+			upload_ent_t *u = &job->ups[i];
+			replica_new_msg_t *m = &u->nm;
+			up_ctx_t *uc = xmalloc(sizeof(*uc));
+			uc->job = job;
+			uc->idx = i;
+			m->data = u->data;
+			m->len = u->len;
+			m->flags = u->flags;
+			m->keywords = u->kw;
+			m->internaldate = (time_t)u->internaldate;
+			job->waiting++;
+			job->r->ops->append(job->r, m, append_cb, uc);
+			if (job->result != ENGINE_OK)
+				break;
+		}
+		return;
+	}
+	if (job->upload_step == 1) {
+		/* Learn UIDs the replica did not report. */
+		job->upload_step = 2;
+		for (size_t i = job->batch_from; i < job->batch_to; i++) {
+			upload_ent_t *u = &job->ups[i];
+			if (u->status != REPLICA_OK || u->done)
+				continue;
+			if (!job->r->ops->find) {
+				u->done = true;
+				continue;
+			}
+			up_ctx_t *uc = xmalloc(sizeof(*uc));
+			u->q.message_id = *u->message_id ? u->message_id : NULL;
+			u->q.size = u->size;
+			u->q.min_uid = job->box.counts.uidnext;
+			uc->job = job;
+			uc->idx = i;
+			job->waiting++;
+			job->r->ops->find(job->r, &u->q, find_cb, uc);
+		}
+		return;
+	}
+	/* upload_step 2: record the pairs. */
+	int rc = store_write(job->st, up_commit_fn, job);
+	if (rc) {
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot record uploads: %s", job->log_prefix,
+			 store_strerror(rc));
+		return;
+	}
+	for (size_t i = job->batch_from; i < job->batch_to; i++)
+		if (job->ups[i].done)
+			job->stats.uploaded++;
+	job->upload_step = 0;
+}
+
+/* ----------------------------------------------------------------- finish */
+
+static int finish_fn(store_txn_t *txn, void *arg)
+{
+	engine_job_t *job = arg;
+	store_replica_t rs;
+	store_folder_t f;
+	int rc;
+
+	memset(&rs, 0, sizeof(rs));
+	rs.folder_id = job->o.folder_id;
+	rs.replica_id = job->o.replica_id;
+	rs.name = job->replica_name;
+	rs.uidvalidity = job->box.counts.uidvalidity;
+	rs.uidnext = job->box.counts.uidnext;
+	rs.highestmodseq = job->box.counts.highestmodseq;
+	if (job->incomplete && job->have_rs) {
+		/* Something was not fetched: look at the same changes again. */
+		rs.highestmodseq = job->rs.highestmodseq;
+		rs.uidnext = job->rs.uidnext;
+	} else if (job->incomplete) {
+		rs.highestmodseq = 0;
+		rs.uidnext = 0;
+	}
+	if (!(job->box.caps & REPLICA_CAP_MODSEQ))
+		rs.highestmodseq = 0;
+	rc = store_folder_get(txn, job->o.folder_id, &f);
+	if (rc)
+		return rc;
+	rs.pushed_modseq = f.highestmodseq;
+	return store_replica_set(txn, &rs);
+}
+
+static void do_finish(engine_job_t *job)
+{
+	int rc = store_write(job->st, finish_fn, job);
+
+	if (rc)
+		job_fail(job, ENGINE_STORE_ERR, "%s: cannot save the sync state: %s",
+			 job->log_prefix, store_strerror(rc));
+}
+
+/* ---------------------------------------------------------- state machine */
+
+static void job_step(engine_job_t *job)
+{
+	while (!job->finished) {
+		if (job->waiting > 0)
+			return;
+		if (job->result != ENGINE_OK || job->phase == P_END) {
+			job->finished = true;
+			return;
+		}
+		int ph = job->phase++;
+		switch (ph) {
+		case P_START: do_start(job); break;
+		case P_SELECT: do_select(job); break;
+		case P_CHECK: do_check(job); break;
+		case P_PENDING: do_pending(job); break;
+		case P_SCAN: do_scan(job); break;
+		case P_DECIDE: do_decide(job); break;
+		case P_FETCH: do_fetch(job); break;
+		case P_DELETE: do_delete(job); break;
+		case P_FLAGS:
+			do_flags(job);
+			break;
+		case P_UPLOAD:
+			/* Flags sent in P_FLAGS are confirmed by now. */
+			if (job->upload_step == 0 && job->next_up == 0)
+				do_flags_commit(job);
+			do_upload(job);
+			break;
+		case P_FINISH: do_finish(job); break;
+		default: job->phase = P_END; break;
+		}
+	}
+}
+
+engine_job_t *engine_sync_folder(store_t *st, replica_t *r, const engine_opts_t *opts,
+				 engine_done_cb done, void *ctx)
+{
+	engine_job_t *job = xcalloc(1, sizeof(*job));
+
+	job->st = st;
+	job->r = r;
+	job->o = *opts;
+	job->replica_name = xstrdup(opts->replica_name ? opts->replica_name : "");
+	job->log_prefix = xstrdup(opts->log_prefix ? opts->log_prefix : "sync");
+	job->o.replica_name = job->replica_name;
+	job->o.log_prefix = job->log_prefix;
+	job->done = done;
+	job->ctx = ctx;
+	job->phase = P_START;
+	if (job_kick(job))
+		return NULL;
+	return job;
+}
+
+void engine_cancel(engine_job_t *job)
+{
+	if (!job || job->cancelled)
+		return;
+	job->cancelled = true;
+	job->result = ENGINE_CANCELLED;
+	snprintf(job->stats.message, sizeof(job->stats.message), "%s: cancelled", job->log_prefix);
+	job->done(ENGINE_CANCELLED, &job->stats, job->ctx);
+	job->finished = true;
+	if (job->waiting == 0 && !job->in_step)
+		job_free(job);
+	/* Otherwise the outstanding callbacks free it (job_kick). */
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+void engine_message_id(const char *data, size_t len, char *out, size_t outlen)
+{
+	size_t i = 0;
+
+	if (outlen)
+		out[0] = '\0';
+	while (i < len) {
+		size_t eol = i;
+		while (eol < len && data[eol] != '\n')
+			eol++;
+		size_t linelen = eol - i;
+		if (linelen == 0 || (linelen == 1 && data[i] == '\r'))
+			return; /* end of the header */
+		if (linelen > 11 && strncasecmp(data + i, "Message-ID:", 11) == 0) {
+			size_t a = i + 11, b = eol;
+			/* Unfold one continuation line. */
+			if (b + 1 < len && (data[b + 1] == ' ' || data[b + 1] == '\t')) {
+				a = b + 1;
+				while (b + 1 < len && data[b + 1] != '\n')
+					b++;
+				b++;
+			}
+			while (a < b && (data[a] == ' ' || data[a] == '\t'))
+				a++;
+			while (b > a && (data[b - 1] == '\r' || data[b - 1] == ' ' ||
+					 data[b - 1] == '\t'))
+				b--;
+			size_t n = b - a;
+			if (n >= outlen)
+				n = outlen - 1;
+			memcpy(out, data + a, n);
+			out[n] = '\0';
+			return;
+		}
+		i = eol + 1;
+	}
+}

@@ -1,0 +1,104 @@
+/*
+ * The sync engine: a three-way merge of one store folder with one replica
+ * folder (DESIGN.md, "Replicas and the sync algorithm"), written once against
+ * sync/replica.h and store/store.h.
+ *
+ * One engine_job_t syncs one folder over one replica session that the
+ * caller has connected. It selects the folder, resolves pending operations
+ * left by an earlier run, scans the replica (CHANGEDSINCE or full), and then:
+ * copies new replica messages into the store, uploads new store messages,
+ * deletes on either side only what the pair table proves was deleted on the
+ * other, and merges flags and keywords per flag against the agreed value.
+ *
+ * Safety: a changed UIDVALIDITY, or a sync that would delete more than
+ * max_deletion_ratio of the folder's paired messages on either side, holds
+ * the folder in the store (store_folder_hold) and deletes nothing; the job
+ * then ends with ENGINE_HELD. Every upload and replica deletion is recorded
+ * as a pending operation (committed) before it is sent, and resolved first
+ * by the next job on that folder, so a crash at any point neither loses nor
+ * duplicates a message.
+ *
+ * Ownership: the job borrows the store and the replica session until its
+ * callback has run; it copies opts (strings included). The job frees itself
+ * after calling done; engine_cancel() before that stops it (done is called
+ * with ENGINE_CANCELLED, synchronously).
+ */
+#ifndef IB_SYNC_ENGINE_H
+#define IB_SYNC_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+#include "sync/replica.h"
+
+enum engine_result {
+	ENGINE_OK = 0,
+	ENGINE_HELD = -1,        /* folder held for safety (or was already held) */
+	ENGINE_FOLDER_ERR = -2,  /* this folder failed; others may go on */
+	ENGINE_REPLICA_ERR = -3, /* the replica session was lost */
+	ENGINE_STORE_ERR = -4,   /* the store failed (disk full, corrupt) */
+	ENGINE_CANCELLED = -5,
+};
+
+const char *engine_strerror(int result);
+
+typedef struct engine_opts {
+	uint32_t folder_id;         /* store folder */
+	uint32_t replica_id;        /* STORE_REPLICA_REMOTE, STORE_REPLICA_MAILDIR */
+	const char *replica_name;   /* the replica's folder name (UTF-8) */
+	const char *log_prefix;     /* "sync: acct=home box=INBOX" for messages */
+	double max_deletion_ratio;  /* 0 < r <= 1; >= 1 disables the check */
+	bool readonly;              /* never write to the replica */
+	bool force_full;            /* ignore modseqs, compare everything */
+	unsigned fetch_batch;       /* messages per fetch() call; 0 = 200 */
+	size_t commit_bytes;        /* commit ingested messages every this many bytes; 0 = 4 MiB */
+	unsigned commit_msgs;       /* ... or this many messages; 0 = 100 */
+	/* Counters of the replica folder already known from STATUS/LIST-STATUS
+	 * (has_counts) let the job skip the folder without selecting it when
+	 * nothing changed on either side since the last sync. */
+	bool has_counts;
+	replica_counts_t counts;
+} engine_opts_t;
+
+typedef struct engine_stats {
+	unsigned downloaded;   /* replica -> store new messages */
+	unsigned uploaded;     /* store -> replica new messages */
+	unsigned deleted_store;    /* expunged in the store (gone on the replica) */
+	unsigned deleted_replica;  /* deleted on the replica (expunged in the store) */
+	unsigned flags_store;      /* flag changes applied to the store */
+	unsigned flags_replica;    /* flag changes applied to the replica */
+	unsigned failed;           /* messages that failed (retried next time) */
+	bool skipped;              /* unchanged on both sides: not even selected */
+	bool full_scan;            /* compared every message (no modseq delta) */
+	char message[512];         /* for ENGINE_HELD / errors: a message for people */
+} engine_stats_t;
+
+typedef struct engine_job engine_job_t;
+
+/* Called once when the job ends; stats valid during the call. */
+typedef void (*engine_done_cb)(int result, const engine_stats_t *stats, void *ctx);
+
+/*
+ * Start syncing one folder. The replica session r must be connected (its
+ * connect() completed) and idle (no folder operation in flight). May call
+ * done before returning (a synchronous replica, or an early failure); the
+ * returned pointer is then NULL.
+ */
+engine_job_t *engine_sync_folder(store_t *st, replica_t *r, const engine_opts_t *opts,
+				 engine_done_cb done, void *ctx);
+
+/* Stop a running job: done runs with ENGINE_CANCELLED before this returns.
+ * Operations already sent to the replica are resolved by the next job
+ * through the pending-operation records. */
+void engine_cancel(engine_job_t *job);
+
+/*
+ * Helpers shared with recover.c and tests.
+ */
+/* Message-ID header value (with <>) of raw message bytes, copied into out;
+ * "" when there is none. */
+void engine_message_id(const char *data, size_t len, char *out, size_t outlen);
+
+#endif
