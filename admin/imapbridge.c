@@ -74,19 +74,16 @@ static char *find_socket(const struct cli *cli)
 		path = getenv("IMAPBRIDGE_CONFIG");
 	if (!path || !*path)
 		path = DEFAULT_CONFIG;
-	config_msgs_t msgs = CONFIG_MSGS_INIT;
-	config_t *cfg = NULL;
-	char *sock = NULL;
-	if (config_load(path, &cfg, &msgs) != CONFIG_OK) {
-		for (size_t i = 0; i < msgs.n_errors; i++)
-			fprintf(stderr, "%s\n", msgs.errors[i]);
-		fprintf(stderr, "imapbridge: cannot find the control socket through %s; fix it, or "
-			"give the socket with -S PATH\n", path);
+	char err[1024];
+	char *datadir = NULL, *sock = NULL;
+	if (config_read_datadir(path, &datadir, err, sizeof(err)) != CONFIG_OK) {
+		fprintf(stderr, "imapbridge: %s\n", err);
+		fprintf(stderr, "imapbridge: cannot find the control socket through %s; fix it, name "
+			"the daemon's config with -c FILE, or give the socket with -S PATH\n", path);
 	} else {
-		sock = xasprintf("%s/%s", cfg->datadir, CTL_SOCKET_NAME);
+		sock = xasprintf("%s/%s", datadir, CTL_SOCKET_NAME);
 	}
-	config_msgs_free(&msgs);
-	config_free(cfg);
+	free(datadir);
 	return sock;
 }
 

@@ -967,3 +967,33 @@ out:
 		config_free(cfg);
 	return rc;
 }
+
+int config_read_datadir(const char *path, char **datadir, char *err, size_t errlen)
+{
+	libconfig_t lc;
+	const char *v = NULL;
+	int rc = CONFIG_E_INVALID;
+
+	*datadir = NULL;
+	config_init(&lc);
+	if (config_read_file(&lc, path) != CONFIG_TRUE) {
+		if (config_error_type(&lc) == CONFIG_ERR_FILE_IO) {
+			snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+			if (errno == ENOENT)
+				rc = CONFIG_E_NOFILE;
+		} else {
+			snprintf(err, errlen, "%s:%d: syntax error: %s", path, config_error_line(&lc),
+				 config_error_text(&lc));
+		}
+		goto out;
+	}
+	if (config_lookup_string(&lc, "datadir", &v) != CONFIG_TRUE) {
+		snprintf(err, errlen, "%s: option datadir: missing or not a string", path);
+		goto out;
+	}
+	*datadir = ib_expand_home(v);
+	rc = CONFIG_OK;
+out:
+	config_destroy(&lc);
+	return rc;
+}

@@ -53,6 +53,14 @@ typedef struct config_msgs {
  */
 int config_load(const char *path, config_t **out, config_msgs_t *msgs);
 
+/*
+ * Only the data directory of path (expanded), for the admin CLI, which must
+ * find the control socket even when other parts of the file are broken.
+ * Returns CONFIG_OK and a new string in *datadir, or an error with a sentence
+ * in err (size errlen).
+ */
+int config_read_datadir(const char *path, char **datadir, char *err, size_t errlen);
+
 /* Release a config_t from config_load(); NULL is fine. */
 void config_free(config_t *cfg);
 
