@@ -1,0 +1,655 @@
+/*
+ * The store environment: open (with schema and foreign-file checks), close,
+ * transactions with a sticky error, map growth on MDB_MAP_FULL, and the thin
+ * LMDB wrappers every other file of store/ goes through.
+ */
+#include "store/store_p.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define STORE_DEFAULT_MAPSIZE ((size_t)64 << 20)
+#define STORE_MIN_MAPSIZE ((size_t)64 << 10)
+
+const char *const store_db_names[DB_COUNT] = {
+	[DB_META] = "meta",
+	[DB_ACCOUNTS] = "accounts",
+	[DB_ACCT_NAMES] = "account_names",
+	[DB_ACCT_ATTRS] = "account_attrs",
+	[DB_FOLDERS] = "folders",
+	[DB_FOLDER_NAMES] = "folder_names",
+	[DB_MESSAGES] = "messages",
+	[DB_CHANGES] = "changes",
+	[DB_KEYWORDS] = "keywords",
+	[DB_BLOBS] = "blobs",
+	[DB_BLOBREFS] = "blobrefs",
+	[DB_REPLICAS] = "replicas",
+	[DB_PAIRS] = "pairs",
+	[DB_PAIRS_REV] = "pairs_rev",
+	[DB_PENDING] = "pending",
+};
+
+const char *store_strerror(int err)
+{
+	switch (err) {
+	case STORE_OK: return "success";
+	case STORE_ENOTFOUND: return "not found";
+	case STORE_EEXIST: return "already exists";
+	case STORE_EINVAL: return "invalid argument";
+	case STORE_EAGAIN: return "store map was full and has been grown; retry the transaction";
+	case STORE_ECORRUPT: return "store is corrupt or not an imapbridge store";
+	case STORE_ENEWER: return "store was written by a newer imapbridge";
+	case STORE_EIO: return "I/O error in the store";
+	case STORE_ENOSPC: return "no space left for the store (disk or address space full)";
+	case STORE_EBUSY: return "store busy (too many readers, or a transaction still open)";
+	case STORE_ERDONLY: return "write on a read-only transaction or store";
+	case STORE_ECONFLICT: return "message changed since the given modseq";
+	case STORE_ELIMIT: return "UID or modseq space of the folder exhausted";
+	case STORE_ETOOOLD: return "changes that old are no longer kept; do a full comparison";
+	case STORE_EHELD: return "folder is held for safety";
+	case STORE_EINTERNAL: return "internal store error";
+	}
+	return "unknown store error";
+}
+
+int store_map_mdb(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS: return STORE_OK;
+	case MDB_NOTFOUND: return STORE_ENOTFOUND;
+	case MDB_KEYEXIST: return STORE_EEXIST;
+	case MDB_MAP_FULL: return STORE_EAGAIN;
+	case MDB_TXN_FULL: return STORE_ENOSPC;
+	case MDB_INVALID:
+	case MDB_VERSION_MISMATCH:
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INCOMPATIBLE:
+	case MDB_BAD_VALSIZE: return STORE_ECORRUPT;
+	case MDB_READERS_FULL:
+	case MDB_BAD_RSLOT: return STORE_EBUSY;
+	case MDB_BAD_TXN: return STORE_EINTERNAL;
+	case ENOSPC:
+	case ENOMEM: return STORE_ENOSPC;
+	case EACCES:
+	case EROFS: return STORE_ERDONLY;
+	case EINVAL: return STORE_EINVAL;
+	case EIO: return STORE_EIO;
+	}
+	if (rc > 0)
+		return STORE_EIO; /* other errno values */
+	return STORE_EINTERNAL;
+}
+
+/* ----------------------------------------------------------- helpers */
+
+static bool is_benign(int rc)
+{
+	return rc == STORE_ENOTFOUND || rc == STORE_EEXIST || rc == STORE_EINVAL ||
+	       rc == STORE_ECONFLICT || rc == STORE_EHELD || rc == STORE_ERDONLY ||
+	       rc == STORE_ETOOOLD;
+}
+
+int txn_ret(store_txn_t *txn, int rc, unsigned long writes_before)
+{
+	if (rc >= 0)
+		return rc;
+	if (txn->err)
+		return txn->err;
+	if (!is_benign(rc) || txn->nwrites != writes_before) {
+		txn->err = rc;
+		if (rc == STORE_EAGAIN)
+			txn->st->grow_pending = true;
+	}
+	return rc;
+}
+
+int txn_enter(store_txn_t *txn, bool need_write)
+{
+	if (txn->err)
+		return txn->err;
+	if (need_write && !txn->write)
+		return STORE_ERDONLY;
+	return 0;
+}
+
+int db_get(store_txn_t *txn, int db, const void *k, size_t klen, MDB_val *val)
+{
+	MDB_val key = {klen, (void *)k};
+	return store_map_mdb(mdb_get(txn->txn, txn->st->dbi[db], &key, val));
+}
+
+int db_put(store_txn_t *txn, int db, const void *k, size_t klen, const void *v, size_t vlen,
+	   unsigned flags)
+{
+	MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
+	int rc = mdb_put(txn->txn, txn->st->dbi[db], &key, &val, flags);
+	if (rc == MDB_SUCCESS)
+		txn->nwrites++;
+	return store_map_mdb(rc);
+}
+
+int db_reserve(store_txn_t *txn, int db, const void *k, size_t klen, size_t vlen, void **out)
+{
+	MDB_val key = {klen, (void *)k}, val = {vlen, NULL};
+	int rc = mdb_put(txn->txn, txn->st->dbi[db], &key, &val, MDB_RESERVE);
+	if (rc != MDB_SUCCESS)
+		return store_map_mdb(rc);
+	txn->nwrites++;
+	*out = val.mv_data;
+	return 0;
+}
+
+int db_del(store_txn_t *txn, int db, const void *k, size_t klen)
+{
+	MDB_val key = {klen, (void *)k};
+	int rc = mdb_del(txn->txn, txn->st->dbi[db], &key, NULL);
+	if (rc == MDB_SUCCESS)
+		txn->nwrites++;
+	return store_map_mdb(rc);
+}
+
+int db_cursor(store_txn_t *txn, int db, MDB_cursor **out)
+{
+	return store_map_mdb(mdb_cursor_open(txn->txn, txn->st->dbi[db], out));
+}
+
+int db_del_prefix(store_txn_t *txn, int db, const void *prefix, size_t plen)
+{
+	MDB_cursor *c = NULL;
+	int rc = db_cursor(txn, db, &c);
+	if (rc)
+		return rc;
+	int mrc;
+	for (;;) {
+		MDB_val k = {plen, (void *)prefix}, v;
+		mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+		if (mrc != MDB_SUCCESS)
+			break;
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+			break;
+		mrc = mdb_cursor_del(c, 0);
+		if (mrc != MDB_SUCCESS)
+			break;
+		txn->nwrites++;
+	}
+	mdb_cursor_close(c);
+	if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		return store_map_mdb(mrc);
+	return 0;
+}
+
+int meta_get_u64(store_txn_t *txn, const char *key, uint64_t *v)
+{
+	MDB_val val;
+	int rc = db_get(txn, DB_META, key, strlen(key), &val);
+	if (rc)
+		return rc;
+	if (val.mv_size == 4)
+		*v = ib_get_be32(val.mv_data);
+	else if (val.mv_size == 8)
+		*v = ib_get_be64(val.mv_data);
+	else
+		return STORE_ECORRUPT;
+	return 0;
+}
+
+int meta_put_u64(store_txn_t *txn, const char *key, uint64_t v)
+{
+	uint8_t b[8];
+	ib_put_be64(b, v);
+	return db_put(txn, DB_META, key, strlen(key), b, 8, 0);
+}
+
+void txn_touch(store_txn_t *txn, uint32_t folder_id)
+{
+	for (size_t i = 0; i < txn->ntouched; i++)
+		if (txn->touched[i] == folder_id)
+			return;
+	if (txn->ntouched == txn->captouched) {
+		txn->captouched = txn->captouched ? 2 * txn->captouched : 8;
+		txn->touched = xrealloc(txn->touched, txn->captouched * sizeof(*txn->touched));
+	}
+	txn->touched[txn->ntouched++] = folder_id;
+}
+
+void *txn_scratch(store_txn_t *txn, size_t n)
+{
+	if (txn->nscratch == txn->capscratch) {
+		txn->capscratch = txn->capscratch ? 2 * txn->capscratch : 16;
+		txn->scratch = xrealloc(txn->scratch, txn->capscratch * sizeof(*txn->scratch));
+	}
+	void *p = xmalloc(n ? n : 1);
+	txn->scratch[txn->nscratch++] = p;
+	return p;
+}
+
+size_t txn_scratch_mark(const store_txn_t *txn)
+{
+	return txn->nscratch;
+}
+
+void txn_scratch_release(store_txn_t *txn, size_t mark)
+{
+	while (txn->nscratch > mark)
+		free(txn->scratch[--txn->nscratch]);
+}
+
+void txn_note_new_blob(store_txn_t *txn, const store_hash_t *h)
+{
+	if (txn->nnew_blobs == txn->capnew_blobs) {
+		txn->capnew_blobs = txn->capnew_blobs ? 2 * txn->capnew_blobs : 16;
+		txn->new_blobs =
+			xrealloc(txn->new_blobs, txn->capnew_blobs * sizeof(*txn->new_blobs));
+	}
+	txn->new_blobs[txn->nnew_blobs++] = *h;
+}
+
+/* ------------------------------------------------------ transactions */
+
+/* Grow the map; only legal with no transaction open in this process. */
+static int store_grow(store_t *st)
+{
+	size_t want = st->mapsize * 2;
+	if (want < st->mapsize)
+		return STORE_ENOSPC;
+	int rc = mdb_env_set_mapsize(st->env, want);
+	if (rc != MDB_SUCCESS)
+		return store_map_mdb(rc) == STORE_EINVAL ? STORE_ENOSPC : store_map_mdb(rc);
+	MDB_envinfo info;
+	mdb_env_info(st->env, &info);
+	st->mapsize = info.me_mapsize;
+	st->grow_pending = false;
+	return 0;
+}
+
+static int txn_begin(store_t *st, bool write, store_txn_t **out)
+{
+	*out = NULL;
+	if (write && st->readonly)
+		return STORE_ERDONLY;
+	if (st->grow_pending) {
+		if (st->ntxn > 0) {
+			if (write)
+				return STORE_EBUSY;
+		} else {
+			int rc = store_grow(st);
+			if (rc)
+				return rc;
+		}
+	}
+	MDB_txn *t = NULL;
+	int rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t);
+	if (rc == MDB_MAP_RESIZED) {
+		/* Another process grew the map: adopt its size. */
+		if (st->ntxn > 0)
+			return STORE_EBUSY;
+		mdb_env_set_mapsize(st->env, 0);
+		MDB_envinfo info;
+		mdb_env_info(st->env, &info);
+		st->mapsize = info.me_mapsize;
+		rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t);
+	}
+	if (rc != MDB_SUCCESS)
+		return store_map_mdb(rc);
+	store_txn_t *txn = xcalloc(1, sizeof(*txn));
+	txn->st = st;
+	txn->txn = t;
+	txn->write = write;
+	st->ntxn++;
+	*out = txn;
+	return 0;
+}
+
+int store_txn_begin_read(store_t *st, store_txn_t **out)
+{
+	return txn_begin(st, false, out);
+}
+
+int store_txn_begin_write(store_t *st, store_txn_t **out)
+{
+	return txn_begin(st, true, out);
+}
+
+int store_txn_err(const store_txn_t *txn)
+{
+	return txn->err;
+}
+
+bool store_txn_is_write(const store_txn_t *txn)
+{
+	return txn->write;
+}
+
+store_t *store_txn_store(const store_txn_t *txn)
+{
+	return txn->st;
+}
+
+static void txn_free(store_txn_t *txn)
+{
+	store_t *st = txn->st;
+	txn_scratch_release(txn, 0);
+	free(txn->scratch);
+	free(txn->new_blobs);
+	free(txn->touched);
+	free(txn);
+	st->ntxn--;
+	if (st->grow_pending && st->ntxn == 0)
+		store_grow(st); /* a failure shows again at the next begin */
+}
+
+void store_txn_abort(store_txn_t *txn)
+{
+	if (!txn)
+		return;
+	mdb_txn_abort(txn->txn);
+	txn_free(txn);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int store_txn_commit(store_txn_t *txn)
+{
+	if (!txn->write) {
+		store_txn_abort(txn);
+		return 0;
+	}
+	if (!txn->err) {
+		unsigned long w = txn->nwrites;
+		txn_ret(txn, blob_sweep_new(txn), w);
+	}
+	if (txn->err) {
+		int err = txn->err;
+		store_txn_abort(txn);
+		return err;
+	}
+	int rc = store_map_mdb(mdb_txn_commit(txn->txn));
+	if (rc == STORE_EAGAIN)
+		txn->st->grow_pending = true;
+	store_t *st = txn->st;
+	uint32_t *touched = txn->touched;
+	size_t n = txn->ntouched;
+	txn->touched = NULL;
+	txn_free(txn);
+	if (rc == 0 && n > 0 && st->commit_cb) {
+		qsort(touched, n, sizeof(*touched), cmp_u32);
+		st->commit_cb(st, touched, n, st->commit_arg);
+	}
+	free(touched);
+	return rc;
+}
+
+int store_write(store_t *st, store_txn_fn fn, void *arg)
+{
+	for (;;) {
+		store_txn_t *txn;
+		int rc = store_txn_begin_write(st, &txn);
+		if (rc)
+			return rc;
+		rc = fn(txn, arg);
+		if (rc == STORE_EAGAIN || (rc == 0 && txn->err == STORE_EAGAIN)) {
+			txn->st->grow_pending = true;
+			store_txn_abort(txn);
+			continue;
+		}
+		if (rc) {
+			store_txn_abort(txn);
+			return rc;
+		}
+		rc = store_txn_commit(txn);
+		if (rc == STORE_EAGAIN)
+			continue;
+		return rc;
+	}
+}
+
+/* ---------------------------------------------------------- open/close */
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+	if (!errbuf || !errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(errbuf, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Open the named databases, creating them in a new environment, and check
+ * (or write) the schema version. Runs in one write txn (read for readonly). */
+static int store_init_txn(store_t *st, char *errbuf, size_t errlen)
+{
+	MDB_txn *t = NULL;
+	int mrc = mdb_txn_begin(st->env, NULL, st->readonly ? MDB_RDONLY : 0, &t);
+	if (mrc != MDB_SUCCESS)
+		goto mdb_fail;
+	MDB_dbi meta;
+	mrc = mdb_dbi_open(t, store_db_names[DB_META], 0, &meta);
+	bool fresh = false;
+	if (mrc == MDB_NOTFOUND) {
+		/* No meta database: a fresh environment, or a foreign LMDB file. */
+		MDB_dbi main;
+		MDB_stat ms;
+		mrc = mdb_dbi_open(t, NULL, 0, &main);
+		if (mrc != MDB_SUCCESS)
+			goto mdb_fail;
+		mdb_stat(t, main, &ms);
+		if (ms.ms_entries > 0) {
+			mdb_txn_abort(t);
+			set_err(errbuf, errlen,
+				"%s/data.mdb is an LMDB file but not an imapbridge store; "
+				"move it away or use another datadir",
+				st->path);
+			return STORE_ECORRUPT;
+		}
+		if (st->readonly) {
+			mdb_txn_abort(t);
+			set_err(errbuf, errlen,
+				"store at %s is empty; start imapbridged once to create it",
+				st->path);
+			return STORE_ENOTFOUND;
+		}
+		fresh = true;
+	} else if (mrc != MDB_SUCCESS) {
+		goto mdb_fail;
+	}
+	for (int i = 0; i < DB_COUNT; i++) {
+		mrc = mdb_dbi_open(t, store_db_names[i], st->readonly ? 0 : MDB_CREATE,
+				   &st->dbi[i]);
+		if (mrc == MDB_NOTFOUND) {
+			mdb_txn_abort(t);
+			set_err(errbuf, errlen,
+				"store at %s lacks its '%s' database; it is damaged or not an "
+				"imapbridge store: restore it from backup or use another datadir",
+				st->path, store_db_names[i]);
+			return STORE_ECORRUPT;
+		}
+		if (mrc != MDB_SUCCESS)
+			goto mdb_fail;
+	}
+	MDB_val k = {6, "schema"}, v;
+	uint8_t b[4];
+	if (fresh) {
+		ib_put_be32(b, STORE_SCHEMA_VERSION);
+		v.mv_size = 4;
+		v.mv_data = b;
+		mrc = mdb_put(t, st->dbi[DB_META], &k, &v, 0);
+		if (mrc != MDB_SUCCESS)
+			goto mdb_fail;
+	} else {
+		mrc = mdb_get(t, st->dbi[DB_META], &k, &v);
+		if (mrc != MDB_SUCCESS || v.mv_size != 4) {
+			mdb_txn_abort(t);
+			set_err(errbuf, errlen,
+				"store at %s has no valid schema version; it is damaged or not "
+				"an imapbridge store: restore it from backup or use another "
+				"datadir",
+				st->path);
+			return STORE_ECORRUPT;
+		}
+		uint32_t ver = ib_get_be32(v.mv_data);
+		if (ver > STORE_SCHEMA_VERSION) {
+			mdb_txn_abort(t);
+			set_err(errbuf, errlen,
+				"store at %s was written by a newer imapbridge (schema %u); "
+				"upgrade, or use another datadir",
+				st->path, ver);
+			return STORE_ENEWER;
+		}
+		/* ver < STORE_SCHEMA_VERSION: upgrades go here when there are any. */
+	}
+	mrc = mdb_txn_commit(t);
+	t = NULL;
+	if (mrc != MDB_SUCCESS)
+		goto mdb_fail;
+	return 0;
+mdb_fail:
+	if (t)
+		mdb_txn_abort(t);
+	if (mrc == MDB_MAP_FULL)
+		return STORE_EAGAIN;
+	set_err(errbuf, errlen, "cannot initialise store at %s: %s", st->path, mdb_strerror(mrc));
+	return store_map_mdb(mrc);
+}
+
+int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out, char *errbuf,
+	       size_t errlen)
+{
+	store_open_opts_t defaults = {0};
+	if (!opts)
+		opts = &defaults;
+	*out = NULL;
+	if (errbuf && errlen)
+		errbuf[0] = '\0';
+	int rc = 0;
+	store_t *st = xcalloc(1, sizeof(*st));
+	st->path = xasprintf("%s/store", datadir);
+	st->readonly = opts->readonly;
+	st->mapsize = opts->initial_mapsize ? opts->initial_mapsize : STORE_DEFAULT_MAPSIZE;
+	if (st->mapsize < STORE_MIN_MAPSIZE)
+		st->mapsize = STORE_MIN_MAPSIZE;
+
+	struct stat sb;
+	if (stat(st->path, &sb) == 0) {
+		if (!S_ISDIR(sb.st_mode)) {
+			set_err(errbuf, errlen,
+				"%s is not a directory; move it away or use another datadir",
+				st->path);
+			rc = STORE_ECORRUPT;
+			goto out;
+		}
+	} else if (st->readonly) {
+		set_err(errbuf, errlen, "no store at %s: %s", st->path, strerror(errno));
+		rc = STORE_ENOTFOUND;
+		goto out;
+	} else {
+		int e = ib_mkdirs(st->path, 0700);
+		if (e < 0) {
+			set_err(errbuf, errlen, "cannot create %s: %s; check the datadir setting",
+				st->path, strerror(-e));
+			rc = store_map_mdb(-e);
+			goto out;
+		}
+	}
+	char datafile[4096];
+	snprintf(datafile, sizeof(datafile), "%s/data.mdb", st->path);
+	if (stat(datafile, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		set_err(errbuf, errlen, "%s is not a regular file; move it away or use another datadir",
+			datafile);
+		rc = STORE_ECORRUPT;
+		goto out;
+	}
+
+	int mrc = mdb_env_create(&st->env);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_set_maxdbs(st->env, 32);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_set_mapsize(st->env, st->mapsize);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_set_maxreaders(st->env, 256);
+	if (mrc != MDB_SUCCESS) {
+		set_err(errbuf, errlen, "cannot set up LMDB for %s: %s", st->path,
+			mdb_strerror(mrc));
+		rc = store_map_mdb(mrc);
+		goto out;
+	}
+	unsigned flags = MDB_NOTLS;
+	if (opts->readonly)
+		flags |= MDB_RDONLY;
+	if (opts->nosync)
+		flags |= MDB_NOSYNC;
+	mrc = mdb_env_open(st->env, st->path, flags, 0600);
+	if (mrc != MDB_SUCCESS) {
+		if (mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH || mrc == MDB_CORRUPTED ||
+		    mrc == MDB_PAGE_NOTFOUND)
+			set_err(errbuf, errlen,
+				"%s is not an imapbridge store (%s); move it away, restore it "
+				"from backup, or use another datadir",
+				datafile, mdb_strerror(mrc));
+		else
+			set_err(errbuf, errlen, "cannot open store at %s: %s", st->path,
+				mdb_strerror(mrc));
+		rc = store_map_mdb(mrc);
+		goto out;
+	}
+	MDB_envinfo info;
+	mdb_env_info(st->env, &info);
+	st->mapsize = info.me_mapsize;
+
+	for (;;) {
+		rc = store_init_txn(st, errbuf, errlen);
+		if (rc != STORE_EAGAIN)
+			break;
+		rc = store_grow(st);
+		if (rc) {
+			set_err(errbuf, errlen, "cannot grow the store map at %s: %s", st->path,
+				store_strerror(rc));
+			break;
+		}
+	}
+	if (rc)
+		goto out;
+	*out = st;
+	st = NULL;
+out:
+	store_close(st);
+	return rc;
+}
+
+void store_close(store_t *st)
+{
+	if (!st)
+		return;
+	if (st->env)
+		mdb_env_close(st->env);
+	free(st->path);
+	free(st);
+}
+
+const char *store_path(const store_t *st)
+{
+	return st->path;
+}
+
+size_t store_mapsize(const store_t *st)
+{
+	return st->mapsize;
+}
+
+void store_set_commit_cb(store_t *st, store_commit_cb cb, void *arg)
+{
+	st->commit_cb = cb;
+	st->commit_arg = arg;
+}
