@@ -370,6 +370,128 @@ static const struct tcase good[] = {
 	{IN("* 1 EXISTS\n"), "* #1 EXISTS\n"},
 };
 
+/* Captured from Dovecot 2.3 (Debian 12): one whole session. */
+static const char dovecot_session[] =
+	"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH"
+	"=PLAIN AUTH=LOGIN AUTH=CRAM-MD5] Dovecot (Debian) ready.\r\n"
+	"a1 OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THR"
+	"EAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELE"
+	"CT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT "
+	"SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREV"
+	"IEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE] Logged in\r\n"
+	"* ENABLED CONDSTORE QRESYNC\r\n"
+	"a2 OK Enabled (0.001 + 0.000 secs).\r\n"
+	"* LIST (\\HasNoChildren) \"/\" &AMQ-rger\r\n"
+	"* LIST (\\HasNoChildren) \"/\" \"Sent Messages\"\r\n"
+	"* LIST (\\HasNoChildren) \"/\" INBOX\r\n"
+	"a3 OK List completed (0.001 + 0.000 secs).\r\n"
+	"* STATUS INBOX (MESSAGES 2 UIDNEXT 3 UIDVALIDITY 1795471503 UNSEEN 1 HIGHESTMODSEQ 4)\r\n"
+	"a4 OK Status completed (0.001 + 0.000 secs).\r\n"
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n"
+	"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags "
+	"permitted.\r\n"
+	"* 2 EXISTS\r\n"
+	"* 2 RECENT\r\n"
+	"* OK [UNSEEN 1] First unseen.\r\n"
+	"* OK [UIDVALIDITY 1795471503] UIDs valid\r\n"
+	"* OK [UIDNEXT 3] Predicted next UID\r\n"
+	"* OK [HIGHESTMODSEQ 4] Highest\r\n"
+	"a5 OK [READ-WRITE] Select completed (0.001 + 0.000 secs).\r\n"
+	"* 1 FETCH (UID 1 FLAGS (\\Recent) MODSEQ (4) RFC822.SIZE 165 INTERNALDATE \"23-Nov-2026 "
+	"22:05:03 +0000\" BODY[] {165}\r\n"
+	"From: a@example.org\r\n"
+	"To: b@example.org\r\n"
+	"Subject: Gr\xc3\x83\xc2\xbc\xc3\x83\xc2\x9f" "e\r\n"
+	"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+	"Message-ID: <992691c31e9b339b@imapbridge.test>\r\n"
+	"\r\n"
+	"hello\r\n"
+	"world\r\n"
+	")\r\n"
+	"* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent $Label1) MODSEQ (4) RFC822.SIZE 186 INTERNALDATE"
+	" \"23-Nov-2026 22:05:04 +0000\" BODY[] {186}\r\n"
+	"From: a@example.org\r\n"
+	"To: b@example.org\r\n"
+	"Subject: second\r\n"
+	"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+	"Message-ID: <439389d7d7a28b2e@imapbridge.test>\r\n"
+	"Cc: \"Bob, B.\" <bob@example.net>\r\n"
+	"\r\n"
+	"hello\r\n"
+	")\r\n"
+	"a6 OK Fetch completed (0.001 + 0.000 secs).\r\n"
+	"* 1 FETCH (UID 1 ENVELOPE (\"Mon, 23 Nov 2026 10:00:00 +0000\" {11}\r\n"
+	"Gr\xc3\x83\xc2\xbc\xc3\x83\xc2\x9f" "e ((NIL NIL \"a\" \"example.org\")) ((NIL NIL \"a\""
+	" \"example.org\")) ((NIL NIL \"a\" \"example.org\")) ((NIL NIL \"b\" \"example.org\")) N"
+	"IL NIL NIL \"<992691c31e9b339b@imapbridge.test>\") BODYSTRUCTURE (\"text\" \"plain\" (\""
+	"charset\" \"us-ascii\") NIL NIL \"7bit\" 14 2 NIL NIL NIL NIL) BODY[HEADER.FIELDS (SUBJE"
+	"CT CC)]<0> {24}\r\n"
+	"Subject: Gr\xc3\x83\xc2\xbc\xc3\x83\xc2\x9f" "e\r\n"
+	"\r\n"
+	")\r\n"
+	"* 2 FETCH (UID 2 ENVELOPE (\"Mon, 23 Nov 2026 10:00:00 +0000\" \"second\" ((NIL NIL \"a"
+	"\" \"example.org\")) ((NIL NIL \"a\" \"example.org\")) ((NIL NIL \"a\" \"example.org\"))"
+	" ((NIL NIL \"b\" \"example.org\")) ((\"Bob, B.\" NIL \"bob\" \"example.net\")) NIL NIL "
+	"\"<439389d7d7a28b2e@imapbridge.test>\") BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" "
+	"\"us-ascii\") NIL NIL \"7bit\" 7 1 NIL NIL NIL NIL) BODY[HEADER.FIELDS (SUBJECT CC)]<0> "
+	"{40}\r\n"
+	"Subject: second\r\n"
+	"Cc: \"Bob, B.\" <bob@exam)\r\n"
+	"a7 OK Fetch completed (0.001 + 0.000 secs).\r\n"
+	"* 2 FETCH (UID 2 MODSEQ (5) FLAGS (\\Flagged \\Seen \\Recent $Label1))\r\n"
+	"a8 OK Store completed (0.001 + 0.000 secs).\r\n"
+	"a9 OK [COPYUID 1795471504 1:2 2:3] Copy completed (0.027 + 0.000 + 0.026 secs).\r\n"
+	"* SEARCH 1 2\r\n"
+	"a10 OK Search completed (0.001 + 0.000 secs).\r\n"
+	"* ESEARCH (TAG \"a11\") UID ALL 1:2 COUNT 2\r\n"
+	"a11 OK Search completed (0.001 + 0.000 secs).\r\n"
+	"* 1 FETCH (UID 1 MODSEQ (6))\r\n"
+	"a12 OK Store completed (0.001 + 0.000 secs).\r\n"
+	"* VANISHED 1\r\n"
+	"* 1 RECENT\r\n"
+	"a13 OK [HIGHESTMODSEQ 7] Expunge completed (0.002 + 0.000 + 0.001 secs).\r\n"
+	"* OK [CLOSED] Previous mailbox closed.\r\n"
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n"
+	"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags "
+	"permitted.\r\n"
+	"* 1 EXISTS\r\n"
+	"* 0 RECENT\r\n"
+	"* OK [UIDVALIDITY 1795471503] UIDs valid\r\n"
+	"* OK [UIDNEXT 3] Predicted next UID\r\n"
+	"* OK [HIGHESTMODSEQ 7] Highest\r\n"
+	"a14 OK [READ-WRITE] Select completed (0.005 + 0.000 + 0.004 secs).\r\n"
+	"a15 OK NOOP completed (0.001 + 0.000 secs).\r\n"
+	"a16 BAD Error in IMAP command BOGUS: Unknown command (0.001 + 0.000 secs).\r\n"
+	"* OK [CLOSED] Previous mailbox closed.\r\n"
+	"a17 NO Mailbox doesn't exist: Nope (0.005 + 0.000 + 0.004 secs).\r\n"
+	"* BYE Logging out\r\n"
+	"a18 OK Logout completed (0.001 + 0.000 secs).\r\n";
+
+/* Facts from the captured session that the tree must show. */
+static const char *const session_facts[] = {
+	"* OK [CAPABILITY a:IMAP4rev1 a:SASL-IR a:LOGIN-REFERRALS a:ID a:ENABLE a:IDLE a:LITERAL+ "
+	"a:STARTTLS a:AUTH=PLAIN a:AUTH=LOGIN a:AUTH=CRAM-MD5] text=\"Dovecot (Debian) ready.\"\n",
+	"* ENABLED a:CONDSTORE a:QRESYNC\n",
+	"* LIST (a:\\HasNoChildren) s\"/\" a:&AMQ-rger\n",
+	"* STATUS a:INBOX (a:MESSAGES n:2 a:UIDNEXT n:3 a:UIDVALIDITY n:1795471503 a:UNSEEN n:1 "
+	"a:HIGHESTMODSEQ n:4)\n",
+	"* OK [UIDVALIDITY n:1795471503] text=\"UIDs valid\"\n",
+	"* #2 FETCH (a:UID n:2 a:FLAGS (a:\\Seen a:\\Recent a:$Label1) a:MODSEQ (n:4) "
+	"a:RFC822.SIZE n:186 a:INTERNALDATE s\"23-Nov-2026 22:05:04 +0000\" a:BODY[] L\"From: ",
+	"* #1 FETCH (a:UID n:1 a:ENVELOPE (s\"Mon, 23 Nov 2026 10:00:00 +0000\" "
+	"L\"Gr\\xc3\\x83\\xc2\\xbc\\xc3\\x83\\xc2\\x9fe\" ((NIL NIL s\"a\" s\"example.org\"))",
+	"a:BODYSTRUCTURE (s\"text\" s\"plain\" (s\"charset\" s\"us-ascii\") NIL NIL s\"7bit\" "
+	"n:14 n:2 NIL NIL NIL NIL) a:BODY[HEADER.FIELDS (SUBJECT CC)]<0> L\"Subject: ",
+	"T:a9 OK [COPYUID n:1795471504 a:1:2 a:2:3] text=\"Copy completed",
+	"* ESEARCH (a:TAG s\"a11\") a:UID a:ALL a:1:2 a:COUNT n:2\n",
+	"* VANISHED n:1\n",
+	"T:a13 OK [HIGHESTMODSEQ n:7] text=",
+	"* OK [CLOSED] text=\"Previous mailbox closed.\"\n",
+	"T:a16 BAD text=\"Error in IMAP command BOGUS: Unknown command",
+	"T:a17 NO text=\"Mailbox doesn't exist: Nope",
+	"* BYE text=\"Logging out\"\nT:a18 OK text=\"Logout completed (0.001 + 0.000 secs).\"\n",
+};
+
 struct bcase {
 	const char *in;
 	size_t len;
@@ -418,6 +540,23 @@ static void test_bad(void)
 		}
 		free(got);
 	}
+}
+
+static void test_dovecot_session(void)
+{
+	char *got = check_all_splits(dovecot_session, sizeof(dovecot_session) - 1, NULL);
+	size_t lines = 0;
+	for (const char *c = got; *c; c++)
+		lines += *c == '\n';
+	CHECK_EQ_INT(lines, 52);
+	CHECK(strstr(got, "BAD:") == NULL);
+	for (size_t i = 0; i < IB_ARRAY_LEN(session_facts); i++) {
+		if (!strstr(got, session_facts[i])) {
+			CHECK(!"fact missing from the captured session's tree");
+			fprintf(stderr, "missing: %s\n", session_facts[i]);
+		}
+	}
+	free(got);
 }
 
 static void test_limits(void)
@@ -560,6 +699,7 @@ int main(void)
 {
 	test_good();
 	test_bad();
+	test_dovecot_session();
 	test_limits();
 	test_sink();
 	test_helpers();
