@@ -369,8 +369,9 @@ static int cmd_account_remove(struct cli *cli, int argc, char **argv)
 		if (cli->json)
 			output_json(resp);
 		else
-			printf("account %s removed; mail on its server is untouched%s\n", name,
-			       purge ? "" : "; its local data is kept (use --purge to drop it)");
+			printf("account %s removed%s; mail on its server is untouched\n", name,
+			       purge ? " and its local data dropped"
+				     : ", its local data kept (--purge drops it)");
 		if (note)
 			fprintf(stderr, "imapbridge: %s\n", note);
 	}

@@ -248,15 +248,18 @@ static void do_account_remove(ctl_client_t *c, const json_t *req)
 	const daemon_sync_ops_t *ops = daemon_sync_ops(d, &ctx);
 	if (ops && ops->account_removed)
 		ops->account_removed(ctx, d, name, purge);
-	buf_t b = BUF_INIT;
-	/* Purging local data goes through the sync engine, which owns the
-	 * account's store records; without one the data stays, and we say so. */
-	if (purge && !(ops && ops->account_removed))
-		buf_puts(&b, "\"note\":\"local data kept: purging needs the sync engine, which this "
-			 "build lacks\"");
-	log_info("control: account %s removed%s", name, purge ? " (purge)" : "");
-	respond(c, true, buf_cstr(&b));
-	buf_free(&b);
+	rc = daemon_store_remove_account(d, name, purge);
+	if (rc != STORE_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "account %s removed from the config, but its local data "
+			 "could not be %s: %s; see the daemon's log", name,
+			 purge ? "dropped" : "marked removed", store_strerror(rc));
+		log_err("control: %s", msg);
+		respond_err(c, 1, msg);
+		goto out;
+	}
+	log_info("control: account %s removed%s", name, purge ? ", local data dropped" : "");
+	respond(c, true, NULL);
 out:
 	free(name);
 	free(datadir);

@@ -24,7 +24,7 @@ struct daemon {
 	struct ev_loop *loop;
 	config_t *cfg;
 	daemon_opts_t opts;          /* strings are copies owned here */
-	void *store;                 /* store_t *, owned */
+	store_t *store;              /* owned */
 	ctl_t *ctl;
 	lock_t *lock;
 	char *sock_path;
@@ -66,7 +66,7 @@ daemon_t *daemon_new(struct ev_loop *loop, config_t *cfg, const daemon_opts_t *o
 struct ev_loop *daemon_loop(const daemon_t *d) { return d->loop; }
 const config_t *daemon_config(const daemon_t *d) { return d->cfg; }
 const daemon_opts_t *daemon_opts(const daemon_t *d) { return &d->opts; }
-void *daemon_store(const daemon_t *d) { return d->store; }
+store_t *daemon_store(const daemon_t *d) { return d->store; }
 const char *daemon_socket_path(const daemon_t *d) { return d->sock_path; }
 
 void daemon_set_sync(daemon_t *d, const daemon_sync_ops_t *ops, void *ctx)
@@ -154,20 +154,72 @@ static void stop_signals(daemon_t *d)
 	d->signals_on = false;
 }
 
-/*
- * The store is opened here once store/ has an implementation:
- *   store_open(d->cfg->datadir, NULL, (store_t **)&d->store, err, sizeof(err))
- * and closed in daemon_free(). Until then d->store stays NULL and callers
- * check for it.
- */
+struct account_names {
+	const config_t *cfg;
+	const char *name;   /* for removal */
+	bool purge;
+};
+
+/* Make sure every configured account has its record in the store. */
+static int add_accounts_txn(store_txn_t *txn, void *arg)
+{
+	const struct account_names *an = arg;
+	for (size_t i = 0; i < an->cfg->n_accounts; i++) {
+		uint32_t id;
+		int rc = store_account_add(txn, an->cfg->accounts[i].name, &id);
+		if (rc != STORE_OK && rc != STORE_EEXIST)
+			return rc;
+	}
+	return STORE_OK;
+}
+
+static int sync_store_accounts(daemon_t *d)
+{
+	struct account_names an = { d->cfg, NULL, false };
+	int rc = store_write(d->store, add_accounts_txn, &an);
+	if (rc != STORE_OK)
+		log_err("store: cannot record the accounts in %s: %s", store_path(d->store),
+			store_strerror(rc));
+	return rc;
+}
+
 static int open_store(daemon_t *d)
 {
+	char err[512] = "";
+	int rc = store_open(d->cfg->datadir, NULL, &d->store, err, sizeof(err));
+	if (rc != STORE_OK) {
+		log_err("cannot open the store: %s", err[0] ? err : store_strerror(rc));
+		return DAEMON_E_STORE;
+	}
+	if (sync_store_accounts(d) != STORE_OK)
+		return DAEMON_E_STORE;
 	return DAEMON_OK;
 }
 
 static void close_store(daemon_t *d)
 {
+	store_close(d->store);
 	d->store = NULL;
+}
+
+static int remove_account_txn(store_txn_t *txn, void *arg)
+{
+	const struct account_names *an = arg;
+	store_account_t a;
+	int rc = store_account_find(txn, an->name, &a);
+	if (rc == STORE_ENOTFOUND)
+		return STORE_OK;
+	if (rc != STORE_OK)
+		return rc;
+	return store_account_remove(txn, a.id, an->purge);
+}
+
+int daemon_store_remove_account(daemon_t *d, const char *account, bool purge)
+{
+	struct account_names an = { d->cfg, account, purge };
+	if (!d->store)
+		return STORE_OK;
+	return store_write(d->store, remove_account_txn, &an);
 }
 
 int daemon_start(daemon_t *d)
@@ -274,6 +326,8 @@ int daemon_reload(daemon_t *d, struct config_msgs *out_msgs)
 	if (d->sync_ops && d->sync_ops->config_reloaded)
 		d->sync_ops->config_reloaded(d->sync_ctx, d, old, cfg);
 	config_free(old);
+	if (d->store)
+		sync_store_accounts(d);
 	log_info("config reloaded: %zu account%s", cfg->n_accounts, cfg->n_accounts == 1 ? "" : "s");
 	return DAEMON_OK;
 }

@@ -27,6 +27,7 @@
 
 #include "lib/buf.h"
 #include "lib/config.h"
+#include "store/store.h"
 
 typedef struct daemon daemon_t;
 
@@ -71,7 +72,8 @@ typedef struct daemon_sync_ops {
 	 * freed after this returns. */
 	void (*config_reloaded)(void *ctx, daemon_t *d, const config_t *old_cfg,
 				const config_t *new_cfg);
-	/* An account was removed by the CLI; purge: drop its local data too.
+	/* An account was removed by the CLI: stop syncing it. Afterwards the
+	 * daemon marks it removed in the store (purge: drops its local data).
 	 * Never deletes anything remote. */
 	void (*account_removed)(void *ctx, daemon_t *d, const char *account, bool purge);
 	/* `imapbridge folder recover`: release a held folder and re-pair by
@@ -126,8 +128,16 @@ void daemon_free(daemon_t *d);
 struct ev_loop *daemon_loop(const daemon_t *d);
 const config_t *daemon_config(const daemon_t *d);
 const daemon_opts_t *daemon_opts(const daemon_t *d);
-/* The store handle (a store_t * once store/ exists), or NULL. */
-void *daemon_store(const daemon_t *d);
+/* The store, open from daemon_start() to daemon_free(); NULL before. */
+store_t *daemon_store(const daemon_t *d);
+
+/*
+ * Take account out of the store after `imapbridge account remove`: marked
+ * removed (data kept), or with purge every local record of it dropped.
+ * Remote mail is never touched. 0 or a STORE_E* code (no such account in
+ * the store is not an error).
+ */
+int daemon_store_remove_account(daemon_t *d, const char *account, bool purge);
 /* Path of the control socket, valid while d lives. */
 const char *daemon_socket_path(const daemon_t *d);
 

@@ -111,6 +111,14 @@ class AdminTest(unittest.TestCase):
         self.assertEqual(self.names(), ["main"])
         self.assertFalse(os.path.exists(f))
 
+        # removed without --purge, added again, then purged
+        self.assertEqual(self.add("work").returncode, 0, self.log())
+        p = self.admin("account", "remove", "work", "--purge")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("local data dropped", p.stdout)
+        self.assertEqual(self.names(), ["main"])
+        self.assertIn("account work removed, local data dropped", self.log())
+
     def test_added_account_persists_across_restart(self):
         self.start()
         self.assertEqual(self.add("travel").returncode, 0)
