@@ -132,6 +132,13 @@ static void *arena_alloc(struct resp_priv *r, size_t n)
 	return m;
 }
 
+/* One block sized so that a typical response needs no other. */
+static void arena_first(struct resp_priv *r, size_t n)
+{
+	arena_alloc(r, n);
+	r->blocks->used = 0;
+}
+
 static char *arena_strndup(struct resp_priv *r, const char *s, size_t n)
 {
 	char *d = arena_alloc(r, n + 1);
@@ -766,9 +773,7 @@ static imap_resp_t *tokenize(imap_parser_t *p)
 	struct resp_priv *r = xcalloc(1, sizeof(*r));
 	r->sink = p->sink;
 	struct tok t = {.p = p, .r = r, .s = p->line, .end = p->line_len};
-	/* Arena sized for a typical response in one block. */
-	arena_alloc(r, p->line_len * 2 + 512);
-	r->blocks->used = 0;
+	arena_first(r, p->line_len * 2 + 512);
 	if (p->nlits) {
 		r->owned = arena_alloc(r, p->nlits * sizeof(*r->owned));
 		r->sunk = arena_alloc(r, p->nlits * sizeof(*r->sunk));

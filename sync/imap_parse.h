@@ -109,7 +109,8 @@ typedef struct imap_literal_sink {
 
 typedef struct imap_parser imap_parser_t;
 
-/* limits may be NULL for the defaults; sink may be NULL. */
+/* limits may be NULL for the defaults (a zero field also means its default);
+ * sink may be NULL. */
 imap_parser_t *imap_parser_new(const imap_parse_limits_t *limits, const imap_literal_sink_t *sink);
 void imap_parser_free(imap_parser_t *p);
 /* Drop partial state, e.g. after a reconnect. */
