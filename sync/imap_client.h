@@ -104,7 +104,9 @@ typedef bool (*imap_untagged_cb)(imap_client_t *c, const imap_resp_t *r, void *a
 /* The connection of a ready client dropped (result IMAP_R_CONN) or the server
  * said BYE; msg is a complete message. Called once per drop, after every
  * pending command got IMAP_R_CONN. Call imap_client_connect() again to
- * reconnect: the backoff delay is applied there. */
+ * reconnect: the backoff delay is applied there. With opts.max_attempts > 1
+ * it is also called for each failed connect attempt that the client will
+ * retry by itself (msg ends in "; retrying in N s"); do not reconnect then. */
 typedef void (*imap_lost_cb)(imap_client_t *c, int result, const char *msg, void *arg);
 
 typedef struct imap_client_opts {
@@ -139,8 +141,8 @@ void imap_client_set_lost_cb(imap_client_t *c, imap_lost_cb cb, void *arg);
 /*
  * Large literals (at least sink->threshold bytes) received on this connection
  * go to sink instead of memory (see imap_parse.h); the FETCH item then has
- * str == NULL and sink == the handle. Copied; takes effect for the next
- * connection and for the current one at once. NULL: everything in memory.
+ * str == NULL and sink == the handle. Copied; takes effect from the next
+ * imap_client_connect() (set it before connecting). NULL: all in memory.
  */
 void imap_client_set_literal_sink(imap_client_t *c, const imap_literal_sink_t *sink);
 

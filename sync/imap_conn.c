@@ -40,7 +40,8 @@ struct imap_conn {
 	imap_conn_cbs_t cbs;
 	void *arg;
 	enum conn_state state;
-	int fd;
+	int fd;                  /* socket, or the tunnel's stdout (we read) */
+	int wfd;                 /* the tunnel's stdin (we write), else -1 */
 	pid_t tunnel_pid;
 	bool local;
 	ev_io rio, wio;
@@ -140,6 +141,7 @@ imap_conn_t *imap_conn_new(struct ev_loop *loop, const imap_conn_cbs_t *cbs, voi
 	c->cbs = *cbs;
 	c->arg = arg;
 	c->fd = -1;
+	c->wfd = -1;
 	c->tunnel_pid = -1;
 	ev_init(&c->rio, rio_cb);
 	ev_init(&c->wio, wio_cb);
@@ -187,6 +189,10 @@ void imap_conn_close(imap_conn_t *c)
 		close(c->fd);
 		c->fd = -1;
 	}
+	if (c->wfd >= 0) {
+		close(c->wfd);
+		c->wfd = -1;
+	}
 	reap_tunnel(c);
 	if (c->ai_list) {
 		freeaddrinfo(c->ai_list);
@@ -213,10 +219,13 @@ void imap_conn_free(imap_conn_t *c)
 static void fail(imap_conn_t *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(imap_conn_t *c, int err, const char *fmt, ...)
 {
+	char msg[sizeof(c->errmsg)];
 	va_list ap;
+	/* Through a copy: callers may pass c->errmsg itself as an argument. */
 	va_start(ap, fmt);
-	vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(c->errmsg, msg, sizeof(msg));
 	imap_conn_close(c);
 	if (c->cbs.error_cb)
 		c->cbs.error_cb(c, err, c->errmsg, c->arg);
@@ -236,7 +245,7 @@ static void start_open(imap_conn_t *c)
 	c->state = CS_OPEN;
 	ev_timer_stop(c->loop, &c->timer);
 	ev_io_set(&c->rio, c->fd, EV_READ);
-	ev_io_set(&c->wio, c->fd, EV_WRITE);
+	ev_io_set(&c->wio, c->wfd >= 0 ? c->wfd : c->fd, EV_WRITE);
 	ev_io_start(c->loop, &c->rio);
 	if (buf_avail(&c->out))
 		ev_io_start(c->loop, &c->wio);
@@ -353,42 +362,52 @@ int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port,
 
 int imap_conn_connect_tunnel(imap_conn_t *c, const char *command)
 {
-	int sv[2];
+	int to_child[2] = { -1, -1 }, from_child[2] = { -1, -1 };
 	pid_t pid;
 
 	imap_conn_close(c);
 	c->errmsg[0] = '\0';
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		snprintf(c->errmsg, sizeof(c->errmsg), "cannot create a socket pair: %s", strerror(errno));
-		return IMAP_CONN_ERR_TUNNEL;
+	/* Pipes, not a socketpair: some IMAP servers (Dovecot's imap) take a
+	 * socket on stdin for inetd and refuse to run PREAUTH then. */
+	if (pipe2(to_child, O_CLOEXEC) < 0 || pipe2(from_child, O_CLOEXEC) < 0) {
+		snprintf(c->errmsg, sizeof(c->errmsg), "cannot create pipes for the tunnel: %s", strerror(errno));
+		goto fail;
 	}
 	pid = fork();
 	if (pid < 0) {
 		snprintf(c->errmsg, sizeof(c->errmsg), "cannot start the tunnel: %s", strerror(errno));
-		close(sv[0]);
-		close(sv[1]);
-		return IMAP_CONN_ERR_TUNNEL;
+		goto fail;
 	}
 	if (pid == 0) {
-		/* Child: the socket is stdin and stdout; stderr stays ours so the
-		 * tunnel's complaints reach the log. */
-		dup2(sv[1], 0);
-		dup2(sv[1], 1);
+		/* Child: stderr stays ours so the tunnel's complaints reach the log. */
+		dup2(to_child[0], 0);
+		dup2(from_child[1], 1);
 		signal(SIGPIPE, SIG_DFL);
 		execl("/bin/sh", "sh", "-c", command, (char *)NULL);
 		_exit(127);
 	}
-	close(sv[1]);
-	c->fd = sv[0];
+	close(to_child[0]);
+	close(from_child[1]);
+	c->fd = from_child[0];
+	c->wfd = to_child[1];
 	set_nonblock(c->fd);
+	set_nonblock(c->wfd);
 	c->tunnel_pid = pid;
 	c->local = true;
 	free(c->host);
-	c->host = xstrdup("tunnel");
+	c->host = xstrdup("the tunnel");
 	start_open(c);
 	if (c->cbs.connected_cb)
 		c->cbs.connected_cb(c, c->arg);
 	return 0;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (to_child[i] >= 0)
+			close(to_child[i]);
+		if (from_child[i] >= 0)
+			close(from_child[i]);
+	}
+	return IMAP_CONN_ERR_TUNNEL;
 }
 
 /* ---- TLS ---------------------------------------------------------------- */
@@ -630,10 +649,17 @@ static void flush_out(imap_conn_t *c)
 			}
 			n = rc;
 		} else {
-			n = send(c->fd, buf_head(&c->out), buf_avail(&c->out), MSG_NOSIGNAL);
+			if (c->wfd >= 0)
+				n = write(c->wfd, buf_head(&c->out), buf_avail(&c->out));
+			else
+				n = send(c->fd, buf_head(&c->out), buf_avail(&c->out), MSG_NOSIGNAL);
 			if (n < 0) {
 				if (errno == EAGAIN || errno == EINTR)
 					break;
+				if (errno == EPIPE) {
+					fail(c, IMAP_CONN_ERR_CLOSED, "%s closed the connection", c->host);
+					return;
+				}
 				fail(c, IMAP_CONN_ERR_IO, "write to %s failed (%s)", c->host, strerror(errno));
 				return;
 			}
@@ -708,7 +734,7 @@ static void do_read(imap_conn_t *c)
 			}
 			n = rc;
 		} else {
-			n = recv(c->fd, tmp, sizeof(tmp), 0);
+			n = read(c->fd, tmp, sizeof(tmp));
 			if (n < 0) {
 				if (errno == EAGAIN || errno == EINTR)
 					return;

@@ -2,7 +2,7 @@
  * IMAP transport: a byte stream to a server on the libev loop, whatever is
  * underneath. Plain TCP (IPv4/IPv6, non-blocking connect with a timeout,
  * every address getaddrinfo returns tried in turn), a PREAUTH tunnel (a
- * /bin/sh -c command on a socketpair), TLS (implicit or started later for
+ * /bin/sh -c command on two pipes), TLS (implicit or started later for
  * STARTTLS) with certificate checks and fingerprint pinning, and
  * COMPRESS=DEFLATE on top of it all. Knows nothing about IMAP commands.
  *
@@ -75,7 +75,8 @@ void imap_conn_close(imap_conn_t *c);
  * called (bad arguments, nothing started) and errmsg is filled. */
 int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port,
 			  const imap_tls_opts_t *tls, double timeout);
-/* Run /bin/sh -c command with its stdin/stdout on a socketpair. */
+/* Run /bin/sh -c command with its stdin/stdout on pipes. The
+ * process must ignore SIGPIPE (the daemon does), or a dead tunnel kills it. */
 int imap_conn_connect_tunnel(imap_conn_t *c, const char *command);
 /* Start TLS on the established connection (after "OK" to STARTTLS). */
 int imap_conn_start_tls(imap_conn_t *c, const imap_tls_opts_t *tls, double timeout);
