@@ -455,6 +455,7 @@ accounts = (
   }
 );
 """ % (self.dir, self.port, USER, PASSWORD, maildir))
+        os.chmod(self.rc, 0o600)  # it holds a password; imapbridged warns otherwise
         os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
 
     def command(self):
