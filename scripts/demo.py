@@ -21,6 +21,7 @@ import email.message
 import email.policy
 import email.utils
 import imaplib
+import json
 import os
 import signal
 import socket
@@ -184,7 +185,7 @@ accounts = (
 
 
 def run(cmd, timeout):
-    """Run cmd, echoing it and its output; returns the exit status (None on timeout)."""
+    """Run cmd, echoing it and its output; returns (exit status or None on timeout, output)."""
     say("$ " + " ".join(cmd))
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -195,10 +196,10 @@ def run(cmd, timeout):
             out = out.decode(errors="replace")
         sys.stdout.write(indent(out))
         say("   (no exit after %ds; stopped)" % timeout)
-        return None
+        return None, out
     sys.stdout.write(indent(p.stdout))
     say("   (exit %d)" % p.returncode)
-    return p.returncode
+    return p.returncode, p.stdout
 
 
 def indent(text):
@@ -220,20 +221,25 @@ def wait_port(port, timeout):
 
 
 def stop_proc(proc, name):
-    if proc is None or proc.poll() is not None:
-        return
+    """SIGTERM proc and wait; returns its exit status (None if it had to be killed)."""
+    if proc is None:
+        return None
+    if proc.poll() is not None:
+        return proc.returncode
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(10)
         say("%s stopped (exit %d)" % (name, proc.returncode))
+        return proc.returncode
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         say("%s did not stop on SIGTERM within 10s; killed" % name)
+        return None
 
 
 def start_daemon(bindir, conf, log_path):
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # the child keeps its own descriptor
     try:
         return subprocess.Popen([os.path.join(bindir, "imapbridged"), "-c", conf],
                                 stdout=log, stderr=subprocess.STDOUT)
@@ -267,6 +273,8 @@ def main():
     ap.add_argument("--dir", help="demo directory (default: a new /tmp/imapbridge-demo.*)")
     ap.add_argument("--tls", choices=["implicit", "starttls", "none"], default="implicit",
                     help="how imapbridge talks to the demo Dovecot (default: implicit)")
+    ap.add_argument("--report", metavar="FILE",
+                    help="write what happened as JSON to FILE (for tests)")
     wait = ap.add_mutually_exclusive_group()
     wait.add_argument("--wait", dest="wait", action="store_true", default=None,
                       help="keep Dovecot running until Ctrl-C (default on a terminal)")
@@ -278,7 +286,9 @@ def main():
 
     if os.geteuid() != 0:
         sys.exit("demo: run as root (the private Dovecot drops privileges to 'nobody')")
-    daemon_bin = os.path.join(args.bin, "imapbridged")
+    bindir = os.path.abspath(args.bin)
+    daemon_bin = os.path.join(bindir, "imapbridged")
+    cli_bin = os.path.join(bindir, "imapbridge")
     if not os.access(daemon_bin, os.X_OK):
         sys.exit("demo: %s not found; build first: cmake -S . -B build && cmake --build build"
                  % daemon_bin)
@@ -288,10 +298,15 @@ def main():
     demo_dir = os.path.abspath(demo_dir)
     # Dovecot's mail processes run as 'nobody' and must reach their home below here.
     os.chmod(demo_dir, 0o755)
+    parent = os.path.dirname(demo_dir)
+    while parent != "/":
+        if not os.stat(parent).st_mode & 0o001:
+            sys.exit("demo: %s is not searchable by other users, so Dovecot cannot reach "
+                     "the mail below it; chmod o+x %s or pick another --dir" % (parent, parent))
+        parent = os.path.dirname(parent)
     conf = os.path.join(demo_dir, "imapbridge.conf")
     data_dir = os.path.join(demo_dir, "data")
     mail_dir = os.path.join(demo_dir, "mail")
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
 
     # SIGTERM stops the demo the same way Ctrl-C does.
     signal.signal(signal.SIGTERM, interrupt_cb)
@@ -300,8 +315,8 @@ def main():
     dc = harness.Dovecot(users={REMOTE_USER: REMOTE_PASSWORD}, keep=True)
     tempfile.tempdir = None
     daemon = None
+    report = {"dir": demo_dir, "config": conf, "maildir": mail_dir, "datadir": data_dir}
     status = 1
-    synced = False
     try:
         step("starting a private Dovecot on 127.0.0.1")
         dc.start()
@@ -310,18 +325,20 @@ def main():
 
         step("filling it with sample mail")
         remote = fill_remote(dc)
+        report["remote"] = remote
         for folder, n in remote.items():
             say("   %-14s %3d messages" % (folder, n))
 
         listen_port = harness.free_port()
         write_config(conf, dc, data_dir, mail_dir, listen_port, args.tls)
         step("config written to " + conf)
-        run([daemon_bin, "-c", conf, "--check"], timeout=30)
+        report["check"], _ = run([daemon_bin, "-c", conf, "--check"], timeout=30)
 
         step("one-shot sync: remote -> store -> Maildir")
-        rc = run([daemon_bin, "-c", conf, "-o"], timeout=300)
+        rc, report["once_out"] = run([daemon_bin, "-c", conf, "-o"], timeout=300)
+        report["once"] = rc
         if rc == 0:
-            local = maildir_counts(mail_dir)
+            local = report["local"] = maildir_counts(mail_dir)
             ok = True
             for folder, n in remote.items():
                 mark = "ok" if local[folder] == n else "MISMATCH"
@@ -329,7 +346,7 @@ def main():
                 say("   %-14s remote %3d  Maildir %4s  %s"
                     % (folder, n, "-" if local[folder] is None else local[folder], mark))
             if ok:
-                synced = True
+                report["synced"] = True
                 status = 0
                 say("The Maildir tree matches the remote.")
             else:
@@ -338,46 +355,52 @@ def main():
             say("`imapbridged -o` is not working yet (exit %s); showing the connection "
                 "probe and the daemon instead." % rc)
             step("connection probe")
-            prc = run([daemon_bin, "-c", conf, "--probe"], timeout=60)
+            prc, report["probe_out"] = run([daemon_bin, "-c", conf, "--probe"], timeout=60)
+            report["probe"] = prc
             if prc == 0:
                 status = 0
 
         step("starting the daemon (listener on 127.0.0.1:%d)" % listen_port)
         daemon_log = os.path.join(demo_dir, "imapbridged.log")
-        daemon = start_daemon(args.bin, conf, daemon_log)
-        if wait_port(listen_port, 10) and daemon.poll() is None:
+        daemon = start_daemon(bindir, conf, daemon_log)
+        listening = wait_port(listen_port, 5)
+        if daemon.poll() is None:
+            report["daemon_started"] = True
             say("imapbridged is running, pid %d; log: %s" % (daemon.pid, daemon_log))
-            show_listener(listen_port)
-        elif daemon.poll() is None:
-            say("imapbridged is running, pid %d, but does not listen on 127.0.0.1:%d yet"
-                % (daemon.pid, listen_port))
+            if listening:
+                report["listener"] = show_listener(listen_port)
+            else:
+                say("   (no IMAP listener on 127.0.0.1:%d yet)" % listen_port)
+            if os.access(cli_bin, os.X_OK):
+                report["status"], _ = run([cli_bin, "-c", conf, "status"], timeout=30)
         else:
             say("imapbridged exited at once (exit %d); its log:" % daemon.returncode)
             with open(daemon_log, errors="replace") as f:
                 sys.stdout.write(indent(f.read()))
             daemon = None
-        if not args.wait:
-            stop_proc(daemon, "imapbridged")
+        if not args.wait and daemon is not None:
+            report["daemon_exit"] = stop_proc(daemon, "imapbridged")
             daemon = None
 
         step("where to look")
         say("   demo directory   %s" % demo_dir)
         say("   config           %s" % conf)
         say("   datadir (store)  %s" % data_dir)
-        if synced:
+        if report.get("synced"):
             say("   Maildir tree     %s" % mail_dir)
             say("   read it:         mutt -f %s/INBOX" % mail_dir)
         else:
             say("   Maildir tree     %s (filled once `imapbridged -o` works)" % mail_dir)
         say("   sync again:      %s -c %s -o" % (daemon_bin, conf))
+        say("   admin CLI:       %s -c %s status" % (cli_bin, conf))
         say("   remote (Dovecot) 127.0.0.1:%d, user %s, password in %s/remote-password"
             % (dc.port, REMOTE_USER, demo_dir))
-        if daemon is not None:
+        if daemon is not None and report.get("listener"):
             say("   local listener   127.0.0.1:%d, login %s / %s"
                 % (listen_port, ACCOUNT, LOCAL_PASSWORD))
         if args.wait:
-            say("\n%s running. Press Ctrl-C to stop; the files stay in %s."
-                % ("Dovecot and imapbridged keep" if daemon else "Dovecot keeps", demo_dir))
+            what = "Dovecot and imapbridged (pid %d) keep" % daemon.pid if daemon else "Dovecot keeps"
+            say("\n%s running. Press Ctrl-C to stop; the files stay in %s." % (what, demo_dir))
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
@@ -386,6 +409,10 @@ def main():
         stop_proc(daemon, "imapbridged")
         dc.stop()
         say("Dovecot stopped. Files kept in %s (remove with: rm -rf %s)" % (demo_dir, demo_dir))
+        if args.report:
+            report["exit"] = status
+            with open(args.report, "w") as f:
+                json.dump(report, f, indent=1)
     sys.exit(status)
 
 

@@ -5,6 +5,7 @@
 #   scripts/test.sh                 everything (what CI runs)
 #   IB_SKIP_DEPS=1 scripts/test.sh  do not check/install packages
 #   IB_JOBS=N / IB_TEST_JOBS=N      build / ctest parallelism
+#   IB_SUITE_TIMEOUT=S              ceiling for the full suite (default 3600 s)
 #
 # Build trees: build/ (gcc, full suite), build-clang/ (compile check),
 # build-asan/ (clang + ASan + UBSan, unit tests).
@@ -99,6 +100,7 @@ if run_step "configure asan (build-asan/)" configure build-asan clang \
 		echo "asan: ${n:-0} unit tests"
 		rm -f build-asan/Testing/Temporary/LastTestsFailed.log
 		run_step "unit tests under asan+ubsan (${n:-0})" \
+			timeout --kill-after=30 "${IB_UNIT_TIMEOUT:-1200}" \
 			ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS"
 	else
 		skip_step "unit tests under asan+ubsan" "build failed"
@@ -111,7 +113,10 @@ fi
 if [ "$gcc_ok" = 1 ]; then
 	n=$(count_tests build)
 	rm -f build/Testing/Temporary/LastTestsFailed.log
+	# A ceiling for the whole suite, so CI ends well within its 90 minutes
+	# even if tests hang (each test also has its own CTest TIMEOUT).
 	run_step "full suite in build/ (${n:-0} tests)" \
+		timeout --kill-after=30 "${IB_SUITE_TIMEOUT:-3600}" \
 		ctest --test-dir build --output-on-failure -j"$TEST_JOBS"
 else
 	skip_step "full suite in build/" "gcc build failed"
@@ -122,7 +127,7 @@ echo
 echo "==================== summary ===================="
 for s in "${steps[@]}"; do
 	IFS='|' read -r name status took detail <<<"$s"
-	printf '  %-44s %-18s %5ss  %s\n' "$name" "$status" "$took" "$detail"
+	printf '  %-44s %-18s %5ss%s\n' "$name" "$status" "$took" "${detail:+  $detail}"
 done
 # ctest keeps the names of failed tests; list them so nobody has to scroll.
 for dir in build-asan build; do
