@@ -30,26 +30,29 @@ PRESETS = {
     "large": (20, 100000),
 }
 
+# Bump when the output changes, so cached corpora are regenerated.
+VERSION = 1
+
 # Fixed epoch for file names and mtimes (INTERNALDATE): 2026-01-01 00:00 UTC.
 BASE_TIME = 1767225600
 
 FIRST = ["Anna", "Bernd", "Chloé", "Dmitri", "Eva", "François", "Günther", "Hana",
-     "Ines", "Jürgen", "Kai", "Léa", "Marta", "Nils", "Oskar", "Paula", "Renée",
-     "Søren", "Tomás", "Ute", "Zoë", "Wei", "Yuki", "Ángel"]
+         "Ines", "Jürgen", "Kai", "Léa", "Marta", "Nils", "Oskar", "Paula", "Renée",
+         "Søren", "Tomás", "Ute", "Zoë", "Wei", "Yuki", "Ángel"]
 LAST = ["Müller", "Schmidt", "Dupont", "Øster", "García", "Nowak", "Rossi", "Smith",
-    "Tanaka", "Weiß", "Lefèvre", "Novák", "Jensen", "Kowalski", "Brown", "Zhang"]
+        "Tanaka", "Weiß", "Lefèvre", "Novák", "Jensen", "Kowalski", "Brown", "Zhang"]
 DOMAINS = ["example.org", "example.com", "lists.example.net", "mail.example.de",
-       "corp.example", "uni.example.edu"]
+           "corp.example", "uni.example.edu"]
 WORDS = ("the of and to in is for on that with release patch build test server "
-     "client mailbox folder sync message flag update review meeting budget report "
-     "draft invoice travel schedule question answer problem fix crash memory disk "
-     "network latency weekly notes plan status proposal über größe café naïve "
-     "résumé straße déjà smörgåsbord").split()
+         "client mailbox folder sync message flag update review meeting budget report "
+         "draft invoice travel schedule question answer problem fix crash memory disk "
+         "network latency weekly notes plan status proposal über größe café naïve "
+         "résumé straße déjà smörgåsbord").split()
 TOP_FOLDERS = ["Archive", "Lists", "Projects", "Work", "Family", "Receipts",
-           "Travel", "Clubs", "Newsletters", "Support"]
+               "Travel", "Clubs", "Newsletters", "Support"]
 SUB_WORDS = ["alpha", "beta", "gamma", "delta", "2019", "2020", "2021", "2022",
-         "2023", "2024", "dev", "users", "announce", "security", "kernel",
-         "infra", "ops", "hr", "sales", "misc"]
+             "2023", "2024", "dev", "users", "announce", "security", "kernel",
+             "infra", "ops", "hr", "sales", "misc"]
 
 
 def folder_names(n):
@@ -184,10 +187,10 @@ class BodyPool:
             "<p>%s</p>\n" % p for p in text.split("\n\n")) + "</body></html>\n"
         hdr = 'MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary="%s"\n' % b
         body = ("This is a multi-part message in MIME format.\n\n"
-            "--%s\nContent-Type: text/plain; charset=UTF-8\n"
-            "Content-Transfer-Encoding: 8bit\n\n%s\n"
-            "--%s\nContent-Type: text/html; charset=UTF-8\n"
-            "Content-Transfer-Encoding: 8bit\n\n%s\n--%s--\n") % (b, text, b, html, b)
+                "--%s\nContent-Type: text/plain; charset=UTF-8\n"
+                "Content-Transfer-Encoding: 8bit\n\n%s\n"
+                "--%s\nContent-Type: text/html; charset=UTF-8\n"
+                "Content-Transfer-Encoding: 8bit\n\n%s\n--%s--\n") % (b, text, b, html, b)
         return hdr.encode(), body.encode("utf-8")
 
     @staticmethod
@@ -195,8 +198,8 @@ class BodyPool:
         b = "=_mix_%06d_%08x" % (i, rng.getrandbits(32))
         text = paragraph_text(rng, rng.randint(200, 2000))
         kind = rng.choice([("application/pdf", "report-%d.pdf"),
-                   ("image/jpeg", "photo-%d.jpg"),
-                   ("application/zip", "archive-%d.zip")])
+                           ("image/jpeg", "photo-%d.jpg"),
+                           ("application/zip", "archive-%d.zip")])
         name = kind[1] % i
         if rng.random() < 0.3:
             fname = 'filename*=UTF-8\'\'%s' % ("%C3%BCbersicht-" + name)
@@ -206,11 +209,11 @@ class BodyPool:
         payload = rng.randbytes(size * 3 // 4)
         hdr = 'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="%s"\n' % b
         parts = [("This is a multi-part message in MIME format.\n\n"
-              "--%s\nContent-Type: text/plain; charset=UTF-8\n"
-              "Content-Transfer-Encoding: 8bit\n\n%s\n"
-              "--%s\nContent-Type: %s; name=\"%s\"\n"
-              "Content-Disposition: attachment; %s\n"
-              "Content-Transfer-Encoding: base64\n\n") % (b, text, b, kind[0], name, fname)]
+                  "--%s\nContent-Type: text/plain; charset=UTF-8\n"
+                  "Content-Transfer-Encoding: 8bit\n\n%s\n"
+                  "--%s\nContent-Type: %s; name=\"%s\"\n"
+                  "Content-Disposition: attachment; %s\n"
+                  "Content-Transfer-Encoding: base64\n\n") % (b, text, b, kind[0], name, fname)]
         body = parts[0].encode("utf-8") + b64_lines(payload) + ("--%s--\n" % b).encode()
         return hdr.encode(), body
 
@@ -226,7 +229,7 @@ class Generator:
             first, last = self.rng.choice(FIRST), self.rng.choice(LAST)
             addr = "%s.%s@%s" % (to_ascii(first).decode().lower(),
                                  to_ascii(last).decode().lower(),
-                         self.rng.choice(DOMAINS))
+                                 self.rng.choice(DOMAINS))
             self.people.append((first + " " + last, addr))
         self.threads = []  # (subject, [message-ids])
         self.count = 0
@@ -253,7 +256,7 @@ class Generator:
             subject = sentence(rng, 2, 8).capitalize()
             if rng.random() < 0.3:
                 subject += " " + rng.choice(["größe", "café", "naïve", "Überblick",
-                                 "résumé", "日本語", "привет"])
+                                             "résumé", "日本語", "привет"])
             self.threads.append((subject, [msgid]))
             if len(self.threads) > 500:
                 self.threads.pop(0)

@@ -69,7 +69,7 @@ def say(msg):
 
 def corpus_path(workdir, preset, seed):
     """The generated corpus for preset/seed, generated once and cached under workdir."""
-    path = os.path.join(workdir, "corpus-%s-%d" % (preset, seed))
+    path = os.path.join(workdir, "corpus-v%d-%s-%d" % (gen_corpus.VERSION, preset, seed))
     done = os.path.join(path, ".bench-complete")
     if os.path.exists(done):
         return path
@@ -571,7 +571,7 @@ def series(tool, server, res, args, rundir, first):
         ok, secs, rss, reason = run_child(cmd, env, log, args.timeout)
         res.add(name, ph, ok, secs, rss, reason)
         say("  %-20s %-12s %s" % (name, ph, "%.2fs %.0f MB" % (secs, rss) if ok
-                                   else "n/a: " + reason))
+                                  else "n/a: " + reason))
         if not ok:
             for rest in phases[phases.index(ph) + 1:]:
                 res.add(name, rest, False, None, None, "skipped: %s failed" % ph)
