@@ -254,7 +254,7 @@ int store_account_attr_set(store_txn_t *txn, uint32_t id, const char *key, const
 	if (!rc)
 		rc = account_load(txn, id, &a);
 	if (!rc)
-		rc = db_put(txn, DB_ACCT_ATTRS, k, kl, val, len, 0);
+		rc = db_put(txn, DB_ACCT_ATTRS, k, kl, val ? val : "", val ? len : 0, 0);
 	return txn_ret(txn, rc, w);
 }
 

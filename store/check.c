@@ -296,7 +296,8 @@ static int scan_blobrefs(struct check *ck, const MDB_val *k, const MDB_val *v)
 	memcpy(h.b, k->mv_data, STORE_HASH_LEN);
 	uint64_t refs = ib_get_be64(v->mv_data);
 	/* Count references found in messages (refs[] is sorted). */
-	store_hash_t *p = bsearch(&h, ck->refs, ck->nrefs, sizeof(h), cmp_hash);
+	store_hash_t *p =
+		ck->nrefs ? bsearch(&h, ck->refs, ck->nrefs, sizeof(h), cmp_hash) : NULL;
 	uint64_t found = 0;
 	if (p) {
 		while (p > ck->refs && cmp_hash(p - 1, &h) == 0)
@@ -431,7 +432,8 @@ int store_check(store_t *st, store_problem_cb cb, void *arg, size_t *nproblems)
 	if (!rc)
 		rc = scan(&ck, DB_CHANGES, scan_changes);
 	if (!rc) {
-		qsort(ck.refs, ck.nrefs, sizeof(*ck.refs), cmp_hash);
+		if (ck.nrefs > 1)
+			qsort(ck.refs, ck.nrefs, sizeof(*ck.refs), cmp_hash);
 		rc = scan(&ck, DB_BLOBREFS, scan_blobrefs);
 	}
 	if (!rc)
