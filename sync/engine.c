@@ -106,6 +106,7 @@ struct engine_job {
 	engine_opts_t o;
 	char *replica_name;
 	char *log_prefix;
+	char *recover_cmd;           /* "imapbridge folder recover home INBOX" */
 	engine_done_cb done;
 	void *ctx;
 
@@ -254,6 +255,7 @@ static void job_free(engine_job_t *job)
 	}
 	free(job->replica_name);
 	free(job->log_prefix);
+	free(job->recover_cmd);
 	free(job);
 }
 
@@ -362,8 +364,8 @@ static int load_state(engine_job_t *job)
 	job->folder.held_reason = NULL;
 	if (f.state == STORE_FOLDER_HELD) {
 		snprintf(job->stats.message, sizeof(job->stats.message),
-			 "%s: held for safety (%s); run 'imapbridge folder recover' for it",
-			 job->log_prefix, f.held_reason && *f.held_reason ? f.held_reason : "no reason");
+			 "%s: held for safety: %s", job->log_prefix,
+			 f.held_reason && *f.held_reason ? f.held_reason : job->recover_cmd);
 	}
 	rc = store_replica_get(txn, job->o.folder_id, job->o.replica_id, &rs);
 	if (rc == 0) {
@@ -461,8 +463,8 @@ static void do_check(engine_job_t *job)
 	if (job->have_rs && job->rs.uidvalidity != 0 && job->rs.uidvalidity != uv) {
 		snprintf(job->stats.message, sizeof(job->stats.message),
 			 "UIDVALIDITY of %s changed from %u to %u; nothing was deleted; "
-			 "run 'imapbridge folder recover ACCOUNT FOLDER' to re-pair its messages",
-			 job->replica_name, job->rs.uidvalidity, uv);
+			 "run '%s' to re-pair its messages",
+			 job->replica_name, job->rs.uidvalidity, uv, job->recover_cmd);
 		hold_folder(job);
 		return;
 	}
@@ -955,8 +957,9 @@ static void do_decide(engine_job_t *job)
 			snprintf(job->stats.message, sizeof(job->stats.message),
 				 "%u of %zu messages of %s vanished from %s at once (more than %.0f%%); "
 				 "nothing was deleted; check the folder, then run "
-				 "'imapbridge folder recover ACCOUNT FOLDER' to accept the deletions",
-				 cnt, job->n_pairs, job->replica_name, side, ratio * 100.0);
+				 "'%s' to accept the deletions",
+				 cnt, job->n_pairs, job->replica_name, side, ratio * 100.0,
+				 job->recover_cmd);
 			hold_folder(job);
 			return;
 		}
@@ -1692,6 +1695,10 @@ engine_job_t *engine_sync_folder(store_t *st, replica_t *r, const engine_opts_t 
 	job->log_prefix = xstrdup(opts->log_prefix ? opts->log_prefix : "sync");
 	job->o.replica_name = job->replica_name;
 	job->o.log_prefix = job->log_prefix;
+	job->recover_cmd = xasprintf("imapbridge folder recover %s %s",
+				     opts->account ? opts->account : "ACCOUNT",
+				     opts->folder ? opts->folder : "FOLDER");
+	job->o.account = job->o.folder = NULL;
 	job->done = done;
 	job->ctx = ctx;
 	job->phase = P_START;

@@ -49,6 +49,8 @@ typedef struct engine_opts {
 	uint32_t replica_id;        /* STORE_REPLICA_REMOTE, STORE_REPLICA_MAILDIR */
 	const char *replica_name;   /* the replica's folder name (UTF-8) */
 	const char *log_prefix;     /* "sync: acct=home box=INBOX" for messages */
+	const char *account;        /* account and store folder names, for the */
+	const char *folder;         /* recovery command in messages (may be NULL) */
 	double max_deletion_ratio;  /* 0 < r <= 1; >= 1 disables the check */
 	bool readonly;              /* never write to the replica */
 	bool force_full;            /* ignore modseqs, compare everything */

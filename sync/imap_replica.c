@@ -1,0 +1,1419 @@
+/*
+ * A remote IMAP folder as a replica: see imap_replica.h. Every operation is
+ * one or a few pipelined IMAP commands; the results come back through the
+ * client's callbacks and are turned into replica statuses.
+ */
+#include "sync/imap_replica.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "lib/buf.h"
+#include "lib/imap_lex.h"
+#include "lib/util.h"
+#include "sync/imap_client.h"
+
+/* Literals at least this big go to the body sink as they arrive. */
+#define IR_SINK_THRESHOLD (256u * 1024u)
+
+typedef struct fetch_op fetch_op_t;
+
+typedef struct imap_replica {
+	replica_t base;
+	struct ev_loop *loop;
+	const config_account_t *acct;
+	imap_client_t *c;
+	char *label;
+	char err[512];
+	unsigned caps;
+	bool qresync;           /* ENABLE QRESYNC succeeded */
+	bool dead;
+	bool freed;
+	char *selected;
+	replica_box_t box;
+	fetch_op_t *fq_head;    /* fetches in flight, oldest first */
+	fetch_op_t *fq_tail;
+	ev_timer free_w;
+	/* watch() */
+	replica_done_cb watch_cb;
+	void *watch_ctx;
+	bool watch_fired;
+	bool watching;
+} imap_replica_t;
+
+static int map_result(int result, bool per_message)
+{
+	switch (result) {
+	case IMAP_R_OK: return REPLICA_OK;
+	case IMAP_R_NO: return per_message ? REPLICA_MSG_BAD : REPLICA_FOLDER_BAD;
+	case IMAP_R_BAD: return per_message ? REPLICA_MSG_BAD : REPLICA_FOLDER_BAD;
+	case IMAP_R_CANCELLED: return REPLICA_CANCELLED;
+	default: return REPLICA_BAD;
+	}
+}
+
+static int ir_status(imap_replica_t *ir, const imap_done_t *d, bool per_message)
+{
+	int st = map_result(d->result, per_message);
+
+	if (st == REPLICA_BAD) {
+		ir->dead = true;
+		if (d->text && *d->text && !ir->err[0])
+			snprintf(ir->err, sizeof(ir->err), "%s", d->text);
+	}
+	return st;
+}
+
+static const char *item_str(const imap_item_t *it)
+{
+	if (!it || !it->str)
+		return NULL;
+	if (it->type == IMAP_ITEM_ATOM || it->type == IMAP_ITEM_STRING ||
+	    it->type == IMAP_ITEM_NUMBER)
+		return it->str;
+	return NULL;
+}
+
+static bool item_num(const imap_item_t *it, uint64_t *out)
+{
+	if (!it)
+		return false;
+	if (it->type == IMAP_ITEM_LIST)
+		it = it->child; /* MODSEQ (n) */
+	if (!it || it->type != IMAP_ITEM_NUMBER)
+		return false;
+	*out = it->num;
+	return true;
+}
+
+/* Flags list -> bits + keywords (buf, space-separated). */
+static unsigned parse_flags(const imap_item_t *list, buf_t *kw)
+{
+	unsigned bits = 0;
+
+	buf_reset(kw);
+	if (!list || list->type != IMAP_ITEM_LIST)
+		return 0;
+	for (const imap_item_t *it = list->child; it; it = it->next) {
+		const char *s = item_str(it);
+		if (!s || !*s)
+			continue;
+		if (s[0] == '\\') {
+			bits |= replica_flag_from_name(s, it->len);
+			continue;
+		}
+		if (buf_avail(kw))
+			buf_puts(kw, " ");
+		buf_append(kw, s, it->len);
+	}
+	buf_cstr(kw);
+	return bits;
+}
+
+static const char *kw_str(buf_t *kw)
+{
+	return buf_avail(kw) ? buf_cstr(kw) : "";
+}
+
+static time_t parse_internaldate(const char *s)
+{
+	static const char *mons = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	int day, year, hh, mm, ss;
+	char mon[4], zone[8];
+	struct tm tm;
+
+	if (!s || sscanf(s, " %d-%3s-%d %d:%d:%d %7s", &day, mon, &year, &hh, &mm, &ss, zone) != 7)
+		return 0;
+	const char *p = strstr(mons, mon);
+	if (!p || (p - mons) % 3)
+		return 0;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_mday = day;
+	tm.tm_mon = (int)((p - mons) / 3);
+	tm.tm_year = year - 1900;
+	tm.tm_hour = hh;
+	tm.tm_min = mm;
+	tm.tm_sec = ss;
+	time_t t = timegm(&tm);
+	int z = atoi(zone + 1);
+	long off = (long)(z / 100) * 3600 + (long)(z % 100) * 60;
+	return zone[0] == '-' ? t + off : t - off;
+}
+
+static void format_internaldate(time_t t, char *out, size_t len)
+{
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%d-%b-%Y %H:%M:%S +0000", &tm);
+}
+
+/* "(\Seen \Flagged kw)" for APPEND / STORE. */
+static void flags_list(buf_t *b, unsigned flags, const char *kw)
+{
+	char sys[128];
+
+	replica_flags_to_str(flags, sys, sizeof(sys));
+	buf_puts(b, "(");
+	buf_puts(b, sys);
+	if (kw && *kw) {
+		if (*sys)
+			buf_puts(b, " ");
+		buf_puts(b, kw);
+	}
+	buf_puts(b, ")");
+}
+
+static char *decode_name(const imap_item_t *it)
+{
+	const char *s = item_str(it);
+	char *out = NULL;
+
+	if (!s)
+		return NULL;
+	if (imap_mutf7_decode(s, it->len, &out) != 0)
+		return xstrndup(s, it->len); /* not valid mUTF-7: keep the bytes */
+	return out;
+}
+
+/* ----------------------------------------------------------------- connect */
+
+typedef struct conn_op {
+	imap_replica_t *ir;
+	unsigned *caps;
+	replica_done_cb cb;
+	void *ctx;
+} conn_op_t;
+
+static void conn_finish(conn_op_t *op, int st)
+{
+	imap_replica_t *ir = op->ir;
+
+	if (!ir->freed) {
+		if (op->caps)
+			*op->caps = ir->caps;
+		op->cb(st, op->ctx);
+	}
+	free(op);
+}
+
+static void enable_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	conn_op_t *op = arg;
+
+	if (d->result == IMAP_R_OK) {
+		op->ir->qresync = true;
+		op->ir->caps |= REPLICA_CAP_VANISHED;
+	}
+	/* A refused ENABLE only costs the fast path. */
+	conn_finish(op, d->result == IMAP_R_OK || d->result == IMAP_R_NO || d->result == IMAP_R_BAD
+				? REPLICA_OK
+				: ir_status(op->ir, d, false));
+}
+
+static void connect_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	conn_op_t *op = arg;
+	imap_replica_t *ir = op->ir;
+
+	if (d->result != IMAP_R_OK) {
+		snprintf(ir->err, sizeof(ir->err), "%s", d->text ? d->text : "connection failed");
+		ir->dead = true;
+		conn_finish(op, REPLICA_BAD);
+		return;
+	}
+	ir->dead = false;
+	uint32_t caps = imap_client_caps(c);
+	ir->caps = REPLICA_CAP_STATUS | REPLICA_CAP_KEYWORDS;
+	if (caps & (IMAP_CAP_CONDSTORE | IMAP_CAP_QRESYNC))
+		ir->caps |= REPLICA_CAP_MODSEQ;
+	if (caps & IMAP_CAP_MOVE)
+		ir->caps |= REPLICA_CAP_MOVE;
+	if (caps & IMAP_CAP_UIDPLUS)
+		ir->caps |= REPLICA_CAP_UIDPLUS;
+	if (caps & IMAP_CAP_IDLE)
+		ir->caps |= REPLICA_CAP_IDLE;
+	if (ir->acct->remote.readonly)
+		ir->caps |= REPLICA_CAP_READONLY;
+	if ((caps & IMAP_CAP_QRESYNC) && (caps & IMAP_CAP_ENABLE)) {
+		imap_client_cmd(c, enable_done, NULL, op, "ENABLE QRESYNC");
+		return;
+	}
+	conn_finish(op, REPLICA_OK);
+}
+
+static void ir_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	conn_op_t *op = xcalloc(1, sizeof(*op));
+
+	op->ir = ir;
+	op->caps = caps;
+	op->cb = cb;
+	op->ctx = ctx;
+	ir->err[0] = '\0';
+	ir->qresync = false;
+	if (imap_client_connect(ir->c, connect_done, op) != 0) {
+		snprintf(ir->err, sizeof(ir->err), "%s: already connected", ir->label);
+		conn_finish(op, imap_client_ready(ir->c) ? REPLICA_OK : REPLICA_BAD);
+	}
+}
+
+/* ------------------------------------------------------------ list folders */
+
+typedef struct list_op {
+	imap_replica_t *ir;
+	replica_folders_cb cb;
+	void *ctx;
+	replica_folder_t *f;
+	size_t n, cap;
+} list_op_t;
+
+static unsigned special_bit(const char *s)
+{
+	static const struct { const char *n; unsigned b; } t[] = {
+		{ "\\All", REPLICA_SPECIAL_ALL }, { "\\Archive", REPLICA_SPECIAL_ARCHIVE },
+		{ "\\Drafts", REPLICA_SPECIAL_DRAFTS }, { "\\Flagged", REPLICA_SPECIAL_FLAGGED },
+		{ "\\Junk", REPLICA_SPECIAL_JUNK }, { "\\Sent", REPLICA_SPECIAL_SENT },
+		{ "\\Trash", REPLICA_SPECIAL_TRASH },
+	};
+	for (size_t i = 0; i < IB_ARRAY_LEN(t); i++)
+		if (strcasecmp(s, t[i].n) == 0)
+			return t[i].b;
+	return 0;
+}
+
+static replica_folder_t *list_get(list_op_t *op, const char *name)
+{
+	for (size_t i = 0; i < op->n; i++)
+		if (strcmp(op->f[i].name, name) == 0)
+			return &op->f[i];
+	if (op->n == op->cap) {
+		op->cap = op->cap ? op->cap * 2 : 32;
+		op->f = xrealloc(op->f, op->cap * sizeof(*op->f));
+	}
+	replica_folder_t *f = &op->f[op->n++];
+	memset(f, 0, sizeof(*f));
+	f->name = xstrdup(name);
+	return f;
+}
+
+static void parse_status_attrs(const imap_item_t *list, replica_counts_t *c)
+{
+	if (!list || list->type != IMAP_ITEM_LIST)
+		return;
+	for (const imap_item_t *it = list->child; it && it->next; it = it->next->next) {
+		uint64_t v;
+		if (!item_num(it->next, &v))
+			continue;
+		if (imap_item_is(it, "UIDVALIDITY"))
+			c->uidvalidity = (uint32_t)v;
+		else if (imap_item_is(it, "UIDNEXT"))
+			c->uidnext = (uint32_t)v;
+		else if (imap_item_is(it, "MESSAGES"))
+			c->messages = (uint32_t)v;
+		else if (imap_item_is(it, "HIGHESTMODSEQ"))
+			c->highestmodseq = v;
+	}
+}
+
+static bool list_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	list_op_t *op = arg;
+
+	if (!r->name)
+		return false;
+	if (strcmp(r->name, "LIST") == 0) {
+		const imap_item_t *attrs = r->args;
+		const imap_item_t *sep = attrs ? attrs->next : NULL;
+		const imap_item_t *name = sep ? sep->next : NULL;
+		char *n = decode_name(name);
+		if (!n)
+			return true;
+		replica_folder_t *f = list_get(op, n);
+		free(n);
+		const char *s = item_str(sep);
+		f->sep = s && sep->type == IMAP_ITEM_STRING ? s[0] : '\0';
+		if (attrs && attrs->type == IMAP_ITEM_LIST) {
+			for (const imap_item_t *a = attrs->child; a; a = a->next) {
+				const char *an = item_str(a);
+				if (!an)
+					continue;
+				if (strcasecmp(an, "\\Noselect") == 0 || strcasecmp(an, "\\NonExistent") == 0)
+					f->noselect = true;
+				f->special |= special_bit(an);
+			}
+		}
+		return true;
+	}
+	if (strcmp(r->name, "STATUS") == 0) {
+		char *n = decode_name(r->args);
+		if (!n)
+			return true;
+		replica_folder_t *f = list_get(op, n);
+		free(n);
+		parse_status_attrs(r->args->next, &f->counts);
+		f->has_counts = true;
+		return true;
+	}
+	return false;
+}
+
+static void list_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	list_op_t *op = arg;
+	int st = ir_status(op->ir, d, false);
+
+	if (!op->ir->freed)
+		op->cb(st, op->f, st == REPLICA_OK ? op->n : 0, op->ctx);
+	for (size_t i = 0; i < op->n; i++)
+		free((char *)op->f[i].name);
+	free(op->f);
+	free(op);
+}
+
+static void ir_list_folders(replica_t *r, replica_folders_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	list_op_t *op = xcalloc(1, sizeof(*op));
+	uint32_t caps = imap_client_caps(ir->c);
+	const char *ref = ir->acct->remote.reference ? ir->acct->remote.reference : "";
+	bool ext = (caps & IMAP_CAP_LIST_EXTENDED) != 0;
+	bool lstatus = (caps & IMAP_CAP_LIST_STATUS) != 0;
+	bool su = (caps & IMAP_CAP_SPECIAL_USE) != 0;
+	bool ms = (caps & (IMAP_CAP_CONDSTORE | IMAP_CAP_QRESYNC)) != 0;
+
+	op->ir = ir;
+	op->cb = cb;
+	op->ctx = ctx;
+	if (ext && (lstatus || su)) {
+		char ret[160];
+		snprintf(ret, sizeof(ret), " RETURN (%s%s%s)", su ? "SPECIAL-USE" : "",
+			 su && lstatus ? " " : "",
+			 lstatus ? (ms ? "STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
+				       : "STATUS (UIDVALIDITY UIDNEXT MESSAGES)")
+				 : "");
+		imap_client_cmd(ir->c, list_done, list_untagged, op, "LIST %q \"*\"%s", ref, ret);
+	} else {
+		imap_client_cmd(ir->c, list_done, list_untagged, op, "LIST %q \"*\"", ref);
+	}
+}
+
+/* ------------------------------------------------------------------ status */
+
+typedef struct status_op {
+	imap_replica_t *ir;
+	replica_status_cb cb;
+	void *ctx;
+	char **names;
+	replica_counts_t *counts;
+	bool *ok;
+	size_t n;
+	size_t left;
+	int worst;
+} status_op_t;
+
+typedef struct status_one {
+	status_op_t *op;
+	size_t idx;
+} status_one_t;
+
+static bool status_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	status_one_t *one = arg;
+	status_op_t *op = one->op;
+
+	if (!r->name || strcmp(r->name, "STATUS") != 0)
+		return false;
+	char *n = decode_name(r->args);
+	bool mine = n && strcmp(n, op->names[one->idx]) == 0;
+	free(n);
+	if (!mine)
+		return false; /* a later STATUS of the same pipeline */
+	parse_status_attrs(r->args->next, &op->counts[one->idx]);
+	return true;
+}
+
+static void status_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	status_one_t *one = arg;
+	status_op_t *op = one->op;
+	int st = ir_status(op->ir, d, false);
+
+	op->ok[one->idx] = st == REPLICA_OK;
+	if (st == REPLICA_BAD || st == REPLICA_CANCELLED)
+		op->worst = st;
+	free(one);
+	if (--op->left)
+		return;
+	if (!op->ir->freed)
+		op->cb(op->worst, op->counts, op->ok, op->n, op->ctx);
+	for (size_t i = 0; i < op->n; i++)
+		free(op->names[i]);
+	free(op->names);
+	free(op->counts);
+	free(op->ok);
+	free(op);
+}
+
+static void ir_status_op(replica_t *r, const char *const *names, size_t n, replica_status_cb cb,
+			 void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	status_op_t *op = xcalloc(1, sizeof(*op));
+	bool ms = (imap_client_caps(ir->c) & (IMAP_CAP_CONDSTORE | IMAP_CAP_QRESYNC)) != 0;
+
+	op->ir = ir;
+	op->cb = cb;
+	op->ctx = ctx;
+	op->n = n;
+	op->left = n;
+	op->names = xcalloc(n ? n : 1, sizeof(char *));
+	op->counts = xcalloc(n ? n : 1, sizeof(*op->counts));
+	op->ok = xcalloc(n ? n : 1, sizeof(bool));
+	if (n == 0) {
+		cb(REPLICA_OK, op->counts, op->ok, 0, ctx);
+		free(op->names);
+		free(op->counts);
+		free(op->ok);
+		free(op);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		op->names[i] = xstrdup(names[i]);
+	for (size_t i = 0; i < n; i++) {
+		status_one_t *one = xmalloc(sizeof(*one));
+		one->op = op;
+		one->idx = i;
+		imap_client_cmd(ir->c, status_done, status_untagged, one, "STATUS %m (%s)", names[i],
+				ms ? "UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ"
+				   : "UIDVALIDITY UIDNEXT MESSAGES");
+	}
+}
+
+/* ---------------------------------------------------------- create folder */
+
+typedef struct simple_op {
+	imap_replica_t *ir;
+	replica_done_cb cb;
+	void *ctx;
+	int left;
+	int worst;
+	bool per_message;
+	bool exists_ok;
+} simple_op_t;
+
+static simple_op_t *simple_new(imap_replica_t *ir, replica_done_cb cb, void *ctx, int left)
+{
+	simple_op_t *op = xcalloc(1, sizeof(*op));
+	op->ir = ir;
+	op->cb = cb;
+	op->ctx = ctx;
+	op->left = left;
+	return op;
+}
+
+static void simple_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	simple_op_t *op = arg;
+	int st = ir_status(op->ir, d, op->per_message);
+
+	if (st != REPLICA_OK && op->exists_ok && d->code && strcasecmp(d->code, "ALREADYEXISTS") == 0)
+		st = REPLICA_OK;
+	if (st < op->worst)
+		op->worst = st;
+	if (--op->left > 0)
+		return;
+	if (!op->ir->freed)
+		op->cb(op->worst, op->ctx);
+	free(op);
+}
+
+static void ir_create(replica_t *r, const char *name, unsigned special, replica_done_cb cb,
+		      void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	simple_op_t *op = simple_new(ir, cb, ctx, 1);
+
+	op->exists_ok = true;
+	if (ir->caps & REPLICA_CAP_READONLY) {
+		op->left = 0;
+		cb(REPLICA_FOLDER_BAD, ctx);
+		free(op);
+		return;
+	}
+	imap_client_cmd(ir->c, simple_done, NULL, op, "CREATE %m", name);
+}
+
+/* ------------------------------------------------------------------ select */
+
+typedef struct select_op {
+	imap_replica_t *ir;
+	replica_select_cb cb;
+	void *ctx;
+	replica_box_t box;
+	bool nomodseq;
+	bool perm_star;
+	bool perm_seen;
+} select_op_t;
+
+static bool select_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	select_op_t *op = arg;
+	uint64_t v;
+
+	if (r->code) {
+		if (strcmp(r->code, "UIDVALIDITY") == 0 && item_num(r->code_args, &v))
+			op->box.counts.uidvalidity = (uint32_t)v;
+		else if (strcmp(r->code, "UIDNEXT") == 0 && item_num(r->code_args, &v))
+			op->box.counts.uidnext = (uint32_t)v;
+		else if (strcmp(r->code, "HIGHESTMODSEQ") == 0 && item_num(r->code_args, &v))
+			op->box.counts.highestmodseq = v;
+		else if (strcmp(r->code, "NOMODSEQ") == 0)
+			op->nomodseq = true;
+		else if (strcmp(r->code, "PERMANENTFLAGS") == 0) {
+			op->perm_seen = true;
+			const imap_item_t *l = r->code_args;
+			if (l && l->type == IMAP_ITEM_LIST)
+				for (const imap_item_t *it = l->child; it; it = it->next)
+					if (imap_item_is(it, "\\*"))
+						op->perm_star = true;
+		}
+		return false;
+	}
+	if (r->name && r->has_number && strcmp(r->name, "EXISTS") == 0) {
+		op->box.counts.messages = r->number;
+		return false;
+	}
+	return false;
+}
+
+static void select_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	select_op_t *op = arg;
+	imap_replica_t *ir = op->ir;
+	int st = ir_status(ir, d, false);
+
+	if (st == REPLICA_OK) {
+		op->box.caps = ir->caps & (REPLICA_CAP_MOVE | REPLICA_CAP_UIDPLUS | REPLICA_CAP_IDLE |
+					   REPLICA_CAP_READONLY | REPLICA_CAP_VANISHED);
+		if ((ir->caps & REPLICA_CAP_MODSEQ) && !op->nomodseq && op->box.counts.highestmodseq)
+			op->box.caps |= REPLICA_CAP_MODSEQ;
+		else
+			op->box.counts.highestmodseq = 0;
+		if (!op->perm_seen || op->perm_star)
+			op->box.caps |= REPLICA_CAP_KEYWORDS;
+		if (d->code && strcasecmp(d->code, "READ-ONLY") == 0)
+			op->box.caps |= REPLICA_CAP_READONLY;
+		ir->box = op->box;
+	} else {
+		free(ir->selected);
+		ir->selected = NULL;
+	}
+	if (!ir->freed)
+		op->cb(st, st == REPLICA_OK ? &op->box : NULL, op->ctx);
+	free(op);
+}
+
+static void ir_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	select_op_t *op = xcalloc(1, sizeof(*op));
+	bool ro = (ir->caps & REPLICA_CAP_READONLY) != 0;
+
+	op->ir = ir;
+	op->cb = cb;
+	op->ctx = ctx;
+	free(ir->selected);
+	ir->selected = xstrdup(name);
+	memset(&ir->box, 0, sizeof(ir->box));
+	imap_client_select(ir->c, name, ro, NULL, (ir->caps & REPLICA_CAP_MODSEQ) != 0, select_done,
+			   select_untagged, op);
+}
+
+/* -------------------------------------------------------------------- scan */
+
+typedef struct scan_op {
+	imap_replica_t *ir;
+	replica_scan_opts_t o;
+	replica_scan_sink_t sink;
+	replica_done_cb cb;
+	void *ctx;
+	uint32_t *known;
+	bool *present;          /* per known[], when absence means vanished */
+	bool by_absence;        /* vanished = known and not present */
+	int left;
+	int worst;
+	buf_t kw;
+} scan_op_t;
+
+static void mark_present(scan_op_t *op, uint32_t lo, uint32_t hi)
+{
+	/* known[] is sorted: binary search the first >= lo. */
+	size_t a = 0, b = op->o.n_known;
+	while (a < b) {
+		size_t m = (a + b) / 2;
+		if (op->known[m] < lo)
+			a = m + 1;
+		else
+			b = m;
+	}
+	for (size_t i = a; i < op->o.n_known && op->known[i] <= hi; i++)
+		op->present[i] = true;
+}
+
+static void report_set(scan_op_t *op, const char *set, size_t len, bool vanished)
+{
+	imap_seq_range_t *rg = NULL;
+	size_t n = 0;
+
+	if (imap_seqset_parse(set, len, 1u << 20, &rg, &n) != 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t lo = rg[i].lo, hi = rg[i].hi;
+		if (lo == IMAP_SEQ_STAR)
+			lo = UINT32_MAX;
+		if (hi == IMAP_SEQ_STAR)
+			hi = UINT32_MAX;
+		if (lo > hi) {
+			uint32_t t = lo;
+			lo = hi;
+			hi = t;
+		}
+		if (vanished)
+			op->sink.vanished_cb(op->sink.ctx, lo, hi);
+		else
+			mark_present(op, lo, hi);
+	}
+	free(rg);
+}
+
+static bool scan_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	scan_op_t *op = arg;
+
+	if (!r->name)
+		return false;
+	if (strcmp(r->name, "FETCH") == 0) {
+		const imap_item_t *l = r->args;
+		uint64_t uid = 0, ms = 0, size = 0;
+		const imap_item_t *fl = imap_fetch_get(l, "FLAGS");
+		if (!item_num(imap_fetch_get(l, "UID"), &uid) || !fl)
+			return false; /* unsolicited, without UID: not ours */
+		replica_msg_t m;
+		memset(&m, 0, sizeof(m));
+		m.uid = (uint32_t)uid;
+		m.flags = parse_flags(fl, &op->kw);
+		m.keywords = kw_str(&op->kw);
+		if (item_num(imap_fetch_get(l, "MODSEQ"), &ms))
+			m.modseq = ms;
+		if (item_num(imap_fetch_get(l, "RFC822.SIZE"), &size))
+			m.size = size;
+		m.internaldate = parse_internaldate(item_str(imap_fetch_get(l, "INTERNALDATE")));
+		const imap_item_t *env = imap_fetch_get(l, "ENVELOPE");
+		char *mid = NULL;
+		if (env && env->type == IMAP_ITEM_LIST) {
+			const imap_item_t *mi = imap_item_nth(env->child, 9);
+			if (mi && item_str(mi))
+				mid = xstrndup(mi->str, mi->len);
+		}
+		m.message_id = mid;
+		if (op->present)
+			mark_present(op, m.uid, m.uid);
+		op->sink.msg_cb(op->sink.ctx, &m);
+		free(mid);
+		return true;
+	}
+	if (strcmp(r->name, "VANISHED") == 0) {
+		const imap_item_t *it = r->args;
+		bool earlier = false;
+		if (it && it->type == IMAP_ITEM_LIST) {
+			earlier = it->child && imap_item_is(it->child, "EARLIER");
+			it = it->next;
+		}
+		const char *s = item_str(it);
+		if (s && earlier && !op->by_absence)
+			report_set(op, s, it->len, true);
+		return earlier;
+	}
+	if (strcmp(r->name, "SEARCH") == 0 && op->present) {
+		for (const imap_item_t *it = r->args; it; it = it->next) {
+			uint64_t v;
+			if (item_num(it, &v))
+				mark_present(op, (uint32_t)v, (uint32_t)v);
+		}
+		return true;
+	}
+	if (strcmp(r->name, "ESEARCH") == 0 && op->present) {
+		for (const imap_item_t *it = r->args; it; it = it->next) {
+			if (imap_item_is(it, "ALL") && it->next && item_str(it->next))
+				report_set(op, it->next->str, it->next->len, false);
+		}
+		return true;
+	}
+	return false;
+}
+
+static void scan_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	scan_op_t *op = arg;
+	int st = ir_status(op->ir, d, false);
+
+	if (st < op->worst)
+		op->worst = st;
+	if (--op->left > 0)
+		return;
+	if (op->worst == REPLICA_OK && op->by_absence && !op->ir->freed) {
+		for (size_t i = 0; i < op->o.n_known; i++)
+			if (!op->present[i])
+				op->sink.vanished_cb(op->sink.ctx, op->known[i], op->known[i]);
+	}
+	if (!op->ir->freed)
+		op->cb(op->worst, op->ctx);
+	free(op->known);
+	free(op->present);
+	buf_free(&op->kw);
+	free(op);
+}
+
+static void ir_scan(replica_t *r, const replica_scan_opts_t *o, const replica_scan_sink_t *sink,
+		    replica_done_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	scan_op_t *op = xcalloc(1, sizeof(*op));
+	bool modseq = (ir->box.caps & REPLICA_CAP_MODSEQ) != 0;
+	char items[160];
+
+	op->ir = ir;
+	op->o = *o;
+	op->sink = *sink;
+	op->cb = cb;
+	op->ctx = ctx;
+	op->known = xmalloc((o->n_known ? o->n_known : 1) * sizeof(uint32_t));
+	memcpy(op->known, o->known, o->n_known * sizeof(uint32_t));
+	op->o.known = op->known;
+	op->present = xcalloc(o->n_known ? o->n_known : 1, sizeof(bool));
+	snprintf(items, sizeof(items), "(UID FLAGS%s%s%s%s)", modseq ? " MODSEQ" : "",
+		 o->want_size ? " RFC822.SIZE" : "", o->want_internaldate ? " INTERNALDATE" : "",
+		 o->want_message_id ? " ENVELOPE" : "");
+
+	if (ir->box.counts.messages == 0 && !o->changedsince) {
+		/* Empty folder: "1:*" is an error on some servers. */
+		op->by_absence = true;
+		op->left = 1;
+		imap_client_cmd(ir->c, scan_done, NULL, op, "NOOP");
+		return;
+	}
+	if (o->changedsince && modseq && ir->qresync) {
+		op->left = 1;
+		free(op->present);
+		op->present = NULL;
+		imap_client_cmd(ir->c, scan_done, scan_untagged, op,
+				"UID FETCH 1:* %s (CHANGEDSINCE %U VANISHED)", items, o->changedsince);
+		return;
+	}
+	if (o->changedsince && modseq) {
+		/* CONDSTORE without QRESYNC: changed flags from CHANGEDSINCE, and
+		 * what still exists from a UID SEARCH. */
+		op->by_absence = true;
+		op->left = 2;
+		imap_client_cmd(ir->c, scan_done, scan_untagged, op,
+				"UID FETCH 1:* %s (CHANGEDSINCE %U)", items, o->changedsince);
+		if (imap_client_caps(ir->c) & IMAP_CAP_ESEARCH)
+			imap_client_cmd(ir->c, scan_done, scan_untagged, op, "UID SEARCH RETURN (ALL) ALL");
+		else
+			imap_client_cmd(ir->c, scan_done, scan_untagged, op, "UID SEARCH ALL");
+		return;
+	}
+	op->by_absence = true;
+	op->left = 1;
+	imap_client_cmd(ir->c, scan_done, scan_untagged, op, "UID FETCH 1:* %s", items);
+}
+
+/* ------------------------------------------------------------------- fetch */
+
+struct fetch_op {
+	imap_replica_t *ir;
+	replica_body_sink_t sink;
+	replica_done_cb cb;
+	void *ctx;
+	int worst;
+	bool msg_failed;
+	buf_t kw;
+	fetch_op_t *next;
+};
+
+/* A literal diverted to the body sink while it arrives. */
+typedef struct lit_handle {
+	fetch_op_t *op;
+	void *h;
+	bool failed;
+} lit_handle_t;
+
+static void *lit_open(void *ctx, uint64_t size)
+{
+	imap_replica_t *ir = ctx;
+	fetch_op_t *op = ir->fq_head;
+
+	if (!op)
+		return NULL; /* not a message body we asked for: keep in memory */
+	lit_handle_t *lh = xcalloc(1, sizeof(*lh));
+	lh->op = op;
+	lh->h = op->sink.open(op->sink.ctx, size);
+	lh->failed = lh->h == NULL;
+	return lh;
+}
+
+static int lit_write(void *ctx, void *handle, const char *data, size_t len)
+{
+	lit_handle_t *lh = handle;
+
+	if (lh->failed)
+		return 0; /* swallow the rest; the message is reported failed */
+	if (lh->op->sink.write(lh->op->sink.ctx, lh->h, data, len) != 0) {
+		lh->op->sink.abort(lh->op->sink.ctx, lh->h);
+		lh->h = NULL;
+		lh->failed = true;
+	}
+	return 0;
+}
+
+static void lit_release(void *ctx, void *handle)
+{
+	lit_handle_t *lh = handle;
+
+	if (!lh->failed && lh->h && !lh->op->ir->freed)
+		lh->op->sink.abort(lh->op->sink.ctx, lh->h);
+	free(lh);
+}
+
+static bool fetch_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	fetch_op_t *op = arg;
+
+	if (!r->name || strcmp(r->name, "FETCH") != 0)
+		return false;
+	const imap_item_t *l = r->args;
+	imap_item_t *body = (imap_item_t *)imap_fetch_get(l, "BODY[]");
+	uint64_t uid = 0, size = 0;
+	if (!body || !item_num(imap_fetch_get(l, "UID"), &uid))
+		return false;
+	if (op->ir->freed)
+		return true;
+	replica_msg_t m;
+	memset(&m, 0, sizeof(m));
+	m.uid = (uint32_t)uid;
+	m.flags = parse_flags(imap_fetch_get(l, "FLAGS"), &op->kw);
+	m.keywords = kw_str(&op->kw);
+	m.internaldate = parse_internaldate(item_str(imap_fetch_get(l, "INTERNALDATE")));
+	if (item_num(imap_fetch_get(l, "RFC822.SIZE"), &size))
+		m.size = size;
+	if (body->sink) {
+		lit_handle_t *lh = body->sink;
+		body->sink = NULL;
+		if (lh->failed || !lh->h)
+			op->msg_failed = true;
+		else
+			op->sink.done(op->sink.ctx, lh->h, &m);
+		free(lh);
+		return true;
+	}
+	if (body->type == IMAP_ITEM_NIL) {
+		op->msg_failed = true;
+		return true;
+	}
+	void *h = op->sink.open(op->sink.ctx, body->len);
+	if (!h) {
+		op->msg_failed = true;
+		return true;
+	}
+	if (op->sink.write(op->sink.ctx, h, body->str ? body->str : "", body->len) != 0) {
+		op->sink.abort(op->sink.ctx, h);
+		op->msg_failed = true;
+		return true;
+	}
+	if (!m.size)
+		m.size = body->len;
+	op->sink.done(op->sink.ctx, h, &m);
+	return true;
+}
+
+static void fetch_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	fetch_op_t *op = arg;
+	imap_replica_t *ir = op->ir;
+	int st = ir_status(ir, d, true);
+
+	/* Pop from the queue (it is the head: commands complete in order). */
+	if (ir->fq_head == op) {
+		ir->fq_head = op->next;
+		if (!ir->fq_head)
+			ir->fq_tail = NULL;
+	} else {
+		for (fetch_op_t *p = ir->fq_head; p; p = p->next)
+			if (p->next == op) {
+				p->next = op->next;
+				if (ir->fq_tail == op)
+					ir->fq_tail = p;
+				break;
+			}
+	}
+	if (st == REPLICA_OK && op->msg_failed)
+		st = REPLICA_MSG_BAD;
+	if (!ir->freed)
+		op->cb(st, op->ctx);
+	buf_free(&op->kw);
+	free(op);
+}
+
+static void ir_fetch(replica_t *r, const uint32_t *uids, size_t n, const replica_body_sink_t *sink,
+		     replica_done_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	fetch_op_t *op;
+	buf_t set = BUF_INIT;
+	uint32_t *sorted;
+
+	if (n == 0) {
+		cb(REPLICA_OK, ctx);
+		return;
+	}
+	sorted = xmalloc(n * sizeof(*sorted));
+	memcpy(sorted, uids, n * sizeof(*sorted));
+	for (size_t i = 1; i < n; i++) /* usually sorted already */
+		for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+			uint32_t t = sorted[j];
+			sorted[j] = sorted[j - 1];
+			sorted[j - 1] = t;
+		}
+	if (imap_seqset_format(&set, sorted, n) != 0) {
+		free(sorted);
+		buf_free(&set);
+		cb(REPLICA_MSG_BAD, ctx);
+		return;
+	}
+	free(sorted);
+	op = xcalloc(1, sizeof(*op));
+	op->ir = ir;
+	op->sink = *sink;
+	op->cb = cb;
+	op->ctx = ctx;
+	if (ir->fq_tail)
+		ir->fq_tail->next = op;
+	else
+		ir->fq_head = op;
+	ir->fq_tail = op;
+	imap_client_cmd(ir->c, fetch_done, fetch_untagged, op,
+			"UID FETCH %s (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", buf_cstr(&set));
+	buf_free(&set);
+}
+
+/* ------------------------------------------------------------------ append */
+
+typedef struct append_op {
+	imap_replica_t *ir;
+	replica_uid_cb cb;
+	void *ctx;
+} append_op_t;
+
+static void append_done(imap_client_t *c, const imap_append_result_t *res, void *arg)
+{
+	append_op_t *op = arg;
+	imap_replica_t *ir = op->ir;
+	int st = ir_status(ir, &res->done, true);
+	uint32_t uid = 0;
+
+	if (st == REPLICA_OK && res->uid &&
+	    (res->uidvalidity == 0 || res->uidvalidity == ir->box.counts.uidvalidity))
+		uid = res->uid;
+	if (!ir->freed)
+		op->cb(st, uid, op->ctx);
+	free(op);
+}
+
+static void ir_append(replica_t *r, const replica_new_msg_t *m, replica_uid_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	append_op_t *op;
+	buf_t fl = BUF_INIT;
+	char date[64];
+
+	if ((ir->caps & REPLICA_CAP_READONLY) || !ir->selected) {
+		cb(REPLICA_FOLDER_BAD, 0, ctx);
+		return;
+	}
+	op = xcalloc(1, sizeof(*op));
+	op->ir = ir;
+	op->cb = cb;
+	op->ctx = ctx;
+	flags_list(&fl, m->flags & ~REPLICA_F_DELETED, m->keywords);
+	if (m->internaldate)
+		format_internaldate(m->internaldate, date, sizeof(date));
+	imap_client_append(ir->c, ir->selected, buf_cstr(&fl), m->internaldate ? date : NULL,
+			   m->data, m->len, append_done, op);
+	buf_free(&fl);
+}
+
+/* -------------------------------------------------------------------- find */
+
+typedef struct find_op {
+	imap_replica_t *ir;
+	replica_uids_cb cb;
+	void *ctx;
+	uint32_t min_uid;
+	uint32_t *uids;
+	size_t n, cap;
+} find_op_t;
+
+static bool find_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	find_op_t *op = arg;
+
+	if (!r->name || strcmp(r->name, "SEARCH") != 0)
+		return false;
+	for (const imap_item_t *it = r->args; it; it = it->next) {
+		uint64_t v;
+		if (!item_num(it, &v) || v < op->min_uid || v > UINT32_MAX)
+			continue;
+		if (op->n == op->cap) {
+			op->cap = op->cap ? op->cap * 2 : 16;
+			op->uids = xrealloc(op->uids, op->cap * sizeof(*op->uids));
+		}
+		op->uids[op->n++] = (uint32_t)v;
+	}
+	return true;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void find_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	find_op_t *op = arg;
+	int st = ir_status(op->ir, d, false);
+
+	qsort(op->uids, op->n, sizeof(*op->uids), cmp_u32);
+	if (!op->ir->freed)
+		op->cb(st, op->uids, st == REPLICA_OK ? op->n : 0, op->ctx);
+	free(op->uids);
+	free(op);
+}
+
+static void ir_find(replica_t *r, const replica_find_t *q, replica_uids_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	find_op_t *op = xcalloc(1, sizeof(*op));
+	char sz[64] = "";
+
+	op->ir = ir;
+	op->cb = cb;
+	op->ctx = ctx;
+	op->min_uid = q->min_uid ? q->min_uid : 1;
+	if (q->size)
+		snprintf(sz, sizeof(sz), " LARGER %llu SMALLER %llu",
+			 (unsigned long long)(q->size - 1), (unsigned long long)(q->size + 1));
+	if (q->message_id && *q->message_id)
+		imap_client_cmd(ir->c, find_done, find_untagged, op,
+				"UID SEARCH UID %u:* HEADER Message-ID %q%s", op->min_uid,
+				q->message_id, sz);
+	else
+		imap_client_cmd(ir->c, find_done, find_untagged, op, "UID SEARCH UID %u:*%s",
+				op->min_uid, sz);
+}
+
+/* --------------------------------------------------------------- set flags */
+
+static void ir_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *add_kw,
+			 unsigned del, const char *del_kw, replica_done_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	bool do_add = add || (add_kw && *add_kw), do_del = del || (del_kw && *del_kw);
+	simple_op_t *op;
+	buf_t b = BUF_INIT;
+
+	if (ir->caps & REPLICA_CAP_READONLY) {
+		cb(REPLICA_FOLDER_BAD, ctx);
+		return;
+	}
+	if (!do_add && !do_del) {
+		cb(REPLICA_OK, ctx);
+		return;
+	}
+	op = simple_new(ir, cb, ctx, (do_add ? 1 : 0) + (do_del ? 1 : 0));
+	op->per_message = true;
+	if (do_add) {
+		flags_list(&b, add, add_kw);
+		imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %u +FLAGS.SILENT %s", uid,
+				buf_cstr(&b));
+	}
+	if (do_del) {
+		buf_reset(&b);
+		flags_list(&b, del, del_kw);
+		imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %u -FLAGS.SILENT %s", uid,
+				buf_cstr(&b));
+	}
+	buf_free(&b);
+}
+
+/* ------------------------------------------------------------------ delete */
+
+static void ir_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	buf_t set = BUF_INIT;
+	uint32_t *sorted;
+	simple_op_t *op;
+
+	if (ir->caps & REPLICA_CAP_READONLY) {
+		cb(REPLICA_FOLDER_BAD, ctx);
+		return;
+	}
+	if (n == 0) {
+		cb(REPLICA_OK, ctx);
+		return;
+	}
+	sorted = xmalloc(n * sizeof(*sorted));
+	memcpy(sorted, uids, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), cmp_u32);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || sorted[k - 1] != sorted[i])
+			sorted[k++] = sorted[i];
+	imap_seqset_format(&set, sorted, k);
+	free(sorted);
+	op = simple_new(ir, cb, ctx, 2);
+	imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %s +FLAGS.SILENT (\\Deleted)",
+			buf_cstr(&set));
+	if (imap_client_caps(ir->c) & IMAP_CAP_UIDPLUS)
+		imap_client_cmd(ir->c, simple_done, NULL, op, "UID EXPUNGE %s", buf_cstr(&set));
+	else
+		/* Without UIDPLUS there is no way to expunge only these; this
+		 * also removes messages another client marked \Deleted, which
+		 * is what that client asked for. */
+		imap_client_cmd(ir->c, simple_done, NULL, op, "EXPUNGE");
+	buf_free(&set);
+}
+
+/* -------------------------------------------------------------------- move */
+
+typedef struct move_op {
+	imap_replica_t *ir;
+	replica_uid_cb cb;
+	void *ctx;
+	uint32_t uid;
+} move_op_t;
+
+static uint32_t copyuid_dst(const imap_item_t *args)
+{
+	/* [COPYUID uidvalidity src-set dst-set]: a single message -> a single UID */
+	const imap_item_t *dst = imap_item_nth(args, 2);
+	uint64_t v;
+	if (dst && item_num(dst, &v) && v <= UINT32_MAX)
+		return (uint32_t)v;
+	return 0;
+}
+
+static bool move_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	move_op_t *op = arg;
+
+	if (r->code && strcmp(r->code, "COPYUID") == 0) {
+		op->uid = copyuid_dst(r->code_args);
+		return true;
+	}
+	return false;
+}
+
+static void move_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	move_op_t *op = arg;
+	int st = ir_status(op->ir, d, true);
+
+	if (d->code && strcasecmp(d->code, "COPYUID") == 0 && !op->uid)
+		op->uid = copyuid_dst(d->code_args);
+	if (!op->ir->freed)
+		op->cb(st, st == REPLICA_OK ? op->uid : 0, op->ctx);
+	free(op);
+}
+
+static void ir_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	move_op_t *op;
+
+	if (ir->caps & REPLICA_CAP_READONLY) {
+		cb(REPLICA_FOLDER_BAD, 0, ctx);
+		return;
+	}
+	op = xcalloc(1, sizeof(*op));
+	op->ir = ir;
+	op->cb = cb;
+	op->ctx = ctx;
+	imap_client_cmd(ir->c, move_done, move_untagged, op, "UID MOVE %u %m", uid, to);
+}
+
+/* ------------------------------------------------------------------- watch */
+
+static void watch_fire(imap_replica_t *ir, int st)
+{
+	if (ir->watch_fired || !ir->watch_cb)
+		return;
+	ir->watch_fired = true;
+	replica_done_cb cb = ir->watch_cb;
+	ir->watch_cb = NULL;
+	if (!ir->freed)
+		cb(st, ir->watch_ctx);
+}
+
+static bool idle_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	imap_replica_t *ir = arg;
+
+	if (r->name && (strcmp(r->name, "EXISTS") == 0 || strcmp(r->name, "EXPUNGE") == 0 ||
+			strcmp(r->name, "FETCH") == 0 || strcmp(r->name, "VANISHED") == 0)) {
+		imap_client_idle_done(c);
+		watch_fire(ir, REPLICA_OK);
+		return true;
+	}
+	return false;
+}
+
+static void idle_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	imap_replica_t *ir = arg;
+	int st = ir_status(ir, d, false);
+
+	ir->watching = false;
+	watch_fire(ir, st == REPLICA_OK ? REPLICA_CANCELLED : st);
+}
+
+static void ir_watch(replica_t *r, replica_done_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+
+	ir->watch_cb = cb;
+	ir->watch_ctx = ctx;
+	ir->watch_fired = false;
+	ir->watching = true;
+	imap_client_idle(ir->c, idle_done, idle_untagged, ir);
+}
+
+static void ir_unwatch(replica_t *r)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+
+	if (ir->watching)
+		imap_client_idle_done(ir->c);
+}
+
+/* ------------------------------------------------------------- close, free */
+
+static void ir_close(replica_t *r, replica_done_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+
+	free(ir->selected);
+	ir->selected = NULL;
+	if (imap_client_caps(ir->c) & IMAP_CAP_UNSELECT) {
+		simple_op_t *op = simple_new(ir, cb, ctx, 1);
+		imap_client_cmd(ir->c, simple_done, NULL, op, "UNSELECT");
+		return;
+	}
+	/* Never CLOSE: it would expunge. The next SELECT closes the folder. */
+	cb(REPLICA_OK, ctx);
+}
+
+static void free_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	imap_replica_t *ir = w->data;
+
+	imap_client_free(ir->c);
+	free(ir->selected);
+	free(ir->label);
+	free(ir);
+}
+
+static void lost_cb(imap_client_t *c, int result, const char *msg, void *arg)
+{
+	imap_replica_t *ir = arg;
+
+	ir->dead = true;
+	if (msg && !ir->err[0])
+		snprintf(ir->err, sizeof(ir->err), "%s", msg);
+	watch_fire(ir, REPLICA_BAD);
+}
+
+static void ir_free(replica_t *r)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+
+	if (ir->freed)
+		return;
+	ir->freed = true;
+	/* The client may be inside one of our callbacks right now: let the
+	 * loop free it. Callbacks that still arrive see ir->freed. */
+	ev_timer_init(&ir->free_w, free_cb, 0., 0.);
+	ir->free_w.data = ir;
+	ev_timer_start(ir->loop, &ir->free_w);
+}
+
+static const replica_ops_t imap_replica_ops = {
+	.connect = ir_connect,
+	.list_folders = ir_list_folders,
+	.status = ir_status_op,
+	.create_folder = ir_create,
+	.select = ir_select,
+	.scan = ir_scan,
+	.fetch = ir_fetch,
+	.append = ir_append,
+	.find = ir_find,
+	.set_flags = ir_set_flags,
+	.delete_msgs = ir_delete,
+	.move = ir_move,
+	.watch = ir_watch,
+	.unwatch = ir_unwatch,
+	.close = ir_close,
+	.free = ir_free,
+};
+
+replica_t *imap_replica_new(struct ev_loop *loop, const config_account_t *acct, const char *label)
+{
+	imap_replica_t *ir = xcalloc(1, sizeof(*ir));
+	imap_client_opts_t o;
+	imap_literal_sink_t ls = {
+		.threshold = IR_SINK_THRESHOLD,
+		.ctx = ir,
+		.open = lit_open,
+		.write = lit_write,
+		.release = lit_release,
+	};
+
+	ir->base.ops = &imap_replica_ops;
+	ir->label = xstrdup(label ? label : acct->name);
+	ir->base.label = ir->label;
+	ir->loop = loop;
+	ir->acct = acct;
+	imap_client_opts_init(&o);
+	o.log_name = ir->label;
+	o.max_attempts = 3;
+	ir->c = imap_client_new(loop, acct, &o);
+	imap_client_set_literal_sink(ir->c, &ls);
+	imap_client_set_lost_cb(ir->c, lost_cb, ir);
+	return &ir->base;
+}
+
+const char *imap_replica_error(const replica_t *r)
+{
+	const imap_replica_t *ir = (const imap_replica_t *)r;
+	return ir->err;
+}
+
+bool imap_replica_is(const replica_t *r)
+{
+	return r && r->ops == &imap_replica_ops;
+}
