@@ -798,7 +798,8 @@ static void load_runtime_accounts(config_t *cfg, config_msgs_t *msgs)
 		names[n++] = xstrdup(de->d_name);
 	}
 	closedir(d);
-	qsort(names, n, sizeof(*names), name_cmp);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), name_cmp);
 
 	for (size_t i = 0; i < n; i++) {
 		char *file = xasprintf("%s/%s", dir, names[i]);
