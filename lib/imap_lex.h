@@ -17,9 +17,9 @@
 
 enum imap_lex_err {
 	IMAP_LEX_OK = 0,
-	IMAP_LEX_EINVAL = -1,  /* malformed input */
-	IMAP_LEX_ELIMIT = -2,  /* input exceeds the caller's limit */
-	IMAP_LEX_EORDER = -3,  /* UIDs not sorted ascending, or a zero UID */
+	IMAP_LEX_EINVAL = -1, /* malformed input */
+	IMAP_LEX_ELIMIT = -2, /* input exceeds the caller's limit */
+	IMAP_LEX_EORDER = -3, /* UIDs not sorted ascending, or a zero UID */
 };
 
 const char *imap_lex_strerror(int err);
@@ -30,12 +30,12 @@ bool imap_lex_is_atom_char(unsigned char c);
 bool imap_lex_is_astring_char(unsigned char c);
 
 enum imap_lex_form {
-	IMAP_LEX_ATOM,         /* written as is */
+	IMAP_LEX_ATOM,	       /* written as is */
 	IMAP_LEX_QUOTED,       /* written as "..." with \ escapes */
 	IMAP_LEX_LITERAL_PLUS, /* written whole as {n+}CRLF bytes */
 	IMAP_LEX_LITERAL_SYNC, /* only "{n}\r\n" written: the caller must end the
-	                          line here, wait for the server's "+" and then send
-	                          the n bytes itself */
+				  line here, wait for the server's "+" and then send
+				  the n bytes itself */
 };
 
 /* The form a string needs: ATOM (astring chars only, not "NIL", not empty),
@@ -43,8 +43,8 @@ enum imap_lex_form {
  * IMAP_LEX_LITERAL_SYNC). */
 enum imap_lex_form imap_lex_string_form(const char *s, size_t len, bool allow_atom);
 
-#define IMAP_LEX_W_ATOM 1u     /* an atom is acceptable (astring positions) */
-#define IMAP_LEX_W_LITPLUS 2u  /* peer has LITERAL+ (or LITERAL- and len <= 4096) */
+#define IMAP_LEX_W_ATOM 1u    /* an atom is acceptable (astring positions) */
+#define IMAP_LEX_W_LITPLUS 2u /* peer has LITERAL+ (or LITERAL- and len <= 4096) */
 
 /*
  * Append s to b in the lightest form allowed by flags and return the form

@@ -34,12 +34,12 @@
 
 /* A literal collected by the scanner, waiting for the tokenizer. */
 struct lit_rec {
-	size_t pos;     /* offset in the line just after the '}' of its count */
+	size_t pos; /* offset in the line just after the '}' of its count */
 	uint64_t size;
-	char *data;     /* in-memory bytes, NUL-terminated; NULL when sunk */
+	char *data; /* in-memory bytes, NUL-terminated; NULL when sunk */
 	size_t fill;
 	size_t cap;
-	void *sink;     /* sink handle, or NULL */
+	void *sink; /* sink handle, or NULL */
 };
 
 enum scan_state {
@@ -49,9 +49,9 @@ enum scan_state {
 };
 
 enum resp_class {
-	CLASS_UNKNOWN,  /* first line not complete yet */
-	CLASS_TEXT,     /* status response or continuation: no literals */
-	CLASS_DATA,     /* untagged data: literals allowed */
+	CLASS_UNKNOWN, /* first line not complete yet */
+	CLASS_TEXT,    /* status response or continuation: no literals */
+	CLASS_DATA,    /* untagged data: literals allowed */
 };
 
 struct stack_ent {
@@ -93,9 +93,9 @@ struct resp_priv {
 	imap_resp_t pub;
 	struct arena_blk *blocks;
 	imap_literal_sink_t sink;
-	char **owned;          /* literal buffers adopted from the scanner */
+	char **owned; /* literal buffers adopted from the scanner */
 	size_t nowned;
-	imap_item_t **sunk;    /* items that carried a sink handle */
+	imap_item_t **sunk; /* items that carried a sink handle */
 	size_t nsunk;
 };
 
@@ -246,8 +246,8 @@ static bool is_status_word(const char *s, size_t n, enum imap_status *st)
 		const char *w;
 		enum imap_status st;
 	} words[] = {
-		{"OK", IMAP_STATUS_OK},     {"NO", IMAP_STATUS_NO},   {"BAD", IMAP_STATUS_BAD},
-		{"PREAUTH", IMAP_STATUS_PREAUTH}, {"BYE", IMAP_STATUS_BYE},
+	    {"OK", IMAP_STATUS_OK},	      {"NO", IMAP_STATUS_NO},	{"BAD", IMAP_STATUS_BAD},
+	    {"PREAUTH", IMAP_STATUS_PREAUTH}, {"BYE", IMAP_STATUS_BYE},
 	};
 	for (size_t i = 0; i < IB_ARRAY_LEN(words); i++) {
 		if (strlen(words[i].w) == n && strncasecmp(words[i].w, s, n) == 0) {
@@ -325,7 +325,8 @@ static int end_of_line(imap_parser_t *p)
 		size = size * 10 + d;
 	}
 	if (!had_cr) {
-		set_err(p, "literal count {%llu} is not followed by CRLF", (unsigned long long)size);
+		set_err(p, "literal count {%llu} is not followed by CRLF",
+			(unsigned long long)size);
 		return -1;
 	}
 	if (size > p->lim.max_literal) {
@@ -845,8 +846,7 @@ static imap_resp_t *tokenize(imap_parser_t *p)
 		size_t te = word_end(&t, 0);
 		for (size_t k = 0; k < te; k++) {
 			if (!atom_char((unsigned char)s[k], false)) {
-				set_err(p, "bad byte 0x%02x in response tag",
-					(unsigned char)s[k]);
+				set_err(p, "bad byte 0x%02x in response tag", (unsigned char)s[k]);
 				goto bad;
 			}
 		}

@@ -176,20 +176,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else
 		cut = 0;
 
-	imap_parse_limits_t tight = {.max_line = 64, .max_depth = 4, .max_literal = 100,
-				     .max_items = 20};
+	imap_parse_limits_t tight = {
+	    .max_line = 64, .max_depth = 4, .max_literal = 100, .max_items = 20};
 	const imap_parse_limits_t *lim = (mode & 2) ? &tight : NULL;
 	struct fz_sink sc = {0};
-	imap_literal_sink_t sink = {.threshold = mode >> 2, .ctx = &sc, .open = fz_open_cb,
-				    .write = fz_write_cb, .release = fz_release_cb};
+	imap_literal_sink_t sink = {.threshold = mode >> 2,
+				    .ctx = &sc,
+				    .open = fz_open_cb,
+				    .write = fz_write_cb,
+				    .release = fz_release_cb};
 	const imap_literal_sink_t *sp = (mode & 1) ? &sink : NULL;
 
 	buf_t a = BUF_INIT, b = BUF_INIT;
 	run(in, len, len, lim, sp, &a);
 	run(in, len, cut, lim, sp, &b);
 	if (a.len != b.len || memcmp(a.data, b.data, a.len) != 0) {
-		fprintf(stderr, "whole and split at %zu differ:\n--- whole\n%.*s\n--- split\n%.*s\n",
-			cut, (int)a.len, a.data, (int)b.len, b.data);
+		fprintf(stderr,
+			"whole and split at %zu differ:\n--- whole\n%.*s\n--- split\n%.*s\n", cut,
+			(int)a.len, a.data, (int)b.len, b.data);
 		abort();
 	}
 	if (sc.open != 0)

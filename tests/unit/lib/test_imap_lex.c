@@ -112,28 +112,30 @@ static void test_mutf7(void)
 	check_mutf7("~peter/mail/\xe5\x8f\xb0\xe5\x8c\x97/\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
 		    "~peter/mail/&U,BTFw-/&ZeVnLIqe-");
 	check_mutf7("\xc3\x84rger", "&AMQ-rger");
-	check_mutf7("Entw\xc3\xbc" "rfe", "Entw&APw-rfe");
+	check_mutf7("Entw\xc3\xbc"
+		    "rfe",
+		    "Entw&APw-rfe");
 	/* Outside the BMP: a surrogate pair (U+1F600). */
 	check_mutf7("\xf0\x9f\x98\x80", "&2D3eAA-");
 	check_mutf7("a\tb", "a&AAk-b");
 
-	check_mutf7_bad("&U,BTFw");        /* unterminated */
-	check_mutf7_bad("&-&");            /* unterminated at the end */
-	check_mutf7_bad("a&AGE");          /* no '-' */
-	check_mutf7_bad("&AGE-");          /* encodes printable 'a' */
-	check_mutf7_bad("&AMQ!-");         /* bad base64 */
-	check_mutf7_bad("&AMR-");          /* non-zero padding bits */
-	check_mutf7_bad("&2D0-");          /* lone high surrogate */
-	check_mutf7_bad("&3gA-");          /* lone low surrogate */
-	check_mutf7_bad("\xc3\x84rger");   /* raw 8-bit */
-	check_mutf7_bad("&AAA-");          /* NUL */
-	check_mutf7_bad("&AMQA-");         /* a partial extra unit */
-	check_mutf7_bad("a\tb");           /* raw control character */
+	check_mutf7_bad("&U,BTFw");	 /* unterminated */
+	check_mutf7_bad("&-&");		 /* unterminated at the end */
+	check_mutf7_bad("a&AGE");	 /* no '-' */
+	check_mutf7_bad("&AGE-");	 /* encodes printable 'a' */
+	check_mutf7_bad("&AMQ!-");	 /* bad base64 */
+	check_mutf7_bad("&AMR-");	 /* non-zero padding bits */
+	check_mutf7_bad("&2D0-");	 /* lone high surrogate */
+	check_mutf7_bad("&3gA-");	 /* lone low surrogate */
+	check_mutf7_bad("\xc3\x84rger"); /* raw 8-bit */
+	check_mutf7_bad("&AAA-");	 /* NUL */
+	check_mutf7_bad("&AMQA-");	 /* a partial extra unit */
+	check_mutf7_bad("a\tb");	 /* raw control character */
 
 	char *e = (char *)"x";
 	CHECK_EQ_INT(imap_mutf7_encode("\xc3", 1, &e), IMAP_LEX_EINVAL);
 	CHECK(e == NULL);
-	CHECK_EQ_INT(imap_mutf7_encode("\xc0\xaf", 2, &e), IMAP_LEX_EINVAL);   /* overlong */
+	CHECK_EQ_INT(imap_mutf7_encode("\xc0\xaf", 2, &e), IMAP_LEX_EINVAL);	 /* overlong */
 	CHECK_EQ_INT(imap_mutf7_encode("\xed\xa0\x80", 3, &e), IMAP_LEX_EINVAL); /* surrogate */
 	CHECK_EQ_INT(imap_mutf7_encode("\xf4\x90\x80\x80", 4, &e), IMAP_LEX_EINVAL);
 	CHECK_EQ_INT(imap_mutf7_encode("a\0b", 3, &e), IMAP_LEX_EINVAL);
@@ -199,8 +201,8 @@ static void test_seqset(void)
 	CHECK(n == 1 && r[0].lo == 4294967295u);
 	free(r);
 
-	const char *bad[] = {"", "0", "1:0", "4294967296", "1,", ",1", "1::2", "a", "1:2 ", "01",
-			     "1,,2", "$", "-1"};
+	const char *bad[] = {"",  "0",	  "1:0", "4294967296", "1,", ",1", "1::2",
+			     "a", "1:2 ", "01",	 "1,,2",       "$",  "-1"};
 	for (size_t i = 0; i < IB_ARRAY_LEN(bad); i++) {
 		r = (imap_seq_range_t *)&n;
 		int rc = imap_seqset_parse(bad[i], strlen(bad[i]), 10, &r, &n);
@@ -234,7 +236,8 @@ static void test_seqset(void)
 	}
 	free(r);
 	buf_free(&fb);
-	CHECK(strcmp(imap_lex_strerror(IMAP_LEX_EORDER), "UIDs are not sorted ascending or include 0") == 0);
+	CHECK(strcmp(imap_lex_strerror(IMAP_LEX_EORDER),
+		     "UIDs are not sorted ascending or include 0") == 0);
 }
 
 int main(void)
