@@ -1,0 +1,862 @@
+/*
+ * The Maildir replica's operations (sync/replica.h); see maildir.h. The tree
+ * reconciliation that runs at connect() and select() is in maildir_prep.c.
+ */
+#include "sync/maildir_p.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "sync/engine.h"
+
+#define KW_FORWARDED "$Forwarded"
+
+static const replica_ops_t maildir_ops;
+
+char *maildir_folder_path(const char *root, char sep, const char *folder)
+{
+	char *rel = maildir_folder_to_dir(folder, sep);
+	if (!rel)
+		return NULL;
+	char *p = xasprintf("%s/%s", root, rel);
+	free(rel);
+	return p;
+}
+
+unsigned maildir_to_replica_flags(unsigned m)
+{
+	unsigned r = 0;
+	if (m & MAILDIR_F_SEEN)
+		r |= REPLICA_F_SEEN;
+	if (m & MAILDIR_F_REPLIED)
+		r |= REPLICA_F_ANSWERED;
+	if (m & MAILDIR_F_FLAGGED)
+		r |= REPLICA_F_FLAGGED;
+	if (m & MAILDIR_F_TRASHED)
+		r |= REPLICA_F_DELETED;
+	if (m & MAILDIR_F_DRAFT)
+		r |= REPLICA_F_DRAFT;
+	return r;
+}
+
+unsigned maildir_from_replica_flags(unsigned r, unsigned old)
+{
+	unsigned m = old & MAILDIR_F_PASSED;
+	if (r & REPLICA_F_SEEN)
+		m |= MAILDIR_F_SEEN;
+	if (r & REPLICA_F_ANSWERED)
+		m |= MAILDIR_F_REPLIED;
+	if (r & REPLICA_F_FLAGGED)
+		m |= MAILDIR_F_FLAGGED;
+	if (r & REPLICA_F_DELETED)
+		m |= MAILDIR_F_TRASHED;
+	if (r & REPLICA_F_DRAFT)
+		m |= MAILDIR_F_DRAFT;
+	return m;
+}
+
+/* ------------------------------------------------------- deferred callbacks */
+
+static void md_really_free(maildir_replica_t *md);
+
+static void queue_push(maildir_replica_t *md, const md_deferred_t *d)
+{
+	if (md->q_len == md->q_cap) {
+		md->q_cap = md->q_cap ? md->q_cap * 2 : 64;
+		md->q = xrealloc(md->q, md->q_cap * sizeof(*md->q));
+	}
+	md->q[md->q_len++] = *d;
+	md->q[md->q_len - 1].gen = md->gen;
+	md->dirty = true;
+	if (md->loop && !ev_is_active(&md->flush_w)) {
+		ev_timer_set(&md->flush_w, 0., 0.);
+		ev_timer_start(md->loop, &md->flush_w);
+	}
+}
+
+/* Make the current batch durable (and the UID file, first). */
+static void flush_batch(maildir_replica_t *md)
+{
+	if (!md->dirty)
+		return;
+	md->dirty = false;
+	int rc = 0;
+	if (md->uids_dirty && md->dir) {
+		rc = maildir_uids_write(md->dir, &md->uids);
+		if (rc == 0)
+			md->uids_dirty = false;
+	}
+	if (rc == 0)
+		rc = maildir_batch_flush(md->batch, NULL);
+	if (rc != 0)
+		log_err(MD_PFX " box=%s: cannot write to %s: %s; the changes are retried at the "
+			       "next sync",
+			md->account, md->folder ? md->folder : "-", md->dir ? md->dir : md->root,
+			maildir_strerror(rc));
+	if (rc != 0) {
+		/* Forget what did not make it: its callbacks report failure, so
+		 * the files must not appear later behind the engine's back. */
+		maildir_batch_free(md->batch);
+		md->batch = maildir_batch_new();
+	}
+	md->flush_err = rc;
+	md->flushed_gen = md->gen;
+	md->gen++;
+}
+
+/* Deliver the callbacks whose batch is durable, in issue order. */
+static void deliver(maildir_replica_t *md)
+{
+	md->delivering++;
+	while (md->q_head < md->q_len && md->q[md->q_head].gen <= md->flushed_gen && !md->dead) {
+		md_deferred_t d = md->q[md->q_head++];
+		if (d.uid_cb) {
+			int st = REPLICA_OK;
+			if (!d.final_path || access(d.final_path, F_OK) != 0)
+				st = REPLICA_MSG_BAD;
+			d.uid_cb(st, st == REPLICA_OK ? d.uid : 0, d.ctx);
+		} else if (d.done) {
+			d.done(md->flush_err ? REPLICA_MSG_BAD : REPLICA_OK, d.ctx);
+		}
+		free(d.final_path);
+	}
+	if (md->q_head == md->q_len)
+		md->q_head = md->q_len = 0;
+	md->delivering--;
+	if (md->dead && md->delivering == 0)
+		md_really_free(md);
+}
+
+/* Flush and deliver everything queued: before any operation that is not
+ * itself deferred, so callbacks keep their issue order. Returns false when
+ * the session was freed by a callback. */
+static bool settle(maildir_replica_t *md)
+{
+	if (md->q_len == md->q_head && !md->dirty)
+		return true;
+	flush_batch(md);
+	deliver(md);
+	return !md->dead;
+}
+
+static void flush_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	maildir_replica_t *md = t->data;
+	ev_timer_stop(loop, t);
+	flush_batch(md);
+	deliver(md);
+}
+
+/* Without a loop every deferred op settles at once. */
+static void maybe_settle_now(maildir_replica_t *md)
+{
+	if (!md->loop)
+		settle(md);
+}
+
+/* ----------------------------------------------------------- open folder */
+
+static void close_folder(maildir_replica_t *md)
+{
+	for (size_t i = 0; i < md->n_msgs; i++)
+		free(md->msgs[i].name);
+	md->n_msgs = 0;
+	free(md->folder);
+	free(md->dir);
+	md->folder = md->dir = NULL;
+	md->folder_id = 0;
+	md->selected = false;
+	md->uids_dirty = false;
+}
+
+static md_msg_t *msg_find(maildir_replica_t *md, uint32_t uid)
+{
+	size_t lo = 0, hi = md->n_msgs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (md->msgs[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < md->n_msgs && md->msgs[lo].uid == uid)
+		return &md->msgs[lo];
+	return NULL;
+}
+
+static void msg_remove(maildir_replica_t *md, md_msg_t *m)
+{
+	size_t i = (size_t)(m - md->msgs);
+	free(m->name);
+	memmove(&md->msgs[i], &md->msgs[i + 1], (md->n_msgs - i - 1) * sizeof(*m));
+	md->n_msgs--;
+}
+
+/* Appended UIDs only grow, so appending keeps msgs sorted. */
+static void msg_add(maildir_replica_t *md, uint32_t uid, char *name, bool in_new,
+		    unsigned mflags, uint64_t size, time_t mtime)
+{
+	if (md->n_msgs == md->cap_msgs) {
+		md->cap_msgs = md->cap_msgs ? md->cap_msgs * 2 : 64;
+		md->msgs = xrealloc(md->msgs, md->cap_msgs * sizeof(*md->msgs));
+	}
+	md_msg_t *m = &md->msgs[md->n_msgs++];
+	m->uid = uid;
+	m->name = name;
+	m->in_new = in_new;
+	m->mflags = mflags;
+	m->size = size;
+	m->mtime = mtime;
+}
+
+static char *msg_path(const maildir_replica_t *md, const md_msg_t *m)
+{
+	return xasprintf("%s/%s/%s", md->dir, m->in_new ? "new" : "cur", m->name);
+}
+
+/* ------------------------------------------------------------- operations */
+
+static bool any_maildir_state(maildir_replica_t *md);
+
+static void md_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	struct stat st;
+	if (stat(md->root, &st) != 0) {
+		/* First run: make the tree. A tree that existed and is gone is
+		 * not recreated: its folders are held one by one (select). */
+		if (!any_maildir_state(md) && ib_mkdirs(md->root, 0700) == 0) {
+			log_info(MD_PFX ": created the Maildir tree %s", md->account, md->root);
+		} else {
+			log_err(MD_PFX ": the Maildir tree %s is missing; nothing will be deleted. "
+				       "If the disk is not mounted, mount it; to rebuild the tree run "
+				       "'imapbridge folder recover %s FOLDER' for each folder",
+				md->account, md->root, md->account);
+		}
+	} else if (!S_ISDIR(st.st_mode)) {
+		log_err(MD_PFX ": %s is not a directory; point maildir.path to a directory",
+			md->account, md->root);
+		cb(REPLICA_BAD, ctx);
+		return;
+	} else {
+		maildir_prep_moves(md);
+	}
+	*caps = REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS;
+	cb(REPLICA_OK, ctx);
+}
+
+static void md_list_folders(replica_t *r, replica_folders_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	char **names = NULL;
+	size_t n = 0;
+	int rc = maildir_list_folders(md->root, md->sep, &names, &n);
+	if (rc != 0 && rc != -ENOENT) {
+		log_err(MD_PFX ": cannot read the Maildir tree %s: %s", md->account, md->root,
+			strerror(-rc));
+		cb(REPLICA_BAD, NULL, 0, ctx);
+		return;
+	}
+	replica_folder_t *f = xcalloc(n ? n : 1, sizeof(*f));
+	for (size_t i = 0; i < n; i++) {
+		f[i].name = names[i];
+		f[i].sep = '/';
+	}
+	cb(REPLICA_OK, f, n, ctx);
+	free(f);
+	maildir_folders_free(names, n);
+}
+
+/* The Maildir state the store remembers for folder (by store name). */
+static bool stored_state(maildir_replica_t *md, const char *folder, uint32_t *folder_id,
+			 store_replica_t *rs_out)
+{
+	store_txn_t *txn = NULL;
+	store_folder_t f;
+	store_replica_t rs;
+	bool have = false;
+	*folder_id = 0;
+	if (store_txn_begin_read(md->st, &txn) != 0)
+		return false;
+	if (store_folder_find(txn, md->account_id, folder, &f) == 0) {
+		*folder_id = f.id;
+		if (store_replica_get(txn, f.id, STORE_REPLICA_MAILDIR, &rs) == 0 &&
+		    rs.uidvalidity != 0) {
+			have = true;
+			if (rs_out) {
+				*rs_out = rs;
+				rs_out->name = NULL;
+			}
+		}
+	}
+	store_txn_abort(txn);
+	return have;
+}
+
+typedef struct any_ctx {
+	store_txn_t *txn;
+	bool found;
+} any_ctx_t;
+
+static int any_cb(const store_folder_t *f, void *arg)
+{
+	any_ctx_t *a = arg;
+	store_replica_t rs;
+	if (store_replica_get(a->txn, f->id, STORE_REPLICA_MAILDIR, &rs) == 0 && rs.uidvalidity) {
+		a->found = true;
+		return 1;
+	}
+	return 0;
+}
+
+static bool any_maildir_state(maildir_replica_t *md)
+{
+	any_ctx_t a = { NULL, false };
+	if (store_txn_begin_read(md->st, &a.txn) != 0)
+		return true; /* cannot tell: do not create anything */
+	store_folder_list(a.txn, md->account_id, any_cb, &a);
+	store_txn_abort(a.txn);
+	return a.found;
+}
+
+static int mkfolder(const char *dir)
+{
+	static const char *const subs[] = { "cur", "new", "tmp" };
+	for (size_t i = 0; i < IB_ARRAY_LEN(subs); i++) {
+		char *p = xasprintf("%s/%s", dir, subs[i]);
+		int rc = ib_mkdirs(p, 0700);
+		free(p);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void md_create_folder(replica_t *r, const char *name, unsigned special,
+			     replica_done_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	char *dir = maildir_folder_path(md->root, md->sep, name);
+	if (!dir) {
+		log_warn(MD_PFX ": folder \"%s\" cannot be a Maildir directory with separator "
+			       "'%c'; it is not exported",
+			 md->account, name, md->sep);
+		cb(REPLICA_FOLDER_BAD, ctx);
+		return;
+	}
+	uint32_t fid;
+	struct stat st;
+	if (stat(dir, &st) != 0 && stored_state(md, name, &fid, NULL)) {
+		/* It was synced and has vanished: do not paper over that with an
+		 * empty folder; select() holds it. */
+		free(dir);
+		cb(REPLICA_OK, ctx);
+		return;
+	}
+	int rc = mkfolder(dir);
+	if (rc == 0) {
+		maildir_uids_t u;
+		rc = maildir_uids_load(dir, 0, &u);
+	}
+	if (rc != 0)
+		log_err(MD_PFX ": cannot create %s: %s", md->account, dir, strerror(-rc));
+	free(dir);
+	cb(rc == 0 ? REPLICA_OK : REPLICA_FOLDER_BAD, ctx);
+}
+
+static int hold_fn(store_txn_t *txn, void *arg)
+{
+	void **a = arg;
+	return store_folder_hold(txn, *(uint32_t *)a[0], a[1]);
+}
+
+static void md_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	close_folder(md);
+	replica_box_t box;
+	memset(&box, 0, sizeof(box));
+	char *dir = maildir_folder_path(md->root, md->sep, name);
+	if (!dir) {
+		cb(REPLICA_FOLDER_BAD, NULL, ctx);
+		return;
+	}
+	store_replica_t rs;
+	uint32_t fid = 0;
+	bool have_rs = stored_state(md, name, &fid, &rs);
+	struct stat st;
+	if (stat(dir, &st) != 0 || !maildir_is_folder(dir)) {
+		if (have_rs) {
+			char *reason = xasprintf(
+				"the Maildir folder %s vanished; nothing was deleted; mount the disk "
+				"or restore it, or run 'imapbridge folder recover %s %s' to rebuild "
+				"it from the store",
+				dir, md->account, name);
+			void *a[2] = { &fid, reason };
+			int rc = store_write(md->st, hold_fn, a);
+			log_err(MD_PFX " box=%s: %s%s", md->account, name, reason,
+				rc ? "; and the hold could not be recorded in the store" : "");
+			free(reason);
+		}
+		free(dir);
+		cb(REPLICA_FOLDER_BAD, NULL, ctx);
+		return;
+	}
+	maildir_uids_t u;
+	int rc = maildir_uids_load(dir, have_rs ? rs.uidvalidity : 0, &u);
+	if (rc == 0 && have_rs && u.uidvalidity != rs.uidvalidity)
+		log_warn(MD_PFX " box=%s: %s/%s is missing or was replaced; the folder gets a new "
+			       "UIDVALIDITY and is held until recovered",
+			 md->account, name, dir, MAILDIR_UIDS_FILE);
+	if (rc != 0) {
+		log_err(MD_PFX " box=%s: cannot read or write %s/%s: %s", md->account, name, dir,
+			MAILDIR_UIDS_FILE, strerror(-rc));
+		free(dir);
+		cb(REPLICA_FOLDER_BAD, NULL, ctx);
+		return;
+	}
+	md->folder = xstrdup(name);
+	md->dir = dir;
+	md->folder_id = fid;
+	md->uids = u;
+	maildir_fmd5(name, md->fmd5);
+	md->selected = true;
+	rc = maildir_prep_folder(md);
+	if (rc != 0) {
+		log_err(MD_PFX " box=%s: cannot read %s: %s", md->account, name, dir,
+			strerror(-rc));
+		close_folder(md);
+		cb(REPLICA_FOLDER_BAD, NULL, ctx);
+		return;
+	}
+	box.counts.uidvalidity = md->uids.uidvalidity;
+	box.counts.uidnext = md->uids.uidnext;
+	box.counts.messages = (uint32_t)md->n_msgs;
+	box.caps = REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS;
+	cb(REPLICA_OK, &box, ctx);
+}
+
+/* The keywords to report for a message: those last agreed (the tree cannot
+ * hold them), with $Forwarded following the P flag. */
+static char *report_keywords(store_txn_t *txn, maildir_replica_t *md, const md_msg_t *m)
+{
+	store_pair_t p;
+	char **v = NULL;
+	size_t n = 0;
+	if (txn && md->folder_id &&
+	    store_pair_get_by_ruid(txn, md->folder_id, STORE_REPLICA_MAILDIR, m->uid, &p) == 0) {
+		v = xcalloc(p.kw.n + 1, sizeof(char *));
+		for (size_t i = 0; i < p.kw.n; i++)
+			if (strcmp(p.kw.v[i], KW_FORWARDED) != 0)
+				v[n++] = xstrdup(p.kw.v[i]);
+	} else {
+		v = xcalloc(1, sizeof(char *));
+	}
+	if (m->mflags & MAILDIR_F_PASSED)
+		v[n++] = xstrdup(KW_FORWARDED);
+	char *s = replica_kw_join((const char *const *)v, n);
+	replica_kw_free_vec(v, n);
+	return s;
+}
+
+static void md_scan(replica_t *r, const replica_scan_opts_t *opts,
+		    const replica_scan_sink_t *sink, replica_done_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	if (!md->selected) {
+		cb(REPLICA_FOLDER_BAD, ctx);
+		return;
+	}
+	store_txn_t *txn = NULL;
+	if (store_txn_begin_read(md->st, &txn) != 0)
+		txn = NULL;
+	for (size_t i = 0; i < md->n_msgs; i++) {
+		md_msg_t *m = &md->msgs[i];
+		char *kw = report_keywords(txn, md, m);
+		replica_msg_t rm = {
+			.uid = m->uid,
+			.flags = maildir_to_replica_flags(m->mflags),
+			.keywords = kw,
+			.size = m->size,
+			.internaldate = m->mtime,
+		};
+		sink->msg_cb(sink->ctx, &rm);
+		free(kw);
+	}
+	store_txn_abort(txn);
+	for (size_t i = 0; i < opts->n_known; i++)
+		if (!msg_find(md, opts->known[i]))
+			sink->vanished_cb(sink->ctx, opts->known[i], opts->known[i]);
+	cb(REPLICA_OK, ctx);
+}
+
+static void md_fetch(replica_t *r, const uint32_t *uids, size_t n,
+		     const replica_body_sink_t *sink, replica_done_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	int status = REPLICA_OK;
+	store_txn_t *txn = NULL;
+	if (store_txn_begin_read(md->st, &txn) != 0)
+		txn = NULL;
+	char buf[65536];
+	for (size_t i = 0; i < n; i++) {
+		md_msg_t *m = msg_find(md, uids[i]);
+		if (!m)
+			continue;
+		char *path = msg_path(md, m);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) != 0) {
+			log_warn(MD_PFX " box=%s: cannot read %s: %s; skipped", md->account,
+				 md->folder, path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			free(path);
+			status = REPLICA_MSG_BAD;
+			continue;
+		}
+		void *h = sink->open(sink->ctx, (uint64_t)st.st_size);
+		if (!h) {
+			close(fd);
+			free(path);
+			status = REPLICA_MSG_BAD;
+			continue;
+		}
+		bool ok = true;
+		ssize_t got;
+		while ((got = read(fd, buf, sizeof(buf))) > 0)
+			if (sink->write(sink->ctx, h, buf, (size_t)got) < 0) {
+				ok = false;
+				break;
+			}
+		if (got < 0)
+			ok = false;
+		close(fd);
+		if (!ok) {
+			sink->abort(sink->ctx, h);
+			status = REPLICA_MSG_BAD;
+			free(path);
+			continue;
+		}
+		char *kw = report_keywords(txn, md, m);
+		replica_msg_t rm = {
+			.uid = m->uid,
+			.flags = maildir_to_replica_flags(m->mflags),
+			.keywords = kw,
+			.size = (uint64_t)st.st_size,
+			.internaldate = m->mtime,
+		};
+		sink->done(sink->ctx, h, &rm);
+		free(kw);
+		free(path);
+	}
+	store_txn_abort(txn);
+	cb(status, ctx);
+}
+
+static bool kw_has(const char *kw, const char *word)
+{
+	size_t wl = strlen(word);
+	for (const char *p = kw; p && *p;) {
+		while (*p == ' ')
+			p++;
+		const char *e = p;
+		while (*e && *e != ' ')
+			e++;
+		if ((size_t)(e - p) == wl && strncasecmp(p, word, wl) == 0)
+			return true;
+		p = e;
+	}
+	return false;
+}
+
+static void md_append(replica_t *r, const replica_new_msg_t *nm, replica_uid_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!md->selected) {
+		if (!settle(md))
+			return;
+		cb(REPLICA_FOLDER_BAD, 0, ctx);
+		return;
+	}
+	unsigned mf = maildir_from_replica_flags(nm->flags, 0);
+	if (nm->keywords && kw_has(nm->keywords, KW_FORWARDED))
+		mf |= MAILDIR_F_PASSED;
+	uint32_t uid = md->uids.uidnext++;
+	md->uids_dirty = true;
+	char *base = maildir_name_unique(&md->name_counter);
+	/* Unflagged messages go to new/ like a fresh delivery (mail readers show
+	 * them as new); the rest to cur/ with their info. */
+	bool to_new = mf == 0;
+	char *name;
+	if (to_new) {
+		name = xasprintf("%s,U=%u,FMD5=%s", base, uid, md->fmd5);
+	} else {
+		name = maildir_name_build(base, strlen(base), uid, md->fmd5, mf, NULL);
+	}
+	free(base);
+	int rc = maildir_batch_write(md->batch, md->dir, to_new ? "new" : "cur", name, nm->data,
+				     nm->len, nm->internaldate);
+	md_deferred_t d = { .uid_cb = cb, .ctx = ctx, .uid = uid };
+	if (rc != 0) {
+		log_err(MD_PFX " box=%s: cannot write a message into %s/tmp: %s", md->account,
+			md->folder, md->dir, maildir_strerror(rc));
+		free(name);
+	} else {
+		d.final_path = xasprintf("%s/%s/%s", md->dir, to_new ? "new" : "cur", name);
+		msg_add(md, uid, name, to_new, mf, nm->len, nm->internaldate);
+	}
+	queue_push(md, &d);
+	maybe_settle_now(md);
+}
+
+static void md_find(replica_t *r, const replica_find_t *q, replica_uids_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	uint32_t *found = xmalloc((md->n_msgs ? md->n_msgs : 1) * sizeof(uint32_t));
+	size_t n = 0;
+	char head[65536];
+	for (size_t i = 0; i < md->n_msgs; i++) {
+		md_msg_t *m = &md->msgs[i];
+		if (m->uid < q->min_uid || (q->size && m->size != q->size))
+			continue;
+		if (q->message_id) {
+			char *path = msg_path(md, m);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			free(path);
+			if (fd < 0)
+				continue;
+			ssize_t got = read(fd, head, sizeof(head));
+			close(fd);
+			if (got <= 0)
+				continue;
+			char mid[1024];
+			engine_message_id(head, (size_t)got, mid, sizeof(mid));
+			if (strcmp(mid, q->message_id) != 0)
+				continue;
+		}
+		found[n++] = m->uid;
+	}
+	cb(REPLICA_OK, found, n, ctx);
+	free(found);
+}
+
+static void md_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *add_kw,
+			 unsigned del, const char *del_kw, replica_done_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	md_msg_t *m = md->selected ? msg_find(md, uid) : NULL;
+	md_deferred_t d = { .done = cb, .ctx = ctx };
+	if (!m) {
+		if (!settle(md))
+			return;
+		cb(REPLICA_MSG_BAD, ctx);
+		return;
+	}
+	unsigned cur = maildir_to_replica_flags(m->mflags);
+	unsigned nf = maildir_from_replica_flags((cur | add) & ~del, m->mflags);
+	if (add_kw && kw_has(add_kw, KW_FORWARDED))
+		nf |= MAILDIR_F_PASSED;
+	if (del_kw && kw_has(del_kw, KW_FORWARDED))
+		nf &= ~(unsigned)MAILDIR_F_PASSED;
+	if (nf != m->mflags) {
+		/* A message with flags belongs in cur/ with its info (as a mail
+		 * reader would move it); a flagless one may stay in new/. */
+		bool to_new = m->in_new && nf == 0;
+		char *newname = maildir_name_with_flags(m->name, nf);
+		char *from = xasprintf("%s/%s", md->dir, m->in_new ? "new" : "cur");
+		char *to = xasprintf("%s/%s", md->dir, to_new ? "new" : "cur");
+		int rc = maildir_batch_rename(md->batch, from, m->name, to, newname);
+		if (rc == 0) {
+			free(m->name);
+			m->name = newname;
+			m->in_new = to_new;
+			m->mflags = nf;
+			md->dirty = true;
+		} else {
+			log_warn(MD_PFX " box=%s: cannot rename %s/%s: %s", md->account,
+				 md->folder, from, m->name, maildir_strerror(rc));
+			free(newname);
+			free(from);
+			free(to);
+			if (settle(md))
+				cb(rc == -ENOENT ? REPLICA_MSG_BAD : REPLICA_BAD, ctx);
+			return;
+		}
+		free(from);
+		free(to);
+	}
+	queue_push(md, &d);
+	maybe_settle_now(md);
+}
+
+static void md_delete_msgs(replica_t *r, const uint32_t *uids, size_t n, replica_done_cb cb,
+			   void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!md->selected) {
+		if (!settle(md))
+			return;
+		cb(REPLICA_FOLDER_BAD, ctx);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		md_msg_t *m = msg_find(md, uids[i]);
+		if (!m)
+			continue;
+		char *dir = xasprintf("%s/%s", md->dir, m->in_new ? "new" : "cur");
+		int rc = maildir_batch_unlink(md->batch, dir, m->name);
+		if (rc != 0 && rc != -ENOENT)
+			log_warn(MD_PFX " box=%s: cannot delete %s/%s: %s", md->account, md->folder,
+				 dir, m->name, maildir_strerror(rc));
+		free(dir);
+		if (rc == 0 || rc == -ENOENT)
+			msg_remove(md, m);
+	}
+	md_deferred_t d = { .done = cb, .ctx = ctx };
+	queue_push(md, &d);
+	maybe_settle_now(md);
+}
+
+static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	md_msg_t *m = md->selected ? msg_find(md, uid) : NULL;
+	char *tdir = maildir_folder_path(md->root, md->sep, to);
+	if (!m || !tdir || !maildir_is_folder(tdir)) {
+		free(tdir);
+		cb(REPLICA_MSG_BAD, 0, ctx);
+		return;
+	}
+	uint32_t tfid;
+	store_replica_t rs;
+	bool have = stored_state(md, to, &tfid, &rs);
+	maildir_uids_t tu;
+	int rc = maildir_uids_load(tdir, have ? rs.uidvalidity : 0, &tu);
+	uint32_t nuid = tu.uidnext++;
+	if (rc == 0)
+		rc = maildir_uids_write(tdir, &tu);
+	char tmd5[MAILDIR_FMD5_LEN + 1];
+	maildir_fmd5(to, tmd5);
+	maildir_name_t pn;
+	maildir_name_parse(m->name, &pn);
+	char *nname = pn.has_info || !m->in_new
+			      ? maildir_name_build(m->name, pn.base_len, nuid, tmd5, m->mflags, pn.extra)
+			      : xasprintf("%.*s,U=%u,FMD5=%s", (int)pn.base_len, m->name, nuid, tmd5);
+	char *from = xasprintf("%s/%s", md->dir, m->in_new ? "new" : "cur");
+	char *dest = xasprintf("%s/%s", tdir, m->in_new ? "new" : "cur");
+	if (rc == 0)
+		rc = maildir_batch_rename(md->batch, from, m->name, dest, nname);
+	if (rc == 0) {
+		msg_remove(md, m);
+		md_deferred_t d = { .uid_cb = cb, .ctx = ctx, .uid = nuid };
+		d.final_path = xasprintf("%s/%s", dest, nname);
+		queue_push(md, &d);
+		maybe_settle_now(md);
+	} else {
+		log_warn(MD_PFX " box=%s: cannot move %s to %s: %s", md->account, md->folder,
+			 m->name, to, maildir_strerror(rc));
+		cb(REPLICA_MSG_BAD, 0, ctx);
+	}
+	free(from);
+	free(dest);
+	free(nname);
+	free(tdir);
+}
+
+static void md_close(replica_t *r, replica_done_cb cb, void *ctx)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (!settle(md))
+		return;
+	close_folder(md);
+	cb(REPLICA_OK, ctx);
+}
+
+static void md_really_free(maildir_replica_t *md)
+{
+	if (md->loop)
+		ev_timer_stop(md->loop, &md->flush_w);
+	close_folder(md);
+	free(md->msgs);
+	maildir_batch_free(md->batch);
+	for (size_t i = md->q_head; i < md->q_len; i++)
+		free(md->q[i].final_path);
+	free(md->q);
+	free(md->account);
+	free(md->root);
+	free(md->label);
+	free(md);
+}
+
+static void md_free(replica_t *r)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	if (md->delivering) {
+		md->dead = true;
+		return;
+	}
+	md_really_free(md);
+}
+
+static const replica_ops_t maildir_ops = {
+	.connect = md_connect,
+	.list_folders = md_list_folders,
+	.status = NULL,
+	.create_folder = md_create_folder,
+	.select = md_select,
+	.scan = md_scan,
+	.fetch = md_fetch,
+	.append = md_append,
+	.find = md_find,
+	.set_flags = md_set_flags,
+	.delete_msgs = md_delete_msgs,
+	.move = md_move,
+	.watch = NULL,
+	.unwatch = NULL,
+	.close = md_close,
+	.free = md_free,
+};
+
+replica_t *maildir_replica_open(const maildir_opts_t *o)
+{
+	maildir_replica_t *md = xcalloc(1, sizeof(*md));
+	md->base.ops = &maildir_ops;
+	md->loop = o->loop;
+	md->st = o->st;
+	md->account_id = o->account_id;
+	md->account = xstrdup(o->account ? o->account : "?");
+	md->root = xstrdup(o->root);
+	md->sep = o->sep == '.' ? '.' : '/';
+	md->label = xasprintf("acct=%s maildir", md->account);
+	md->base.label = md->label;
+	md->batch = maildir_batch_new();
+	md->gen = 1;
+	md->flushed_gen = 0;
+	ev_init(&md->flush_w, flush_timer_cb);
+	md->flush_w.data = md;
+	return &md->base;
+}

@@ -1,0 +1,107 @@
+/*
+ * Private to sync/maildir*.c: the replica session and the helpers shared by
+ * the replica operations (maildir.c) and the tree reconciliation (moves,
+ * new files, recovery: maildir_prep.c).
+ */
+#ifndef IB_SYNC_MAILDIR_P_H
+#define IB_SYNC_MAILDIR_P_H
+
+#include "sync/maildir.h"
+#include "sync/maildir_name.h"
+#include "sync/maildir_scan.h"
+#include "sync/maildir_write.h"
+
+/* UIDVALIDITY and UIDNEXT of one folder directory. */
+typedef struct maildir_uids {
+	uint32_t uidvalidity;
+	uint32_t uidnext;
+} maildir_uids_t;
+
+/* Read <dir>/.imapbridge-uids: 0, -ENOENT when absent, -EINVAL when garbled. */
+int maildir_uids_read(const char *dir, maildir_uids_t *out);
+/* Write it atomically and durably. 0 or -errno. */
+int maildir_uids_write(const char *dir, const maildir_uids_t *u);
+/* Read, or create with a fresh UIDVALIDITY different from avoid (the value
+ * the store remembers, 0 if none). */
+int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out);
+
+/* A deferred callback (see maildir.h, Durability). */
+typedef struct md_deferred {
+	replica_done_cb done;     /* one of done / uid_cb */
+	replica_uid_cb uid_cb;
+	void *ctx;
+	uint32_t uid;
+	char *final_path;         /* appends: where the file must be after the flush */
+	unsigned gen;             /* batch generation the op belongs to */
+} md_deferred_t;
+
+/* One message file of the open folder, with its identity settled. */
+typedef struct md_msg {
+	uint32_t uid;
+	char *name;
+	bool in_new;
+	unsigned mflags;          /* MAILDIR_F_* */
+	uint64_t size;
+	time_t mtime;
+} md_msg_t;
+
+typedef struct maildir_replica {
+	replica_t base;
+	struct ev_loop *loop;
+	ev_timer flush_w;         /* flush_w.data = this */
+	store_t *st;
+	uint32_t account_id;
+	char *account;
+	char *root;
+	char sep;
+	char *label;
+	uint64_t name_counter;
+
+	/* the open folder */
+	bool selected;
+	char *folder;             /* store name */
+	char *dir;                /* its directory */
+	char fmd5[MAILDIR_FMD5_LEN + 1];
+	uint32_t folder_id;       /* store folder, 0 if none yet */
+	maildir_uids_t uids;
+	bool uids_dirty;
+	md_msg_t *msgs;           /* sorted by uid */
+	size_t n_msgs, cap_msgs;
+
+	maildir_batch_t *batch;
+	unsigned gen;             /* current batch generation */
+	unsigned flushed_gen;     /* last generation made durable */
+	int flush_err;
+	bool dirty;               /* something written or queued since the last flush */            /* error of the last flush, for its ops */
+	md_deferred_t *q;
+	size_t q_head, q_len, q_cap;
+	int delivering;
+	bool dead;                /* freed while delivering */
+} maildir_replica_t;
+
+/* Log prefix helpers. */
+#define MD_PFX "maildir: acct=%s"
+
+/*
+ * Settle the identities of the files of md's open folder (md->dir): assign
+ * U= to files that have none (renaming them), adopt by content files that
+ * replace a paired message (after a crash), skip and report broken files, and
+ * fill md->msgs. Returns 0 or -errno (the folder could not be read).
+ */
+int maildir_prep_folder(maildir_replica_t *md);
+
+/*
+ * Look through the whole tree for files moved between folders by a mail
+ * reader and move them in the store (see maildir.h). Errors are logged; the
+ * files are then simply treated as new where they are.
+ */
+void maildir_prep_moves(maildir_replica_t *md);
+
+/* REPLICA_F_* <-> MAILDIR_F_* (P is not a system flag: see maildir.h). */
+unsigned maildir_to_replica_flags(unsigned mflags);
+unsigned maildir_from_replica_flags(unsigned rflags, unsigned old_mflags);
+
+/* SHA-256 of a file's bytes, as the store hashes blobs. 0 or -errno. */
+int maildir_hash_file(const char *path, store_hash_t *out);
+
+#endif

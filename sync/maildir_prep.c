@@ -1,0 +1,572 @@
+/*
+ * Reconciling the Maildir tree before the engine looks at it (see maildir.h):
+ * the per-folder UID file, identities for new files, adoption of files by
+ * content after a crash, moves between folders, and the recovery of a held
+ * folder.
+ */
+#include "sync/maildir_p.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+
+/* ------------------------------------------------------------- UID file */
+
+int maildir_uids_read(const char *dir, maildir_uids_t *out)
+{
+	char *path = xasprintf("%s/%s", dir, MAILDIR_UIDS_FILE);
+	FILE *f = fopen(path, "r");
+	free(path);
+	if (!f)
+		return -errno;
+	unsigned v = 0, n = 0;
+	int got = fscanf(f, "%u %u", &v, &n);
+	fclose(f);
+	if (got != 2 || v == 0 || n == 0)
+		return -EINVAL;
+	out->uidvalidity = v;
+	out->uidnext = n;
+	return 0;
+}
+
+int maildir_uids_write(const char *dir, const maildir_uids_t *u)
+{
+	char *path = xasprintf("%s/%s", dir, MAILDIR_UIDS_FILE);
+	char *tmp = xasprintf("%s.tmp", path);
+	char line[64];
+	int len = snprintf(line, sizeof(line), "%u %u\n", u->uidvalidity, u->uidnext);
+	int rc = 0;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (write(fd, line, (size_t)len) != len || fsync(fd) != 0) {
+		rc = errno ? -errno : -EIO;
+		close(fd);
+		goto out;
+	}
+	close(fd);
+	if (rename(tmp, path) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = maildir_fsync_dir(dir);
+out:
+	if (rc != 0)
+		unlink(tmp);
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out)
+{
+	int rc = maildir_uids_read(dir, out);
+	if (rc != -ENOENT && rc != -EINVAL)
+		return rc;
+	/* A fresh UIDVALIDITY: never the one the store remembers, so a folder
+	 * whose UID file was lost is noticed (and held) by the engine. */
+	uint32_t v = (uint32_t)time(NULL);
+	if (v == avoid || v == 0)
+		v++;
+	out->uidvalidity = v;
+	/* Files that kept their U= keep it: recovery then re-pairs them by U=. */
+	out->uidnext = 1;
+	maildir_scan_t *s = NULL;
+	if (maildir_scan_folder(dir, &s) == 0) {
+		for (size_t i = 0; i < s->n; i++)
+			if (s->entries[i].parsed.uid >= out->uidnext)
+				out->uidnext = s->entries[i].parsed.uid + 1;
+		maildir_scan_free(s);
+	}
+	return maildir_uids_write(dir, out);
+}
+
+int maildir_hash_file(const char *path, store_hash_t *out)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int rc = 0;
+	char buf[65536];
+	ssize_t got;
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while ((got = read(fd, buf, sizeof(buf))) > 0)
+		EVP_DigestUpdate(ctx, buf, (size_t)got);
+	if (got < 0) {
+		rc = -errno;
+		goto out;
+	}
+	unsigned int len = 0;
+	EVP_DigestFinal_ex(ctx, out->b, &len);
+out:
+	EVP_MD_CTX_free(ctx);
+	close(fd);
+	return rc;
+}
+
+/* ----------------------------------------------------- one folder's files */
+
+typedef struct pair_ref {
+	uint32_t ruid, suid;
+	bool present;
+} pair_ref_t;
+
+typedef struct pairs_ctx {
+	pair_ref_t *v;
+	size_t n, cap;
+} pairs_ctx_t;
+
+static int pairs_cb(const store_pair_t *p, void *arg)
+{
+	pairs_ctx_t *c = arg;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 64;
+		c->v = xrealloc(c->v, c->cap * sizeof(*c->v));
+	}
+	c->v[c->n].ruid = p->replica_uid;
+	c->v[c->n].suid = p->store_uid;
+	c->v[c->n].present = false;
+	c->n++;
+	return 0;
+}
+
+static void load_pairs(store_t *st, uint32_t folder_id, pairs_ctx_t *pc)
+{
+	store_txn_t *txn = NULL;
+	if (!folder_id || store_txn_begin_read(st, &txn) != 0)
+		return;
+	store_pair_iter(txn, folder_id, STORE_REPLICA_MAILDIR, 1, pairs_cb, pc);
+	store_txn_abort(txn);
+}
+
+static pair_ref_t *pair_ref_find(pairs_ctx_t *pc, uint32_t ruid)
+{
+	size_t lo = 0, hi = pc->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (pc->v[mid].ruid < ruid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < pc->n && pc->v[lo].ruid == ruid ? &pc->v[lo] : NULL;
+}
+
+/* The name a file gets when it is given identity uid in the folder fmd5. */
+static char *identity_name(const maildir_entry_t *e, uint32_t uid, const char *fmd5)
+{
+	const maildir_name_t *p = &e->parsed;
+	if (p->has_info)
+		return maildir_name_build(e->name, p->base_len, uid, fmd5, p->flags, p->extra);
+	return xasprintf("%.*s,U=%u,FMD5=%s", (int)p->base_len, e->name, uid, fmd5);
+}
+
+static void md_msg_push(maildir_replica_t *md, uint32_t uid, char *name, bool in_new,
+			unsigned mflags, uint64_t size, time_t mtime)
+{
+	if (md->n_msgs == md->cap_msgs) {
+		md->cap_msgs = md->cap_msgs ? md->cap_msgs * 2 : 64;
+		md->msgs = xrealloc(md->msgs, md->cap_msgs * sizeof(*md->msgs));
+	}
+	md_msg_t *m = &md->msgs[md->n_msgs++];
+	m->uid = uid;
+	m->name = name;
+	m->in_new = in_new;
+	m->mflags = mflags;
+	m->size = size;
+	m->mtime = mtime;
+}
+
+static int msg_cmp(const void *a, const void *b)
+{
+	const md_msg_t *x = a, *y = b;
+	return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+static time_t file_mtime(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_mtime : 0;
+}
+
+/* Does the store message of pair p have exactly the bytes of the file? */
+static bool same_content(maildir_replica_t *md, const pair_ref_t *p, const store_hash_t *h)
+{
+	store_txn_t *txn = NULL;
+	store_msg_t m;
+	bool same = false;
+	if (store_txn_begin_read(md->st, &txn) != 0)
+		return false;
+	if (store_msg_get(txn, md->folder_id, p->suid, &m) == 0)
+		same = memcmp(m.hash.b, h->b, STORE_HASH_LEN) == 0;
+	store_txn_abort(txn);
+	return same;
+}
+
+int maildir_prep_folder(maildir_replica_t *md)
+{
+	maildir_scan_t *s = NULL;
+	int rc = maildir_scan_folder(md->dir, &s);
+	if (rc != 0)
+		return rc;
+	pairs_ctx_t pc = { 0 };
+	load_pairs(md->st, md->folder_id, &pc);
+	size_t *unknown = xmalloc((s->n ? s->n : 1) * sizeof(size_t));
+	size_t n_unknown = 0;
+	uint32_t last_uid = 0;
+
+	for (size_t i = 0; i < s->n; i++) {
+		maildir_entry_t *e = &s->entries[i];
+		const maildir_name_t *p = &e->parsed;
+		const char *sub = e->in_new ? "new" : "cur";
+		if (e->bad) {
+			log_warn(MD_PFX " box=%s: skipping %s/%s/%s: %s; it is left in place",
+				 md->account, md->folder, md->dir, sub, e->name, e->bad);
+			continue;
+		}
+		bool own = p->uid && p->uid < md->uids.uidnext &&
+			   (!p->has_fmd5 || strcmp(p->fmd5, md->fmd5) == 0) && p->uid != last_uid;
+		if (own) {
+			last_uid = p->uid;
+			pair_ref_t *pr = pair_ref_find(&pc, p->uid);
+			if (pr)
+				pr->present = true;
+			char *path = xasprintf("%s/%s/%s", md->dir, sub, e->name);
+			md_msg_push(md, p->uid, e->name, e->in_new, p->flags, (uint64_t)e->size,
+				    file_mtime(path));
+			free(path);
+			e->name = NULL; /* moved into msgs */
+			continue;
+		}
+		unknown[n_unknown++] = i;
+	}
+
+	/* Files without an identity of this folder: check, adopt or number. */
+	size_t n_missing = 0;
+	for (size_t i = 0; i < pc.n; i++)
+		n_missing += !pc.v[i].present;
+	bool renamed = false;
+	char **newnames = xcalloc(n_unknown ? n_unknown : 1, sizeof(char *));
+	uint32_t *newuids = xcalloc(n_unknown ? n_unknown : 1, sizeof(uint32_t));
+	for (size_t k = 0; k < n_unknown; k++) {
+		maildir_entry_t *e = &s->entries[unknown[k]];
+		const char *sub = e->in_new ? "new" : "cur";
+		char *path = xasprintf("%s/%s/%s", md->dir, sub, e->name);
+		const char *why = maildir_check_message(path);
+		if (why) {
+			log_warn(MD_PFX " box=%s: skipping %s: %s; it is left in place",
+				 md->account, md->folder, path, why);
+			free(path);
+			continue;
+		}
+		uint32_t uid = 0;
+		if (n_missing) {
+			/* After a crash between a store commit and a rename, the file
+			 * of a paired message can carry a stale name: same bytes. */
+			store_hash_t h;
+			if (maildir_hash_file(path, &h) == 0)
+				for (size_t i = 0; i < pc.n && !uid; i++)
+					if (!pc.v[i].present && same_content(md, &pc.v[i], &h)) {
+						uid = pc.v[i].ruid;
+						pc.v[i].present = true;
+						n_missing--;
+					}
+		}
+		if (!uid) {
+			uid = md->uids.uidnext++;
+			md->uids_dirty = true;
+		}
+		newuids[k] = uid;
+		newnames[k] = identity_name(e, uid, md->fmd5);
+		free(path);
+	}
+	/* The UID file first: a name must never carry a UID that could be
+	 * handed out again after a crash. */
+	if (md->uids_dirty) {
+		rc = maildir_uids_write(md->dir, &md->uids);
+		if (rc != 0)
+			goto out;
+		md->uids_dirty = false;
+	}
+	for (size_t k = 0; k < n_unknown; k++) {
+		if (!newnames[k])
+			continue;
+		maildir_entry_t *e = &s->entries[unknown[k]];
+		const char *sub = e->in_new ? "new" : "cur";
+		char *from = xasprintf("%s/%s/%s", md->dir, sub, e->name);
+		char *to = xasprintf("%s/%s/%s", md->dir, sub, newnames[k]);
+		int r = maildir_rename_noreplace(from, to);
+		if (r == 0) {
+			renamed = true;
+			md_msg_push(md, newuids[k], newnames[k], e->in_new,
+				    e->parsed.flags, (uint64_t)e->size, file_mtime(to));
+			newnames[k] = NULL;
+			log_trace(LOG_CAT_MAILDIR, MD_PFX " box=%s: %s is new: UID %u",
+				  md->account, md->folder, from, newuids[k]);
+		} else if (r != -ENOENT) {
+			log_warn(MD_PFX " box=%s: cannot rename %s: %s; skipped", md->account,
+				 md->folder, from, maildir_strerror(r));
+		}
+		free(from);
+		free(to);
+	}
+	if (renamed) {
+		char *c = xasprintf("%s/cur", md->dir), *n = xasprintf("%s/new", md->dir);
+		int r1 = maildir_fsync_dir(c), r2 = maildir_fsync_dir(n);
+		free(c);
+		free(n);
+		if (r1 != 0 || (r2 != 0 && r2 != -ENOENT)) {
+			rc = r1 ? r1 : r2;
+			goto out;
+		}
+	}
+	if (md->n_msgs > 1)
+		qsort(md->msgs, md->n_msgs, sizeof(*md->msgs), msg_cmp);
+out:
+	for (size_t k = 0; k < n_unknown; k++)
+		free(newnames[k]);
+	free(newnames);
+	free(newuids);
+	free(unknown);
+	free(pc.v);
+	maildir_scan_free(s);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ moves */
+
+typedef struct folder_ref {
+	uint32_t id;
+	char *name;
+	char fmd5[MAILDIR_FMD5_LEN + 1];
+} folder_ref_t;
+
+typedef struct folders_ctx {
+	folder_ref_t *v;
+	size_t n, cap;
+} folders_ctx_t;
+
+static int folders_cb(const store_folder_t *f, void *arg)
+{
+	folders_ctx_t *c = arg;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 32;
+		c->v = xrealloc(c->v, c->cap * sizeof(*c->v));
+	}
+	folder_ref_t *r = &c->v[c->n++];
+	r->id = f->id;
+	r->name = xstrdup(f->name);
+	maildir_fmd5(f->name, r->fmd5);
+	return 0;
+}
+
+typedef struct move_txn {
+	maildir_replica_t *md;
+	uint32_t src_id, src_ruid, dst_id, dst_ruid;
+	const char *dst_name;
+	unsigned mflags;
+	uint32_t new_suid;
+} move_txn_t;
+
+static int move_fn(store_txn_t *txn, void *arg)
+{
+	move_txn_t *mv = arg;
+	store_pair_t p, np;
+	store_msg_t m;
+	int rc;
+	if (!mv->dst_id) {
+		rc = store_folder_create(txn, mv->md->account_id, mv->dst_name, 0, &mv->dst_id);
+		if (rc && rc != STORE_EEXIST)
+			return rc;
+	}
+	rc = store_pair_get_by_ruid(txn, mv->src_id, STORE_REPLICA_MAILDIR, mv->src_ruid, &p);
+	if (rc)
+		return rc;
+	uint32_t suid = p.store_uid;
+	/* The remote copy, to be moved there too (see maildir.h). */
+	store_pair_t rp;
+	bool remote = store_pair_get_by_suid(txn, mv->src_id, STORE_REPLICA_REMOTE, suid, &rp) == 0;
+	uint32_t remote_ruid = remote ? rp.replica_uid : 0;
+	rc = store_msg_move(txn, mv->src_id, suid, mv->dst_id, &mv->new_suid);
+	if (rc)
+		return rc;
+	rc = store_msg_get(txn, mv->dst_id, mv->new_suid, &m);
+	if (rc)
+		return rc;
+	memset(&np, 0, sizeof(np));
+	np.replica_uid = mv->dst_ruid;
+	np.store_uid = mv->new_suid;
+	np.flags = m.flags;
+	np.kw = m.kw;
+	rc = store_pair_set(txn, mv->dst_id, STORE_REPLICA_MAILDIR, &np);
+	if (rc)
+		return rc;
+	rc = store_pair_del(txn, mv->src_id, STORE_REPLICA_MAILDIR, mv->src_ruid);
+	if (rc)
+		return rc;
+	if (remote) {
+		store_pending_t pd;
+		memset(&pd, 0, sizeof(pd));
+		pd.kind = STORE_PENDING_MOVE;
+		pd.folder_id = mv->src_id;
+		pd.replica_id = STORE_REPLICA_REMOTE;
+		pd.store_uid = mv->new_suid;
+		pd.replica_uid = remote_ruid;
+		pd.dst_folder_id = mv->dst_id;
+		pd.hash = m.hash;
+		pd.created = (int64_t)time(NULL);
+		rc = store_pending_add(txn, &pd, NULL);
+	}
+	return rc;
+}
+
+/* Is there a file with U=uid of folder fmd5 still in dir (a copy, not a move)? */
+static bool still_there(const char *dir, uint32_t uid, const char *fmd5)
+{
+	maildir_scan_t *s = NULL;
+	bool found = false;
+	if (maildir_scan_folder(dir, &s) != 0)
+		return false;
+	for (size_t i = 0; i < s->n && !found; i++) {
+		const maildir_name_t *p = &s->entries[i].parsed;
+		found = p->uid == uid && (!p->has_fmd5 || strcmp(p->fmd5, fmd5) == 0);
+	}
+	maildir_scan_free(s);
+	return found;
+}
+
+static void move_one(maildir_replica_t *md, folders_ctx_t *fc, const char *dname,
+		     const char *ddir, const char *dmd5, const maildir_entry_t *e)
+{
+	folder_ref_t *src = NULL, *dst = NULL;
+	for (size_t i = 0; i < fc->n; i++) {
+		if (strcmp(fc->v[i].fmd5, e->parsed.fmd5) == 0)
+			src = &fc->v[i];
+		if (strcmp(fc->v[i].name, dname) == 0)
+			dst = &fc->v[i];
+	}
+	if (!src || src == dst)
+		return;
+	char *sdir = maildir_folder_path(md->root, md->sep, src->name);
+	if (!sdir)
+		return;
+	bool copy = still_there(sdir, e->parsed.uid, src->fmd5);
+	free(sdir);
+	if (copy)
+		return; /* a copy: it is a new message where it landed */
+	store_txn_t *txn = NULL;
+	store_pair_t p;
+	bool paired = false;
+	store_replica_t rs;
+	bool have_rs = false;
+	if (store_txn_begin_read(md->st, &txn) == 0) {
+		paired = store_pair_get_by_ruid(txn, src->id, STORE_REPLICA_MAILDIR, e->parsed.uid,
+						&p) == 0;
+		if (dst)
+			have_rs = store_replica_get(txn, dst->id, STORE_REPLICA_MAILDIR, &rs) == 0;
+		store_txn_abort(txn);
+	}
+	if (!paired)
+		return;
+	maildir_uids_t u;
+	if (maildir_uids_load(ddir, have_rs ? rs.uidvalidity : 0, &u) != 0)
+		return;
+	move_txn_t mv = {
+		.md = md,
+		.src_id = src->id,
+		.src_ruid = e->parsed.uid,
+		.dst_id = dst ? dst->id : 0,
+		.dst_ruid = u.uidnext++,
+		.dst_name = dname,
+		.mflags = e->parsed.flags,
+	};
+	if (maildir_uids_write(ddir, &u) != 0)
+		return;
+	int rc = store_write(md->st, move_fn, &mv);
+	if (rc) {
+		log_warn(MD_PFX ": cannot record the move of %s from %s to %s in the store: %s; "
+			       "it is treated as a new message",
+			 md->account, e->name, src->name, dname, store_strerror(rc));
+		return;
+	}
+	const char *sub = e->in_new ? "new" : "cur";
+	char *nname = identity_name(e, mv.dst_ruid, dmd5);
+	char *from = xasprintf("%s/%s/%s", ddir, sub, e->name);
+	char *to = xasprintf("%s/%s/%s", ddir, sub, nname);
+	/* If this rename is lost, the next select() adopts the file by content. */
+	if (maildir_rename_noreplace(from, to) == 0) {
+		char *d = xasprintf("%s/%s", ddir, sub);
+		maildir_fsync_dir(d);
+		free(d);
+	}
+	log_info(MD_PFX ": message moved from %s to %s by a mail reader; moved in the store",
+		 md->account, src->name, dname);
+	free(from);
+	free(to);
+	free(nname);
+}
+
+void maildir_prep_moves(maildir_replica_t *md)
+{
+	char **names = NULL;
+	size_t n = 0;
+	folders_ctx_t fc = { 0 };
+	store_txn_t *txn = NULL;
+	if (maildir_list_folders(md->root, md->sep, &names, &n) != 0)
+		return;
+	if (store_txn_begin_read(md->st, &txn) == 0) {
+		store_folder_list(txn, md->account_id, folders_cb, &fc);
+		store_txn_abort(txn);
+	}
+	for (size_t i = 0; i < n; i++) {
+		char *dir = maildir_folder_path(md->root, md->sep, names[i]);
+		char dmd5[MAILDIR_FMD5_LEN + 1];
+		maildir_scan_t *s = NULL;
+		if (!dir || maildir_scan_folder(dir, &s) != 0) {
+			free(dir);
+			continue;
+		}
+		maildir_fmd5(names[i], dmd5);
+		for (size_t k = 0; k < s->n; k++) {
+			const maildir_entry_t *e = &s->entries[k];
+			if (e->bad || !e->parsed.uid || !e->parsed.has_fmd5 ||
+			    strcmp(e->parsed.fmd5, dmd5) == 0)
+				continue;
+			move_one(md, &fc, names[i], dir, dmd5, e);
+			/* A new store folder may have been created: refresh. */
+			if (!fc.n || strcmp(fc.v[fc.n - 1].name, names[i]) != 0) {
+				bool known = false;
+				for (size_t j = 0; j < fc.n; j++)
+					known |= strcmp(fc.v[j].name, names[i]) == 0;
+				if (!known && store_txn_begin_read(md->st, &txn) == 0) {
+					store_folder_t f;
+					if (store_folder_find(txn, md->account_id, names[i], &f) == 0)
+						folders_cb(&f, &fc);
+					store_txn_abort(txn);
+				}
+			}
+		}
+		maildir_scan_free(s);
+		free(dir);
+	}
+	for (size_t i = 0; i < fc.n; i++)
+		free(fc.v[i].name);
+	free(fc.v);
+	maildir_folders_free(names, n);
+}

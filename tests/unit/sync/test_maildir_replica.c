@@ -1,0 +1,506 @@
+/*
+ * The Maildir replica driven by the real sync engine against a real LMDB
+ * store, both in a temporary directory: export, changes made in the tree the
+ * way mail readers make them (renames, deletions, files dropped into new/,
+ * moves between folders), changes made in the store, broken files, mass
+ * deletion, a vanished folder and its recovery.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "store/store.h"
+#include "sync/engine.h"
+#include "sync/maildir.h"
+#include "sync/maildir_name.h"
+#include "sync/maildir_scan.h"
+#include "testutil.h"
+
+static store_t *st;
+static uint32_t g_acct;
+static char *root;
+
+/* ------------------------------------------------------------ helpers */
+
+typedef struct add_arg {
+	uint32_t folder;
+	const char *data;
+	unsigned flags;
+	const char *kw;
+	uint32_t uid;
+} add_arg_t;
+
+static int add_fn(store_txn_t *txn, void *arg)
+{
+	add_arg_t *a = arg;
+	store_msg_new_t m;
+	memset(&m, 0, sizeof(m));
+	m.flags = a->flags;
+	const char *kv[1] = { a->kw };
+	m.kw.v = kv;
+	m.kw.n = a->kw ? 1 : 0;
+	m.internaldate = 1700000000;
+	return store_msg_append(txn, a->folder, a->data, strlen(a->data), &m, &a->uid, NULL);
+}
+
+static uint32_t store_add(uint32_t folder, const char *data, unsigned flags, const char *kw)
+{
+	add_arg_t a = { folder, data, flags, kw, 0 };
+	CHECK_EQ_INT(store_write(st, add_fn, &a), 0);
+	return a.uid;
+}
+
+static int folder_fn(store_txn_t *txn, void *arg)
+{
+	void **a = arg;
+	int rc = store_folder_create(txn, g_acct, a[0], 0, a[1]);
+	return rc == STORE_EEXIST ? 0 : rc;
+}
+
+static uint32_t store_folder(const char *name)
+{
+	uint32_t id = 0;
+	void *a[2] = { (void *)name, &id };
+	CHECK_EQ_INT(store_write(st, folder_fn, a), 0);
+	return id;
+}
+
+typedef struct count_ctx {
+	size_t n;
+	unsigned flags_or;
+	size_t with_kw;
+} count_ctx_t;
+
+static int count_cb(const store_msg_t *m, void *arg)
+{
+	count_ctx_t *c = arg;
+	c->n++;
+	c->flags_or |= m->flags;
+	c->with_kw += m->kw.n > 0;
+	return 0;
+}
+
+static count_ctx_t store_count(uint32_t folder)
+{
+	count_ctx_t c = { 0, 0, 0 };
+	store_txn_t *txn;
+	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	store_msg_iter(txn, folder, 1, count_cb, &c);
+	store_txn_abort(txn);
+	return c;
+}
+
+static bool store_held(uint32_t folder)
+{
+	store_txn_t *txn;
+	store_folder_t f;
+	bool held = false;
+	if (store_txn_begin_read(st, &txn) == 0) {
+		if (store_folder_get(txn, folder, &f) == 0)
+			held = f.state == STORE_FOLDER_HELD;
+		store_txn_abort(txn);
+	}
+	return held;
+}
+
+/* Files of a folder: count, and the name of the first with text in it. */
+static size_t tree_count(const char *folder, char **first_match, const char *needle)
+{
+	char *dir = maildir_folder_path(root, '/', folder);
+	maildir_scan_t *s = NULL;
+	size_t n = 0;
+	if (first_match)
+		*first_match = NULL;
+	if (maildir_scan_folder(dir, &s) == 0) {
+		n = s->n;
+		for (size_t i = 0; i < s->n && first_match && needle; i++) {
+			char *p = xasprintf("%s/%s/%s", dir, s->entries[i].in_new ? "new" : "cur",
+					    s->entries[i].name);
+			FILE *f = fopen(p, "rb");
+			char buf[4096] = { 0 };
+			if (f) {
+				size_t got = fread(buf, 1, sizeof(buf) - 1, f);
+				buf[got] = '\0';
+				fclose(f);
+			}
+			if (strstr(buf, needle) && !*first_match)
+				*first_match = p;
+			else
+				free(p);
+		}
+		maildir_scan_free(s);
+	}
+	free(dir);
+	return n;
+}
+
+static void write_file(const char *path, const char *data)
+{
+	FILE *f = fopen(path, "wb");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	fputs(data, f);
+	fclose(f);
+}
+
+static int g_result;
+static bool g_done;
+static engine_stats_t g_stats;
+
+static void done_cb(int result, const engine_stats_t *s, void *ctx)
+{
+	g_result = result;
+	g_stats = *s;
+	g_done = true;
+	if (ctx)
+		ev_break((struct ev_loop *)ctx, EVBREAK_ALL);
+}
+
+static void op_cb(int status, void *ctx)
+{
+	*(int *)ctx = status;
+}
+
+static replica_t *open_session(struct ev_loop *loop)
+{
+	maildir_opts_t o = { loop, st, g_acct, "home", root, '/' };
+	replica_t *r = maildir_replica_open(&o);
+	unsigned caps = 0;
+	int status = -99;
+	r->ops->connect(r, &caps, op_cb, &status);
+	CHECK_EQ_INT(status, REPLICA_OK);
+	return r;
+}
+
+static int sync_one(replica_t *r, struct ev_loop *loop, uint32_t fid, const char *name)
+{
+	int status = -99;
+	r->ops->create_folder(r, name, 0, op_cb, &status);
+	engine_opts_t o;
+	memset(&o, 0, sizeof(o));
+	o.folder_id = fid;
+	o.replica_id = STORE_REPLICA_MAILDIR;
+	o.replica_name = name;
+	o.log_prefix = "test: maildir";
+	o.max_deletion_ratio = 0.5;
+	g_done = false;
+	g_result = -99;
+	engine_sync_folder(st, r, &o, done_cb, loop);
+	if (!g_done && loop)
+		ev_run(loop, 0);
+	CHECK(g_done);
+	return g_result;
+}
+
+/* One sync round: a fresh session (connect finds moves), then the folders. */
+static void sync_all(uint32_t *fids, const char **names, size_t n, int *results)
+{
+	replica_t *r = open_session(NULL);
+	for (size_t i = 0; i < n; i++)
+		results[i] = sync_one(r, NULL, fids[i], names[i]);
+	replica_free(r);
+}
+
+static char *msgtext(int i)
+{
+	return xasprintf("From: a@example.org\r\nMessage-ID: <m%d@test>\r\nSubject: message %d\r\n"
+			 "\r\nbody %d\r\n",
+			 i, i, i);
+}
+
+/* --------------------------------------------------------------- tests */
+
+static void test_export_with_loop(uint32_t inbox)
+{
+	/* 60 messages: more than one engine upload batch, flushed in batches. */
+	for (int i = 0; i < 60; i++) {
+		char *t = msgtext(i);
+		store_add(inbox, t, i % 2 ? STORE_F_SEEN : 0, i == 3 ? "$Forwarded" : NULL);
+		free(t);
+	}
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	replica_t *r = open_session(loop);
+	CHECK_EQ_INT(sync_one(r, loop, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(g_stats.uploaded, 60);
+	replica_free(r);
+	ev_loop_destroy(loop);
+	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), 60);
+
+	/* Byte-for-byte, and flags in the names. */
+	char *p;
+	tree_count("INBOX", &p, "body 3\r\n");
+	CHECK(p != NULL);
+	if (p) {
+		maildir_name_t n;
+		maildir_name_parse(strrchr(p, '/') + 1, &n);
+		CHECK(n.flags == (MAILDIR_F_SEEN | MAILDIR_F_PASSED));
+		CHECK(n.has_fmd5 && n.uid > 0);
+		FILE *f = fopen(p, "rb");
+		char buf[512] = { 0 };
+		size_t got = f ? fread(buf, 1, sizeof(buf), f) : 0;
+		if (f)
+			fclose(f);
+		char *t = msgtext(3);
+		CHECK(got == strlen(t) && memcmp(buf, t, got) == 0);
+		free(t);
+		free(p);
+	}
+	/* Nothing to do the second time. */
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(g_stats.uploaded + g_stats.downloaded + g_stats.flags_store +
+			     g_stats.flags_replica + g_stats.deleted_store + g_stats.deleted_replica,
+		     0);
+	replica_free(r);
+}
+
+static void test_tree_changes(uint32_t inbox)
+{
+	char *p;
+	/* A mail reader flags a message: rename with new info. */
+	tree_count("INBOX", &p, "body 0\r\n");
+	CHECK(p != NULL);
+	if (!p)
+		return;
+	char *q = maildir_name_with_flags(strrchr(p, '/') + 1, MAILDIR_F_FLAGGED | MAILDIR_F_SEEN);
+	char *dir = xasprintf("%s/INBOX/cur", root);
+	char *np = xasprintf("%s/%s", dir, q);
+	CHECK_EQ_INT(rename(p, np), 0);
+	free(p);
+	free(q);
+	free(np);
+	/* ... deletes another one ... */
+	tree_count("INBOX", &p, "body 1\r\n");
+	CHECK(p && unlink(p) == 0);
+	free(p);
+	/* ... and a new message is delivered into new/ by another program,
+	 * next to a broken file. */
+	char *nf = xasprintf("%s/INBOX/new/1700000000.M1P1.mta", root);
+	write_file(nf, "From: c@example.org\r\nSubject: dropped\r\n\r\nnew one\r\n");
+	char *bad = xasprintf("%s/INBOX/new/1700000001.M2P2.mta", root);
+	write_file(bad, "");
+	char *junk = xasprintf("%s/INBOX/cur/junk:2,S", root);
+	write_file(junk, "\x01\x02\x03 binary junk");
+
+	replica_t *r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(g_stats.downloaded, 1);
+	CHECK_EQ_INT(g_stats.deleted_store, 1);
+	CHECK_EQ_INT(g_stats.flags_store, 1);
+	replica_free(r);
+	CHECK_EQ_INT(store_count(inbox).n, 60);
+	CHECK(store_count(inbox).flags_or & STORE_F_FLAGGED);
+	/* The delivered file now carries its U=; the broken ones stay as they are. */
+	CHECK(access(nf, F_OK) != 0);
+	tree_count("INBOX", &p, "new one");
+	CHECK(p && strstr(p, ",U="));
+	free(p);
+	CHECK(access(bad, F_OK) == 0);
+	CHECK(access(junk, F_OK) == 0);
+	unlink(bad);
+	unlink(junk);
+	free(nf);
+	free(bad);
+	free(junk);
+	free(dir);
+}
+
+typedef struct flag_arg {
+	uint32_t folder, uid;
+} flag_arg_t;
+
+static int flag_fn(store_txn_t *txn, void *arg)
+{
+	flag_arg_t *a = arg;
+	return store_msg_set_flags(txn, a->folder, a->uid, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0,
+				   NULL);
+}
+
+static void test_store_changes(uint32_t inbox)
+{
+	/* A flag set in the store (by the remote or a listener client). */
+	flag_arg_t a = { inbox, 5 };
+	CHECK_EQ_INT(store_write(st, flag_fn, &a), 0);
+	replica_t *r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(g_stats.flags_replica, 1);
+	replica_free(r);
+	char *p;
+	tree_count("INBOX", &p, "body 4\r\n"); /* store UID 5 is message 4 */
+	CHECK(p != NULL);
+	if (p) {
+		maildir_name_t n;
+		maildir_name_parse(strrchr(p, '/') + 1, &n);
+		CHECK(n.flags & MAILDIR_F_REPLIED);
+		free(p);
+	}
+}
+
+static void test_move(uint32_t inbox, uint32_t lists)
+{
+	uint32_t fids[2] = { inbox, lists };
+	const char *names[2] = { "INBOX", "Lists/foo" };
+	int res[2];
+	sync_all(fids, names, 2, res);
+	CHECK_EQ_INT(res[0], ENGINE_OK);
+	CHECK_EQ_INT(res[1], ENGINE_OK);
+	/* mutt's "save to folder": rename into the other folder's cur/. */
+	char *p;
+	tree_count("INBOX", &p, "body 7\r\n");
+	CHECK(p != NULL);
+	if (!p)
+		return;
+	char *to = xasprintf("%s/Lists/foo/cur/%s", root, strrchr(p, '/') + 1);
+	CHECK_EQ_INT(rename(p, to), 0);
+	free(p);
+	free(to);
+	size_t before = store_count(inbox).n;
+	sync_all(fids, names, 2, res);
+	CHECK_EQ_INT(res[0], ENGINE_OK);
+	CHECK_EQ_INT(res[1], ENGINE_OK);
+	CHECK_EQ_INT(store_count(inbox).n, before - 1);
+	CHECK_EQ_INT(store_count(lists).n, 1);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 1);
+	/* Moved, not re-uploaded: the file keeps its bytes and gets the new
+	 * folder's identity. */
+	tree_count("Lists/foo", &p, "body 7\r\n");
+	CHECK(p != NULL);
+	if (p) {
+		char md5[MAILDIR_FMD5_LEN + 1];
+		maildir_fmd5("Lists/foo", md5);
+		CHECK(strstr(p, md5) != NULL);
+		free(p);
+	}
+	/* A second round changes nothing. */
+	sync_all(fids, names, 2, res);
+	CHECK_EQ_INT(store_count(inbox).n, before - 1);
+	CHECK_EQ_INT(store_count(lists).n, 1);
+	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), before - 1);
+}
+
+static void rmtree(const char *path)
+{
+	test_rmtree(path);
+}
+
+static void test_mass_deletion_and_recover(uint32_t lists)
+{
+	for (int i = 100; i < 110; i++) {
+		char *t = msgtext(i);
+		store_add(lists, t, 0, NULL);
+		free(t);
+	}
+	replica_t *r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_OK);
+	replica_free(r);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
+	/* Remove most files: held, nothing deleted in the store. */
+	for (int i = 100; i < 108; i++) {
+		char needle[32], *p;
+		snprintf(needle, sizeof(needle), "body %d\r\n", i);
+		tree_count("Lists/foo", &p, needle);
+		CHECK(p && unlink(p) == 0);
+		free(p);
+	}
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_HELD);
+	replica_free(r);
+	CHECK(store_held(lists));
+	CHECK_EQ_INT(store_count(lists).n, 11);
+
+	char err[256] = "";
+	maildir_opts_t o = { NULL, st, g_acct, "home", root, '/' };
+	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
+	if (err[0])
+		fprintf(stderr, "recover: %s\n", err);
+	CHECK(!store_held(lists));
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_OK);
+	CHECK_EQ_INT(g_stats.downloaded + g_stats.uploaded + g_stats.deleted_store, 0);
+	replica_free(r);
+	CHECK_EQ_INT(store_count(lists).n, 11);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
+}
+
+static void test_vanished(uint32_t inbox, uint32_t lists)
+{
+	size_t n_inbox = store_count(inbox).n;
+	char *dir = xasprintf("%s/INBOX", root);
+	rmtree(dir);
+	replica_t *r = open_session(NULL);
+	CHECK(sync_one(r, NULL, inbox, "INBOX") != ENGINE_OK);
+	replica_free(r);
+	CHECK(store_held(inbox));
+	CHECK_EQ_INT(store_count(inbox).n, n_inbox);
+	CHECK(access(dir, F_OK) != 0); /* not recreated behind the operator's back */
+
+	/* The whole tree: every folder held, nothing deleted. */
+	rmtree(root);
+	r = open_session(NULL);
+	CHECK(sync_one(r, NULL, lists, "Lists/foo") != ENGINE_OK);
+	replica_free(r);
+	CHECK(store_held(lists));
+	CHECK_EQ_INT(store_count(lists).n, 11);
+	CHECK(access(root, F_OK) != 0);
+
+	char err[256] = "";
+	maildir_opts_t o = { NULL, st, g_acct, "home", root, '/' };
+	CHECK_EQ_INT(maildir_recover_folder(&o, inbox, true, err, sizeof(err)), 0);
+	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
+	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n_inbox);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
+	uint32_t fids[2] = { inbox, lists };
+	const char *names[2] = { "INBOX", "Lists/foo" };
+	int res[2];
+	sync_all(fids, names, 2, res);
+	CHECK_EQ_INT(res[0], ENGINE_OK);
+	CHECK_EQ_INT(res[1], ENGINE_OK);
+	CHECK_EQ_INT(store_count(inbox).n, n_inbox);
+	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n_inbox);
+	free(dir);
+}
+
+int main(void)
+{
+	log_setup("test_maildir_replica", LOG_UI_BASIC, false);
+	char *tmp = test_tmpdir("ib-mdrep");
+	char *data = xasprintf("%s/data", tmp);
+	root = xasprintf("%s/Mail", tmp);
+	char err[256];
+	store_open_opts_t so = { 0 };
+	so.nosync = true;
+	CHECK_EQ_INT(store_open(data, &so, &st, err, sizeof(err)), 0);
+	if (!st)
+		return test_done("test_maildir_replica");
+	store_txn_t *txn;
+	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+	CHECK_EQ_INT(store_account_add(txn, "home", &g_acct), 0);
+	CHECK_EQ_INT(store_txn_commit(txn), 0);
+	uint32_t inbox = store_folder("INBOX");
+	uint32_t lists = store_folder("Lists/foo");
+
+	test_export_with_loop(inbox);
+	test_tree_changes(inbox);
+	test_store_changes(inbox);
+	test_move(inbox, lists);
+	test_mass_deletion_and_recover(lists);
+	test_vanished(inbox, lists);
+
+	size_t nprob = 0;
+	CHECK_EQ_INT(store_check(st, NULL, NULL, &nprob), 0);
+	store_close(st);
+	test_rmtree(tmp);
+	free(tmp);
+	free(data);
+	free(root);
+	return test_done("test_maildir_replica");
+}
