@@ -10,7 +10,7 @@
 #include <time.h>
 
 #define FOLDER_REC_VERSION 1
-#define FOLDER_NAME_MAX 1000
+#define FOLDER_NAME_MAX 500 /* LMDB keys stop at 511 bytes */
 #define HELD_REASON_MAX 2000
 
 /* Decode a folder record; name and reason are copied to scratch memory so

@@ -269,6 +269,33 @@ int store_msg_iter(store_txn_t *txn, uint32_t folder_id, uint32_t uid_from, stor
 	return txn_ret(txn, rc, txn->nwrites);
 }
 
+struct find_hash {
+	const store_hash_t *hash;
+	uint32_t uid;
+};
+
+static int find_hash_cb(const store_msg_t *m, void *arg)
+{
+	struct find_hash *fh = arg;
+	if (memcmp(m->hash.b, fh->hash->b, STORE_HASH_LEN) != 0)
+		return 0;
+	fh->uid = m->uid;
+	return 1;
+}
+
+int store_msg_find_by_hash(store_txn_t *txn, uint32_t folder_id, const store_hash_t *hash,
+			   uint32_t *uid_out)
+{
+	struct find_hash fh = {hash, 0};
+	int rc = store_msg_iter(txn, folder_id, 1, find_hash_cb, &fh);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return STORE_ENOTFOUND;
+	*uid_out = fh.uid;
+	return 0;
+}
+
 /* Sorted-list union (add) or difference (remove) into scratch. */
 static void kw_merge(store_txn_t *txn, const store_keywords_t *cur, const store_keywords_t *in,
 		     bool add, store_keywords_t *out)

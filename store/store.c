@@ -69,8 +69,8 @@ int store_map_mdb(int rc)
 	case MDB_VERSION_MISMATCH:
 	case MDB_CORRUPTED:
 	case MDB_PAGE_NOTFOUND:
-	case MDB_INCOMPATIBLE:
-	case MDB_BAD_VALSIZE: return STORE_ECORRUPT;
+	case MDB_INCOMPATIBLE: return STORE_ECORRUPT;
+	case MDB_BAD_VALSIZE: return STORE_EINVAL; /* key too long: caller's input */
 	case MDB_READERS_FULL:
 	case MDB_BAD_RSLOT: return STORE_EBUSY;
 	case MDB_BAD_TXN: return STORE_EINTERNAL;
@@ -273,6 +273,9 @@ static int txn_begin(store_t *st, bool write, store_txn_t **out)
 	*out = NULL;
 	if (write && st->readonly)
 		return STORE_ERDONLY;
+	/* A second write txn in the same thread would wait for itself forever. */
+	if (write && st->writer_open)
+		return STORE_EBUSY;
 	if (st->grow_pending) {
 		if (st->ntxn > 0) {
 			if (write)
@@ -302,6 +305,8 @@ static int txn_begin(store_t *st, bool write, store_txn_t **out)
 	txn->txn = t;
 	txn->write = write;
 	st->ntxn++;
+	if (write)
+		st->writer_open = true;
 	*out = txn;
 	return 0;
 }
@@ -338,6 +343,8 @@ static void txn_free(store_txn_t *txn)
 	free(txn->scratch);
 	free(txn->new_blobs);
 	free(txn->touched);
+	if (txn->write)
+		st->writer_open = false;
 	free(txn);
 	st->ntxn--;
 	if (st->grow_pending && st->ntxn == 0)
@@ -397,7 +404,8 @@ int store_write(store_t *st, store_txn_fn fn, void *arg)
 		if (rc)
 			return rc;
 		rc = fn(txn, arg);
-		if (rc == STORE_EAGAIN || (rc == 0 && txn->err == STORE_EAGAIN)) {
+		/* Whatever fn made of it, a full map means: grow and run again. */
+		if (rc == STORE_EAGAIN || txn->err == STORE_EAGAIN) {
 			txn->st->grow_pending = true;
 			store_txn_abort(txn);
 			continue;
@@ -607,6 +615,9 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	MDB_envinfo info;
 	mdb_env_info(st->env, &info);
 	st->mapsize = info.me_mapsize;
+	/* Free reader slots left behind by killed processes. */
+	int dead = 0;
+	mdb_reader_check(st->env, &dead);
 
 	for (;;) {
 		rc = store_init_txn(st, errbuf, errlen);

@@ -127,6 +127,11 @@ void store_set_commit_cb(store_t *st, store_commit_cb cb, void *arg);
 
 /* ---------------------------------------------------------- transactions */
 
+/* Begin a transaction. One write transaction per store_t at a time:
+ * a second store_txn_begin_write() while one is open returns STORE_EBUSY
+ * (LMDB's writer lock would otherwise wait for itself). Read transactions may
+ * be open next to a write transaction. STORE_EBUSY also when the map must grow
+ * but other transactions of this store_t are still open. */
 int store_txn_begin_read(store_t *st, store_txn_t **out);
 int store_txn_begin_write(store_t *st, store_txn_t **out);
 /* The sticky error of the transaction (0 while clean). */
@@ -233,7 +238,7 @@ typedef struct store_folder {
 	uint64_t pruned_modseq;
 } store_folder_t;
 
-/* Create a folder; picks a fresh UIDVALIDITY (never one used before by this
+/* Create a folder (name: 1 to 500 bytes, else STORE_EINVAL); picks a fresh UIDVALIDITY (never one used before by this
  * store), uidnext 1, highestmodseq 1. STORE_EEXIST if the account already has
  * that name (*id_out set to the existing id). */
 int store_folder_create(store_txn_t *txn, uint32_t account_id, const char *name,
@@ -319,6 +324,11 @@ int store_msg_add(store_txn_t *txn, uint32_t folder_id, const store_msg_new_t *m
 int store_msg_append(store_txn_t *txn, uint32_t folder_id, const void *data, size_t len,
 		     store_msg_new_t *m, uint32_t *uid_out, uint64_t *modseq_out);
 int store_msg_get(store_txn_t *txn, uint32_t folder_id, uint32_t uid, store_msg_t *out);
+/* The lowest live UID in the folder whose blob is hash (to recognise a copy
+ * after a crash, or to re-pair by content). A scan of the folder: for
+ * occasional use. STORE_ENOTFOUND if none. */
+int store_msg_find_by_hash(store_txn_t *txn, uint32_t folder_id, const store_hash_t *hash,
+			   uint32_t *uid_out);
 typedef int (*store_msg_cb)(const store_msg_t *m, void *arg);
 /* Live messages of a folder with uid >= uid_from (1 = all), in UID order.
  * Do not write to the same folder from inside cb. */

@@ -59,6 +59,7 @@ struct store {
 	size_t mapsize;
 	bool readonly;
 	int ntxn;            /* open transactions of this handle */
+	bool writer_open;    /* LMDB's writer lock is not recursive: guard it */
 	bool grow_pending;   /* a write hit MDB_MAP_FULL; grow when ntxn == 0 */
 	store_commit_cb commit_cb;
 	void *commit_arg;

@@ -508,6 +508,27 @@ static void test_pairs_pending(const char *dir)
 	CHECK_EQ_INT(store_txn_commit(txn), 0);
 	CHECK_EQ_INT(store_check(st, NULL, NULL, NULL), 0);
 
+	/* Find by content; a too long folder name is refused cleanly. */
+	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+	store_txn_t *second;
+	CHECK_EQ_INT(store_txn_begin_write(st, &second), STORE_EBUSY);
+	store_txn_t *reader;
+	CHECK_EQ_INT(store_txn_begin_read(st, &reader), 0);
+	store_txn_abort(reader);
+	uint32_t found;
+	CHECK_EQ_INT(store_msg_find_by_hash(txn, dst, &h, &found), 0);
+	CHECK_EQ_INT(found, nuid);
+	CHECK_EQ_INT(store_msg_find_by_hash(txn, f, &h, &found), STORE_ENOTFOUND);
+	char longname[600];
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	uint32_t lf;
+	CHECK_EQ_INT(store_folder_create(txn, acct, longname, 0, &lf), STORE_EINVAL);
+	longname[500] = '\0';
+	CHECK_EQ_INT(store_folder_create(txn, acct, longname, 0, &lf), 0);
+	CHECK_EQ_INT(store_txn_err(txn), 0);
+	CHECK_EQ_INT(store_txn_commit(txn), 0);
+
 	/* A read transaction refuses writes without failing. */
 	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
 	CHECK_EQ_INT(store_pending_del(txn, id2), STORE_ERDONLY);
