@@ -33,6 +33,11 @@ struct daemon {
 	void *sync_ctx;
 	int exit_status;
 	bool signals_on;
+	struct {
+		const daemon_component_t *comp;
+		void *arg;
+	} *comps;
+	size_t n_comps;
 };
 
 const char *daemon_strerror(int err)
@@ -73,6 +78,14 @@ void daemon_set_sync(daemon_t *d, const daemon_sync_ops_t *ops, void *ctx)
 {
 	d->sync_ops = ops;
 	d->sync_ctx = ctx;
+}
+
+void daemon_add_component(daemon_t *d, const daemon_component_t *comp, void *arg)
+{
+	d->comps = xrealloc(d->comps, (d->n_comps + 1) * sizeof(*d->comps));
+	d->comps[d->n_comps].comp = comp;
+	d->comps[d->n_comps].arg = arg;
+	d->n_comps++;
 }
 
 const daemon_sync_ops_t *daemon_sync_ops(const daemon_t *d, void **ctx)
@@ -325,6 +338,9 @@ int daemon_reload(daemon_t *d, struct config_msgs *out_msgs)
 	d->cfg = cfg;
 	if (d->sync_ops && d->sync_ops->config_reloaded)
 		d->sync_ops->config_reloaded(d->sync_ctx, d, old, cfg);
+	for (size_t i = 0; i < d->n_comps; i++)
+		if (d->comps[i].comp->reloaded)
+			d->comps[i].comp->reloaded(d->comps[i].arg, d, old, cfg);
 	config_free(old);
 	if (d->store)
 		sync_store_accounts(d);
@@ -336,15 +352,21 @@ void daemon_free(daemon_t *d)
 {
 	if (!d)
 		return;
+	for (size_t i = d->n_comps; i-- > 0;)
+		if (d->comps[i].comp->stopping)
+			d->comps[i].comp->stopping(d->comps[i].arg, d);
 	if (d->sync_ops && d->sync_ops->stop)
 		d->sync_ops->stop(d->sync_ctx, d);
 	stop_signals(d);
 	ctl_close(d->ctl);
+	if (d->store)
+		log_info("stopped");
 	close_store(d);
 	lock_release(d->lock);
 	config_free(d->cfg);
 	free((char *)d->opts.config_path);
 	free((char *)d->opts.only);
 	free(d->sock_path);
+	free(d->comps);
 	free(d);
 }

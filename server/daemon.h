@@ -141,6 +141,20 @@ int daemon_store_remove_account(daemon_t *d, const char *account, bool purge);
 /* Path of the control socket, valid while d lives. */
 const char *daemon_socket_path(const daemon_t *d);
 
+/*
+ * Other parts of the daemon (the IMAP listener, ...) register as components
+ * to hear of config swaps and of the stop. Members may be NULL. reloaded is
+ * called after the sync engine's config_reloaded, in registration order;
+ * stopping in reverse order, before the store is closed. comp must outlive d.
+ */
+typedef struct daemon_component {
+	const char *name;
+	void (*reloaded)(void *arg, daemon_t *d, const config_t *old_cfg, const config_t *new_cfg);
+	void (*stopping)(void *arg, daemon_t *d);
+} daemon_component_t;
+
+void daemon_add_component(daemon_t *d, const daemon_component_t *comp, void *arg);
+
 /* Register the sync engine; ops must outlive d. */
 void daemon_set_sync(daemon_t *d, const daemon_sync_ops_t *ops, void *ctx);
 const daemon_sync_ops_t *daemon_sync_ops(const daemon_t *d, void **ctx);
