@@ -1,8 +1,9 @@
 /*
- * SASL for the IMAP client: choosing a mechanism and computing the pieces
- * that go on the wire. Pure functions: no sockets, no logging, so they are
- * unit-tested against the RFCs' vectors. The client (imap_client.c) drives
- * the exchange.
+ * Authentication for the IMAP client: choosing a mechanism and computing the
+ * pieces that go on the wire. The functions below are pure (no sockets, no
+ * logging), so they are unit-tested against the RFCs' vectors. imap_auth.c
+ * also holds the client's login sequence (greeting, STARTTLS, AUTHENTICATE /
+ * LOGIN, COMPRESS), which imap_client.c calls through imap_client_p.h.
  *
  * Ownership: every returned string is newly allocated; the caller frees it
  * (and should wipe it with imap_auth_wipe(), it holds a credential).

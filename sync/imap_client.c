@@ -20,122 +20,13 @@
 #include <unistd.h>
 
 #include "lib/buf.h"
+#include "lib/imap_lex.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "sync/imap_auth.h"
+#include "sync/imap_client_p.h"
 #include "sync/imap_conn.h"
 #include "sync/password.h"
-
-enum part_kind {
-	PART_DATA,       /* bytes in memory */
-	PART_FD,         /* size bytes read from fd */
-	PART_WAIT_CONT,  /* stop until the server sends "+" */
-	PART_WAIT_DONE,  /* IDLE: stop until imap_client_idle_done() */
-};
-
-enum trace_kind {
-	TR_LINE,         /* command text: traced through log_redact_imap() */
-	TR_LITERAL,      /* literal bytes: traced as "{N bytes}" */
-	TR_SECRET,       /* credentials: traced as "***" */
-};
-
-struct part {
-	enum part_kind kind;
-	enum trace_kind tr;
-	char *data;
-	size_t len;
-	int fd;
-	uint64_t size;
-};
-
-enum cmd_flags {
-	CMD_IDLE = 1 << 0,
-	CMD_AUTH = 1 << 1,       /* continuations go to cont_cb; replies are secret */
-};
-
-struct cmd;
-typedef void (*cont_fn)(imap_client_t *c, struct cmd *cmd, const char *text);
-typedef void (*internal_fn)(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r);
-
-struct cmd {
-	struct cmd *next;
-	char tag[16];
-	char name[24];           /* command word, for messages */
-	struct part *parts;
-	size_t n_parts, cap_parts;
-	size_t cur;              /* next part to send */
-	uint64_t fd_sent;
-	bool got_cont;
-	bool done_req;           /* IDLE: DONE requested */
-	bool started;            /* first byte sent */
-	unsigned flags;
-	int auth_step;
-	char *secret;            /* AUTHENTICATE: the password until the exchange ends */
-	imap_done_cb done;
-	imap_append_cb append_done;
-	imap_untagged_cb untagged;
-	void *arg;
-	internal_fn internal;    /* login sequence steps */
-	cont_fn cont;
-};
-
-enum client_state {
-	ST_DOWN,
-	ST_BACKOFF,
-	ST_CONNECTING,
-	ST_GREETING,
-	ST_LOGIN,                /* CAPABILITY / STARTTLS / auth / COMPRESS */
-	ST_READY,
-	ST_LOGOUT,
-};
-
-struct imap_client {
-	struct ev_loop *loop;
-	const config_account_t *acct;
-	imap_client_opts_t opts;
-	char *name;
-	imap_conn_t *conn;
-	imap_parser_t *parser;
-	imap_literal_sink_t sink;
-	bool has_sink;
-	enum client_state state;
-	unsigned gen;            /* bumped on every teardown, to notice it from callbacks */
-
-	struct cmd *cmds;        /* queued and in flight, in tag order */
-	unsigned next_tag;
-
-	uint32_t caps;
-	char *caps_str;
-	bool tls_done;
-	bool preauth;
-	bool warned_plaintext;
-	bool compress_tried;
-
-	/* connect */
-	imap_done_cb connect_done;
-	void *connect_arg;
-	unsigned attempt;
-	unsigned failures;       /* consecutive, for the backoff */
-	double ready_since;
-	bool auth_failed;
-	char *auth_msg;
-
-	imap_untagged_cb untagged;
-	void *untagged_arg;
-	imap_lost_cb lost;
-	void *lost_arg;
-
-	/* idle */
-	struct cmd *idle_cmd;
-	bool idling;
-	bool idle_renew;
-
-	ev_timer timeout_w;      /* no progress for too long */
-	ev_timer backoff_w;
-	ev_timer idle_w;
-	double last_activity;
-	char *bye_text;
-};
 
 static const struct { const char *name; uint32_t bit; } cap_names[] = {
 	{ "IMAP4REV1", IMAP_CAP_IMAP4REV1 }, { "CONDSTORE", IMAP_CAP_CONDSTORE },
@@ -188,9 +79,6 @@ static void conn_error_cb(imap_conn_t *conn, int err, const char *msg, void *arg
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void backoff_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void idle_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void pump(imap_client_t *c);
-static void drop(imap_client_t *c, int result, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void login_next(imap_client_t *c);
 
 static const imap_conn_cbs_t conn_cbs = {
 	.connected_cb = conn_connected_cb,
@@ -200,13 +88,13 @@ static const imap_conn_cbs_t conn_cbs = {
 	.error_cb = conn_error_cb,
 };
 
-static const char *host_of(const imap_client_t *c)
+const char *imap_client_host(const imap_client_t *c)
 {
 	const config_remote_t *r = &c->acct->remote;
 	return r->tunnel ? "the tunnel" : r->host ? r->host : "?";
 }
 
-static int port_of(const imap_client_t *c)
+int imap_client_port(const imap_client_t *c)
 {
 	const config_remote_t *r = &c->acct->remote;
 	if (r->port)
@@ -214,12 +102,12 @@ static int port_of(const imap_client_t *c)
 	return r->tls == CONFIG_TLS_IMPLICIT ? 993 : 143;
 }
 
-static void touch(imap_client_t *c)
+void imap_client_touch(imap_client_t *c)
 {
 	c->last_activity = ev_now(c->loop);
 }
 
-static struct part *add_part(struct cmd *cmd, enum part_kind kind, enum trace_kind tr)
+struct part *imap_cmd_add_part(struct cmd *cmd, enum part_kind kind, enum trace_kind tr)
 {
 	if (cmd->n_parts == cmd->cap_parts) {
 		cmd->cap_parts = cmd->cap_parts ? cmd->cap_parts * 2 : 4;
@@ -233,9 +121,9 @@ static struct part *add_part(struct cmd *cmd, enum part_kind kind, enum trace_ki
 	return p;
 }
 
-static void add_data(struct cmd *cmd, const char *data, size_t len, enum trace_kind tr)
+void imap_cmd_add_data(struct cmd *cmd, const char *data, size_t len, enum trace_kind tr)
 {
-	struct part *p = add_part(cmd, PART_DATA, tr);
+	struct part *p = imap_cmd_add_part(cmd, PART_DATA, tr);
 	p->data = xmalloc(len + 1);
 	memcpy(p->data, data, len);
 	p->data[len] = '\0';
@@ -256,14 +144,14 @@ static void cmd_free(struct cmd *cmd)
 	free(cmd);
 }
 
-static struct cmd *cmd_new(imap_client_t *c)
+struct cmd *imap_cmd_new(imap_client_t *c)
 {
 	struct cmd *cmd = xcalloc(1, sizeof(*cmd));
 	snprintf(cmd->tag, sizeof(cmd->tag), "A%u", ++c->next_tag);
 	return cmd;
 }
 
-static void cmd_enqueue(imap_client_t *c, struct cmd *cmd)
+void imap_cmd_enqueue(imap_client_t *c, struct cmd *cmd)
 {
 	struct cmd **pp = &c->cmds;
 	while (*pp)
@@ -272,11 +160,11 @@ static void cmd_enqueue(imap_client_t *c, struct cmd *cmd)
 	if (c->idling && cmd != c->idle_cmd)
 		imap_client_idle_done(c);
 	if (!ev_is_active(&c->timeout_w)) {
-		touch(c);
+		imap_client_touch(c);
 		ev_timer_set(&c->timeout_w, c->opts.cmd_timeout, 0.);
 		ev_timer_start(c->loop, &c->timeout_w);
 	}
-	pump(c);
+	imap_client_pump(c);
 }
 
 static void cmd_unlink(imap_client_t *c, struct cmd *cmd)
@@ -290,120 +178,11 @@ static void cmd_unlink(imap_client_t *c, struct cmd *cmd)
 	}
 }
 
-/* ---- quoting -------------------------------------------------------------
- * Until lib/imap_lex.h offers these, the client carries the three small
- * pieces of IMAP lexical syntax it needs to build commands. */
-
-/* True when s can go out as a quoted string: 7-bit, no CR/LF/NUL. */
-static bool imap_lex_quotable(const char *s, size_t n)
-{
-	if (n > 1024)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch == 0 || ch == '\r' || ch == '\n' || ch >= 0x80)
-			return false;
-	}
-	return true;
-}
-
-static void imap_lex_quote(buf_t *b, const char *s, size_t n)
-{
-	buf_append(b, "\"", 1);
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '"' || s[i] == '\\')
-			buf_append(b, "\\", 1);
-		buf_append(b, s + i, 1);
-	}
-	buf_append(b, "\"", 1);
-}
-
-/* Modified UTF-7 (RFC 3501 5.1.3) of a UTF-8 mailbox name; new string.
- * Invalid UTF-8 bytes are passed through as U+FFFD. */
-static char *imap_lex_mailbox_encode(const char *in)
-{
-	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
-	buf_t b = BUF_INIT;
-	const unsigned char *s = (const unsigned char *)in;
-	uint32_t bits = 0;
-	int nbits = 0;
-	bool in_b64 = false;
-
-	while (*s) {
-		uint32_t cp;
-		int len = 1;
-		if (*s < 0x80) {
-			cp = *s;
-		} else if ((*s & 0xe0) == 0xc0 && (s[1] & 0xc0) == 0x80) {
-			cp = (uint32_t)(*s & 0x1f) << 6 | (s[1] & 0x3f);
-			len = 2;
-		} else if ((*s & 0xf0) == 0xe0 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80) {
-			cp = (uint32_t)(*s & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f);
-			len = 3;
-		} else if ((*s & 0xf8) == 0xf0 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80 &&
-			   (s[3] & 0xc0) == 0x80) {
-			cp = (uint32_t)(*s & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
-			     (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
-			len = 4;
-		} else {
-			cp = 0xfffd;
-		}
-		s += len;
-		if (cp >= 0x20 && cp < 0x7f) {
-			if (in_b64) {
-				if (nbits > 0)
-					buf_append(&b, &b64[(bits << (6 - nbits)) & 0x3f], 1);
-				buf_append(&b, "-", 1);
-				in_b64 = false;
-				nbits = 0;
-				bits = 0;
-			}
-			char ch = (char)cp;
-			if (cp == '&')
-				buf_append(&b, "&-", 2);
-			else
-				buf_append(&b, &ch, 1);
-			continue;
-		}
-		if (!in_b64) {
-			buf_append(&b, "&", 1);
-			in_b64 = true;
-		}
-		uint16_t units[2];
-		int nu = 1;
-		if (cp >= 0x10000) {
-			cp -= 0x10000;
-			units[0] = (uint16_t)(0xd800 | (cp >> 10));
-			units[1] = (uint16_t)(0xdc00 | (cp & 0x3ff));
-			nu = 2;
-		} else {
-			units[0] = (uint16_t)cp;
-		}
-		for (int u = 0; u < nu; u++) {
-			bits = bits << 16 | units[u];
-			nbits += 16;
-			while (nbits >= 6) {
-				nbits -= 6;
-				buf_append(&b, &b64[(bits >> nbits) & 0x3f], 1);
-			}
-			bits &= (1u << nbits) - 1;
-		}
-	}
-	if (in_b64) {
-		if (nbits > 0)
-			buf_append(&b, &b64[(bits << (6 - nbits)) & 0x3f], 1);
-		buf_append(&b, "-", 1);
-	}
-	char *out = xstrdup(b.data ? buf_cstr(&b) : "");
-	buf_free(&b);
-	return out;
-}
-
 /* ---- command text building ---------------------------------------------- */
 
 /* How to trace a text part: the first is the command line; later ones
  * (after a literal) are secret when the literals are. */
-static enum trace_kind text_trace(const struct cmd *cmd, enum trace_kind lit_tr)
+enum trace_kind imap_cmd_text_trace(const struct cmd *cmd, enum trace_kind lit_tr)
 {
 	if (cmd->n_parts == 0)
 		return TR_LINE;
@@ -412,25 +191,25 @@ static enum trace_kind text_trace(const struct cmd *cmd, enum trace_kind lit_tr)
 
 /* Append s as a string argument: quoted when it can be, else as a literal
  * (a new part; LITERAL+ where offered, else a wait for "+"). */
-static void put_string(imap_client_t *c, struct cmd *cmd, buf_t *text, const char *s, size_t n,
+void imap_cmd_put_string(imap_client_t *c, struct cmd *cmd, buf_t *text, const char *s, size_t n,
 		       enum trace_kind lit_tr)
 {
-	if (imap_lex_quotable(s, n)) {
-		imap_lex_quote(text, s, n);
+	if (imap_lex_string_form(s, n, false) == IMAP_LEX_QUOTED) {
+		imap_lex_write_string(text, s, n, 0);
 		return;
 	}
 	bool plus = (c->caps & IMAP_CAP_LITERAL_PLUS) ||
 		    ((c->caps & IMAP_CAP_LITERAL_MINUS) && n <= 4096);
 	buf_printf(text, "{%zu%s}\r\n", n, plus ? "+" : "");
-	add_data(cmd, buf_head(text), buf_avail(text), text_trace(cmd, lit_tr));
+	imap_cmd_add_data(cmd, buf_head(text), buf_avail(text), imap_cmd_text_trace(cmd, lit_tr));
 	buf_reset(text);
 	if (!plus)
-		add_part(cmd, PART_WAIT_CONT, TR_LINE);
-	add_data(cmd, s, n, lit_tr == TR_SECRET ? TR_SECRET : TR_LITERAL);
+		imap_cmd_add_part(cmd, PART_WAIT_CONT, TR_LINE);
+	imap_cmd_add_data(cmd, s, n, lit_tr == TR_SECRET ? TR_SECRET : TR_LITERAL);
 }
 
 /* Build cmd's parts from "tag " + fmt. Returns 0 or -1 on a bad format. */
-static int build_cmd(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, const char *fmt,
+int imap_cmd_build(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, const char *fmt,
 		     va_list ap)
 {
 	buf_t text = BUF_INIT;
@@ -450,12 +229,15 @@ static int build_cmd(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, 
 		case '%': buf_append(&text, "%", 1); break;
 		case 'q': {
 			const char *s = va_arg(ap, const char *);
-			put_string(c, cmd, &text, s, strlen(s), lit_tr);
+			imap_cmd_put_string(c, cmd, &text, s, strlen(s), lit_tr);
 			break;
 		}
 		case 'm': {
-			char *enc = imap_lex_mailbox_encode(va_arg(ap, const char *));
-			put_string(c, cmd, &text, enc, strlen(enc), lit_tr);
+			const char *mb = va_arg(ap, const char *);
+			char *enc = NULL;
+			if (imap_mutf7_encode(mb, strlen(mb), &enc) < 0)
+				goto out; /* not UTF-8 */
+			imap_cmd_put_string(c, cmd, &text, enc, strlen(enc), lit_tr);
 			free(enc);
 			break;
 		}
@@ -464,7 +246,7 @@ static int build_cmd(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, 
 		}
 	}
 	buf_puts(&text, "\r\n");
-	add_data(cmd, buf_head(&text), buf_avail(&text), text_trace(cmd, lit_tr));
+	imap_cmd_add_data(cmd, buf_head(&text), buf_avail(&text), imap_cmd_text_trace(cmd, lit_tr));
 	/* The command word, for messages ("SELECT", "UID FETCH" is "UID"). */
 	size_t w = strcspn(fmt, " ");
 	snprintf(cmd->name, sizeof(cmd->name), "%.*s", (int)(w < 23 ? w : 23), fmt);
@@ -472,6 +254,28 @@ static int build_cmd(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, 
 out:
 	buf_free(&text);
 	return rc;
+}
+
+void imap_client_set_caps(imap_client_t *c, const imap_item_t *items)
+{
+	buf_t b = BUF_INIT;
+	c->caps = 0;
+	for (const imap_item_t *it = items; it; it = it->next) {
+		if (it->type != IMAP_ITEM_ATOM && it->type != IMAP_ITEM_NUMBER)
+			continue;
+		if (buf_avail(&b))
+			buf_puts(&b, " ");
+		for (const char *s = it->str; *s; s++) {
+			char ch = (char)(*s >= 'a' && *s <= 'z' ? *s - 32 : *s);
+			buf_append(&b, &ch, 1);
+		}
+		for (size_t i = 0; i < IB_ARRAY_LEN(cap_names); i++)
+			if (strcasecmp(it->str, cap_names[i].name) == 0)
+				c->caps |= cap_names[i].bit;
+	}
+	free(c->caps_str);
+	c->caps_str = xstrdup(buf_avail(&b) ? buf_cstr(&b) : "");
+	buf_free(&b);
 }
 
 /* ---- tracing ------------------------------------------------------------- */
@@ -503,10 +307,11 @@ static void render_items(buf_t *b, const imap_item_t *it, bool in_list)
 			buf_puts(b, "NIL");
 			break;
 		case IMAP_ITEM_STRING:
-			if (it->literal || it->len > 200)
+			if (it->literal || !it->str || it->len > 200 ||
+			    imap_lex_string_form(it->str, it->len, false) != IMAP_LEX_QUOTED)
 				buf_printf(b, "{%zu bytes}", it->len);
 			else
-				imap_lex_quote(b, it->str, it->len);
+				imap_lex_write_string(b, it->str, it->len, 0);
 			break;
 		case IMAP_ITEM_LIST:
 			buf_puts(b, "(");
@@ -565,7 +370,7 @@ static void trace_server(imap_client_t *c, const imap_resp_t *r)
 /* ---- sending ------------------------------------------------------------- */
 
 /* Send what can be sent, in order, until a command must wait. */
-static void pump(imap_client_t *c)
+void imap_client_pump(imap_client_t *c)
 {
 	unsigned gen = c->gen;
 
@@ -582,7 +387,7 @@ static void pump(imap_client_t *c)
 				if (gen != c->gen)
 					return;
 				cmd->cur++;
-				touch(c);
+				imap_client_touch(c);
 				break;
 			case PART_FD: {
 				char chunk[65536];
@@ -594,7 +399,7 @@ static void pump(imap_client_t *c)
 					if (n <= 0) {
 						/* The message is cut short: the server would wait for
 						 * the rest, and the stream cannot be repaired. */
-						drop(c, IMAP_R_CONN, "acct=%s: cannot read the message to upload (%s); reconnecting",
+						imap_client_drop(c, IMAP_R_CONN, "acct=%s: cannot read the message to upload (%s); reconnecting",
 						     c->name, n < 0 ? strerror(errno) : "file shorter than announced");
 						return;
 					}
@@ -602,7 +407,7 @@ static void pump(imap_client_t *c)
 					if (gen != c->gen)
 						return;
 					cmd->fd_sent += (uint64_t)n;
-					touch(c);
+					imap_client_touch(c);
 				}
 				if (cmd->fd_sent < p->size)
 					return; /* conn_drain_cb resumes */
@@ -626,7 +431,7 @@ static void pump(imap_client_t *c)
 				if (gen != c->gen)
 					return;
 				cmd->cur++;
-				touch(c);
+				imap_client_touch(c);
 				break;
 			}
 		}
@@ -635,7 +440,7 @@ static void pump(imap_client_t *c)
 
 static void conn_drain_cb(imap_conn_t *conn, void *arg)
 {
-	pump(arg);
+	imap_client_pump(arg);
 }
 
 /* ---- completion ---------------------------------------------------------- */
@@ -716,7 +521,7 @@ static void teardown(imap_client_t *c)
 static void attempt(imap_client_t *c);
 
 /* Finish a connect() call. */
-static void connect_finish(imap_client_t *c, int result, const char *msg)
+void imap_client_connect_finish(imap_client_t *c, int result, const char *msg)
 {
 	imap_done_cb done = c->connect_done;
 	void *arg = c->connect_arg;
@@ -729,7 +534,7 @@ static void connect_finish(imap_client_t *c, int result, const char *msg)
 /* The connection is gone (or never came up): clean up and tell whoever
  * waits. For IMAP_R_CONN during connect(), retry with backoff while
  * attempts remain. */
-static void drop(imap_client_t *c, int result, const char *fmt, ...)
+void imap_client_drop(imap_client_t *c, int result, const char *fmt, ...)
 {
 	char msg[1536];
 	va_list ap;
@@ -769,288 +574,30 @@ static void drop(imap_client_t *c, int result, const char *fmt, ...)
 			}
 			return;
 		}
-		connect_finish(c, result, msg);
+		imap_client_connect_finish(c, result, msg);
 		return;
 	}
 	if (was_ready && c->lost)
 		c->lost(c, result, msg, c->lost_arg);
 }
 
-/* ---- login sequence ------------------------------------------------------ */
-
-static void send_internal(imap_client_t *c, internal_fn fn, unsigned flags, enum trace_kind lit_tr,
-			  const char *fmt, ...)
-{
-	struct cmd *cmd = cmd_new(c);
-	va_list ap;
-	cmd->internal = fn;
-	cmd->flags = flags;
-	va_start(ap, fmt);
-	build_cmd(c, cmd, lit_tr, fmt, ap);
-	va_end(ap);
-	cmd_enqueue(c, cmd);
-}
-
-static void set_caps(imap_client_t *c, const imap_item_t *items)
-{
-	buf_t b = BUF_INIT;
-	c->caps = 0;
-	for (const imap_item_t *it = items; it; it = it->next) {
-		if (it->type != IMAP_ITEM_ATOM && it->type != IMAP_ITEM_NUMBER)
-			continue;
-		if (buf_avail(&b))
-			buf_puts(&b, " ");
-		for (const char *s = it->str; *s; s++) {
-			char ch = (char)(*s >= 'a' && *s <= 'z' ? *s - 32 : *s);
-			buf_append(&b, &ch, 1);
-		}
-		for (size_t i = 0; i < IB_ARRAY_LEN(cap_names); i++)
-			if (strcasecmp(it->str, cap_names[i].name) == 0)
-				c->caps |= cap_names[i].bit;
-	}
-	free(c->caps_str);
-	c->caps_str = xstrdup(buf_avail(&b) ? buf_cstr(&b) : "");
-	buf_free(&b);
-}
-
-static bool status_ok(const imap_resp_t *r)
-{
-	return r && r->status == IMAP_STATUS_OK;
-}
-
-static void capability_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r)
-{
-	if (!status_ok(r)) {
-		drop(c, IMAP_R_CONN, "acct=%s: %s refused CAPABILITY (%s); is this an IMAP server?",
-		     c->name, host_of(c), r && r->text ? r->text : "");
-		return;
-	}
-	login_next(c);
-}
-
-static void starttls_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r)
-{
-	if (!status_ok(r)) {
-		drop(c, IMAP_R_TLS, "acct=%s: %s refused STARTTLS (%s); use tls = \"implicit\" on port 993 if it offers that",
-		     c->name, host_of(c), r && r->text ? r->text : "");
-		return;
-	}
-	const config_remote_t *rm = &c->acct->remote;
-	imap_tls_opts_t o = { rm->host, port_of(c), rm->ca_file, rm->fingerprint };
-	/* Whatever the server sent before TLS is forgotten, capabilities too. */
-	c->caps = 0;
-	imap_conn_start_tls(c->conn, &o, c->opts.connect_timeout);
-}
-
 static void conn_tls_done_cb(imap_conn_t *conn, void *arg)
 {
 	imap_client_t *c = arg;
 	c->tls_done = true;
-	touch(c);
-	login_next(c);
+	imap_client_touch(c);
+	imap_login_next(c);
 }
 
-static void compress_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r)
-{
-	/* A refusal is harmless: go on uncompressed. */
-	if (status_ok(r) && imap_conn_start_compress(c->conn) < 0) {
-		drop(c, IMAP_R_CONN, "acct=%s: cannot start compression; reconnecting", c->name);
-		return;
-	}
-	login_next(c);
-}
-
-static void auth_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r)
-{
-	const config_remote_t *rm = &c->acct->remote;
-	if (!status_ok(r)) {
-		char code[128] = "";
-		if (r && r->code)
-			snprintf(code, sizeof(code), "[%s] ", r->code);
-		drop(c, IMAP_R_AUTH, "acct=%s: login as %s rejected by %s: %s%s; check remote.password%s",
-		     c->name, rm->user ? rm->user : "?", host_of(c), code, r && r->text ? r->text : "",
-		     rm->password_file ? "_file" : rm->password_command ? "_command" : "");
-		return;
-	}
-	c->preauth = true; /* authenticated from here on */
-	if (r->code && strcmp(r->code, "CAPABILITY") == 0)
-		set_caps(c, r->code_args);
-	else
-		c->caps = 0;
-	login_next(c);
-}
-
-/* AUTHENTICATE continuations: answer the challenge, or cancel with "*". */
-static void auth_cont(imap_client_t *c, struct cmd *cmd, const char *text)
-{
-	const config_remote_t *rm = &c->acct->remote;
-	char *resp = NULL;
-	int step = cmd->auth_step++;
-
-	/* One answer per exchange; a second challenge is not part of PLAIN or
-	 * CRAM-MD5, so it is cancelled with "*" and the server says NO. */
-	if (step == 0 && cmd->secret) {
-		if (strcmp(cmd->name, "PLAIN") == 0)
-			resp = imap_auth_plain(rm->user ? rm->user : "", cmd->secret);
-		else
-			resp = imap_auth_cram_md5(rm->user ? rm->user : "", cmd->secret, text);
-	}
-	password_free(cmd->secret);
-	cmd->secret = NULL;
-	struct part *p = add_part(cmd, PART_DATA, TR_SECRET);
-	p->data = xasprintf("%s\r\n", resp ? resp : "*");
-	p->len = strlen(p->data);
-	imap_auth_wipe(resp);
-	pump(c);
-}
-
-static void do_auth(imap_client_t *c)
-{
-	const config_remote_t *rm = &c->acct->remote;
-	imap_auth_offer_t offer = {
-		.plain = c->caps & IMAP_CAP_AUTH_PLAIN,
-		.login_mech = c->caps & IMAP_CAP_AUTH_LOGIN,
-		.cram_md5 = c->caps & IMAP_CAP_AUTH_CRAM_MD5,
-		.logindisabled = c->caps & IMAP_CAP_LOGINDISABLED,
-	};
-	enum config_auth mech;
-	char *pw = NULL, *err = NULL;
-	int rc = imap_auth_choose(rm, &offer, &mech);
-
-	if (rc < 0) {
-		drop(c, IMAP_R_AUTH, "acct=%s: cannot log in to %s: %s (it offers: %s); %s", c->name,
-		     host_of(c), imap_auth_strerror(rc), c->caps_str ? c->caps_str : "",
-		     rc == IMAP_AUTH_ERR_LOGINDISABLED && !c->tls_done ? "use tls = \"starttls\" or \"implicit\""
-								       : "adjust remote.auth");
-		return;
-	}
-	if (password_get(rm, &pw, &err) < 0) {
-		drop(c, IMAP_R_AUTH, "acct=%s: no password for %s: %s", c->name, rm->user ? rm->user : "?", err);
-		free(err);
-		return;
-	}
-	if (imap_auth_mech_plaintext(mech) && !imap_conn_is_tls(c->conn) &&
-	    !imap_conn_is_local(c->conn) && !c->warned_plaintext) {
-		/* A warning, not an error: the user chose tls = "none". */
-		c->warned_plaintext = true;
-		log_warn("acct=%s: sending the password to %s unencrypted (%s); set tls = \"starttls\" or \"implicit\"",
-			 c->name, host_of(c), imap_auth_mech_name(mech));
-	}
-	struct cmd *cmd = cmd_new(c);
-	cmd->internal = auth_done;
-	cmd->flags = CMD_AUTH;
-	if (mech == CONFIG_AUTH_LOGIN) {
-		buf_t t = BUF_INIT;
-		buf_printf(&t, "%s LOGIN ", cmd->tag);
-		put_string(c, cmd, &t, rm->user ? rm->user : "", strlen(rm->user ? rm->user : ""), TR_SECRET);
-		buf_puts(&t, " ");
-		put_string(c, cmd, &t, pw, strlen(pw), TR_SECRET);
-		buf_puts(&t, "\r\n");
-		add_data(cmd, buf_head(&t), buf_avail(&t), text_trace(cmd, TR_SECRET));
-		memset(t.data, 0, t.cap);
-		buf_free(&t);
-		snprintf(cmd->name, sizeof(cmd->name), "LOGIN");
-	} else if (mech == CONFIG_AUTH_PLAIN && (c->caps & IMAP_CAP_SASL_IR)) {
-		char *ir = imap_auth_plain(rm->user ? rm->user : "", pw);
-		char *line = xasprintf("%s AUTHENTICATE PLAIN %s\r\n", cmd->tag, ir);
-		add_data(cmd, line, strlen(line), TR_LINE);
-		imap_auth_wipe(ir);
-		imap_auth_wipe(line);
-		cmd->auth_step = 1; /* a further "+" gets "*" */
-		cmd->cont = auth_cont;
-		snprintf(cmd->name, sizeof(cmd->name), "PLAIN");
-	} else {
-		char *line = xasprintf("%s AUTHENTICATE %s\r\n", cmd->tag, imap_auth_mech_name(mech));
-		add_data(cmd, line, strlen(line), TR_LINE);
-		free(line);
-		add_part(cmd, PART_WAIT_CONT, TR_LINE);
-		cmd->cont = auth_cont;
-		snprintf(cmd->name, sizeof(cmd->name), "%s", imap_auth_mech_name(mech));
-		cmd->secret = pw;
-		pw = NULL;
-	}
-	password_free(pw);
-	cmd_enqueue(c, cmd);
-}
-
-static void become_ready(imap_client_t *c)
-{
-	c->state = ST_READY;
-	c->ready_since = ev_now(c->loop);
-	c->attempt = 0;
-	connect_finish(c, IMAP_R_OK, "");
-}
-
-/* Decide the next step of the login sequence from what we know. */
-static void login_next(imap_client_t *c)
-{
-	const config_remote_t *rm = &c->acct->remote;
-
-	c->state = ST_LOGIN;
-	if (!c->caps_str || !c->caps) {
-		send_internal(c, capability_done, 0, TR_LINE, "CAPABILITY");
-		return;
-	}
-	if (!c->preauth) {
-		if (rm->tls == CONFIG_TLS_STARTTLS && !c->tls_done) {
-			if (!(c->caps & IMAP_CAP_STARTTLS)) {
-				drop(c, IMAP_R_TLS,
-				     "acct=%s: %s does not offer STARTTLS, and tls = \"starttls\" forbids going on in plaintext; "
-				     "use tls = \"implicit\" (port 993) if the server has it",
-				     c->name, host_of(c));
-				return;
-			}
-			send_internal(c, starttls_done, 0, TR_LINE, "STARTTLS");
-			return;
-		}
-		do_auth(c);
-		return;
-	}
-	if (c->opts.compress && (c->caps & IMAP_CAP_COMPRESS_DEFLATE) && !c->compress_tried) {
-		/* Ask once per connection, so a refusal does not loop. */
-		c->compress_tried = true;
-		send_internal(c, compress_done, 0, TR_LINE, "COMPRESS DEFLATE");
-		return;
-	}
-	become_ready(c);
-}
 
 /* ---- input --------------------------------------------------------------- */
-
-static void handle_greeting(imap_client_t *c, const imap_resp_t *r)
-{
-	const config_remote_t *rm = &c->acct->remote;
-
-	if (r->kind != IMAP_RESP_UNTAGGED || (r->status != IMAP_STATUS_OK && r->status != IMAP_STATUS_PREAUTH)) {
-		drop(c, IMAP_R_CONN, "acct=%s: %s did not greet as an IMAP server (%s%s); check host, port and tunnel",
-		     c->name, host_of(c), r->status == IMAP_STATUS_BYE ? "BYE " : "", r->text ? r->text : "");
-		return;
-	}
-	if (r->status == IMAP_STATUS_PREAUTH) {
-		if (!rm->tunnel && rm->tls == CONFIG_TLS_STARTTLS) {
-			drop(c, IMAP_R_TLS, "acct=%s: %s logged us in before STARTTLS (PREAUTH), so the session cannot be "
-			     "encrypted; use tls = \"implicit\" or a tunnel", c->name, host_of(c));
-			return;
-		}
-		c->preauth = true;
-	} else if (rm->tunnel) {
-		/* A tunnel that asks for a login would need the password sent
-		 * through it; the tunnel is there to avoid exactly that. */
-		drop(c, IMAP_R_AUTH, "acct=%s: the tunnel command did not log in (no PREAUTH greeting: %s); "
-		     "check that remote.tunnel runs an IMAP server for the user", c->name, r->text ? r->text : "");
-		return;
-	}
-	if (r->code && strcmp(r->code, "CAPABILITY") == 0)
-		set_caps(c, r->code_args);
-	login_next(c);
-}
 
 static void handle_untagged(imap_client_t *c, const imap_resp_t *r)
 {
 	if (r->name && strcmp(r->name, "CAPABILITY") == 0)
-		set_caps(c, r->args);
+		imap_client_set_caps(c, r->args);
 	else if (r->code && strcmp(r->code, "CAPABILITY") == 0)
-		set_caps(c, r->code_args);
+		imap_client_set_caps(c, r->code_args);
 	if (r->status == IMAP_STATUS_BYE) {
 		free(c->bye_text);
 		c->bye_text = xstrdup(r->text ? r->text : "");
@@ -1084,7 +631,7 @@ static void handle_continue(imap_client_t *c, const imap_resp_t *r)
 				cmd->got_cont = false;
 				cmd->cont(c, cmd, r->text ? r->text : "");
 			}
-			pump(c);
+			imap_client_pump(c);
 			return;
 		}
 		if (cmd->cur < cmd->n_parts)
@@ -1094,7 +641,7 @@ static void handle_continue(imap_client_t *c, const imap_resp_t *r)
 			return;
 		}
 	}
-	drop(c, IMAP_R_CONN, "acct=%s: %s sent a continuation nobody asked for; reconnecting", c->name, host_of(c));
+	imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s sent a continuation nobody asked for; reconnecting", c->name, imap_client_host(c));
 }
 
 static void handle_tagged(imap_client_t *c, const imap_resp_t *r)
@@ -1103,18 +650,18 @@ static void handle_tagged(imap_client_t *c, const imap_resp_t *r)
 	while (cmd && strcmp(cmd->tag, r->tag) != 0)
 		cmd = cmd->next;
 	if (!cmd) {
-		drop(c, IMAP_R_CONN, "acct=%s: %s answered a command never sent (tag %s); reconnecting",
-		     c->name, host_of(c), r->tag);
+		imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s answered a command never sent (tag %s); reconnecting",
+		     c->name, imap_client_host(c), r->tag);
 		return;
 	}
 	if (r->code && strcmp(r->code, "CAPABILITY") == 0)
-		set_caps(c, r->code_args);
+		imap_client_set_caps(c, r->code_args);
 	cmd_unlink(c, cmd);
 	if ((cmd->flags & CMD_IDLE) && c->idle_cmd == cmd) {
 		c->idle_cmd = NULL;
 		c->idling = false;
 		ev_timer_stop(c->loop, &c->idle_w);
-		if (c->idle_renew && status_ok(r) && c->cmds == NULL) {
+		if (c->idle_renew && imap_resp_ok(r) && c->cmds == NULL) {
 			/* Renewal: the same IDLE again, invisible to the caller. */
 			c->idle_renew = false;
 			imap_client_idle(c, cmd->done, cmd->untagged, cmd->arg);
@@ -1140,7 +687,7 @@ static void conn_read_cb(imap_conn_t *conn, const char *data, size_t len, void *
 	imap_client_t *c = arg;
 	unsigned gen = c->gen;
 
-	touch(c);
+	imap_client_touch(c);
 	while (len > 0) {
 		imap_resp_t *r = NULL;
 		size_t used = 0;
@@ -1149,8 +696,8 @@ static void conn_read_cb(imap_conn_t *conn, const char *data, size_t len, void *
 		data += used;
 		len -= used;
 		if (rc == IMAP_PARSE_BAD) {
-			drop(c, IMAP_R_CONN, "acct=%s: %s sent a malformed response (%s); reconnecting",
-			     c->name, host_of(c), imap_parser_error(c->parser));
+			imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s sent a malformed response (%s); reconnecting",
+			     c->name, imap_client_host(c), imap_parser_error(c->parser));
 			return;
 		}
 		if (rc == IMAP_PARSE_MORE)
@@ -1158,7 +705,7 @@ static void conn_read_cb(imap_conn_t *conn, const char *data, size_t len, void *
 		trace_server(c, r);
 		bool tls_or_compress_pending = false;
 		if (before == ST_GREETING) {
-			handle_greeting(c, r);
+			imap_login_greeting(c, r);
 		} else if (r->kind == IMAP_RESP_UNTAGGED) {
 			handle_untagged(c, r);
 		} else if (r->kind == IMAP_RESP_CONTINUE) {
@@ -1175,8 +722,8 @@ static void conn_read_cb(imap_conn_t *conn, const char *data, size_t len, void *
 			/* Bytes after the OK were sent before the switch: in the
 			 * clear where encryption was promised (an injection), or
 			 * outside the compressed stream. Refuse them. */
-			drop(c, IMAP_R_CONN, "acct=%s: %s sent data right after switching the stream; reconnecting",
-			     c->name, host_of(c));
+			imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s sent data right after switching the stream; reconnecting",
+			     c->name, imap_client_host(c));
 			return;
 		}
 	}
@@ -1190,7 +737,7 @@ static void conn_connected_cb(imap_conn_t *conn, void *arg)
 	c->state = ST_GREETING;
 	if (c->acct->remote.tls == CONFIG_TLS_IMPLICIT && !c->acct->remote.tunnel)
 		c->tls_done = true;
-	touch(c);
+	imap_client_touch(c);
 	ev_timer_stop(c->loop, &c->timeout_w);
 	ev_timer_set(&c->timeout_w, c->opts.connect_timeout, 0.);
 	ev_timer_start(c->loop, &c->timeout_w);
@@ -1202,10 +749,20 @@ static void conn_error_cb(imap_conn_t *conn, int err, const char *msg, void *arg
 	int result = IMAP_R_CONN;
 	if (err == IMAP_CONN_ERR_UNTRUSTED || err == IMAP_CONN_ERR_CONFIG)
 		result = IMAP_R_TLS;
+	/* Say what was going on: "while waiting for FETCH" tells a user (and a
+	 * bug report) more than the bare fact. */
+	char during[64] = "";
+	for (struct cmd *cmd = c->cmds; cmd; cmd = cmd->next) {
+		if (cmd->started && !(cmd->flags & CMD_IDLE)) {
+			snprintf(during, sizeof(during), " while waiting for %s", cmd->name);
+			break;
+		}
+	}
 	if (c->bye_text && err == IMAP_CONN_ERR_CLOSED)
-		drop(c, result, "acct=%s: %s closed the connection (BYE %s)", c->name, host_of(c), c->bye_text);
+		imap_client_drop(c, result, "acct=%s: %s closed the connection%s (BYE %s)", c->name, imap_client_host(c), during,
+		     c->bye_text);
 	else
-		drop(c, result, "acct=%s: %s", c->name, msg);
+		imap_client_drop(c, result, "acct=%s: %s%s", c->name, msg, err == IMAP_CONN_ERR_CLOSED ? during : "");
 }
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1230,7 +787,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	if (c->state == ST_CONNECTING)
 		return; /* imap_conn has its own timer for this phase */
-	drop(c, IMAP_R_CONN, "acct=%s: %s did not answer for %.0f s%s; reconnecting", c->name, host_of(c),
+	imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s did not answer for %.0f s%s; reconnecting", c->name, imap_client_host(c),
 	     limit, connecting ? " while logging in" : "");
 }
 
@@ -1246,20 +803,20 @@ static void attempt(imap_client_t *c)
 	if (c->parser)
 		imap_parser_free(c->parser);
 	c->parser = imap_parser_new(NULL, c->has_sink ? &c->sink : NULL);
-	touch(c);
+	imap_client_touch(c);
 	ev_timer_stop(c->loop, &c->timeout_w);
 	ev_timer_set(&c->timeout_w, c->opts.connect_timeout + 1, 0.);
 	ev_timer_start(c->loop, &c->timeout_w);
 	if (rm->tunnel) {
 		rc = imap_conn_connect_tunnel(c->conn, rm->tunnel);
 	} else {
-		imap_tls_opts_t o = { rm->host, port_of(c), rm->ca_file, rm->fingerprint };
-		rc = imap_conn_connect_tcp(c->conn, rm->host ? rm->host : "", port_of(c),
+		imap_tls_opts_t o = { rm->host, imap_client_port(c), rm->ca_file, rm->fingerprint };
+		rc = imap_conn_connect_tcp(c->conn, rm->host ? rm->host : "", imap_client_port(c),
 					   rm->tls == CONFIG_TLS_IMPLICIT ? &o : NULL, c->opts.connect_timeout);
 	}
 	if (rc < 0) {
 		c->state = ST_CONNECTING;
-		drop(c, IMAP_R_CONN, "acct=%s: %s", c->name, imap_conn_errmsg(c->conn));
+		imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s", c->name, imap_conn_errmsg(c->conn));
 	}
 }
 
@@ -1300,7 +857,7 @@ void imap_client_close(imap_client_t *c)
 	c->state = ST_DOWN;
 	fail_all(c, IMAP_R_CANCELLED, "cancelled");
 	if (connecting)
-		connect_finish(c, IMAP_R_CANCELLED, "cancelled");
+		imap_client_connect_finish(c, IMAP_R_CANCELLED, "cancelled");
 }
 
 void imap_client_free(imap_client_t *c)
@@ -1457,18 +1014,18 @@ static int vcmd(imap_client_t *c, imap_done_cb done, imap_untagged_cb untagged, 
 {
 	if (c->state != ST_READY)
 		return not_ready(c, done, NULL, arg);
-	struct cmd *cmd = cmd_new(c);
+	struct cmd *cmd = imap_cmd_new(c);
 	cmd->done = done;
 	cmd->untagged = untagged;
 	cmd->arg = arg;
-	if (build_cmd(c, cmd, TR_LITERAL, fmt, ap) < 0) {
+	if (imap_cmd_build(c, cmd, TR_LITERAL, fmt, ap) < 0) {
 		cmd_free(cmd);
-		imap_done_t d = { .result = IMAP_R_BAD, .status = IMAP_STATUS_NONE, .text = "bad command format" };
+		imap_done_t d = { .result = IMAP_R_BAD, .status = IMAP_STATUS_NONE, .text = "bad command: unknown % conversion, or a mailbox name that is not UTF-8" };
 		if (done)
 			done(c, &d, arg);
 		return IMAP_R_BAD;
 	}
-	cmd_enqueue(c, cmd);
+	imap_cmd_enqueue(c, cmd);
 	return 0;
 }
 
@@ -1504,38 +1061,45 @@ static int append_common(imap_client_t *c, const char *mailbox, const char *flag
 {
 	if (c->state != ST_READY)
 		return not_ready(c, NULL, done, arg);
-	struct cmd *cmd = cmd_new(c);
+	char *enc = NULL;
+	if (imap_mutf7_encode(mailbox, strlen(mailbox), &enc) < 0) {
+		imap_append_result_t ar = { .done = { .result = IMAP_R_BAD, .status = IMAP_STATUS_NONE,
+						      .text = "mailbox name is not valid UTF-8" } };
+		if (done)
+			done(c, &ar, arg);
+		return IMAP_R_BAD;
+	}
+	struct cmd *cmd = imap_cmd_new(c);
 	buf_t t = BUF_INIT;
 	uint64_t n = fd >= 0 ? size : len;
-	char *enc = imap_lex_mailbox_encode(mailbox);
 
 	cmd->append_done = done;
 	cmd->arg = arg;
 	snprintf(cmd->name, sizeof(cmd->name), "APPEND");
 	buf_printf(&t, "%s APPEND ", cmd->tag);
-	put_string(c, cmd, &t, enc, strlen(enc), TR_LITERAL);
+	imap_cmd_put_string(c, cmd, &t, enc, strlen(enc), TR_LITERAL);
 	free(enc);
 	if (flags)
 		buf_printf(&t, " %s", flags);
 	if (date) {
 		buf_puts(&t, " ");
-		imap_lex_quote(&t, date, strlen(date));
+		imap_lex_write_string(&t, date, strlen(date), 0);
 	}
 	bool plus = (c->caps & IMAP_CAP_LITERAL_PLUS) || ((c->caps & IMAP_CAP_LITERAL_MINUS) && n <= 4096);
 	buf_printf(&t, " {%llu%s}\r\n", (unsigned long long)n, plus ? "+" : "");
-	add_data(cmd, buf_head(&t), buf_avail(&t), text_trace(cmd, TR_LITERAL));
+	imap_cmd_add_data(cmd, buf_head(&t), buf_avail(&t), imap_cmd_text_trace(cmd, TR_LITERAL));
 	buf_free(&t);
 	if (!plus)
-		add_part(cmd, PART_WAIT_CONT, TR_LINE);
+		imap_cmd_add_part(cmd, PART_WAIT_CONT, TR_LINE);
 	if (fd >= 0) {
-		struct part *p = add_part(cmd, PART_FD, TR_LITERAL);
+		struct part *p = imap_cmd_add_part(cmd, PART_FD, TR_LITERAL);
 		p->fd = fd;
 		p->size = size;
 	} else {
-		add_data(cmd, data, len, TR_LITERAL);
+		imap_cmd_add_data(cmd, data, len, TR_LITERAL);
 	}
-	add_data(cmd, "\r\n", 2, TR_LINE);
-	cmd_enqueue(c, cmd);
+	imap_cmd_add_data(cmd, "\r\n", 2, TR_LINE);
+	imap_cmd_enqueue(c, cmd);
 	return 0;
 }
 
@@ -1573,7 +1137,7 @@ int imap_client_idle(imap_client_t *c, imap_done_cb done, imap_untagged_cb untag
 			done(c, &d, arg);
 		return IMAP_R_BAD;
 	}
-	struct cmd *cmd = cmd_new(c);
+	struct cmd *cmd = imap_cmd_new(c);
 	char line[32];
 	cmd->done = done;
 	cmd->untagged = untagged;
@@ -1581,11 +1145,11 @@ int imap_client_idle(imap_client_t *c, imap_done_cb done, imap_untagged_cb untag
 	cmd->flags = CMD_IDLE;
 	snprintf(cmd->name, sizeof(cmd->name), "IDLE");
 	snprintf(line, sizeof(line), "%s IDLE\r\n", cmd->tag);
-	add_data(cmd, line, strlen(line), TR_LINE);
-	add_part(cmd, PART_WAIT_CONT, TR_LINE);
-	add_part(cmd, PART_WAIT_DONE, TR_LINE);
+	imap_cmd_add_data(cmd, line, strlen(line), TR_LINE);
+	imap_cmd_add_part(cmd, PART_WAIT_CONT, TR_LINE);
+	imap_cmd_add_part(cmd, PART_WAIT_DONE, TR_LINE);
 	c->idle_cmd = cmd;
-	cmd_enqueue(c, cmd);
+	imap_cmd_enqueue(c, cmd);
 	return 0;
 }
 
@@ -1595,12 +1159,12 @@ void imap_client_idle_done(imap_client_t *c)
 		return;
 	c->idle_cmd->done_req = true;
 	ev_timer_stop(c->loop, &c->idle_w);
-	touch(c);
+	imap_client_touch(c);
 	if (!ev_is_active(&c->timeout_w)) {
 		ev_timer_set(&c->timeout_w, c->opts.cmd_timeout, 0.);
 		ev_timer_start(c->loop, &c->timeout_w);
 	}
-	pump(c);
+	imap_client_pump(c);
 }
 
 static void idle_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
