@@ -21,6 +21,7 @@
 #include "sync/maildir.h"
 #include "sync/maildir_name.h"
 #include "sync/maildir_scan.h"
+#include "sync/maildir_sync.h"
 #include "testutil.h"
 
 static store_t *st;
@@ -469,6 +470,79 @@ static void test_vanished(uint32_t inbox, uint32_t lists)
 	free(dir);
 }
 
+static maildir_sync_result_t g_round;
+static bool g_round_done;
+
+static void round_cb(const maildir_sync_result_t *res, void *ctx)
+{
+	g_round = *res;
+	g_round_done = true;
+}
+
+static void test_account_round(const char *tmp)
+{
+	/* A mail reader creates a folder with one message in it. */
+	char *d = xasprintf("%s/Projects/x", root);
+	const char *subs[] = { "cur", "new", "tmp" };
+	for (int i = 0; i < 3; i++) {
+		char *p = xasprintf("%s/%s", d, subs[i]);
+		CHECK_EQ_INT(ib_mkdirs(p, 0700), 0);
+		free(p);
+	}
+	char *f = xasprintf("%s/new/1700000002.M3P3.mta", d);
+	write_file(f, "From: x@example.org\r\nSubject: project\r\n\r\nplan\r\n");
+	free(f);
+
+	config_account_t acct;
+	memset(&acct, 0, sizeof(acct));
+	acct.name = "home";
+	acct.maildir_path = root;
+	acct.maildir_sep = "/";
+	acct.max_deletion_ratio = 0.5;
+	config_t cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.accounts = &acct;
+	cfg.n_accounts = 1;
+	cfg.mbnames.enabled = true;
+	cfg.mbnames.filename = xasprintf("%s/mailboxes", tmp);
+	cfg.mbnames.header = "mailboxes ";
+	cfg.mbnames.peritem = "+%(accountname)s/%(foldername)s";
+	cfg.mbnames.sep = " ";
+	cfg.mbnames.footer = "\n";
+
+	g_round_done = false;
+	maildir_sync_account(NULL, st, &cfg, &acct, g_acct, round_cb, NULL);
+	CHECK(g_round_done);
+	CHECK_EQ_INT(g_round.folders, 3);
+	CHECK_EQ_INT(g_round.failed, 0);
+	CHECK_EQ_INT(g_round.held, 0);
+	CHECK_EQ_INT(g_round.downloaded, 1);
+
+	store_txn_t *txn;
+	store_folder_t sf;
+	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	CHECK_EQ_INT(store_folder_find(txn, g_acct, "Projects/x", &sf), 0);
+	store_txn_abort(txn);
+	CHECK_EQ_INT(store_count(sf.id).n, 1);
+
+	FILE *fp = fopen(cfg.mbnames.filename, "r");
+	char line[512] = "";
+	CHECK(fp != NULL);
+	if (fp) {
+		CHECK(fgets(line, sizeof(line), fp) != NULL);
+		fclose(fp);
+	}
+	CHECK(strcmp(line, "mailboxes +home/INBOX +home/Lists/foo +home/Projects/x\n") == 0);
+
+	/* A second round changes nothing. */
+	g_round_done = false;
+	maildir_sync_account(NULL, st, &cfg, &acct, g_acct, round_cb, NULL);
+	CHECK(g_round_done);
+	CHECK_EQ_INT(g_round.downloaded + g_round.uploaded + g_round.deleted + g_round.flags, 0);
+	free(cfg.mbnames.filename);
+	free(d);
+}
+
 int main(void)
 {
 	log_setup("test_maildir_replica", LOG_UI_BASIC, false);
@@ -494,6 +568,7 @@ int main(void)
 	test_move(inbox, lists);
 	test_mass_deletion_and_recover(lists);
 	test_vanished(inbox, lists);
+	test_account_round(tmp);
 
 	size_t nprob = 0;
 	CHECK_EQ_INT(store_check(st, NULL, NULL, &nprob), 0);
