@@ -439,16 +439,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 		if (n <= 0) {
-			if (c->busy) {
-				/* The answer is still coming: free the client then. */
-				ev_io_stop(loop, &c->read_w);
-				ev_io_stop(loop, &c->write_w);
-				close(c->fd);
-				c->fd = -1;
-				c->dead = true;
-			} else {
-				client_free(c);
-			}
+			client_free(c);
 			return;
 		}
 		buf_commit(&c->in, (size_t)n);
@@ -474,29 +465,24 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void client_free(ctl_client_t *c)
 {
-	if (c->busy && !c->dead) {
-		/* An answer is pending: keep the struct until it arrives. */
-		if (c->ctl) {
-			ev_io_stop(daemon_loop(c->ctl->d), &c->read_w);
-			ev_io_stop(daemon_loop(c->ctl->d), &c->write_w);
-		}
-		if (c->fd >= 0)
-			close(c->fd);
-		c->fd = -1;
-		c->dead = true;
-		return;
-	}
 	if (c->ctl) {
 		ev_io_stop(daemon_loop(c->ctl->d), &c->read_w);
 		ev_io_stop(daemon_loop(c->ctl->d), &c->write_w);
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	if (c->busy) {
+		/* An answer is pending and will come to this struct: free it
+		 * then (sync_done_cb). */
+		c->dead = true;
+		return;
 	}
 	if (c->pprev) {
 		*c->pprev = c->next;
 		if (c->next)
 			c->next->pprev = c->pprev;
 	}
-	if (c->fd >= 0)
-		close(c->fd);
 	/* The input may have held a password. */
 	if (c->in.data)
 		explicit_bzero(c->in.data, c->in.cap);
