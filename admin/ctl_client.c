@@ -29,7 +29,7 @@ static int send_all(int fd, const char *p, size_t len)
 int ctl_client_request(const char *sock, const char *request, json_t **resp, char *err,
 		       size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	buf_t in = BUF_INIT;
 	int fd = -1, rc = CTL_CLIENT_E_CONNECT;
 
@@ -42,11 +42,15 @@ int ctl_client_request(const char *sock, const char *request, json_t **resp, cha
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (errno == EACCES || errno == EPERM)
-			snprintf(err, errlen, "cannot reach imapbridged at %s: permission denied; run "
-				 "this as the daemon's user or as root", sock);
+			snprintf(err, errlen,
+				 "cannot reach imapbridged at %s: permission denied; run "
+				 "this as the daemon's user or as root",
+				 sock);
 		else
-			snprintf(err, errlen, "cannot reach imapbridged at %s: is it running? start it "
-				 "with `imapbridged -c FILE`", sock);
+			snprintf(err, errlen,
+				 "cannot reach imapbridged at %s: is it running? start it "
+				 "with `imapbridged -c FILE`",
+				 sock);
 		goto out;
 	}
 	rc = CTL_CLIENT_E_IO;
@@ -61,20 +65,25 @@ int ctl_client_request(const char *sock, const char *request, json_t **resp, cha
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			snprintf(err, errlen, "imapbridged at %s closed the connection without an "
-				 "answer; see its log", sock);
+			snprintf(err, errlen,
+				 "imapbridged at %s closed the connection without an "
+				 "answer; see its log",
+				 sock);
 			goto out;
 		}
 		buf_commit(&in, (size_t)n);
 		const char *nl = memchr(buf_head(&in), '\n', buf_avail(&in));
 		if (nl) {
 			rc = CTL_CLIENT_E_PROTO;
-			if (json_parse(buf_head(&in), (size_t)(nl - buf_head(&in)), resp) != JSON_OK ||
+			if (json_parse(buf_head(&in), (size_t)(nl - buf_head(&in)), resp) !=
+				JSON_OK ||
 			    json_type(*resp) != JSON_OBJ) {
 				json_free(*resp);
 				*resp = NULL;
-				snprintf(err, errlen, "imapbridged at %s sent an answer this imapbridge "
-					 "does not understand; are both the same version?", sock);
+				snprintf(err, errlen,
+					 "imapbridged at %s sent an answer this imapbridge "
+					 "does not understand; are both the same version?",
+					 sock);
 				goto out;
 			}
 			rc = CTL_CLIENT_OK;
@@ -82,7 +91,8 @@ int ctl_client_request(const char *sock, const char *request, json_t **resp, cha
 		}
 		if (buf_avail(&in) > 64 * 1024 * 1024) {
 			rc = CTL_CLIENT_E_PROTO;
-			snprintf(err, errlen, "imapbridged at %s sent an answer that is too long", sock);
+			snprintf(err, errlen, "imapbridged at %s sent an answer that is too long",
+				 sock);
 			goto out;
 		}
 	}

@@ -13,9 +13,9 @@
 
 enum ctl_client_err {
 	CTL_CLIENT_OK = 0,
-	CTL_CLIENT_E_CONNECT = -1,  /* nobody listens, or no permission */
-	CTL_CLIENT_E_IO = -2,       /* the connection broke */
-	CTL_CLIENT_E_PROTO = -3,    /* the answer is not what the daemon sends */
+	CTL_CLIENT_E_CONNECT = -1, /* nobody listens, or no permission */
+	CTL_CLIENT_E_IO = -2,	   /* the connection broke */
+	CTL_CLIENT_E_PROTO = -3,   /* the answer is not what the daemon sends */
 };
 
 /*

@@ -25,30 +25,30 @@
 #define EXIT_FAIL 1
 
 static const char usage_text[] =
-	"usage: imapbridge [-c FILE | -S SOCKET] [--json] COMMAND ...\n"
-	"\n"
-	"  account add NAME --host H [--port P] [--tls none|starttls|implicit]\n"
-	"                   --user U (--password-stdin | --password-file F | --password-command CMD)\n"
-	"                   [--maildir PATH]\n"
-	"  account remove NAME [--purge]   stop syncing NAME; --purge also drops its local data\n"
-	"  account list                    the accounts the daemon knows\n"
-	"  passwd NAME                     set NAME's local IMAP password (read from stdin)\n"
-	"  status [NAME]                   per account and folder: state, counts, last sync\n"
-	"  sync [NAME]                     sync now and wait for the result\n"
-	"  folder recover NAME FOLDER      release a folder held for safety\n"
-	"\n"
-	"  -c FILE     the daemon's config, to find its control socket\n"
-	"              (default $IMAPBRIDGE_CONFIG or " DEFAULT_CONFIG ")\n"
-	"  -S SOCKET   the control socket itself (<datadir>/control.sock)\n"
-	"  --json      print the daemon's answer as JSON\n"
-	"\n"
-	"Nothing this program does deletes mail on a remote server.\n";
+    "usage: imapbridge [-c FILE | -S SOCKET] [--json] COMMAND ...\n"
+    "\n"
+    "  account add NAME --host H [--port P] [--tls none|starttls|implicit]\n"
+    "                   --user U (--password-stdin | --password-file F | --password-command CMD)\n"
+    "                   [--maildir PATH]\n"
+    "  account remove NAME [--purge]   stop syncing NAME; --purge also drops its local data\n"
+    "  account list                    the accounts the daemon knows\n"
+    "  passwd NAME                     set NAME's local IMAP password (read from stdin)\n"
+    "  status [NAME]                   per account and folder: state, counts, last sync\n"
+    "  sync [NAME]                     sync now and wait for the result\n"
+    "  folder recover NAME FOLDER      release a folder held for safety\n"
+    "\n"
+    "  -c FILE     the daemon's config, to find its control socket\n"
+    "              (default $IMAPBRIDGE_CONFIG or " DEFAULT_CONFIG ")\n"
+    "  -S SOCKET   the control socket itself (<datadir>/control.sock)\n"
+    "  --json      print the daemon's answer as JSON\n"
+    "\n"
+    "Nothing this program does deletes mail on a remote server.\n";
 
 struct cli {
 	const char *config;
 	const char *socket;
 	bool json;
-	char *args[32];       /* words left after the global options */
+	char *args[32]; /* words left after the global options */
 	int n_args;
 };
 
@@ -78,8 +78,10 @@ static char *find_socket(const struct cli *cli)
 	char *datadir = NULL, *sock = NULL;
 	if (config_read_datadir(path, &datadir, err, sizeof(err)) != CONFIG_OK) {
 		fprintf(stderr, "imapbridge: %s\n", err);
-		fprintf(stderr, "imapbridge: cannot find the control socket through %s; fix it, name "
-			"the daemon's config with -c FILE, or give the socket with -S PATH\n", path);
+		fprintf(stderr,
+			"imapbridge: cannot find the control socket through %s; fix it, name "
+			"the daemon's config with -c FILE, or give the socket with -S PATH\n",
+			path);
 	} else {
 		sock = xasprintf("%s/%s", datadir, CTL_SOCKET_NAME);
 	}
@@ -116,10 +118,18 @@ static int call(const struct cli *cli, const char *request, json_t **resp)
 static void print_json(const json_t *j, buf_t *b)
 {
 	switch (json_type(j)) {
-	case JSON_NULL: buf_puts(b, "null"); break;
-	case JSON_BOOL: buf_puts(b, json_bool(j, false) ? "true" : "false"); break;
-	case JSON_NUM: buf_printf(b, "%.15g", json_num(j, 0)); break;
-	case JSON_STR: json_put_str(b, json_str(j)); break;
+	case JSON_NULL:
+		buf_puts(b, "null");
+		break;
+	case JSON_BOOL:
+		buf_puts(b, json_bool(j, false) ? "true" : "false");
+		break;
+	case JSON_NUM:
+		buf_printf(b, "%.15g", json_num(j, 0));
+		break;
+	case JSON_STR:
+		json_put_str(b, json_str(j));
+		break;
 	case JSON_ARR:
 	case JSON_OBJ: {
 		bool obj = json_type(j) == JSON_OBJ;
@@ -153,10 +163,15 @@ static const char *cell(const json_t *obj, const char *key, char *tmp, size_t tm
 {
 	const json_t *v = json_get(obj, key);
 	switch (json_type(v)) {
-	case JSON_STR: return json_str(v);
-	case JSON_NUM: snprintf(tmp, tmplen, "%g", json_num(v, 0)); return tmp;
-	case JSON_BOOL: return json_bool(v, false) ? "yes" : "no";
-	default: return "-";
+	case JSON_STR:
+		return json_str(v);
+	case JSON_NUM:
+		snprintf(tmp, tmplen, "%g", json_num(v, 0));
+		return tmp;
+	case JSON_BOOL:
+		return json_bool(v, false) ? "yes" : "no";
+	default:
+		return "-";
 	}
 }
 
@@ -164,7 +179,7 @@ static const char *cell(const json_t *obj, const char *key, char *tmp, size_t tm
 static void print_table(const json_t *rows, const char *const *keys, const char *const *heads,
 			size_t ncol)
 {
-	size_t width[16] = { 0 };
+	size_t width[16] = {0};
 	char tmp[64];
 	for (size_t c = 0; c < ncol; c++)
 		width[c] = strlen(heads[c]);
@@ -178,7 +193,8 @@ static void print_table(const json_t *rows, const char *const *keys, const char 
 		printf("%-*s%s", (int)width[c], heads[c], c + 1 < ncol ? "  " : "\n");
 	for (size_t r = 0; r < json_len(rows); r++)
 		for (size_t c = 0; c < ncol; c++)
-			printf("%-*s%s", (int)width[c], cell(json_at(rows, r), keys[c], tmp, sizeof(tmp)),
+			printf("%-*s%s", (int)width[c],
+			       cell(json_at(rows, r), keys[c], tmp, sizeof(tmp)),
 			       c + 1 < ncol ? "  " : "\n");
 }
 
@@ -255,7 +271,8 @@ static int cmd_account_add(struct cli *cli, int argc, char **argv)
 				return usage_error("--port needs a number");
 			port = strtol(argv[++i], &end, 10);
 			if (*end || port < 1 || port > 65535)
-				return usage_error("--port %s: give a port number from 1 to 65535", argv[i]);
+				return usage_error("--port %s: give a port number from 1 to 65535",
+						   argv[i]);
 			continue;
 		} else if (a[0] == '-') {
 			return usage_error("account add: unknown option %s", a);
@@ -282,7 +299,8 @@ static int cmd_account_add(struct cli *cli, int argc, char **argv)
 	if (pwstdin) {
 		password = read_secret("Remote password: ");
 		if (!password || !*password) {
-			fprintf(stderr, "imapbridge: no password on stdin; pipe it in, e.g. "
+			fprintf(stderr,
+				"imapbridge: no password on stdin; pipe it in, e.g. "
 				"`pass show mail | imapbridge account add ... --password-stdin`\n");
 			goto out;
 		}
@@ -291,7 +309,8 @@ static int cmd_account_add(struct cli *cli, int argc, char **argv)
 		/* The daemon resolves paths itself, maybe from another directory. */
 		pwfile_abs = realpath(pwfile, NULL);
 		if (!pwfile_abs) {
-			fprintf(stderr, "imapbridge: --password-file %s: %s\n", pwfile, strerror(errno));
+			fprintf(stderr, "imapbridge: --password-file %s: %s\n", pwfile,
+				strerror(errno));
 			goto out;
 		}
 	}
@@ -382,8 +401,10 @@ static int cmd_account_remove(struct cli *cli, int argc, char **argv)
 
 static int cmd_account_list(struct cli *cli, int argc, char **argv)
 {
-	static const char *const keys[] = { "name", "host", "port", "tls", "user", "maildir", "source" };
-	static const char *const heads[] = { "NAME", "HOST", "PORT", "TLS", "USER", "MAILDIR", "SOURCE" };
+	static const char *const keys[] = {"name", "host",    "port",  "tls",
+					   "user", "maildir", "source"};
+	static const char *const heads[] = {"NAME", "HOST",    "PORT",	"TLS",
+					    "USER", "MAILDIR", "SOURCE"};
 	json_t *resp = NULL;
 	if (argc > 0)
 		return usage_error("account list: unexpected argument '%s'", argv[0]);
@@ -444,10 +465,10 @@ static int cmd_passwd(struct cli *cli, int argc, char **argv)
 
 static int cmd_status(struct cli *cli, int argc, char **argv)
 {
-	static const char *const keys[] = { "name", "state", "last_sync", "error" };
-	static const char *const heads[] = { "ACCOUNT", "STATE", "LAST SYNC", "ERROR" };
-	static const char *const fkeys[] = { "name", "state", "messages", "last_sync", "error" };
-	static const char *const fheads[] = { "  FOLDER", "STATE", "MESSAGES", "LAST SYNC", "ERROR" };
+	static const char *const keys[] = {"name", "state", "last_sync", "error"};
+	static const char *const heads[] = {"ACCOUNT", "STATE", "LAST SYNC", "ERROR"};
+	static const char *const fkeys[] = {"name", "state", "messages", "last_sync", "error"};
+	static const char *const fheads[] = {"  FOLDER", "STATE", "MESSAGES", "LAST SYNC", "ERROR"};
 	json_t *resp = NULL;
 	buf_t b = BUF_INIT;
 	if (argc > 1 || (argc == 1 && argv[0][0] == '-'))
@@ -535,7 +556,7 @@ static int cmd_folder_recover(struct cli *cli, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	struct cli cli = { 0 };
+	struct cli cli = {0};
 
 	/* Global options may come anywhere; the rest are the command's words. */
 	for (int i = 1; i < argc; i++) {

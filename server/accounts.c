@@ -18,11 +18,16 @@
 const char *accounts_strerror(int err)
 {
 	switch (err) {
-	case ACCOUNTS_OK: return "no error";
-	case ACCOUNTS_E_INVALID: return "invalid account settings";
-	case ACCOUNTS_E_IO: return "cannot write account files";
-	case ACCOUNTS_E_CRYPT: return "cannot hash the password";
-	default: return "unknown accounts error";
+	case ACCOUNTS_OK:
+		return "no error";
+	case ACCOUNTS_E_INVALID:
+		return "invalid account settings";
+	case ACCOUNTS_E_IO:
+		return "cannot write account files";
+	case ACCOUNTS_E_CRYPT:
+		return "cannot hash the password";
+	default:
+		return "unknown accounts error";
 	}
 }
 
@@ -46,11 +51,21 @@ void accounts_put_string(buf_t *b, const char *s)
 	buf_puts(b, "\"");
 	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
 		switch (*c) {
-		case '"': buf_puts(b, "\\\""); break;
-		case '\\': buf_puts(b, "\\\\"); break;
-		case '\n': buf_puts(b, "\\n"); break;
-		case '\r': buf_puts(b, "\\r"); break;
-		case '\t': buf_puts(b, "\\t"); break;
+		case '"':
+			buf_puts(b, "\\\"");
+			break;
+		case '\\':
+			buf_puts(b, "\\\\");
+			break;
+		case '\n':
+			buf_puts(b, "\\n");
+			break;
+		case '\r':
+			buf_puts(b, "\\r");
+			break;
+		case '\t':
+			buf_puts(b, "\\t");
+			break;
 		default:
 			if (*c < 0x20)
 				buf_printf(b, "\\x%02x", *c);
@@ -117,12 +132,14 @@ int accounts_write(const char *datadir, const accounts_spec_t *sp, char *err, si
 	buf_t b = BUF_INIT;
 	char *path = NULL;
 	int rc;
-	int n_pw = (sp->password != NULL) + (sp->password_file != NULL) +
-		   (sp->password_command != NULL);
+	int n_pw =
+	    (sp->password != NULL) + (sp->password_file != NULL) + (sp->password_command != NULL);
 
 	if (!sp->name || !config_account_name_ok(sp->name)) {
-		snprintf(err, errlen, "'%s' is not a usable account name; use letters, digits and "
-			 ". _ - @ (at most 64)", sp->name ? sp->name : "");
+		snprintf(err, errlen,
+			 "'%s' is not a usable account name; use letters, digits and "
+			 ". _ - @ (at most 64)",
+			 sp->name ? sp->name : "");
 		return ACCOUNTS_E_INVALID;
 	}
 	if (!sp->host || !*sp->host || !sp->user || !*sp->user) {
@@ -130,7 +147,8 @@ int accounts_write(const char *datadir, const accounts_spec_t *sp, char *err, si
 		return ACCOUNTS_E_INVALID;
 	}
 	if (n_pw != 1) {
-		snprintf(err, errlen, "give exactly one of --password-stdin, --password-file and "
+		snprintf(err, errlen,
+			 "give exactly one of --password-stdin, --password-file and "
 			 "--password-command");
 		return ACCOUNTS_E_INVALID;
 	}
@@ -142,7 +160,8 @@ int accounts_write(const char *datadir, const accounts_spec_t *sp, char *err, si
 	char when[32];
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
-	buf_printf(&b, "# Added by `imapbridge account add` on %s.\n"
+	buf_printf(&b,
+		   "# Added by `imapbridge account add` on %s.\n"
 		   "# Remove with `imapbridge account remove %s`; after editing by hand,\n"
 		   "# reload with SIGHUP. Holds the remote password: keep it mode 0600.\n",
 		   when, sp->name);
@@ -204,7 +223,7 @@ int accounts_remove(const char *datadir, const char *name, char *err, size_t err
 
 int accounts_hash_password(const char *password, char **out, char *err, size_t errlen)
 {
-	static const char *const prefixes[] = { "$y$", "$6$" };
+	static const char *const prefixes[] = {"$y$", "$6$"};
 	*out = NULL;
 	for (size_t i = 0; i < IB_ARRAY_LEN(prefixes); i++) {
 		/* NULL random bytes: libcrypt takes them from the kernel. */

@@ -21,9 +21,9 @@
 
 enum accounts_err {
 	ACCOUNTS_OK = 0,
-	ACCOUNTS_E_INVALID = -1,  /* bad name or settings */
-	ACCOUNTS_E_IO = -2,       /* a file cannot be written or removed */
-	ACCOUNTS_E_CRYPT = -3,    /* crypt(3) failed */
+	ACCOUNTS_E_INVALID = -1, /* bad name or settings */
+	ACCOUNTS_E_IO = -2,	 /* a file cannot be written or removed */
+	ACCOUNTS_E_CRYPT = -3,	 /* crypt(3) failed */
 };
 
 const char *accounts_strerror(int err);
@@ -32,13 +32,13 @@ const char *accounts_strerror(int err);
 typedef struct accounts_spec {
 	const char *name;
 	const char *host;
-	int port;                   /* 0: by TLS mode */
-	const char *tls;            /* "none", "starttls", "implicit" or NULL */
+	int port;	 /* 0: by TLS mode */
+	const char *tls; /* "none", "starttls", "implicit" or NULL */
 	const char *user;
-	const char *password;       /* exactly one of these three */
+	const char *password; /* exactly one of these three */
 	const char *password_file;
 	const char *password_command;
-	const char *maildir;        /* NULL: no Maildir export */
+	const char *maildir; /* NULL: no Maildir export */
 } accounts_spec_t;
 
 /* The file of an account added at runtime; the caller frees it. */

@@ -51,8 +51,8 @@ static void vreport(struct loader *L, bool error, const config_setting_t *s, con
 		msgs_add(&L->msgs->warnings, &L->msgs->n_warnings, msg);
 }
 
-__attribute__((format(printf, 4, 5)))
-static void problem(struct loader *L, const config_setting_t *s, const char *path, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void
+problem(struct loader *L, const config_setting_t *s, const char *path, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -60,8 +60,8 @@ static void problem(struct loader *L, const config_setting_t *s, const char *pat
 	va_end(ap);
 }
 
-__attribute__((format(printf, 4, 5)))
-static void warning(struct loader *L, const config_setting_t *s, const char *path, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void
+warning(struct loader *L, const config_setting_t *s, const char *path, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -82,7 +82,10 @@ size_t config_edit_distance(const char *a, const char *b)
 		row[0] = i;
 		for (size_t j = 1; j <= lb; j++) {
 			size_t up = row[j];
-			size_t cost = tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]) ? 0 : 1;
+			size_t cost =
+			    tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1])
+				? 0
+				: 1;
 			size_t best = diag + cost;
 			if (up + 1 < best)
 				best = up + 1;
@@ -151,15 +154,23 @@ static void check_keys(struct loader *L, const config_setting_t *group, const ch
 static const char *type_name(int type)
 {
 	switch (type) {
-	case CONFIG_TYPE_GROUP: return "a group { ... }";
+	case CONFIG_TYPE_GROUP:
+		return "a group { ... }";
 	case CONFIG_TYPE_INT:
-	case CONFIG_TYPE_INT64: return "an integer";
-	case CONFIG_TYPE_FLOAT: return "a number";
-	case CONFIG_TYPE_STRING: return "a string";
-	case CONFIG_TYPE_BOOL: return "true or false";
-	case CONFIG_TYPE_ARRAY: return "an array [ ... ]";
-	case CONFIG_TYPE_LIST: return "a list ( ... )";
-	default: return "nothing";
+	case CONFIG_TYPE_INT64:
+		return "an integer";
+	case CONFIG_TYPE_FLOAT:
+		return "a number";
+	case CONFIG_TYPE_STRING:
+		return "a string";
+	case CONFIG_TYPE_BOOL:
+		return "true or false";
+	case CONFIG_TYPE_ARRAY:
+		return "an array [ ... ]";
+	case CONFIG_TYPE_LIST:
+		return "a list ( ... )";
+	default:
+		return "nothing";
 	}
 }
 
@@ -176,8 +187,8 @@ static const config_setting_t *member(const config_setting_t *group, const char 
 	return group ? config_setting_get_member(group, key) : NULL;
 }
 
-static bool get_str(struct loader *L, const config_setting_t *g, const char *path,
-		    const char *key, char **out, bool expand)
+static bool get_str(struct loader *L, const config_setting_t *g, const char *path, const char *key,
+		    char **out, bool expand)
 {
 	const config_setting_t *s = member(g, key);
 	if (!s)
@@ -194,8 +205,8 @@ static bool get_str(struct loader *L, const config_setting_t *g, const char *pat
 	return true;
 }
 
-static bool get_int(struct loader *L, const config_setting_t *g, const char *path,
-		    const char *key, int *out, int min, int max)
+static bool get_int(struct loader *L, const config_setting_t *g, const char *path, const char *key,
+		    int *out, int min, int max)
 {
 	const config_setting_t *s = member(g, key);
 	if (!s)
@@ -220,8 +231,8 @@ static bool get_int(struct loader *L, const config_setting_t *g, const char *pat
 	return ok;
 }
 
-static bool get_num(struct loader *L, const config_setting_t *g, const char *path,
-		    const char *key, double *out, double min, double max)
+static bool get_num(struct loader *L, const config_setting_t *g, const char *path, const char *key,
+		    double *out, double min, double max)
 {
 	const config_setting_t *s = member(g, key);
 	if (!s)
@@ -230,10 +241,20 @@ static bool get_num(struct loader *L, const config_setting_t *g, const char *pat
 	bool ok = false;
 	double v = 0;
 	switch (config_setting_type(s)) {
-	case CONFIG_TYPE_INT: v = config_setting_get_int(s); ok = true; break;
-	case CONFIG_TYPE_INT64: v = (double)config_setting_get_int64(s); ok = true; break;
-	case CONFIG_TYPE_FLOAT: v = config_setting_get_float(s); ok = true; break;
-	default: wrong_type(L, s, p, "a number");
+	case CONFIG_TYPE_INT:
+		v = config_setting_get_int(s);
+		ok = true;
+		break;
+	case CONFIG_TYPE_INT64:
+		v = (double)config_setting_get_int64(s);
+		ok = true;
+		break;
+	case CONFIG_TYPE_FLOAT:
+		v = config_setting_get_float(s);
+		ok = true;
+		break;
+	default:
+		wrong_type(L, s, p, "a number");
 	}
 	if (ok && (v < min || v > max)) {
 		problem(L, s, p, "%g is out of range (%g to %g)", v, min, max);
@@ -245,8 +266,8 @@ static bool get_num(struct loader *L, const config_setting_t *g, const char *pat
 	return ok;
 }
 
-static bool get_bool(struct loader *L, const config_setting_t *g, const char *path,
-		     const char *key, bool *out)
+static bool get_bool(struct loader *L, const config_setting_t *g, const char *path, const char *key,
+		     bool *out)
 {
 	const config_setting_t *s = member(g, key);
 	if (!s)
@@ -338,24 +359,38 @@ static bool parse_tls(struct loader *L, const config_setting_t *g, const char *p
 /* ------------------------------------------------------------------ */
 
 static const char *const root_keys[] = {
-	"datadir", "listen", "tls_cert", "tls_key", "maxsyncaccounts", "mbnames", "accounts", NULL,
+    "datadir", "listen", "tls_cert", "tls_key", "maxsyncaccounts", "mbnames", "accounts", NULL,
 };
-static const char *const listen_keys[] = { "address", "port", "tls", NULL };
+static const char *const listen_keys[] = {"address", "port", "tls", NULL};
 static const char *const mbnames_keys[] = {
-	"enabled", "filename", "header", "peritem", "sep", "footer", NULL,
+    "enabled", "filename", "header", "peritem", "sep", "footer", NULL,
 };
 static const char *const account_keys[] = {
-	"name", "autorefresh", "idle", "max_deletion_ratio", "local", "remote", "maildir", NULL,
+    "name", "autorefresh", "idle", "max_deletion_ratio", "local", "remote", "maildir", NULL,
 };
-static const char *const local_keys[] = { "password_hash", NULL };
-static const char *const maildir_keys[] = { "path", "sep", NULL };
+static const char *const local_keys[] = {"password_hash", NULL};
+static const char *const maildir_keys[] = {"path", "sep", NULL};
 static const char *const remote_keys[] = {
-	"host", "port", "tls", "user", "password", "password_file", "password_command",
-	"auth", "ca_file", "fingerprint", "tunnel", "reference", "maxconnections",
-	"readonly", "folders", "nametrans", NULL,
+    "host",
+    "port",
+    "tls",
+    "user",
+    "password",
+    "password_file",
+    "password_command",
+    "auth",
+    "ca_file",
+    "fingerprint",
+    "tunnel",
+    "reference",
+    "maxconnections",
+    "readonly",
+    "folders",
+    "nametrans",
+    NULL,
 };
-static const char *const folders_keys[] = { "include", "exclude", NULL };
-static const char *const nametrans_keys[] = { "match", "replace", NULL };
+static const char *const folders_keys[] = {"include", "exclude", NULL};
+static const char *const nametrans_keys[] = {"match", "replace", NULL};
 
 static void load_listen(struct loader *L, config_t *cfg, const config_setting_t *s)
 {
@@ -373,7 +408,7 @@ static void load_listen(struct loader *L, config_t *cfg, const config_setting_t 
 			continue;
 		}
 		check_keys(L, g, p, listen_keys);
-		config_listen_t li = { NULL, 0, CONFIG_TLS_NONE };
+		config_listen_t li = {NULL, 0, CONFIG_TLS_NONE};
 		if (!get_str(L, g, p, "address", &li.address, false))
 			li.address = xstrdup("127.0.0.1");
 		parse_tls(L, g, p, &li.tls);
@@ -417,8 +452,10 @@ static void auth_each(struct loader *L, void *arg, const char *v, const config_s
 	else if (strcasecmp(v, "login") == 0)
 		m = CONFIG_AUTH_LOGIN;
 	else {
-		problem(L, s, path, "'%s' is not an authentication method; use \"cram-md5\", "
-			"\"plain\" or \"login\"", v);
+		problem(L, s, path,
+			"'%s' is not an authentication method; use \"cram-md5\", "
+			"\"plain\" or \"login\"",
+			v);
 		return;
 	}
 	for (size_t i = 0; i < r->n_auth; i++)
@@ -479,7 +516,8 @@ static void load_nametrans(struct loader *L, config_remote_t *r, const config_se
 			char err[256];
 			char *mp = join(p, "match");
 			regerror(rc, &nt.re, err, sizeof(err));
-			problem(L, member(g, "match"), mp, "bad regular expression '%s': %s", match, err);
+			problem(L, member(g, "match"), mp, "bad regular expression '%s': %s", match,
+				err);
 			free(mp);
 			goto next;
 		}
@@ -488,7 +526,7 @@ static void load_nametrans(struct loader *L, config_remote_t *r, const config_se
 		match = replace = NULL;
 		r->nametrans = xrealloc(r->nametrans, (r->n_nametrans + 1) * sizeof(*r->nametrans));
 		r->nametrans[r->n_nametrans++] = nt;
-next:
+	next:
 		free(match);
 		free(replace);
 		free(p);
@@ -571,8 +609,8 @@ static void load_remote(struct loader *L, config_remote_t *r, const config_setti
 	char *fp = join(path, "folders");
 	if ((s = get_group(L, g, path, "folders")) != NULL) {
 		check_keys(L, s, fp, folders_keys);
-		struct regex_list inc = { &r->include, &r->n_include };
-		struct regex_list exc = { &r->exclude, &r->n_exclude };
+		struct regex_list inc = {&r->include, &r->n_include};
+		struct regex_list exc = {&r->exclude, &r->n_exclude};
 		get_strings(L, s, fp, "include", regex_each, &inc);
 		get_strings(L, s, fp, "exclude", regex_each, &exc);
 	}
@@ -586,7 +624,8 @@ static void load_remote(struct loader *L, config_remote_t *r, const config_setti
 	if (r->tunnel && r->host)
 		problem(L, g, path, "set either host or tunnel, not both");
 	else if (!r->tunnel && !r->host && !member(g, "host"))
-		problem(L, g, path, "missing 'host' (the IMAP server) or 'tunnel' (a PREAUTH command)");
+		problem(L, g, path,
+			"missing 'host' (the IMAP server) or 'tunnel' (a PREAUTH command)");
 	if (!r->tunnel && !r->user && !member(g, "user"))
 		problem(L, g, path, "missing 'user' (the login name on the server)");
 }
@@ -603,9 +642,10 @@ static void load_account(struct loader *L, config_account_t *a, const config_set
 	if (get_str(L, g, path, "name", &a->name, false)) {
 		if (!config_account_name_ok(a->name)) {
 			char *p = join(path, "name");
-			problem(L, member(g, "name"), p,
-				"'%s' is not a usable account name; use letters, digits and . _ - @",
-				a->name);
+			problem(
+			    L, member(g, "name"), p,
+			    "'%s' is not a usable account name; use letters, digits and . _ - @",
+			    a->name);
 			free(p);
 		}
 	} else if (!member(g, "name")) {
@@ -638,7 +678,8 @@ static void load_account(struct loader *L, config_account_t *a, const config_set
 		if (get_str(L, s, p, "sep", &a->maildir_sep, false) &&
 		    strcmp(a->maildir_sep, "/") != 0 && strcmp(a->maildir_sep, ".") != 0) {
 			char *sp = join(p, "sep");
-			problem(L, member(s, "sep"), sp, "'%s' is not a folder separator; use \"/\" or \".\"",
+			problem(L, member(s, "sep"), sp,
+				"'%s' is not a folder separator; use \"/\" or \".\"",
 				a->maildir_sep);
 			free(sp);
 		}
@@ -724,10 +765,14 @@ void config_msgs_free(config_msgs_t *msgs)
 const char *config_strerror(int err)
 {
 	switch (err) {
-	case CONFIG_OK: return "no error";
-	case CONFIG_E_NOFILE: return "config file not found";
-	case CONFIG_E_INVALID: return "config file has problems";
-	default: return "unknown config error";
+	case CONFIG_OK:
+		return "no error";
+	case CONFIG_E_NOFILE:
+		return "config file not found";
+	case CONFIG_E_INVALID:
+		return "config file has problems";
+	default:
+		return "unknown config error";
 	}
 }
 
@@ -750,7 +795,8 @@ static bool read_file(struct loader *L, libconfig_t *lc)
 			 xasprintf("%s: cannot read: %s", L->file, strerror(errno)));
 	else
 		msgs_add(&L->msgs->errors, &L->msgs->n_errors,
-			 xasprintf("%s:%d: syntax error: %s", config_error_file(lc) ? config_error_file(lc) : L->file,
+			 xasprintf("%s:%d: syntax error: %s",
+				   config_error_file(lc) ? config_error_file(lc) : L->file,
 				   config_error_line(lc), config_error_text(lc)));
 	return false;
 }
@@ -803,7 +849,7 @@ static void load_runtime_accounts(config_t *cfg, config_msgs_t *msgs)
 
 	for (size_t i = 0; i < n; i++) {
 		char *file = xasprintf("%s/%s", dir, names[i]);
-		struct loader L = { file, msgs };
+		struct loader L = {file, msgs};
 		libconfig_t lc;
 		bool inline_password = false;
 		if (read_file(&L, &lc)) {
@@ -855,13 +901,14 @@ static void check_duplicates(config_t *cfg, config_msgs_t *msgs)
 			const config_account_t *b = &cfg->accounts[j];
 			if (b->name && strcmp(a->name, b->name) == 0) {
 				char *opt = strcmp(a->source, cfg->path) == 0
-						    ? xasprintf("accounts.[%zu].name", i)
-						    : xstrdup("name");
+						? xasprintf("accounts.[%zu].name", i)
+						: xstrdup("name");
 				msgs_add(&msgs->errors, &msgs->n_errors,
-					 xasprintf("%s:%d: option %s: account '%s' is already defined at "
-						   "%s:%d; give each account its own name",
-						   a->source, a->source_line, opt, a->name, b->source,
-						   b->source_line));
+					 xasprintf(
+					     "%s:%d: option %s: account '%s' is already defined at "
+					     "%s:%d; give each account its own name",
+					     a->source, a->source_line, opt, a->name, b->source,
+					     b->source_line));
 				free(opt);
 				break;
 			}
@@ -871,7 +918,7 @@ static void check_duplicates(config_t *cfg, config_msgs_t *msgs)
 
 int config_load(const char *path, config_t **out, config_msgs_t *msgs)
 {
-	struct loader L = { path, msgs };
+	struct loader L = {path, msgs};
 	config_t *cfg = xcalloc(1, sizeof(*cfg));
 	libconfig_t lc;
 	const config_setting_t *root, *s;
@@ -885,7 +932,8 @@ int config_load(const char *path, config_t **out, config_msgs_t *msgs)
 	if (stat(path, &st) < 0 && errno == ENOENT) {
 		msgs_add(&msgs->errors, &msgs->n_errors,
 			 xasprintf("%s: no such config file; create it (see imapbridge.conf(5)) "
-				   "or name another one with -c FILE", path));
+				   "or name another one with -c FILE",
+				   path));
 		config_free(cfg);
 		return CONFIG_E_NOFILE;
 	}
@@ -895,9 +943,11 @@ int config_load(const char *path, config_t **out, config_msgs_t *msgs)
 	check_keys(&L, root, "", root_keys);
 
 	if (!get_str(&L, root, "", "datadir", &cfg->datadir, true) && !member(root, "datadir"))
-		msgs_add(&msgs->errors, &msgs->n_errors,
-			 xasprintf("%s: option datadir: missing; set datadir = \"/var/lib/imapbridge\"; "
-				   "(the store, lock and control socket live there)", path));
+		msgs_add(
+		    &msgs->errors, &msgs->n_errors,
+		    xasprintf("%s: option datadir: missing; set datadir = \"/var/lib/imapbridge\"; "
+			      "(the store, lock and control socket live there)",
+			      path));
 	if (cfg->datadir && cfg->datadir[0] != '/')
 		problem(&L, member(root, "datadir"), "datadir",
 			"'%s' is not an absolute path; start it with / or ~/", cfg->datadir);
@@ -910,7 +960,7 @@ int config_load(const char *path, config_t **out, config_msgs_t *msgs)
 		load_listen(&L, cfg, s);
 	else {
 		cfg->listen = xcalloc(1, sizeof(*cfg->listen));
-		cfg->listen[0] = (config_listen_t){ xstrdup("127.0.0.1"), 1143, CONFIG_TLS_NONE };
+		cfg->listen[0] = (config_listen_t){xstrdup("127.0.0.1"), 1143, CONFIG_TLS_NONE};
 		cfg->n_listen = 1;
 	}
 	for (size_t i = 0; i < cfg->n_listen; i++)
@@ -941,7 +991,8 @@ int config_load(const char *path, config_t **out, config_msgs_t *msgs)
 				const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
 				char *p = xasprintf("accounts.[%d]", i);
 				if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-					wrong_type(&L, g, p, "a group { name = ...; remote = ...; }");
+					wrong_type(&L, g, p,
+						   "a group { name = ...; remote = ...; }");
 				} else {
 					config_account_t a;
 					memset(&a, 0, sizeof(a));
@@ -983,8 +1034,8 @@ int config_read_datadir(const char *path, char **datadir, char *err, size_t errl
 			if (errno == ENOENT)
 				rc = CONFIG_E_NOFILE;
 		} else {
-			snprintf(err, errlen, "%s:%d: syntax error: %s", path, config_error_line(&lc),
-				 config_error_text(&lc));
+			snprintf(err, errlen, "%s:%d: syntax error: %s", path,
+				 config_error_line(&lc), config_error_text(&lc));
 		}
 		goto out;
 	}

@@ -29,8 +29,8 @@
 
 enum config_err {
 	CONFIG_OK = 0,
-	CONFIG_E_NOFILE = -1,   /* the main file does not exist */
-	CONFIG_E_INVALID = -2,  /* problems were found; see msgs->errors */
+	CONFIG_E_NOFILE = -1,  /* the main file does not exist */
+	CONFIG_E_INVALID = -2, /* problems were found; see msgs->errors */
 };
 
 typedef struct config_msgs {
@@ -40,7 +40,10 @@ typedef struct config_msgs {
 	size_t n_warnings;
 } config_msgs_t;
 
-#define CONFIG_MSGS_INIT { NULL, 0, NULL, 0 }
+#define CONFIG_MSGS_INIT                                                                           \
+	{                                                                                          \
+		NULL, 0, NULL, 0                                                                   \
+	}
 
 /* Where the runtime additions live, relative to the data directory. */
 #define CONFIG_ACCOUNTS_SUBDIR "accounts"

@@ -31,13 +31,13 @@ struct ctl {
 };
 
 struct ctl_client {
-	ctl_t *ctl;          /* NULL once the ctl is gone */
+	ctl_t *ctl; /* NULL once the ctl is gone */
 	int fd;
 	ev_io read_w, write_w;
 	buf_t in, out;
-	bool busy;           /* a request is waiting for an asynchronous answer */
-	bool closing;        /* close once out is flushed */
-	bool dead;           /* fd closed; freed when the pending answer arrives */
+	bool busy;    /* a request is waiting for an asynchronous answer */
+	bool closing; /* close once out is flushed */
+	bool dead;    /* fd closed; freed when the pending answer arrives */
 	ctl_client_t *next, **pprev;
 };
 
@@ -109,9 +109,12 @@ static void respond_problems(ctl_client_t *c, const char *what, const config_msg
 static const char *tls_name(enum config_tls t)
 {
 	switch (t) {
-	case CONFIG_TLS_NONE: return "none";
-	case CONFIG_TLS_STARTTLS: return "starttls";
-	default: return "implicit";
+	case CONFIG_TLS_NONE:
+		return "none";
+	case CONFIG_TLS_STARTTLS:
+		return "starttls";
+	default:
+		return "implicit";
 	}
 }
 
@@ -178,22 +181,24 @@ static void do_account_add(ctl_client_t *c, const json_t *req)
 	const config_t *cfg = daemon_config(d);
 	char err[512];
 	accounts_spec_t sp = {
-		.name = json_get_str(req, "name"),
-		.host = json_get_str(req, "host"),
-		.port = (int)json_get_num(req, "port", 0),
-		.tls = json_get_str(req, "tls"),
-		.user = json_get_str(req, "user"),
-		.password = json_get_str(req, "password"),
-		.password_file = json_get_str(req, "password_file"),
-		.password_command = json_get_str(req, "password_command"),
-		.maildir = json_get_str(req, "maildir"),
+	    .name = json_get_str(req, "name"),
+	    .host = json_get_str(req, "host"),
+	    .port = (int)json_get_num(req, "port", 0),
+	    .tls = json_get_str(req, "tls"),
+	    .user = json_get_str(req, "user"),
+	    .password = json_get_str(req, "password"),
+	    .password_file = json_get_str(req, "password_file"),
+	    .password_command = json_get_str(req, "password_command"),
+	    .maildir = json_get_str(req, "maildir"),
 	};
 	if (!req_name(c, req))
 		return;
 	const config_account_t *old = config_find_account(cfg, sp.name);
 	if (old) {
-		snprintf(err, sizeof(err), "account '%s' already exists (%s:%d); pick another name "
-			 "or remove it first", sp.name, old->source, old->source_line);
+		snprintf(err, sizeof(err),
+			 "account '%s' already exists (%s:%d); pick another name "
+			 "or remove it first",
+			 sp.name, old->source, old->source_line);
 		respond_err(c, 1, err);
 		return;
 	}
@@ -225,8 +230,10 @@ static void do_account_remove(ctl_client_t *c, const json_t *req)
 	if (!a)
 		return;
 	if (!accounts_is_runtime(cfg, a)) {
-		snprintf(err, sizeof(err), "account '%s' is defined in %s:%d; remove it there and "
-			 "reload (kill -HUP %ld)", a->name, a->source, a->source_line, (long)getpid());
+		snprintf(err, sizeof(err),
+			 "account '%s' is defined in %s:%d; remove it there and "
+			 "reload (kill -HUP %ld)",
+			 a->name, a->source, a->source_line, (long)getpid());
 		respond_err(c, 1, err);
 		return;
 	}
@@ -251,9 +258,10 @@ static void do_account_remove(ctl_client_t *c, const json_t *req)
 	rc = daemon_store_remove_account(d, name, purge);
 	if (rc != STORE_OK) {
 		char msg[512];
-		snprintf(msg, sizeof(msg), "account %s removed from the config, but its local data "
-			 "could not be %s: %s; see the daemon's log", name,
-			 purge ? "dropped" : "marked removed", store_strerror(rc));
+		snprintf(msg, sizeof(msg),
+			 "account %s removed from the config, but its local data "
+			 "could not be %s: %s; see the daemon's log",
+			 name, purge ? "dropped" : "marked removed", store_strerror(rc));
 		log_err("control: %s", msg);
 		respond_err(c, 1, msg);
 		goto out;
@@ -274,13 +282,16 @@ static void do_passwd(ctl_client_t *c, const json_t *req)
 		return;
 	char *name = xstrdup(a->name);
 	if (accounts_set_local_password(daemon_config(d)->datadir, name,
-					json_get_str(req, "password"), err, sizeof(err)) != ACCOUNTS_OK) {
+					json_get_str(req, "password"), err,
+					sizeof(err)) != ACCOUNTS_OK) {
 		respond_err(c, 1, err);
 	} else {
 		config_msgs_t msgs = CONFIG_MSGS_INIT;
 		if (daemon_reload(d, &msgs) != DAEMON_OK)
-			respond_problems(c, "password stored, but the config does not load; it "
-					 "takes effect once it does", &msgs);
+			respond_problems(c,
+					 "password stored, but the config does not load; it "
+					 "takes effect once it does",
+					 &msgs);
 		else
 			respond(c, true, NULL);
 		config_msgs_free(&msgs);
@@ -305,8 +316,8 @@ static void do_status(ctl_client_t *c, const json_t *req)
 	buf_printf(&b, ",\"uptime\":%ld", (long)(time(NULL) - c->ctl->started));
 	json_put_kv(&b, false, "config", cfg->path);
 	json_put_kv(&b, false, "datadir", cfg->datadir);
-	buf_printf(&b, ",\"sync_engine\":%s,\"store\":%s},\"accounts\":[",
-		   ops ? "true" : "false", daemon_store(d) ? "true" : "false");
+	buf_printf(&b, ",\"sync_engine\":%s,\"store\":%s},\"accounts\":[", ops ? "true" : "false",
+		   daemon_store(d) ? "true" : "false");
 	bool first = true;
 	for (size_t i = 0; i < cfg->n_accounts; i++) {
 		const config_account_t *a = &cfg->accounts[i];
@@ -395,13 +406,13 @@ static const struct {
 	const char *cmd;
 	void (*run)(ctl_client_t *c, const json_t *req);
 } commands[] = {
-	{ "account.add", do_account_add },
-	{ "account.remove", do_account_remove },
-	{ "account.list", do_account_list },
-	{ "status", do_status },
-	{ "sync", do_sync },
-	{ "passwd", do_passwd },
-	{ "folder.recover", do_folder_recover },
+    {"account.add", do_account_add},
+    {"account.remove", do_account_remove},
+    {"account.list", do_account_list},
+    {"status", do_status},
+    {"sync", do_sync},
+    {"passwd", do_passwd},
+    {"folder.recover", do_folder_recover},
 };
 
 static void handle_line(ctl_client_t *c, const char *line, size_t len)
@@ -421,7 +432,8 @@ static void handle_line(ctl_client_t *c, const char *line, size_t len)
 			goto out;
 		}
 	}
-	respond_err(c, 1, "unknown request; this imapbridge and imapbridged may be of different "
+	respond_err(c, 1,
+		    "unknown request; this imapbridge and imapbridged may be of different "
 		    "versions");
 out:
 	json_free(req);
@@ -504,8 +516,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	socklen_t len = sizeof(cred);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
 	    (cred.uid != 0 && cred.uid != geteuid())) {
-		static const char msg[] = "{\"ok\":false,\"error\":\"permission denied: only the "
-					  "daemon's user and root may use this socket\",\"status\":1}\n";
+		static const char msg[] =
+		    "{\"ok\":false,\"error\":\"permission denied: only the "
+		    "daemon's user and root may use this socket\",\"status\":1}\n";
 		log_warn("control: refused a client with uid %ld", (long)cred.uid);
 		if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 			/* the peer is refused either way */
@@ -529,13 +542,15 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 int ctl_open(daemon_t *d, const char *path, ctl_t **out, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd = -1;
 
 	*out = NULL;
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "control socket path %s is too long (at most %zu bytes); "
-			 "use a shorter datadir", path, sizeof(sa.sun_path) - 1);
+		snprintf(err, errlen,
+			 "control socket path %s is too long (at most %zu bytes); "
+			 "use a shorter datadir",
+			 path, sizeof(sa.sun_path) - 1);
 		return -1;
 	}
 	strcpy(sa.sun_path, path);
@@ -582,7 +597,7 @@ void ctl_close(ctl_t *ctl)
 		bool busy = c->busy;
 		client_free(c);
 		if (busy)
-			c->ctl = NULL;   /* still allocated, waiting for its answer */
+			c->ctl = NULL; /* still allocated, waiting for its answer */
 	}
 	close(ctl->fd);
 	unlink(ctl->path);

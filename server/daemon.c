@@ -23,8 +23,8 @@
 struct daemon {
 	struct ev_loop *loop;
 	config_t *cfg;
-	daemon_opts_t opts;          /* strings are copies owned here */
-	store_t *store;              /* owned */
+	daemon_opts_t opts; /* strings are copies owned here */
+	store_t *store;	    /* owned */
 	ctl_t *ctl;
 	lock_t *lock;
 	char *sock_path;
@@ -36,23 +36,33 @@ struct daemon {
 	struct {
 		const daemon_component_t *comp;
 		void *arg;
-	} *comps;
+	} * comps;
 	size_t n_comps;
 };
 
 const char *daemon_strerror(int err)
 {
 	switch (err) {
-	case DAEMON_OK: return "no error";
-	case DAEMON_E_DATADIR: return "data directory unusable";
-	case DAEMON_E_LOCKED: return "another imapbridged uses this data directory";
-	case DAEMON_E_LOCK: return "cannot create the lock file";
-	case DAEMON_E_SOCKET: return "cannot create the control socket";
-	case DAEMON_E_STORE: return "cannot open the store";
-	case DAEMON_E_CONFIG: return "invalid config";
-	case DAEMON_E_NOSYNC: return NOSYNC_MSG;
-	case DAEMON_E_NOACCOUNT: return "no such account";
-	default: return "unknown error";
+	case DAEMON_OK:
+		return "no error";
+	case DAEMON_E_DATADIR:
+		return "data directory unusable";
+	case DAEMON_E_LOCKED:
+		return "another imapbridged uses this data directory";
+	case DAEMON_E_LOCK:
+		return "cannot create the lock file";
+	case DAEMON_E_SOCKET:
+		return "cannot create the control socket";
+	case DAEMON_E_STORE:
+		return "cannot open the store";
+	case DAEMON_E_CONFIG:
+		return "invalid config";
+	case DAEMON_E_NOSYNC:
+		return NOSYNC_MSG;
+	case DAEMON_E_NOACCOUNT:
+		return "no such account";
+	default:
+		return "unknown error";
 	}
 }
 
@@ -68,11 +78,26 @@ daemon_t *daemon_new(struct ev_loop *loop, config_t *cfg, const daemon_opts_t *o
 	return d;
 }
 
-struct ev_loop *daemon_loop(const daemon_t *d) { return d->loop; }
-const config_t *daemon_config(const daemon_t *d) { return d->cfg; }
-const daemon_opts_t *daemon_opts(const daemon_t *d) { return &d->opts; }
-store_t *daemon_store(const daemon_t *d) { return d->store; }
-const char *daemon_socket_path(const daemon_t *d) { return d->sock_path; }
+struct ev_loop *daemon_loop(const daemon_t *d)
+{
+	return d->loop;
+}
+const config_t *daemon_config(const daemon_t *d)
+{
+	return d->cfg;
+}
+const daemon_opts_t *daemon_opts(const daemon_t *d)
+{
+	return &d->opts;
+}
+store_t *daemon_store(const daemon_t *d)
+{
+	return d->store;
+}
+const char *daemon_socket_path(const daemon_t *d)
+{
+	return d->sock_path;
+}
 
 void daemon_set_sync(daemon_t *d, const daemon_sync_ops_t *ops, void *ctx)
 {
@@ -148,7 +173,7 @@ static void start_signals(daemon_t *d)
 	ev_signal_init(&d->sig_term, sigterm_cb, SIGTERM);
 	ev_signal_init(&d->sig_int, sigterm_cb, SIGINT);
 	ev_signal_init(&d->sig_usr1, sigusr1_cb, SIGUSR1);
-	ev_signal *all[] = { &d->sig_hup, &d->sig_term, &d->sig_int, &d->sig_usr1 };
+	ev_signal *all[] = {&d->sig_hup, &d->sig_term, &d->sig_int, &d->sig_usr1};
 	for (size_t i = 0; i < IB_ARRAY_LEN(all); i++) {
 		all[i]->data = d;
 		ev_signal_start(d->loop, all[i]);
@@ -169,7 +194,7 @@ static void stop_signals(daemon_t *d)
 
 struct account_names {
 	const config_t *cfg;
-	const char *name;   /* for removal */
+	const char *name; /* for removal */
 	bool purge;
 };
 
@@ -188,7 +213,7 @@ static int add_accounts_txn(store_txn_t *txn, void *arg)
 
 static int sync_store_accounts(daemon_t *d)
 {
-	struct account_names an = { d->cfg, NULL, false };
+	struct account_names an = {d->cfg, NULL, false};
 	int rc = store_write(d->store, add_accounts_txn, &an);
 	if (rc != STORE_OK)
 		log_err("store: cannot record the accounts in %s: %s", store_path(d->store),
@@ -229,7 +254,7 @@ static int remove_account_txn(store_txn_t *txn, void *arg)
 
 int daemon_store_remove_account(daemon_t *d, const char *account, bool purge)
 {
-	struct account_names an = { d->cfg, account, purge };
+	struct account_names an = {d->cfg, account, purge};
 	if (!d->store)
 		return STORE_OK;
 	return store_write(d->store, remove_account_txn, &an);
@@ -311,9 +336,9 @@ int daemon_reload(daemon_t *d, struct config_msgs *out_msgs)
 	if (rc == CONFIG_OK && strcmp(cfg->datadir, d->cfg->datadir) != 0) {
 		msgs.errors = xrealloc(msgs.errors, (msgs.n_errors + 1) * sizeof(*msgs.errors));
 		msgs.errors[msgs.n_errors++] =
-			xasprintf("%s: datadir changed from %s to %s; a reload cannot move the data "
-				  "directory, restart imapbridged instead",
-				  d->opts.config_path, d->cfg->datadir, cfg->datadir);
+		    xasprintf("%s: datadir changed from %s to %s; a reload cannot move the data "
+			      "directory, restart imapbridged instead",
+			      d->opts.config_path, d->cfg->datadir, cfg->datadir);
 		config_free(cfg);
 		cfg = NULL;
 		rc = CONFIG_E_INVALID;
@@ -344,7 +369,8 @@ int daemon_reload(daemon_t *d, struct config_msgs *out_msgs)
 	config_free(old);
 	if (d->store)
 		sync_store_accounts(d);
-	log_info("config reloaded: %zu account%s", cfg->n_accounts, cfg->n_accounts == 1 ? "" : "s");
+	log_info("config reloaded: %zu account%s", cfg->n_accounts,
+		 cfg->n_accounts == 1 ? "" : "s");
 	return DAEMON_OK;
 }
 

@@ -34,22 +34,22 @@ typedef struct daemon daemon_t;
 /* Exit statuses of INTERFACE.md. */
 enum daemon_exit {
 	DAEMON_EXIT_OK = 0,
-	DAEMON_EXIT_ERRORS = 1,   /* some account or folder failed */
-	DAEMON_EXIT_HELD = 2,     /* a folder is held for safety */
+	DAEMON_EXIT_ERRORS = 1, /* some account or folder failed */
+	DAEMON_EXIT_HELD = 2,	/* a folder is held for safety */
 	DAEMON_EXIT_USAGE = 64,
 	DAEMON_EXIT_CONFIG = 78,
 };
 
 enum daemon_err {
 	DAEMON_OK = 0,
-	DAEMON_E_DATADIR = -1,    /* the data directory cannot be created or written */
-	DAEMON_E_LOCKED = -2,     /* another daemon holds the lock */
-	DAEMON_E_LOCK = -3,       /* the lock file cannot be created */
-	DAEMON_E_SOCKET = -4,     /* the control socket cannot be set up */
-	DAEMON_E_STORE = -5,      /* the store cannot be opened */
-	DAEMON_E_CONFIG = -6,     /* the config is invalid (see the logged problems) */
-	DAEMON_E_NOSYNC = -7,     /* no sync engine in this build */
-	DAEMON_E_NOACCOUNT = -8,  /* no such account */
+	DAEMON_E_DATADIR = -1,	 /* the data directory cannot be created or written */
+	DAEMON_E_LOCKED = -2,	 /* another daemon holds the lock */
+	DAEMON_E_LOCK = -3,	 /* the lock file cannot be created */
+	DAEMON_E_SOCKET = -4,	 /* the control socket cannot be set up */
+	DAEMON_E_STORE = -5,	 /* the store cannot be opened */
+	DAEMON_E_CONFIG = -6,	 /* the config is invalid (see the logged problems) */
+	DAEMON_E_NOSYNC = -7,	 /* no sync engine in this build */
+	DAEMON_E_NOACCOUNT = -8, /* no such account */
 };
 
 const char *daemon_strerror(int err);
@@ -67,7 +67,8 @@ typedef struct daemon_sync_ops {
 	int (*sync_once)(void *ctx, daemon_t *d, const char *only);
 	/* SIGUSR1 / `imapbridge sync`: start a sync of account (NULL: all) and
 	 * call done when finished. Returns 0 if started, negative if not. */
-	int (*sync_now)(void *ctx, daemon_t *d, const char *account, daemon_done_cb done, void *arg);
+	int (*sync_now)(void *ctx, daemon_t *d, const char *account, daemon_done_cb done,
+			void *arg);
 	/* The config was replaced (SIGHUP or an account added/removed): old is
 	 * freed after this returns. */
 	void (*config_reloaded)(void *ctx, daemon_t *d, const config_t *old_cfg,
@@ -88,10 +89,10 @@ typedef struct daemon_sync_ops {
 } daemon_sync_ops_t;
 
 typedef struct daemon_opts {
-	const char *config_path;  /* the main config file */
-	const char *only;         /* -a: comma-separated account names, or NULL */
-	bool one_at_a_time;       /* -1 */
-	bool once;                /* -o: sync once and exit, no listener or socket */
+	const char *config_path; /* the main config file */
+	const char *only;	 /* -a: comma-separated account names, or NULL */
+	bool one_at_a_time;	 /* -1 */
+	bool once;		 /* -o: sync once and exit, no listener or socket */
 } daemon_opts_t;
 
 /* A daemon on loop with cfg (ownership of cfg passes to the daemon). */

@@ -8,7 +8,7 @@
 
 struct json {
 	enum json_type type;
-	char *key;          /* when a member of an object */
+	char *key; /* when a member of an object */
 	char *str;
 	double num;
 	bool b;
@@ -54,12 +54,26 @@ static int parse_string(struct parser *P, char **out)
 			goto bad;
 		char e = *P->p++;
 		switch (e) {
-		case '"': case '\\': case '/': buf_append(&b, &e, 1); break;
-		case 'b': buf_puts(&b, "\b"); break;
-		case 'f': buf_puts(&b, "\f"); break;
-		case 'n': buf_puts(&b, "\n"); break;
-		case 'r': buf_puts(&b, "\r"); break;
-		case 't': buf_puts(&b, "\t"); break;
+		case '"':
+		case '\\':
+		case '/':
+			buf_append(&b, &e, 1);
+			break;
+		case 'b':
+			buf_puts(&b, "\b");
+			break;
+		case 'f':
+			buf_puts(&b, "\f");
+			break;
+		case 'n':
+			buf_puts(&b, "\n");
+			break;
+		case 'r':
+			buf_puts(&b, "\r");
+			break;
+		case 't':
+			buf_puts(&b, "\t");
+			break;
 		case 'u': {
 			unsigned v = 0;
 			if (P->end - P->p < 4)
@@ -72,7 +86,7 @@ static int parse_string(struct parser *P, char **out)
 			}
 			P->p += 4;
 			if (v == 0)
-				goto bad;  /* a NUL would cut the C string short */
+				goto bad; /* a NUL would cut the C string short */
 			char u[3];
 			if (v < 0x80) {
 				u[0] = (char)v;
@@ -182,16 +196,36 @@ static int parse_value(struct parser *P, int depth, json_t **out)
 		return JSON_E_SYNTAX;
 	j = xcalloc(1, sizeof(*j));
 	switch (*P->p) {
-	case '{': j->type = JSON_OBJ; rc = parse_container(P, depth, j); break;
-	case '[': j->type = JSON_ARR; rc = parse_container(P, depth, j); break;
-	case '"': j->type = JSON_STR; rc = parse_string(P, &j->str); break;
-	case 't': j->type = JSON_BOOL; j->b = true; rc = take(P, "true") ? 0 : JSON_E_SYNTAX; break;
-	case 'f': j->type = JSON_BOOL; rc = take(P, "false") ? 0 : JSON_E_SYNTAX; break;
-	case 'n': j->type = JSON_NULL; rc = take(P, "null") ? 0 : JSON_E_SYNTAX; break;
+	case '{':
+		j->type = JSON_OBJ;
+		rc = parse_container(P, depth, j);
+		break;
+	case '[':
+		j->type = JSON_ARR;
+		rc = parse_container(P, depth, j);
+		break;
+	case '"':
+		j->type = JSON_STR;
+		rc = parse_string(P, &j->str);
+		break;
+	case 't':
+		j->type = JSON_BOOL;
+		j->b = true;
+		rc = take(P, "true") ? 0 : JSON_E_SYNTAX;
+		break;
+	case 'f':
+		j->type = JSON_BOOL;
+		rc = take(P, "false") ? 0 : JSON_E_SYNTAX;
+		break;
+	case 'n':
+		j->type = JSON_NULL;
+		rc = take(P, "null") ? 0 : JSON_E_SYNTAX;
+		break;
 	default: {
 		char tmp[64];
 		size_t n = 0;
-		while (P->p + n < P->end && n < sizeof(tmp) - 1 && strchr("+-0123456789.eE", P->p[n]))
+		while (P->p + n < P->end && n < sizeof(tmp) - 1 &&
+		       strchr("+-0123456789.eE", P->p[n]))
 			n++;
 		if (n == 0) {
 			rc = JSON_E_SYNTAX;
@@ -217,7 +251,7 @@ static int parse_value(struct parser *P, int depth, json_t **out)
 
 int json_parse(const char *s, size_t len, json_t **out)
 {
-	struct parser P = { s, s + len };
+	struct parser P = {s, s + len};
 	json_t *j = NULL;
 	*out = NULL;
 	int rc = parse_value(&P, 0, &j);
@@ -247,14 +281,21 @@ void json_free(json_t *j)
 const char *json_strerror(int err)
 {
 	switch (err) {
-	case JSON_OK: return "no error";
-	case JSON_E_SYNTAX: return "not valid JSON";
-	case JSON_E_DEPTH: return "JSON nested too deeply";
-	default: return "unknown JSON error";
+	case JSON_OK:
+		return "no error";
+	case JSON_E_SYNTAX:
+		return "not valid JSON";
+	case JSON_E_DEPTH:
+		return "JSON nested too deeply";
+	default:
+		return "unknown JSON error";
 	}
 }
 
-enum json_type json_type(const json_t *j) { return j ? j->type : JSON_NULL; }
+enum json_type json_type(const json_t *j)
+{
+	return j ? j->type : JSON_NULL;
+}
 
 const json_t *json_get(const json_t *obj, const char *key)
 {
@@ -276,10 +317,22 @@ const json_t *json_at(const json_t *j, size_t i)
 	return i < json_len(j) ? j->kids[i] : NULL;
 }
 
-const char *json_key(const json_t *j) { return j ? j->key : NULL; }
-const char *json_str(const json_t *j) { return j && j->type == JSON_STR ? j->str : NULL; }
-double json_num(const json_t *j, double def) { return j && j->type == JSON_NUM ? j->num : def; }
-bool json_bool(const json_t *j, bool def) { return j && j->type == JSON_BOOL ? j->b : def; }
+const char *json_key(const json_t *j)
+{
+	return j ? j->key : NULL;
+}
+const char *json_str(const json_t *j)
+{
+	return j && j->type == JSON_STR ? j->str : NULL;
+}
+double json_num(const json_t *j, double def)
+{
+	return j && j->type == JSON_NUM ? j->num : def;
+}
+bool json_bool(const json_t *j, bool def)
+{
+	return j && j->type == JSON_BOOL ? j->b : def;
+}
 
 const char *json_get_str(const json_t *obj, const char *key)
 {
@@ -305,11 +358,21 @@ void json_put_str(buf_t *b, const char *s)
 	buf_puts(b, "\"");
 	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
 		switch (*c) {
-		case '"': buf_puts(b, "\\\""); break;
-		case '\\': buf_puts(b, "\\\\"); break;
-		case '\n': buf_puts(b, "\\n"); break;
-		case '\r': buf_puts(b, "\\r"); break;
-		case '\t': buf_puts(b, "\\t"); break;
+		case '"':
+			buf_puts(b, "\\\"");
+			break;
+		case '\\':
+			buf_puts(b, "\\\\");
+			break;
+		case '\n':
+			buf_puts(b, "\\n");
+			break;
+		case '\r':
+			buf_puts(b, "\\r");
+			break;
+		case '\t':
+			buf_puts(b, "\\t");
+			break;
 		default:
 			if (*c < 0x20 || *c == 0x7f)
 				buf_printf(b, "\\u%04x", *c);

@@ -21,8 +21,8 @@ enum json_type { JSON_NULL, JSON_BOOL, JSON_NUM, JSON_STR, JSON_ARR, JSON_OBJ };
 
 enum json_err {
 	JSON_OK = 0,
-	JSON_E_SYNTAX = -1,   /* not JSON, or trailing bytes */
-	JSON_E_DEPTH = -2,    /* nested too deeply */
+	JSON_E_SYNTAX = -1, /* not JSON, or trailing bytes */
+	JSON_E_DEPTH = -2,  /* nested too deeply */
 };
 
 typedef struct json json_t;

@@ -19,10 +19,14 @@ struct lock {
 const char *lock_strerror(int err)
 {
 	switch (err) {
-	case LOCK_OK: return "no error";
-	case LOCK_E_HELD: return "lock held by another process";
-	case LOCK_E_IO: return "cannot use the lock file";
-	default: return "unknown lock error";
+	case LOCK_OK:
+		return "no error";
+	case LOCK_E_HELD:
+		return "lock held by another process";
+	case LOCK_E_IO:
+		return "cannot use the lock file";
+	default:
+		return "unknown lock error";
 	}
 }
 
@@ -58,8 +62,10 @@ int lock_acquire(const char *datadir, lock_t **out, char *err, size_t errlen)
 	*out = NULL;
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot create lock file %s: %s; make %s writable for the "
-			 "daemon's user or set another datadir", path, strerror(errno), datadir);
+		snprintf(err, errlen,
+			 "cannot create lock file %s: %s; make %s writable for the "
+			 "daemon's user or set another datadir",
+			 path, strerror(errno), datadir);
 		goto out;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -68,8 +74,10 @@ int lock_acquire(const char *datadir, lock_t **out, char *err, size_t errlen)
 			char who[48] = "";
 			if (pid > 0)
 				snprintf(who, sizeof(who), " (pid %ld)", (long)pid);
-			snprintf(err, errlen, "another imapbridged%s is already using %s; stop it "
-				 "or set another datadir", who, datadir);
+			snprintf(err, errlen,
+				 "another imapbridged%s is already using %s; stop it "
+				 "or set another datadir",
+				 who, datadir);
 			rc = LOCK_E_HELD;
 		} else {
 			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
@@ -78,8 +86,10 @@ int lock_acquire(const char *datadir, lock_t **out, char *err, size_t errlen)
 	}
 	int n = snprintf(pidbuf, sizeof(pidbuf), "%ld\n", (long)getpid());
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, pidbuf, (size_t)n, 0) != n) {
-		snprintf(err, errlen, "cannot write lock file %s: %s; check free space and "
-			 "permissions of %s", path, strerror(errno), datadir);
+		snprintf(err, errlen,
+			 "cannot write lock file %s: %s; check free space and "
+			 "permissions of %s",
+			 path, strerror(errno), datadir);
 		goto out;
 	}
 	lock_t *lk = xcalloc(1, sizeof(*lk));

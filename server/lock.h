@@ -19,8 +19,8 @@
 
 enum lock_err {
 	LOCK_OK = 0,
-	LOCK_E_HELD = -1,  /* another process holds it */
-	LOCK_E_IO = -2,    /* the file cannot be created or written */
+	LOCK_E_HELD = -1, /* another process holds it */
+	LOCK_E_IO = -2,	  /* the file cannot be created or written */
 };
 
 typedef struct lock lock_t;

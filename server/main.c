@@ -19,27 +19,27 @@
 #define DEFAULT_CONFIG "/etc/imapbridge/imapbridge.conf"
 
 static const char usage_text[] =
-	"usage: imapbridged [-c FILE] [-o] [-a A,B] [-1] [-d TYPES] [-u UI] [-s]\n"
-	"       imapbridged --check [-c FILE]\n"
-	"       imapbridged --probe [-c FILE] [-a A,B]\n"
-	"\n"
-	"Keeps remote IMAP accounts in sync with a local store and serves it to mail\n"
-	"readers (IMAP on 127.0.0.1:1143, Maildir). Runs in the foreground.\n"
-	"\n"
-	"  -c FILE     config file (default $IMAPBRIDGE_CONFIG or " DEFAULT_CONFIG ")\n"
-	"  -o          sync the selected accounts once and exit\n"
-	"  -a A,B      only these accounts\n"
-	"  -1          one connection per account, one account at a time\n"
-	"  -d TYPES    debug traces: imap,maildir,store,thread,all (passwords redacted)\n"
-	"  -u UI       basic, quiet, tty or blinkenlights\n"
-	"  -s          log to syslog instead of stderr\n"
-	"  --check     validate the config, print every problem, exit 0 or 78\n"
-	"  --probe     log in to each account's server, list its folders, exit\n"
-	"  -V          print the version\n"
-	"  -h, --help  this help\n"
-	"\n"
-	"Signals: HUP reloads the config, USR1 syncs now, TERM/INT stop.\n"
-	"Manage accounts with imapbridge(1); the config is described in imapbridge.conf(5).\n";
+    "usage: imapbridged [-c FILE] [-o] [-a A,B] [-1] [-d TYPES] [-u UI] [-s]\n"
+    "       imapbridged --check [-c FILE]\n"
+    "       imapbridged --probe [-c FILE] [-a A,B]\n"
+    "\n"
+    "Keeps remote IMAP accounts in sync with a local store and serves it to mail\n"
+    "readers (IMAP on 127.0.0.1:1143, Maildir). Runs in the foreground.\n"
+    "\n"
+    "  -c FILE     config file (default $IMAPBRIDGE_CONFIG or " DEFAULT_CONFIG ")\n"
+    "  -o          sync the selected accounts once and exit\n"
+    "  -a A,B      only these accounts\n"
+    "  -1          one connection per account, one account at a time\n"
+    "  -d TYPES    debug traces: imap,maildir,store,thread,all (passwords redacted)\n"
+    "  -u UI       basic, quiet, tty or blinkenlights\n"
+    "  -s          log to syslog instead of stderr\n"
+    "  --check     validate the config, print every problem, exit 0 or 78\n"
+    "  --probe     log in to each account's server, list its folders, exit\n"
+    "  -V          print the version\n"
+    "  -h, --help  this help\n"
+    "\n"
+    "Signals: HUP reloads the config, USR1 syncs now, TERM/INT stop.\n"
+    "Manage accounts with imapbridge(1); the config is described in imapbridge.conf(5).\n";
 
 enum { OPT_CHECK = 256, OPT_PROBE };
 
@@ -64,8 +64,10 @@ static bool check_only(const config_t *cfg, const char *only)
 	char *copy = xstrdup(only), *save = NULL;
 	for (char *n = strtok_r(copy, ",", &save); n; n = strtok_r(NULL, ",", &save)) {
 		if (!config_find_account(cfg, n)) {
-			fprintf(stderr, "imapbridged: -a %s: no account named '%s' in %s; "
-				"see `imapbridge account list`\n", only, n, cfg->path);
+			fprintf(stderr,
+				"imapbridged: -a %s: no account named '%s' in %s; "
+				"see `imapbridge account list`\n",
+				only, n, cfg->path);
 			ok = false;
 		}
 	}
@@ -76,14 +78,14 @@ static bool check_only(const config_t *cfg, const char *only)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "check", no_argument, NULL, OPT_CHECK },
-		{ "probe", no_argument, NULL, OPT_PROBE },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+	    {"check", no_argument, NULL, OPT_CHECK},
+	    {"probe", no_argument, NULL, OPT_PROBE},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *config_path = getenv("IMAPBRIDGE_CONFIG");
-	daemon_opts_t opts = { 0 };
+	daemon_opts_t opts = {0};
 	bool check = false, probe = false, use_syslog = false;
 	enum log_ui ui = isatty(STDERR_FILENO) ? LOG_UI_TTY : LOG_UI_BASIC;
 	unsigned cats = 0;
@@ -94,16 +96,26 @@ int main(int argc, char **argv)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":c:oa:1d:u:sVh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'c': config_path = optarg; break;
-		case 'o': opts.once = true; break;
-		case 'a': opts.only = optarg; break;
-		case '1': opts.one_at_a_time = true; break;
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'o':
+			opts.once = true;
+			break;
+		case 'a':
+			opts.only = optarg;
+			break;
+		case '1':
+			opts.one_at_a_time = true;
+			break;
 		case 'd': {
 			const char *bad = NULL;
 			if (log_parse_cats(optarg, &cats, &bad) < 0) {
 				char what[128];
-				snprintf(what, sizeof(what), "-d: unknown trace type '%s' "
-					 "(use imap, maildir, store, thread or all)", bad);
+				snprintf(what, sizeof(what),
+					 "-d: unknown trace type '%s' "
+					 "(use imap, maildir, store, thread or all)",
+					 bad);
 				return bad_usage(what);
 			}
 			break;
@@ -117,15 +129,22 @@ int main(int argc, char **argv)
 				ui = LOG_UI_TTY;
 			else if (strcmp(optarg, "blinkenlights") == 0) {
 				/* No curses view yet: the tty output is the closest thing. */
-				fprintf(stderr, "imapbridged: -u blinkenlights is not available in this "
+				fprintf(stderr,
+					"imapbridged: -u blinkenlights is not available in this "
 					"build; using -u tty\n");
 				ui = LOG_UI_TTY;
 			} else
 				return bad_usage("-u takes basic, quiet, tty or blinkenlights");
 			break;
-		case 's': use_syslog = true; break;
-		case OPT_CHECK: check = true; break;
-		case OPT_PROBE: probe = true; break;
+		case 's':
+			use_syslog = true;
+			break;
+		case OPT_CHECK:
+			check = true;
+			break;
+		case OPT_PROBE:
+			probe = true;
+			break;
 		case 'V':
 			printf("imapbridged %s\n", IMAPBRIDGE_VERSION);
 			return 0;
@@ -167,7 +186,8 @@ int main(int argc, char **argv)
 			printf("%s: OK (%zu account%s)\n", config_path, cfg->n_accounts,
 			       cfg->n_accounts == 1 ? "" : "s");
 		else if (rc == CONFIG_E_INVALID)
-			fprintf(stderr, "%s: %zu problem%s; fix %s and run imapbridged --check again\n",
+			fprintf(stderr,
+				"%s: %zu problem%s; fix %s and run imapbridged --check again\n",
 				config_path, msgs.n_errors, msgs.n_errors == 1 ? "" : "s",
 				msgs.n_errors == 1 ? "it" : "them");
 		config_msgs_free(&msgs);
@@ -179,7 +199,8 @@ int main(int argc, char **argv)
 			log_err("%s", msgs.errors[i]);
 		if (rc == CONFIG_E_INVALID)
 			log_err("%s: %zu problem%s, not starting; run imapbridged --check -c %s",
-				config_path, msgs.n_errors, msgs.n_errors == 1 ? "" : "s", config_path);
+				config_path, msgs.n_errors, msgs.n_errors == 1 ? "" : "s",
+				config_path);
 		config_msgs_free(&msgs);
 		return CONFIG_EXIT_INVALID;
 	}

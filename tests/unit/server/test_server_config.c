@@ -58,10 +58,11 @@ static void test_account_names(void)
 
 static void test_defaults(void)
 {
-	char *text = xasprintf("datadir = \"~/data\";\n"
-			       "accounts = ( { name = \"a\"; remote = { host = \"h\"; user = \"u\"; "
-			       "tls = \"starttls\"; folders = { include = [\"^INBOX$\"]; }; }; "
-			       "maildir = { path = \"~/Mail/a\"; }; } );\n");
+	char *text =
+	    xasprintf("datadir = \"~/data\";\n"
+		      "accounts = ( { name = \"a\"; remote = { host = \"h\"; user = \"u\"; "
+		      "tls = \"starttls\"; folders = { include = [\"^INBOX$\"]; }; }; "
+		      "maildir = { path = \"~/Mail/a\"; }; } );\n");
 	char *path = write_file("defaults.conf", text, 0600);
 	config_msgs_t msgs = CONFIG_MSGS_INIT;
 	config_t *cfg = NULL;
@@ -110,11 +111,16 @@ static void test_runtime_accounts(void)
 {
 	char *datadir = xasprintf("%s/rt", dir);
 	char *text = xasprintf("datadir = \"%s\";\naccounts = ( { name = \"main\"; remote = { "
-			       "host = \"h\"; user = \"u\"; }; } );\n", datadir);
+			       "host = \"h\"; user = \"u\"; }; } );\n",
+			       datadir);
 	char *path = write_file("rt.conf", text, 0600);
 	char err[512];
-	accounts_spec_t sp = { .name = "extra", .host = "imap.example.org", .port = 143,
-			       .tls = "none", .user = "me", .password = "p\"w\\x" };
+	accounts_spec_t sp = {.name = "extra",
+			      .host = "imap.example.org",
+			      .port = 143,
+			      .tls = "none",
+			      .user = "me",
+			      .password = "p\"w\\x"};
 	CHECK_EQ_INT(accounts_write(datadir, &sp, err, sizeof(err)), ACCOUNTS_OK);
 	/* written once only */
 	CHECK_EQ_INT(accounts_write(datadir, &sp, err, sizeof(err)), ACCOUNTS_E_INVALID);
@@ -149,7 +155,7 @@ static void test_runtime_accounts(void)
 	config_msgs_free(&msgs);
 
 	/* a CLI account with the name of a config account */
-	accounts_spec_t clash = { .name = "main", .host = "h", .user = "u", .password = "x" };
+	accounts_spec_t clash = {.name = "main", .host = "h", .user = "u", .password = "x"};
 	CHECK_EQ_INT(accounts_write(datadir, &clash, err, sizeof(err)), ACCOUNTS_OK);
 	CHECK_EQ_INT(config_load(path, &cfg, &msgs), CONFIG_E_INVALID);
 	CHECK(cfg == NULL);
@@ -179,7 +185,7 @@ static void test_runtime_accounts(void)
 static void test_bad_account_spec(void)
 {
 	char err[512];
-	accounts_spec_t sp = { .name = "a/b", .host = "h", .user = "u", .password = "x" };
+	accounts_spec_t sp = {.name = "a/b", .host = "h", .user = "u", .password = "x"};
 	CHECK_EQ_INT(accounts_write(dir, &sp, err, sizeof(err)), ACCOUNTS_E_INVALID);
 	sp.name = "ok";
 	sp.password_command = "y";
@@ -191,20 +197,22 @@ static void test_bad_account_spec(void)
 
 static void test_problems_collected(void)
 {
-	char *path = write_file("bad.conf",
-				"datadir = 5;\n"
-				"listen = ( { address = \"0.0.0.0\"; port = 70000; tls = \"implicit\"; } );\n"
-				"mbnames = { enabled = \"yes\"; };\n"
-				"accounts = ( { name = \"a\"; maildir = { sep = \":\"; }; remote = { host = \"h\"; "
-				"tunnel = \"t\"; user = \"u\"; maxconnections = 0; }; } );\n",
-				0600);
+	char *path = write_file(
+	    "bad.conf",
+	    "datadir = 5;\n"
+	    "listen = ( { address = \"0.0.0.0\"; port = 70000; tls = \"implicit\"; } );\n"
+	    "mbnames = { enabled = \"yes\"; };\n"
+	    "accounts = ( { name = \"a\"; maildir = { sep = \":\"; }; remote = { host = \"h\"; "
+	    "tunnel = \"t\"; user = \"u\"; maxconnections = 0; }; } );\n",
+	    0600);
 	config_msgs_t msgs = CONFIG_MSGS_INIT;
 	config_t *cfg = NULL;
 	CHECK_EQ_INT(config_load(path, &cfg, &msgs), CONFIG_E_INVALID);
 	CHECK(has_msg(msgs.errors, msgs.n_errors, "bad.conf:1: option datadir: expected a string"));
 	CHECK(has_msg(msgs.errors, msgs.n_errors, "option listen.[0].port: 70000 is out of range"));
 	CHECK(has_msg(msgs.errors, msgs.n_errors, "needs tls_cert and tls_key"));
-	CHECK(has_msg(msgs.errors, msgs.n_errors, "option mbnames.enabled: expected true or false"));
+	CHECK(
+	    has_msg(msgs.errors, msgs.n_errors, "option mbnames.enabled: expected true or false"));
 	CHECK(has_msg(msgs.errors, msgs.n_errors, "option accounts.[0].maildir.sep: ':'"));
 	CHECK(has_msg(msgs.errors, msgs.n_errors, "option accounts.[0].maildir: missing 'path'"));
 	CHECK(has_msg(msgs.errors, msgs.n_errors, "set either host or tunnel, not both"));

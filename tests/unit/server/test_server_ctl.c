@@ -50,7 +50,8 @@ static int fake_sync_now(void *ctx, daemon_t *d, const char *account, daemon_don
 	f->arg = arg;
 	f->pending = true;
 	/* "slow" never finishes by itself: the daemon stops with it pending. */
-	ev_timer_init(&f->timer, fake_timer_cb, account && strcmp(account, "slow") == 0 ? 3600 : 0.2, 0);
+	ev_timer_init(&f->timer, fake_timer_cb,
+		      account && strcmp(account, "slow") == 0 ? 3600 : 0.2, 0);
 	f->timer.data = f;
 	ev_timer_start(daemon_loop(d), &f->timer);
 	return 0;
@@ -61,8 +62,8 @@ static void fake_status(void *ctx, daemon_t *d, const char *account, buf_t *out)
 	buf_printf(out, "\"state\":\"idle\",\"folders\":[{\"name\":\"INBOX\",\"messages\":7}]");
 }
 
-static int fake_recover(void *ctx, daemon_t *d, const char *account, const char *folder,
-			char *msg, size_t msglen)
+static int fake_recover(void *ctx, daemon_t *d, const char *account, const char *folder, char *msg,
+			size_t msglen)
 {
 	snprintf(msg, msglen, "%s/%s released", account, folder);
 	return 0;
@@ -80,25 +81,26 @@ static void fake_stop(void *ctx, daemon_t *d)
 }
 
 static const daemon_sync_ops_t fake_ops = {
-	.sync_now = fake_sync_now,
-	.status_json = fake_status,
-	.folder_recover = fake_recover,
-	.stop = fake_stop,
+    .sync_now = fake_sync_now,
+    .status_json = fake_status,
+    .folder_recover = fake_recover,
+    .stop = fake_stop,
 };
 
 /* ---------------------------------------------------------- the child */
 
 static int child_fail;
-#define EXPECT(cond) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "child: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-		child_fail = 1; \
-	} \
-} while (0)
+#define EXPECT(cond)                                                                               \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "child: %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
+			child_fail = 1;                                                            \
+		}                                                                                  \
+	} while (0)
 
 static int client_connect(const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -137,7 +139,8 @@ static void child(const char *sock)
 	EXPECT(strcmp(resp, "{\"ok\":true,\"status\":0}") == 0);
 
 	/* Two requests in one write: the second waits for the first's answer. */
-	ask(fd, "{\"cmd\":\"sync\",\"name\":\"a\"}\n{\"cmd\":\"account.list\"}", resp, sizeof(resp));
+	ask(fd, "{\"cmd\":\"sync\",\"name\":\"a\"}\n{\"cmd\":\"account.list\"}", resp,
+	    sizeof(resp));
 	EXPECT(strcmp(resp, "{\"ok\":true,\"status\":0}") == 0);
 	read_line(fd, resp, sizeof(resp));
 	EXPECT(strstr(resp, "\"name\":\"a\"") != NULL);
@@ -145,10 +148,12 @@ static void child(const char *sock)
 	EXPECT(strstr(resp, "no account named 'nobody'") != NULL);
 
 	ask(fd, "{\"cmd\":\"status\",\"name\":\"a\"}", resp, sizeof(resp));
-	EXPECT(strstr(resp, "\"state\":\"idle\",\"folders\":[{\"name\":\"INBOX\",\"messages\":7}]"));
+	EXPECT(
+	    strstr(resp, "\"state\":\"idle\",\"folders\":[{\"name\":\"INBOX\",\"messages\":7}]"));
 	EXPECT(strstr(resp, "\"sync_engine\":true"));
 
-	ask(fd, "{\"cmd\":\"folder.recover\",\"name\":\"a\",\"folder\":\"INBOX\"}", resp, sizeof(resp));
+	ask(fd, "{\"cmd\":\"folder.recover\",\"name\":\"a\",\"folder\":\"INBOX\"}", resp,
+	    sizeof(resp));
 	EXPECT(strstr(resp, "\"ok\":true,\"message\":\"a/INBOX released\""));
 
 	ask(fd, "not json", resp, sizeof(resp));
@@ -199,8 +204,10 @@ int main(void)
 	char *dir = test_tmpdir("ib-test-ctl");
 	char *conf = xasprintf("%s/c.conf", dir);
 	FILE *f = fopen(conf, "w");
-	fprintf(f, "datadir = \"%s/data\";\naccounts = ( { name = \"a\"; remote = { host = \"h\"; "
-		"user = \"u\"; }; }, { name = \"slow\"; remote = { host = \"h\"; user = \"u\"; }; } );\n",
+	fprintf(f,
+		"datadir = \"%s/data\";\naccounts = ( { name = \"a\"; remote = { host = \"h\"; "
+		"user = \"u\"; }; }, { name = \"slow\"; remote = { host = \"h\"; user = \"u\"; }; "
+		"} );\n",
 		dir);
 	fclose(f);
 	log_setup("test_server_ctl", LOG_UI_QUIET, false);
@@ -213,11 +220,11 @@ int main(void)
 		return test_done("test_server_ctl");
 
 	struct ev_loop *loop = ev_default_loop(0);
-	daemon_opts_t opts = { .config_path = conf };
+	daemon_opts_t opts = {.config_path = conf};
 	daemon_t *d = daemon_new(loop, cfg, &opts);
 	CHECK_EQ_INT(daemon_start(d), DAEMON_OK);
 	CHECK(daemon_store(d) != NULL);
-	struct fake fk = { 0 };
+	struct fake fk = {0};
 	daemon_set_sync(d, &fake_ops, &fk);
 	char *sock = xstrdup(daemon_socket_path(d));
 

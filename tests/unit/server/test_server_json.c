@@ -39,8 +39,9 @@ static void test_values(void)
 static void test_bad(void)
 {
 	static const char *const bad[] = {
-		"", "{", "{\"a\":}", "{\"a\" 1}", "[1,]", "{\"a\":1}x", "tru", "\"abc",
-		"\"a\\u0000b\"", "\"\x01\"", "{a:1}", "[1 2]", "-",
+	    "",		  "{",	   "{\"a\":}", "{\"a\" 1}",	"[1,]",
+	    "{\"a\":1}x", "tru",   "\"abc",    "\"a\\u0000b\"", "\"\x01\"",
+	    "{a:1}",	  "[1 2]", "-",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		json_t *j = NULL;
