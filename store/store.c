@@ -69,7 +69,9 @@ int store_map_mdb(int rc)
 	case MDB_VERSION_MISMATCH:
 	case MDB_CORRUPTED:
 	case MDB_PAGE_NOTFOUND:
-	case MDB_INCOMPATIBLE: return STORE_ECORRUPT;
+	case MDB_INCOMPATIBLE:
+	case MDB_CURSOR_FULL: /* a tree deeper than LMDB allows: a cycle */
+	case MDB_PAGE_FULL: return STORE_ECORRUPT;
 	case MDB_BAD_VALSIZE: return STORE_EINVAL; /* key too long: caller's input */
 	case MDB_READERS_FULL:
 	case MDB_BAD_RSLOT: return STORE_EBUSY;
@@ -528,7 +530,14 @@ mdb_fail:
 		mdb_txn_abort(t);
 	if (mrc == MDB_MAP_FULL)
 		return STORE_EAGAIN;
-	set_err(errbuf, errlen, "cannot initialise store at %s: %s", st->path, mdb_strerror(mrc));
+	if (store_map_mdb(mrc) == STORE_ECORRUPT)
+		set_err(errbuf, errlen,
+			"%s/data.mdb is damaged (%s); restore it from backup or use another "
+			"datadir",
+			st->path, mdb_strerror(mrc));
+	else
+		set_err(errbuf, errlen, "cannot initialise store at %s: %s", st->path,
+			mdb_strerror(mrc));
 	return store_map_mdb(mrc);
 }
 
@@ -578,6 +587,11 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 			datafile);
 		rc = STORE_ECORRUPT;
 		goto out;
+	}
+	if (!opts->skip_probe && stat(datafile, &sb) == 0 && sb.st_size > 0) {
+		rc = store_probe(st->path, errbuf, errlen);
+		if (rc)
+			goto out;
 	}
 
 	int mrc = mdb_env_create(&st->env);

@@ -96,6 +96,11 @@ typedef struct store_open_opts {
 	bool readonly;
 	/* Skip fsync on commit (tests, benchmarks only: loses crash safety). */
 	bool nosync;
+	/* Skip the structure probe: by default an existing data.mdb is first
+	 * walked in a child process, so that a damaged file is refused with a
+	 * message instead of crashing the caller inside LMDB. The walk reads
+	 * every key once (not the message bytes). */
+	bool skip_probe;
 } store_open_opts_t;
 
 /*

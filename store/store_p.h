@@ -82,6 +82,10 @@ struct store_txn {
 	size_t ntouched, captouched;
 };
 
+/* Walk the environment at path in a child process before opening it; 0, or
+ * STORE_ECORRUPT with a message if the walk crashed or found a bad tree. */
+int store_probe(const char *path, char *errbuf, size_t errlen);
+
 /* The one place LMDB codes become STORE_E* codes. */
 int store_map_mdb(int rc);
 

@@ -98,6 +98,47 @@ static void test_garbage_file(void)
 	free(dir);
 }
 
+/* Intact header, garbage pages: refused with a message, the caller lives. */
+static void test_damaged_pages(void)
+{
+	char *dir = test_tmpdir("store-damaged");
+	char err[512], path[4096];
+	store_t *st = NULL;
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), 0);
+	store_txn_t *txn;
+	uint32_t acct, f;
+	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+	CHECK_EQ_INT(store_account_add(txn, "d", &acct), 0);
+	CHECK_EQ_INT(store_folder_create(txn, acct, "INBOX", 0, &f), 0);
+	for (int i = 0; i < 50; i++) {
+		char body[200];
+		int n = snprintf(body, sizeof(body), "Subject: %d\r\n\r\nbody\r\n", i);
+		store_msg_new_t m = {0};
+		CHECK_EQ_INT(store_msg_append(txn, f, body, (size_t)n, &m, NULL, NULL), 0);
+	}
+	CHECK_EQ_INT(store_txn_commit(txn), 0);
+	store_close(st);
+	snprintf(path, sizeof(path), "%s/store/data.mdb", dir);
+	FILE *fp = fopen(path, "r+b");
+	CHECK(fp != NULL);
+	if (!fp)
+		return;
+	fseek(fp, 0, SEEK_END);
+	long size = ftell(fp);
+	/* Keep the two meta pages (the header check passes), ruin the rest. */
+	fseek(fp, 8192, SEEK_SET);
+	for (long i = 8192; i < size; i++)
+		fputc((int)((i * 2654435761u) >> 13) & 0xff, fp);
+	fclose(fp);
+	st = NULL;
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), STORE_ECORRUPT);
+	CHECK(st == NULL);
+	CHECK(strstr(err, path) != NULL);
+	CHECK(strstr(err, "damaged") != NULL);
+	test_rmtree(dir);
+	free(dir);
+}
+
 static void test_foreign_lmdb(void)
 {
 	char *dir = test_tmpdir("store-foreign");
@@ -224,6 +265,7 @@ int main(void)
 	test_schema();
 	test_garbage_file();
 	test_foreign_lmdb();
+	test_damaged_pages();
 	test_not_a_dir();
 	test_check_detects();
 	test_strerror();

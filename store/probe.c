@@ -1,0 +1,109 @@
+/*
+ * The structure probe run before the store is opened.
+ *
+ * LMDB trusts its file: a data.mdb whose header is intact but whose pages are
+ * garbage (a disk error, a partial copy, someone's editor) makes it follow
+ * page numbers out of the map and die with SIGBUS or SIGSEGV. We would rather
+ * refuse such a file with a message than have the daemon crash at an arbitrary
+ * later moment, so a child process walks every database once and the parent
+ * only looks at how it ended. The walk reads keys and value headers, not the
+ * message bytes themselves (store_check() verifies those by hash).
+ */
+#include "store/store_p.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum {
+	PROBE_OK = 0,
+	PROBE_LMDB_ERR = 10, /* an LMDB error: the normal open reports it */
+	PROBE_BAD_TREE = 11, /* LMDB said the tree is corrupt */
+};
+
+static int walk_dbi(MDB_txn *t, MDB_dbi dbi)
+{
+	MDB_cursor *c;
+	if (mdb_cursor_open(t, dbi, &c) != MDB_SUCCESS)
+		return PROBE_LMDB_ERR;
+	MDB_val k, v;
+	int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	volatile size_t sum = 0;
+	while (rc == MDB_SUCCESS) {
+		/* Touch the key and the first byte of the value. */
+		if (k.mv_size)
+			sum += ((const uint8_t *)k.mv_data)[0];
+		if (v.mv_size)
+			sum += ((const uint8_t *)v.mv_data)[0];
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	(void)sum;
+	if (rc == MDB_NOTFOUND)
+		return PROBE_OK;
+	return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ? PROBE_BAD_TREE : PROBE_LMDB_ERR;
+}
+
+static int probe_child(const char *path)
+{
+	MDB_env *env;
+	MDB_txn *t;
+	MDB_dbi main_dbi;
+	if (mdb_env_create(&env) != MDB_SUCCESS || mdb_env_set_maxdbs(env, 64) != MDB_SUCCESS)
+		return PROBE_LMDB_ERR;
+	/* No lock file changes from the probe: the real open follows. */
+	if (mdb_env_open(env, path, MDB_RDONLY | MDB_NOTLS | MDB_NOLOCK, 0600) != MDB_SUCCESS)
+		return PROBE_LMDB_ERR;
+	if (mdb_txn_begin(env, NULL, MDB_RDONLY, &t) != MDB_SUCCESS)
+		return PROBE_LMDB_ERR;
+	if (mdb_dbi_open(t, NULL, 0, &main_dbi) != MDB_SUCCESS)
+		return PROBE_LMDB_ERR;
+	int rc = walk_dbi(t, main_dbi);
+	for (int i = 0; rc == PROBE_OK && i < DB_COUNT; i++) {
+		MDB_dbi dbi;
+		int mrc = mdb_dbi_open(t, store_db_names[i], 0, &dbi);
+		if (mrc == MDB_NOTFOUND)
+			continue; /* the open reports missing databases */
+		if (mrc != MDB_SUCCESS)
+			return mrc == MDB_CORRUPTED ? PROBE_BAD_TREE : PROBE_LMDB_ERR;
+		rc = walk_dbi(t, dbi);
+	}
+	/* Leave without cleanup: the process ends here. */
+	return rc;
+}
+
+int store_probe(const char *path, char *errbuf, size_t errlen)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return 0; /* cannot probe: the open goes ahead unprotected */
+	if (pid == 0) {
+		/* Default dispositions so that a fault ends the child plainly. */
+		signal(SIGBUS, SIG_DFL);
+		signal(SIGSEGV, SIG_DFL);
+		_exit(probe_child(path));
+	}
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return 0;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) != PROBE_BAD_TREE)
+		return 0;
+	if (errbuf && errlen) {
+		if (WIFSIGNALED(status))
+			snprintf(errbuf, errlen,
+				 "%s/data.mdb is damaged (reading it crashed with signal %d); "
+				 "restore it from backup or use another datadir",
+				 path, WTERMSIG(status));
+		else
+			snprintf(errbuf, errlen,
+				 "%s/data.mdb is damaged (its page tree is corrupt); restore it "
+				 "from backup or use another datadir",
+				 path);
+	}
+	return STORE_ECORRUPT;
+}
