@@ -6,6 +6,7 @@
  */
 #include "sync/maildir_p.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -219,9 +220,31 @@ static bool same_content(maildir_replica_t *md, const pair_ref_t *p, const store
 	return same;
 }
 
+/* Remove what an interrupted run of ours left in tmp/: only files named by
+ * us for this folder (they are copies of store messages); anything else in
+ * tmp/ belongs to another program. */
+static void clean_tmp(maildir_replica_t *md)
+{
+	char *tdir = xasprintf("%s/tmp", md->dir);
+	DIR *d = opendir(tdir);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			maildir_name_t n;
+			if (!maildir_name_parse(de->d_name, &n) || !n.uid || !n.has_fmd5 ||
+			    strcmp(n.fmd5, md->fmd5) != 0)
+				continue;
+			unlinkat(dirfd(d), de->d_name, 0);
+		}
+		closedir(d);
+	}
+	free(tdir);
+}
+
 int maildir_prep_folder(maildir_replica_t *md)
 {
 	maildir_scan_t *s = NULL;
+	clean_tmp(md);
 	int rc = maildir_scan_folder(md->dir, &s);
 	if (rc != 0)
 		return rc;

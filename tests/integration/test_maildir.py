@@ -1,0 +1,368 @@
+"""The Maildir export end to end: a real Dovecot, imapbridged, and a Maildir
+tree changed the way mail readers change it.
+
+Checks, both with `imapbridged -o` rounds and with the daemon running:
+  - the tree matches the server byte for byte, flags included;
+  - flags set, messages deleted, moved between folders (renames, as mutt
+    does) and created in the tree (Python's mailbox module, a file dropped
+    into new/) reach the server; server changes reach the tree;
+  - rm -rf of a folder or of the whole tree deletes nothing on the server,
+    holds the folder (exit status 2, a message naming the folder and the
+    recovery command), and `imapbridge folder recover` rebuilds it;
+  - SIGKILL while the tree is written and while local changes are pushed:
+    after a restart nothing is lost or duplicated anywhere;
+  - the mbnames file lists the folders.
+"""
+
+import email
+import imaplib
+import mailbox
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import BIN, Dovecot, make_message, quote
+
+DAEMON = os.path.join(BIN, "imapbridged")
+ADMIN = os.path.join(BIN, "imapbridge")
+
+FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "$Forwarded": "P", "\\Answered": "R",
+                "\\Seen": "S", "\\Deleted": "T"}
+
+
+def wait_for(pred, timeout=20.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def msgid_of(data):
+    m = re.search(rb"^Message-ID:\s*(<[^>]*>)", data, re.I | re.M)
+    return m.group(1).decode() if m else None
+
+
+class MaildirTest(unittest.TestCase):
+    def setUp(self):
+        self.dc = Dovecot(users={"alice": "secret"})
+        self.dc.start()
+        self.dir = tempfile.mkdtemp(prefix="ib-maildir.")
+        self.datadir = os.path.join(self.dir, "data")
+        self.root = os.path.join(self.dir, "Mail")
+        self.mbnames = os.path.join(self.dir, "mailboxes")
+        self.config = os.path.join(self.dir, "imapbridge.conf")
+        self.procs = []
+        with open(os.path.join(self.dir, "pw"), "w") as f:
+            f.write("secret\n")
+        with open(self.config, "w") as f:
+            f.write(f"""datadir = "{self.datadir}";
+listen = ( {{ address = "127.0.0.1"; port = 0; tls = "none"; }} );
+mbnames = {{ enabled = true; filename = "{self.mbnames}"; header = "mailboxes ";
+            peritem = "+%(accountname)s/%(foldername)s"; sep = " "; footer = "\\n"; }};
+accounts = (
+  {{
+    name = "home";
+    autorefresh = 0.05;
+    max_deletion_ratio = 0.5;
+    remote = {{
+      host = "127.0.0.1"; port = {self.dc.port}; tls = "none";
+      user = "alice"; password_file = "{os.path.join(self.dir, 'pw')}";
+    }};
+    maildir = {{ path = "{self.root}"; }};
+  }}
+);
+""")
+        os.chmod(self.config, 0o600)
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.dc.stop()
+        if not os.environ.get("IMAPBRIDGE_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- running imapbridged ------------------------------------------
+    def run_once(self, timeout=120):
+        r = subprocess.run([DAEMON, "-u", "basic", "-c", self.config, "-o"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        return r.returncode, r.stderr.decode(errors="replace")
+
+    def sync_ok(self):
+        rc, log = self.run_once()
+        self.assertEqual(rc, 0, "imapbridged -o failed:\n" + log)
+        return log
+
+    def start_daemon(self):
+        log = open(os.path.join(self.dir, "daemon.log"), "ab")
+        p = subprocess.Popen([DAEMON, "-u", "basic", "-c", self.config],
+                             stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+        self.procs.append(p)
+        sock = os.path.join(self.datadir, "control.sock")
+        wait_for(lambda: os.path.exists(sock) or p.poll() is not None, what="the control socket")
+        self.assertIsNone(p.poll(), self.daemon_log())
+        return p
+
+    def daemon_log(self):
+        try:
+            with open(os.path.join(self.dir, "daemon.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def admin(self, *args):
+        return subprocess.run([ADMIN, "-c", self.config] + list(args), capture_output=True,
+                              text=True, timeout=120)
+
+    # -- the server ---------------------------------------------------
+    def server(self, folder):
+        """{message-id: (bytes, flag letters)} of a server folder."""
+        imap = self.dc.login("alice")
+        try:
+            typ, _ = imap.select(quote(folder))
+            if typ != "OK":
+                return {}
+            typ, data = imap.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
+            out = {}
+            for item in data:
+                if not isinstance(item, tuple):
+                    continue
+                flags = imaplib.ParseFlags(item[0])
+                letters = "".join(sorted(FLAG_LETTERS[f.decode()] for f in flags
+                                         if f.decode() in FLAG_LETTERS))
+                mid = msgid_of(item[1])
+                self.assertNotIn(mid, out, "duplicate on the server: %s in %s" % (mid, folder))
+                out[mid] = (item[1], letters)
+            return out
+        finally:
+            imap.logout()
+
+    def server_store(self, folder, mid, op, flags):
+        imap = self.dc.login("alice")
+        try:
+            imap.select(quote(folder))
+            typ, data = imap.uid("SEARCH", None, "HEADER", "Message-ID", mid)
+            uid = data[0].split()[0].decode()
+            imap.uid("STORE", uid, op, flags)
+            if "Deleted" in flags and op.startswith("+"):
+                imap.expunge()
+        finally:
+            imap.logout()
+
+    # -- the tree -----------------------------------------------------
+    def folder_dir(self, folder):
+        return os.path.join(self.root, *folder.split("/"))
+
+    def tree(self, folder):
+        """{message-id: (bytes, flag letters, path)} of a tree folder."""
+        out = {}
+        d = self.folder_dir(folder)
+        for sub in ("new", "cur"):
+            p = os.path.join(d, sub)
+            if not os.path.isdir(p):
+                continue
+            for name in os.listdir(p):
+                if name.startswith("."):
+                    continue
+                path = os.path.join(p, name)
+                with open(path, "rb") as f:
+                    data = f.read()
+                flags = name.split(":2,", 1)[1] if ":2," in name else ""
+                flags = "".join(sorted(c for c in flags if c in "DFPRST"))
+                mid = msgid_of(data)
+                self.assertNotIn(mid, out, "duplicate in the tree: %s in %s" % (mid, folder))
+                out[mid] = (data, flags, path)
+        return out
+
+    def assert_same(self, folder):
+        s = self.server(folder)
+        t = self.tree(folder)
+        self.assertEqual(sorted(s), sorted(t), "%s: server and tree hold different messages"
+                         % folder)
+        for mid in s:
+            self.assertEqual(s[mid][0], t[mid][0], "%s %s: bytes differ" % (folder, mid))
+            self.assertEqual(s[mid][1], t[mid][1], "%s %s: flags differ" % (folder, mid))
+        return s
+
+    def populate(self):
+        for i in range(5):
+            self.dc.append("alice", "INBOX", make_message("inbox %d" % i, msgid="<in%d@t>" % i),
+                           flags="\\Seen" if i % 2 else "")
+        for i in range(6):
+            self.dc.append("alice", "Lists/foo", make_message("list %d" % i,
+                                                              msgid="<li%d@t>" % i),
+                           flags="\\Flagged" if i == 0 else "")
+
+    # -- tests --------------------------------------------------------
+    def test_two_way(self):
+        self.populate()
+        self.sync_ok()
+        self.assert_same("INBOX")
+        self.assert_same("Lists/foo")
+        with open(self.mbnames) as f:
+            self.assertEqual(f.read(), "mailboxes +home/INBOX +home/Lists/foo\n")
+
+        t = self.tree("INBOX")
+        # mutt flags a message: rename in cur/ with new info.
+        path = t["<in0@t>"][2]
+        base = os.path.basename(path).split(":2,")[0]
+        os.rename(path, os.path.join(self.folder_dir("INBOX"), "cur", base + ":2,FS"))
+        # deletes one ...
+        os.unlink(t["<in1@t>"][2])
+        # ... saves one to another folder (a rename across folders) ...
+        moved = t["<in2@t>"][2]
+        os.rename(moved, os.path.join(self.folder_dir("Lists/foo"), "cur",
+                                      os.path.basename(moved)))
+        # ... and a program delivers two new ones.
+        md = mailbox.Maildir(self.folder_dir("INBOX"), create=False)
+        md.add(mailbox.MaildirMessage(make_message("via mailbox", msgid="<mb1@t>")))
+        with open(os.path.join(self.folder_dir("INBOX"), "new", "1700000000.M1P1.mta"),
+                  "wb") as f:
+            f.write(make_message("dropped", msgid="<drop1@t>"))
+
+        self.sync_ok()
+        s = self.assert_same("INBOX")
+        self.assert_same("Lists/foo")
+        self.assertEqual(s["<in0@t>"][1], "FS")
+        self.assertNotIn("<in1@t>", s)
+        self.assertNotIn("<in2@t>", s)
+        self.assertIn("<mb1@t>", s)
+        self.assertIn("<drop1@t>", s)
+        self.assertIn("<in2@t>", self.server("Lists/foo"))
+        # Dropped files now carry their identity; bytes untouched.
+        for mid in ("<mb1@t>", "<drop1@t>"):
+            self.assertIn(",U=", self.tree("INBOX")[mid][2])
+
+        # Server side changes reach the tree.
+        self.server_store("INBOX", "<in3@t>", "+FLAGS", "(\\Answered)")
+        self.server_store("Lists/foo", "<li1@t>", "+FLAGS", "(\\Deleted)")
+        self.dc.append("alice", "INBOX", make_message("late", msgid="<late@t>"))
+        self.sync_ok()
+        t = self.tree("INBOX")
+        self.assertIn("R", t["<in3@t>"][1])
+        self.assertIn("<late@t>", t)
+        self.assertNotIn("<li1@t>", self.tree("Lists/foo"))
+        self.assert_same("INBOX")
+        self.assert_same("Lists/foo")
+
+        # A new folder made in the tree appears on the server.
+        nd = self.folder_dir("Projects")
+        mailbox.Maildir(nd, create=True).add(make_message("proj", msgid="<proj@t>"))
+        self.sync_ok()
+        self.sync_ok()
+        self.assertIn("<proj@t>", self.server("Projects"))
+        self.assert_same("Projects")
+
+    def test_broken_files_are_kept(self):
+        self.populate()
+        self.sync_ok()
+        empty = os.path.join(self.folder_dir("INBOX"), "new", "1700000000.M9P9.x")
+        junk = os.path.join(self.folder_dir("INBOX"), "cur", "1700000001.M9P9.y:2,S")
+        open(empty, "wb").close()
+        with open(junk, "wb") as f:
+            f.write(b"\x00\x01binary")
+        rc, log = self.run_once()
+        self.assertIn(rc, (0, 1), log)
+        self.assertTrue(os.path.exists(empty) and os.path.exists(junk))
+        self.assertIn("1700000000.M9P9.x", log)
+        self.assertIn("1700000001.M9P9.y", log)
+        self.assertEqual(len(self.server("INBOX")), 5)
+
+    def test_rm_rf_folder_and_recover(self):
+        self.populate()
+        self.sync_ok()
+        before = self.server("Lists/foo")
+        shutil.rmtree(self.folder_dir("Lists/foo"))
+        rc, log = self.run_once()
+        self.assertEqual(rc, 2, log)
+        self.assertIn("Lists/foo", log)
+        self.assertIn("imapbridge folder recover home Lists/foo", log)
+        self.assertEqual(sorted(self.server("Lists/foo")), sorted(before))
+        self.assert_same("INBOX")
+        # Still held on the next run; still nothing deleted.
+        rc, log = self.run_once()
+        self.assertEqual(rc, 2, log)
+        self.assertEqual(sorted(self.server("Lists/foo")), sorted(before))
+
+        self.start_daemon()
+        r = self.admin("folder", "recover", "home", "Lists/foo")
+        self.assertEqual(r.returncode, 0, r.stderr + self.daemon_log())
+        r = self.admin("sync", "home")
+        self.assertEqual(r.returncode, 0, r.stderr + self.daemon_log())
+        self.assert_same("Lists/foo")
+        self.assertEqual(sorted(self.server("Lists/foo")), sorted(before))
+
+    def test_rm_rf_tree(self):
+        self.populate()
+        self.sync_ok()
+        shutil.rmtree(self.root)
+        rc, log = self.run_once()
+        self.assertEqual(rc, 2, log)
+        self.assertEqual(len(self.server("INBOX")), 5)
+        self.assertEqual(len(self.server("Lists/foo")), 6)
+        self.assertIn("folder recover", log)
+
+    def test_daemon_picks_up_changes(self):
+        self.populate()
+        self.start_daemon()
+        wait_for(lambda: len(self.tree("INBOX")) == 5 and len(self.tree("Lists/foo")) == 6,
+                 what="the first export")
+        t = self.tree("INBOX")
+        path = t["<in4@t>"][2]
+        base = os.path.basename(path).split(":2,")[0]
+        os.rename(path, os.path.join(self.folder_dir("INBOX"), "cur", base + ":2,FS"))
+        mailbox.Maildir(self.folder_dir("INBOX"), create=False).add(
+            make_message("live", msgid="<live@t>"))
+        wait_for(lambda: self.server("INBOX").get("<in4@t>", (b"", ""))[1] == "FS"
+                 and "<live@t>" in self.server("INBOX"),
+                 timeout=15, what="tree changes on the server\n" + self.daemon_log())
+
+    def test_crash_while_writing_tree(self):
+        for i in range(300):
+            self.dc.append("alice", "INBOX", make_message("bulk %d" % i, msgid="<b%d@t>" % i,
+                                                          body="x" * 2000 + "\r\n"))
+        rnd = random.Random(7)
+        for _ in range(4):
+            p = subprocess.Popen([DAEMON, "-u", "quiet", "-c", self.config, "-o"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs.append(p)
+            time.sleep(rnd.uniform(0.05, 0.6))
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        self.sync_ok()
+        self.assertEqual(len(self.assert_same("INBOX")), 300)
+        for d in ("tmp",):
+            leftovers = os.listdir(os.path.join(self.folder_dir("INBOX"), d))
+            self.assertEqual(leftovers, [], "files left in tmp/")
+
+    def test_crash_while_pushing(self):
+        self.populate()
+        self.sync_ok()
+        md = mailbox.Maildir(self.folder_dir("INBOX"), create=False)
+        for i in range(80):
+            md.add(make_message("local %d" % i, msgid="<loc%d@t>" % i))
+        rnd = random.Random(11)
+        for _ in range(4):
+            p = subprocess.Popen([DAEMON, "-u", "quiet", "-c", self.config, "-o"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs.append(p)
+            time.sleep(rnd.uniform(0.05, 0.5))
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        self.sync_ok()
+        s = self.assert_same("INBOX")
+        self.assertEqual(len(s), 85)
+
+
+if __name__ == "__main__":
+    unittest.main()
