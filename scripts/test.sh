@@ -17,7 +17,7 @@ cd "$ROOT"
 JOBS=${IB_JOBS:-$(nproc 2>/dev/null || echo 2)}
 TEST_JOBS=${IB_TEST_JOBS:-2}
 LOGDIR="$ROOT/build-logs"
-mkdir -p "$LOGDIR"
+rm -rf "$LOGDIR" && mkdir -p "$LOGDIR"
 
 steps=()     # "name|status|seconds|detail"
 failed=0
@@ -133,9 +133,15 @@ done
 for dir in build-asan build; do
 	f="$dir/Testing/Temporary/LastTestsFailed.log"
 	if [ -s "$f" ]; then
-		echo "  failed tests in $dir/: $(cut -d: -f2 "$f" | tr '\n' ' ')"
+		echo "  failed tests in $dir/: $(cut -d: -f2 "$f" | paste -sd' ')"
 	fi
 done
+# The first sanitizer findings, by source location.
+if ls "$LOGDIR"/unit_tests_under_asan* >/dev/null 2>&1; then
+	grep -hoE '[^ ]+\.c:[0-9]+:[0-9]+: runtime error: .*|ERROR: (Address|Leak)Sanitizer: [^ ]+( on [^ ]+)?' \
+		"$LOGDIR"/unit_tests_under_asan* | sed 's|^'"$ROOT"'/||' | sort -u | head -8 |
+		sed 's/^/  sanitizer: /'
+fi
 echo "  total ${total}s; logs in build-logs/"
 if [ "$failed" -ne 0 ]; then
 	echo "RESULT: FAILED"
