@@ -248,9 +248,11 @@ static void md_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *c
 		cb(REPLICA_BAD, ctx);
 		return;
 	} else {
+		maildir_prep_new_folders(md);
 		maildir_prep_moves(md);
 	}
-	*caps = REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS;
+	if (caps)
+		*caps = REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS;
 	cb(REPLICA_OK, ctx);
 }
 
@@ -400,6 +402,12 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	uint32_t fid = 0;
 	bool have_rs = stored_state(md, name, &fid, &rs);
 	struct stat st;
+	if (!have_rs && !maildir_is_folder(dir)) {
+		/* Never synced: export it (as create_folder() would). */
+		int mrc = mkfolder(dir);
+		if (mrc != 0)
+			log_err(MD_PFX ": cannot create %s: %s", md->account, dir, strerror(-mrc));
+	}
 	if (stat(dir, &st) != 0 || !maildir_is_folder(dir)) {
 		if (have_rs) {
 			char *reason = xasprintf(

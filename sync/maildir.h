@@ -68,8 +68,12 @@ typedef struct maildir_opts {
 /*
  * A new replica session on the tree. Never fails for a missing root: that is
  * reported per folder (see Safety). The caller connects it with
- * r->ops->connect() before use, once per sync round: connect() also looks for
- * messages moved between folders and moves them in the store.
+ * r->ops->connect() (caps may be NULL) before use, once per sync round.
+ * connect() also gives every folder directory the store does not know a
+ * store folder (list the store's folders after it), and turns messages moved
+ * between folders into store moves; so call it before any engine job of the
+ * round has loaded its folder's state. select() of a folder that was never
+ * synced creates its directory (create_folder() is optional).
  */
 replica_t *maildir_replica_open(const maildir_opts_t *o);
 

@@ -97,6 +97,13 @@ int maildir_prep_folder(maildir_replica_t *md);
  */
 void maildir_prep_moves(maildir_replica_t *md);
 
+/*
+ * Give every folder directory of the tree that the store does not know a
+ * store folder (a folder made by a mail reader); the remote sync then creates
+ * it on the server. Errors are logged.
+ */
+void maildir_prep_new_folders(maildir_replica_t *md);
+
 /* REPLICA_F_* <-> MAILDIR_F_* (P is not a system flag: see maildir.h). */
 unsigned maildir_to_replica_flags(unsigned mflags);
 unsigned maildir_from_replica_flags(unsigned rflags, unsigned old_mflags);

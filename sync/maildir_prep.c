@@ -593,3 +593,44 @@ void maildir_prep_moves(maildir_replica_t *md)
 	free(fc.v);
 	maildir_folders_free(names, n);
 }
+
+typedef struct newf_ctx {
+	maildir_replica_t *md;
+	char **names;
+	size_t n;
+	unsigned created;
+} newf_ctx_t;
+
+static int newf_fn(store_txn_t *txn, void *arg)
+{
+	newf_ctx_t *c = arg;
+	c->created = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		store_folder_t f;
+		uint32_t id;
+		if (store_folder_find(txn, c->md->account_id, c->names[i], &f) == 0)
+			continue;
+		int rc = store_folder_create(txn, c->md->account_id, c->names[i], 0, &id);
+		if (rc && rc != STORE_EEXIST)
+			return rc;
+		c->created++;
+	}
+	return 0;
+}
+
+void maildir_prep_new_folders(maildir_replica_t *md)
+{
+	newf_ctx_t c = { md, NULL, 0, 0 };
+	if (maildir_list_folders(md->root, md->sep, &c.names, &c.n) != 0 || c.n == 0) {
+		maildir_folders_free(c.names, c.n);
+		return;
+	}
+	int rc = store_write(md->st, newf_fn, &c);
+	if (rc)
+		log_err(MD_PFX ": cannot record new folders of the Maildir tree in the store: %s",
+			md->account, store_strerror(rc));
+	else if (c.created)
+		log_info(MD_PFX ": %u new folder%s in the Maildir tree", md->account, c.created,
+			 c.created == 1 ? "" : "s");
+	maildir_folders_free(c.names, c.n);
+}

@@ -36,10 +36,6 @@ struct maildir_sync {
 	bool finished;
 	bool cancelled;
 	int status;      /* scratch for synchronous replica calls */
-	const replica_folder_t *listed;
-	size_t n_listed;
-	char **tree;     /* folder names found in the tree */
-	size_t n_tree;
 };
 
 static void step(maildir_sync_t *s);
@@ -66,9 +62,6 @@ static void finish(maildir_sync_t *s)
 	for (size_t i = 0; i < s->n; i++)
 		free(s->folders[i].name);
 	free(s->folders);
-	for (size_t i = 0; i < s->n_tree; i++)
-		free(s->tree[i]);
-	free(s->tree);
 	free(s->prefix);
 	free(s);
 	done(&copy, ctx);
@@ -82,32 +75,6 @@ static void status_cb(int status, void *ctx)
 static void connect_cb(int status, void *ctx)
 {
 	*(int *)ctx = status;
-}
-
-static void list_cb(int status, const replica_folder_t *f, size_t n, void *ctx)
-{
-	maildir_sync_t *s = ctx;
-	s->status = status;
-	if (status != REPLICA_OK)
-		return;
-	s->tree = xcalloc(n ? n : 1, sizeof(char *));
-	for (size_t i = 0; i < n; i++)
-		s->tree[s->n_tree++] = xstrdup(f[i].name);
-}
-
-static int create_fn(store_txn_t *txn, void *arg)
-{
-	maildir_sync_t *s = arg;
-	for (size_t i = 0; i < s->n_tree; i++) {
-		store_folder_t f;
-		if (store_folder_find(txn, s->account_id, s->tree[i], &f) == 0)
-			continue;
-		uint32_t id;
-		int rc = store_folder_create(txn, s->account_id, s->tree[i], 0, &id);
-		if (rc && rc != STORE_EEXIST)
-			return rc;
-	}
-	return 0;
 }
 
 static int folder_cb(const store_folder_t *f, void *arg)
@@ -235,14 +202,7 @@ maildir_sync_t *maildir_sync_account(struct ev_loop *loop, store_t *st, const co
 		s->res.failed++;
 		goto done;
 	}
-	s->r->ops->list_folders(s->r, list_cb, s);
-	if (s->status == REPLICA_OK && s->n_tree) {
-		int rc = store_write(st, create_fn, s);
-		if (rc)
-			log_err("maildir: acct=%s: cannot record new folders of the tree in the "
-				"store: %s",
-				acct->name, store_strerror(rc));
-	}
+	/* connect() gave new folders of the tree a store folder: list after it. */
 	store_txn_t *txn = NULL;
 	if (store_txn_begin_read(st, &txn) == 0) {
 		store_folder_list(txn, account_id, folder_cb, s);

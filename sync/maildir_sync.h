@@ -3,9 +3,9 @@
  * instead of) the remote round, and when the tree's watcher reports changes.
  *
  * The round opens a Maildir replica session (maildir.h), connects it (which
- * turns moves between folders into store moves), creates a store folder for
- * every new folder directory of the tree (a mail reader's new folder; the
- * remote round then creates it on the server), creates a folder directory for
+ * turns moves between folders into store moves and gives every new folder
+ * directory of the tree a store folder, which the remote round then creates
+ * on the server), creates a folder directory for
  * every store folder, and runs the sync engine on each folder in turn with
  * replica_name = the store name. Folders held for safety are counted, not
  * synced. At the end the mbnames file is rewritten if it changed (when cfg is
