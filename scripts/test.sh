@@ -46,15 +46,16 @@ skip_step() {
 	failed=1
 }
 
-# configure DIR CC [cmake args...]: a fresh tree if DIR was configured with
-# another compiler, so switching compilers never mixes caches.
+# configure DIR CC [cmake args...]: a fresh cache if DIR was configured with
+# another compiler (cc and gcc are the same one), since CMake cannot switch.
 configure() {
 	local dir=$1 cc=$2; shift 2
 	if [ -f "$dir/CMakeCache.txt" ]; then
 		local cached
 		cached=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$dir/CMakeCache.txt")
-		if [ -n "$cached" ] && [ "$(basename "$cached")" != "$(basename "$(command -v "$cc")")" ]; then
-			rm -rf "$dir"
+		if [ -n "$cached" ] && [ "$(realpath "$cached" 2>/dev/null)" != "$(realpath "$(command -v "$cc")")" ]; then
+			echo "$dir was configured with $cached; reconfiguring with $cc"
+			rm -rf "$dir/CMakeCache.txt" "$dir/CMakeFiles"
 		fi
 	fi
 	CC=$cc cmake -S "$ROOT" -B "$dir" -DCMAKE_C_COMPILER="$cc" "$@"
@@ -65,7 +66,8 @@ configure() {
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-# ctest exits 0 when a label selects nothing; say so instead of passing silently.
+# How many tests a ctest selection holds, shown in the step name (ctest
+# passes a selection of zero tests, so the count makes that visible).
 count_tests() {
 	ctest --test-dir "$1" -N "${@:2}" 2>/dev/null | sed -n 's/^Total Tests: //p'
 }
