@@ -23,9 +23,10 @@ def conf_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_config(directory, remote, name="home"):
-    """A daemon config with one account; remote is a dict of remote.* options
-    (strings, ints, bools or lists of strings)."""
+def write_config(directory, remote, name="home", more=()):
+    """A daemon config with one account (remote: a dict of remote.* options,
+    strings, ints, bools or lists of strings), plus (name, remote) pairs in
+    more for further accounts."""
     def value(v):
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -34,17 +35,14 @@ def write_config(directory, remote, name="home"):
         if isinstance(v, (list, tuple)):
             return "[ " + ", ".join(conf_str(x) for x in v) + " ]"
         return conf_str(v)
-    lines = ["      %s = %s;" % (k, value(v)) for k, v in remote.items()]
-    text = """datadir = %s;
-accounts = (
-  {
-    name = %s;
-    remote = {
-%s
-    };
-  }
-);
-""" % (conf_str(os.path.join(directory, "data")), conf_str(name), "\n".join(lines))
+
+    def account(name, remote):
+        lines = ["      %s = %s;" % (k, value(v)) for k, v in remote.items()]
+        return "  {\n    name = %s;\n    remote = {\n%s\n    };\n  }" % (
+            conf_str(name), "\n".join(lines))
+    accounts = [account(name, remote)] + [account(n, r) for n, r in more]
+    text = "datadir = %s;\naccounts = (\n%s\n);\n" % (
+        conf_str(os.path.join(directory, "data")), ",\n".join(accounts))
     path = os.path.join(directory, "imapbridge.conf")
     with open(path, "w") as f:
         f.write(text)
@@ -77,8 +75,8 @@ class ClientTest(unittest.TestCase):
         r.update(kw)
         return {k: v for k, v in r.items() if v is not None}
 
-    def probe(self, remote, trace=True, timeout=60):
-        conf = write_config(self.tmp.name, remote)
+    def probe(self, remote, trace=True, timeout=60, more=()):
+        conf = write_config(self.tmp.name, remote, more=more)
         args = [os.path.join(BIN, "imapbridged"), "--probe", "-c", conf]
         if trace:
             args += ["-d", "imap"]
@@ -156,6 +154,14 @@ class ClientTest(unittest.TestCase):
         rc, out = self.probe(self.remote(port=self.dc.tls_port, tls="implicit", fingerprint=fp))
         self.assert_ok(rc, out)
 
+    def test_implicit_tls_hostname(self):
+        # "localhost" may resolve to ::1 first, where nothing listens: the
+        # next address is tried. The certificate names localhost, so the
+        # name check passes with the CA given.
+        rc, out = self.probe(self.remote(host="localhost", port=self.dc.tls_port, tls="implicit",
+                                         ca_file=self.dc.cert_file))
+        self.assert_ok(rc, out)
+
     def test_implicit_tls_wrong_fingerprint(self):
         wrong = "sha256:" + ":".join(["AB"] * 32)
         rc, out = self.probe(self.remote(port=self.dc.tls_port, tls="implicit", fingerprint=wrong))
@@ -226,6 +232,15 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(after_ok, before_ok)
         attempts = re.findall(r"auth failed, (\d+) attempts", self.dc.log())
         self.assertEqual(attempts[-1], "1", self.dc.log()[-2000:])
+
+    def test_accounts_in_parallel(self):
+        bad = self.remote(password="nope", auth=["login"])
+        good2 = self.remote(port=self.dc.tls_port, tls="implicit", fingerprint=self.dc.fingerprint)
+        rc, out = self.probe(self.remote(), more=[("work", bad), ("third", good2)], trace=False)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("acct=home: ok:", out)
+        self.assertIn("acct=third: ok:", out)
+        self.assertIn("acct=work: login as alice rejected", out)
 
     # -- resilience and extensions -----------------------------------------
     def test_cut_mid_literal_then_retry(self):
