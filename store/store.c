@@ -53,6 +53,7 @@ const char *store_strerror(int err)
 	case STORE_ETOOOLD: return "changes that old are no longer kept; do a full comparison";
 	case STORE_EHELD: return "folder is held for safety";
 	case STORE_EINTERNAL: return "internal store error";
+	case STORE_ETOOBIG: return "store transaction too large; commit in smaller batches";
 	}
 	return "unknown store error";
 }
@@ -64,7 +65,7 @@ int store_map_mdb(int rc)
 	case MDB_NOTFOUND: return STORE_ENOTFOUND;
 	case MDB_KEYEXIST: return STORE_EEXIST;
 	case MDB_MAP_FULL: return STORE_EAGAIN;
-	case MDB_TXN_FULL: return STORE_ENOSPC;
+	case MDB_TXN_FULL: return STORE_ETOOBIG;
 	case MDB_INVALID:
 	case MDB_VERSION_MISMATCH:
 	case MDB_CORRUPTED:

@@ -67,6 +67,7 @@ enum store_err {
 	STORE_ETOOOLD = -13,    /* changes since N asked, but tombstones <= N pruned */
 	STORE_EHELD = -14,      /* folder is held for safety */
 	STORE_EINTERNAL = -15,  /* unexpected LMDB error (a bug) */
+	STORE_ETOOBIG = -16,    /* transaction too large for LMDB: split the batch */
 };
 
 /* Short static text for a STORE_E* code (also accepts 0). */

@@ -199,6 +199,14 @@ static void test_map_growth(const char *dir)
 	do {
 		CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
 		add_batch_fn(txn, &b);
+		if (store_txn_err(txn)) {
+			/* Sticky: every later call is a no-op returning the error. */
+			CHECK_EQ_INT(store_txn_err(txn), STORE_EAGAIN);
+			uint32_t id;
+			CHECK_EQ_INT(store_account_add(txn, "late", &id), STORE_EAGAIN);
+			store_folder_t fx;
+			CHECK_EQ_INT(store_folder_get(txn, f, &fx), STORE_EAGAIN);
+		}
 		rc = store_txn_commit(txn);
 		tries++;
 	} while (rc == STORE_EAGAIN && tries < 20);

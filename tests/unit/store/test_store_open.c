@@ -255,7 +255,7 @@ static void test_check_detects(void)
 
 static void test_strerror(void)
 {
-	for (int e = 0; e >= STORE_EINTERNAL; e--)
+	for (int e = 0; e >= STORE_ETOOBIG; e--)
 		CHECK(strcmp(store_strerror(e), "unknown store error") != 0);
 	CHECK(strcmp(store_strerror(-999), "unknown store error") == 0);
 }
