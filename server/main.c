@@ -15,6 +15,7 @@
 #include "server/config.h"
 #include "server/daemon.h"
 #include "sync/probe.h"
+#include "sync/sched.h"
 
 #define DEFAULT_CONFIG "/etc/imapbridge/imapbridge.conf"
 
@@ -232,10 +233,13 @@ int main(int argc, char **argv)
 		return rc == DAEMON_E_CONFIG ? CONFIG_EXIT_INVALID : DAEMON_EXIT_ERRORS;
 	}
 	/*
-	 * The sync engine and the IMAP listener attach here once they exist:
-	 *   daemon_set_sync(d, &sync_engine_ops, sync_engine_new(d));
+	 * The IMAP listener attaches here once it exists:
 	 *   imapd_start(d);
 	 */
+	if (sched_attach_daemon(d) != 0) {
+		daemon_free(d);
+		return DAEMON_EXIT_ERRORS;
+	}
 	if (opts.once)
 		status = daemon_sync_once(d);
 	else

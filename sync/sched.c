@@ -1,0 +1,1266 @@
+/*
+ * Scheduling of syncs: see sched.h. An account run is a small state machine:
+ * Maildir in, remote (list, plan, STATUS, folders over N sessions), Maildir
+ * out. Every step is driven by replica or engine callbacks.
+ */
+#include "sync/sched.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "sync/engine.h"
+#include "sync/folders.h"
+#include "sync/imap_replica.h"
+#include "sync/maildir.h"
+#include "sync/replica.h"
+
+enum conn_state { CONN_NONE, CONN_CONNECTING, CONN_READY, CONN_BUSY };
+
+enum run_phase { RUN_IDLE, RUN_MAILDIR_IN, RUN_REMOTE, RUN_MAILDIR_OUT, RUN_DONE };
+
+typedef struct waiter {
+	struct round *round;
+	struct waiter *next;
+} waiter_t;
+
+/* One sched_sync() request over several accounts. */
+typedef struct round {
+	sched_t *s;
+	int status;
+	int left;
+	sched_done_cb cb;
+	void *arg;
+	unsigned held, failed, accounts;
+} round_t;
+
+typedef struct acct_state acct_state_t;
+
+typedef struct conn {
+	acct_state_t *a;
+	size_t idx;
+	replica_t *r;
+	enum conn_state state;
+	unsigned caps;
+	engine_job_t *job;
+	size_t job_idx;
+} conn_t;
+
+typedef struct idle_sess {
+	acct_state_t *a;
+	char *remote;
+	replica_t *r;
+	unsigned caps;
+	bool armed;
+} idle_sess_t;
+
+struct acct_state {
+	sched_t *s;
+	const config_account_t *acct;
+	char *name;
+	uint32_t account_id;
+	bool running;
+	bool again;              /* a sync was asked for while running */
+	bool removed;
+	enum run_phase phase;
+	waiter_t *waiters;       /* rounds waiting for the current run */
+	waiter_t *next_waiters;  /* rounds waiting for the next run */
+	int status;              /* exit status of the current run */
+	double started;
+	/* remote */
+	conn_t *conns;
+	size_t n_conns;
+	bool conn_failed;
+	folder_plan_t plan;
+	size_t next_job;
+	int busy;
+	bool in_dispatch, redispatch, remote_done;
+	/* maildir */
+	replica_t *md;
+	uint32_t *md_folders;
+	char **md_names;
+	size_t n_md, next_md;
+	engine_job_t *md_job;
+	/* stats of the run */
+	unsigned folders, skipped, down, up, del, flags, held, failed;
+	/* daemon */
+	ev_timer refresh_w;
+	idle_sess_t *idle;
+	size_t n_idle;
+	double last_end;
+	int last_status;
+	char last_error[1024];
+};
+
+struct sched {
+	struct ev_loop *loop;
+	store_t *st;
+	const config_t *cfg;
+	bool one;
+	bool daemon;
+	acct_state_t **accts;
+	size_t n_accts;
+	int running;
+	ev_timer push_w;
+	/* last store modseq that triggered a push, per folder id */
+	uint32_t *push_fid;
+	uint64_t *push_ms;
+	size_t n_push;
+	void *daemon_ref;        /* the daemon_t when attached */
+};
+
+static void run_step(acct_state_t *a);
+static void acct_maybe_start(sched_t *s);
+static void idle_arm_all(acct_state_t *a);
+
+static int worse(int a, int b)
+{
+	/* 2 (held) > 1 (errors) > 0 */
+	return a > b ? a : b;
+}
+
+/* --------------------------------------------------------------- accounts */
+
+static acct_state_t *acct_find(sched_t *s, const char *name)
+{
+	for (size_t i = 0; i < s->n_accts; i++)
+		if (strcmp(s->accts[i]->name, name) == 0)
+			return s->accts[i];
+	return NULL;
+}
+
+static int acct_limit(sched_t *s)
+{
+	if (s->one)
+		return 1;
+	return s->cfg->maxsyncaccounts > 0 ? s->cfg->maxsyncaccounts : 3;
+}
+
+static size_t conn_limit(acct_state_t *a)
+{
+	if (a->s->one)
+		return 1;
+	return a->acct->remote.maxconnections > 0 ? (size_t)a->acct->remote.maxconnections : 1;
+}
+
+static void round_account_done(round_t *r, int status)
+{
+	r->status = worse(r->status, status);
+	if (--r->left > 0)
+		return;
+	char msg[256];
+	snprintf(msg, sizeof(msg), "%u account%s synced%s%s", r->accounts,
+		 r->accounts == 1 ? "" : "s",
+		 r->status == 2 ? "; a folder is held for safety (see the log)" : "",
+		 r->status == 1 ? "; some folders failed (see the log)" : "");
+	if (r->cb)
+		r->cb(r->status, msg, r->arg);
+	free(r);
+}
+
+static void conns_free(acct_state_t *a)
+{
+	for (size_t i = 0; i < a->n_conns; i++) {
+		if (a->conns[i].job) {
+			engine_job_t *j = a->conns[i].job;
+			a->conns[i].job = NULL;
+			engine_cancel(j);
+		}
+		replica_free(a->conns[i].r);
+	}
+	free(a->conns);
+	a->conns = NULL;
+	a->n_conns = 0;
+}
+
+static void md_free(acct_state_t *a)
+{
+	if (a->md_job) {
+		engine_job_t *j = a->md_job;
+		a->md_job = NULL;
+		engine_cancel(j);
+	}
+	replica_free(a->md);
+	a->md = NULL;
+	for (size_t i = 0; i < a->n_md; i++)
+		free(a->md_names[i]);
+	free(a->md_names);
+	free(a->md_folders);
+	a->md_names = NULL;
+	a->md_folders = NULL;
+	a->n_md = a->next_md = 0;
+}
+
+static void run_finish(acct_state_t *a)
+{
+	sched_t *s = a->s;
+	waiter_t *w = a->waiters;
+
+	conns_free(a);
+	md_free(a);
+	folders_plan_free(&a->plan);
+	a->running = false;
+	a->phase = RUN_IDLE;
+	a->last_end = ev_now(s->loop);
+	a->last_status = a->status;
+	s->running--;
+	log_info("sync: acct=%s: %s in %.1fs: %u folders (%u unchanged), %u new here, %u "
+		 "sent, %u deleted, %u flag changes%s%s",
+		 a->name, a->status == 0 ? "done" : a->status == 2 ? "held" : "finished with errors",
+		 ev_now(s->loop) - a->started, a->folders, a->skipped, a->down, a->up, a->del,
+		 a->flags, a->held ? ", folders held" : "", a->failed ? ", folders failed" : "");
+	a->waiters = NULL;
+	int st = a->status;
+	while (w) {
+		waiter_t *n = w->next;
+		round_account_done(w->round, st);
+		free(w);
+		w = n;
+	}
+	if (s->daemon && !a->removed)
+		idle_arm_all(a);
+	if (a->again && !a->removed) {
+		a->again = false;
+		a->waiters = a->next_waiters;
+		a->next_waiters = NULL;
+		a->running = true; /* queued */
+		a->phase = RUN_IDLE;
+		s->running++;
+		a->started = ev_now(s->loop);
+		a->status = 0;
+		a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
+			a->failed = 0;
+		run_step(a);
+		return;
+	}
+	acct_maybe_start(s);
+}
+
+/* Queue a run of a (joining the current one if it has not started yet). */
+static void acct_request(acct_state_t *a, round_t *r)
+{
+	waiter_t *w = NULL;
+
+	if (r) {
+		w = xcalloc(1, sizeof(*w));
+		w->round = r;
+	}
+	if (a->running && a->phase != RUN_IDLE) {
+		/* Already syncing: changes made meanwhile need another pass. */
+		a->again = true;
+		if (w) {
+			w->next = a->next_waiters;
+			a->next_waiters = w;
+		}
+		return;
+	}
+	if (w) {
+		w->next = a->waiters;
+		a->waiters = w;
+	}
+	if (!a->running) {
+		a->running = true; /* queued, phase RUN_IDLE until a slot frees */
+		a->phase = RUN_IDLE;
+	}
+	acct_maybe_start(a->s);
+}
+
+static int count_active(sched_t *s)
+{
+	int n = 0;
+	for (size_t i = 0; i < s->n_accts; i++)
+		if (s->accts[i]->running && s->accts[i]->phase != RUN_IDLE)
+			n++;
+	return n;
+}
+
+static void acct_maybe_start(sched_t *s)
+{
+	for (size_t i = 0; i < s->n_accts; i++) {
+		acct_state_t *a = s->accts[i];
+		if (count_active(s) >= acct_limit(s))
+			return;
+		if (!a->running || a->phase != RUN_IDLE)
+			continue;
+		s->running++;
+		a->started = ev_now(s->loop);
+		a->status = 0;
+		a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held = a->failed =
+			0;
+		a->last_error[0] = '\0';
+		run_step(a);
+	}
+}
+
+/* ------------------------------------------------------------ engine jobs */
+
+static void note_result(acct_state_t *a, const char *box, int rc, const engine_stats_t *st)
+{
+	a->folders++;
+	if (st->skipped)
+		a->skipped++;
+	a->down += st->downloaded;
+	a->up += st->uploaded;
+	a->del += st->deleted_store + st->deleted_replica;
+	a->flags += st->flags_store + st->flags_replica;
+	if (rc == ENGINE_HELD) {
+		a->held++;
+		a->status = worse(a->status, 2);
+		log_err("sync: acct=%s box=%s: %s", a->name, box, st->message);
+		snprintf(a->last_error, sizeof(a->last_error), "%s: %s", box, st->message);
+	} else if (rc != ENGINE_OK && rc != ENGINE_CANCELLED) {
+		a->failed++;
+		a->status = worse(a->status, 1);
+		log_err("sync: acct=%s box=%s: %s (%s); it is retried at the next sync", a->name, box,
+			st->message[0] ? st->message : engine_strerror(rc), engine_strerror(rc));
+		snprintf(a->last_error, sizeof(a->last_error), "%s: %s", box,
+			 st->message[0] ? st->message : engine_strerror(rc));
+	} else if (st->downloaded || st->uploaded || st->deleted_store || st->deleted_replica ||
+		   st->flags_store || st->flags_replica) {
+		log_info("sync: acct=%s box=%s: %u new, %u sent, %u+%u deleted, %u+%u flag changes",
+			 a->name, box, st->downloaded, st->uploaded, st->deleted_store,
+			 st->deleted_replica, st->flags_store, st->flags_replica);
+	}
+}
+
+static void engine_opts_fill(acct_state_t *a, engine_opts_t *o, uint32_t fid, uint32_t rid,
+			     const char *rname, const char *local, char *prefix, size_t plen)
+{
+	memset(o, 0, sizeof(*o));
+	snprintf(prefix, plen, "sync: acct=%s box=%s", a->name, local);
+	o->folder_id = fid;
+	o->replica_id = rid;
+	o->replica_name = rname;
+	o->log_prefix = prefix;
+	o->account = a->name;
+	o->folder = local;
+	o->max_deletion_ratio = a->acct->max_deletion_ratio;
+	o->readonly = rid == STORE_REPLICA_REMOTE && a->acct->remote.readonly;
+}
+
+/* ---------------------------------------------------------------- Maildir */
+
+static int md_list_cb(const store_folder_t *f, void *arg)
+{
+	acct_state_t *a = arg;
+	a->md_folders = xrealloc(a->md_folders, (a->n_md + 1) * sizeof(uint32_t));
+	a->md_names = xrealloc(a->md_names, (a->n_md + 1) * sizeof(char *));
+	a->md_folders[a->n_md] = f->id;
+	a->md_names[a->n_md] = xstrdup(f->name);
+	a->n_md++;
+	return 0;
+}
+
+static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
+{
+	acct_state_t *a = ctx;
+	bool cancelled = a->md_job == NULL && rc == ENGINE_CANCELLED;
+
+	a->md_job = NULL;
+	if (cancelled)
+		return;
+	note_result(a, a->md_names[a->next_md], rc, st);
+	a->folders--; /* count folders once, for the remote pass */
+	a->next_md++;
+	run_step(a);
+}
+
+static void md_connect_cb(int status, void *ctx)
+{
+	acct_state_t *a = ctx;
+
+	if (status != REPLICA_OK) {
+		log_err("sync: acct=%s: cannot read the Maildir tree %s: %s", a->name,
+			a->acct->maildir_path, replica_strerror(status));
+		a->status = worse(a->status, 1);
+		md_free(a);
+	}
+	run_step(a);
+}
+
+/* Start the Maildir pass, or step it; returns true while it is running. */
+static bool md_step(acct_state_t *a)
+{
+	sched_t *s = a->s;
+
+	if (!a->acct->maildir_path)
+		return false;
+	if (!a->md && a->n_md == 0 && a->next_md == 0) {
+		store_txn_t *txn = NULL;
+		maildir_opts_t mo = {
+			.loop = s->loop,
+			.st = s->st,
+			.account_id = a->account_id,
+			.account = a->name,
+			.root = a->acct->maildir_path,
+			.sep = a->acct->maildir_sep && a->acct->maildir_sep[0] ? a->acct->maildir_sep[0]
+										: '/',
+		};
+		if (store_txn_begin_read(s->st, &txn) == 0)
+			store_folder_list(txn, a->account_id, md_list_cb, a);
+		store_txn_abort(txn);
+		if (a->n_md == 0)
+			return false;
+		a->md = maildir_replica_open(&mo);
+		a->md->ops->connect(a->md, NULL, md_connect_cb, a);
+		return true;
+	}
+	if (!a->md)
+		return false; /* failed to connect */
+	if (a->md_job)
+		return true;
+	if (a->next_md >= a->n_md) {
+		md_free(a);
+		return false;
+	}
+	engine_opts_t o;
+	char prefix[256];
+	uint32_t fid = a->md_folders[a->next_md];
+	engine_opts_fill(a, &o, fid, STORE_REPLICA_MAILDIR, a->md_names[a->next_md],
+			 a->md_names[a->next_md], prefix, sizeof(prefix));
+	o.log_prefix = prefix;
+	/* Set md_job before starting: a synchronous replica may finish at once. */
+	a->md_job = (engine_job_t *)1;
+	engine_job_t *j = engine_sync_folder(s->st, a->md, &o, md_job_done, a);
+	if (a->md_job == (engine_job_t *)1)
+		a->md_job = j;
+	return true;
+}
+
+/* ----------------------------------------------------------------- remote */
+
+static void conn_job_done(int rc, const engine_stats_t *st, void *ctx);
+static void dispatch(acct_state_t *a);
+
+static void start_job(conn_t *c, size_t ji)
+{
+	acct_state_t *a = c->a;
+	folder_job_t *fj = &a->plan.jobs[ji];
+	engine_opts_t o;
+	char prefix[256];
+
+	engine_opts_fill(a, &o, fj->folder_id, STORE_REPLICA_REMOTE, fj->remote, fj->local, prefix,
+			 sizeof(prefix));
+	o.has_counts = fj->has_counts;
+	o.counts = fj->counts;
+	c->state = CONN_BUSY;
+	c->job_idx = ji;
+	a->busy++;
+	c->job = (engine_job_t *)1;
+	engine_job_t *j = engine_sync_folder(a->s->st, c->r, &o, conn_job_done, c);
+	if (c->job == (engine_job_t *)1)
+		c->job = j;
+}
+
+static void create_cb(int status, void *ctx)
+{
+	conn_t *c = ctx;
+	acct_state_t *a = c->a;
+	folder_job_t *fj = &a->plan.jobs[c->job_idx];
+
+	a->busy--;
+	if (status != REPLICA_OK) {
+		log_err("sync: acct=%s box=%s: cannot create folder %s on the server: %s", a->name,
+			fj->local, fj->remote, replica_strerror(status));
+		a->status = worse(a->status, 1);
+		a->failed++;
+		c->state = status == REPLICA_BAD ? CONN_NONE : CONN_READY;
+		if (status == REPLICA_BAD) {
+			replica_free(c->r);
+			c->r = NULL;
+		}
+		dispatch(a);
+		return;
+	}
+	log_info("sync: acct=%s box=%s: created folder %s on the server", a->name, fj->local,
+		 fj->remote);
+	fj->create_remote = false;
+	start_job(c, c->job_idx);
+}
+
+static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
+{
+	conn_t *c = ctx;
+	acct_state_t *a = c->a;
+	bool cancelled = c->job == NULL;
+
+	c->job = NULL;
+	if (cancelled)
+		return;
+	a->busy--;
+	note_result(a, a->plan.jobs[c->job_idx].local, rc, st);
+	if (rc == ENGINE_REPLICA_ERR) {
+		replica_free(c->r);
+		c->r = NULL;
+		c->state = CONN_NONE;
+	} else {
+		c->state = CONN_READY;
+	}
+	dispatch(a);
+}
+
+static void run_on(conn_t *c)
+{
+	acct_state_t *a = c->a;
+	size_t ji = a->next_job++;
+	folder_job_t *fj = &a->plan.jobs[ji];
+
+	if (fj->create_remote) {
+		c->state = CONN_BUSY;
+		c->job_idx = ji;
+		a->busy++;
+		c->r->ops->create_folder(c->r, fj->remote, fj->special, create_cb, c);
+		return;
+	}
+	start_job(c, ji);
+}
+
+static void extra_connect_cb(int status, void *ctx)
+{
+	conn_t *c = ctx;
+	acct_state_t *a = c->a;
+
+	a->busy--;
+	if (status != REPLICA_OK) {
+		log_warn("sync: acct=%s: extra connection failed: %s; going on with fewer", a->name,
+			 imap_replica_error(c->r));
+		replica_free(c->r);
+		c->r = NULL;
+		c->state = CONN_NONE;
+		a->conn_failed = true;
+	} else {
+		c->state = CONN_READY;
+	}
+	dispatch(a);
+}
+
+static void dispatch_once(acct_state_t *a);
+
+/* Jobs may finish synchronously inside dispatch (skipped folders): keep
+ * the recursion flat so the run ends exactly once. */
+static void dispatch(acct_state_t *a)
+{
+	if (a->phase != RUN_REMOTE)
+		return;
+	if (a->in_dispatch) {
+		a->redispatch = true;
+		return;
+	}
+	a->in_dispatch = true;
+	do {
+		a->redispatch = false;
+		dispatch_once(a);
+	} while (a->redispatch && a->phase == RUN_REMOTE);
+	a->in_dispatch = false;
+	if (a->remote_done) {
+		a->remote_done = false;
+		a->phase = RUN_MAILDIR_OUT;
+		conns_free(a);
+		run_step(a);
+	}
+}
+
+static void dispatch_once(acct_state_t *a)
+{
+	for (size_t i = 0; i < a->n_conns && a->next_job < a->plan.n; i++)
+		if (a->conns[i].state == CONN_READY)
+			run_on(&a->conns[i]);
+	/* Open more sessions for the folders still waiting. */
+	size_t waiting = a->plan.n - a->next_job;
+	for (size_t i = 0; i < a->n_conns && waiting > 0 && !a->conn_failed; i++) {
+		conn_t *c = &a->conns[i];
+		if (c->state == CONN_CONNECTING) {
+			waiting--;
+			continue;
+		}
+		if (c->state != CONN_NONE)
+			continue;
+		char label[256];
+		snprintf(label, sizeof(label), "%s#%zu", a->name, i);
+		c->r = imap_replica_new(a->s->loop, a->acct, label);
+		c->state = CONN_CONNECTING;
+		a->busy++;
+		waiting--;
+		c->r->ops->connect(c->r, &c->caps, extra_connect_cb, c);
+	}
+	if (a->busy > 0)
+		return;
+	if (a->next_job < a->plan.n) {
+		/* No session left to work with. */
+		unsigned n = (unsigned)(a->plan.n - a->next_job);
+		log_err("sync: acct=%s: lost every connection; %u folder%s not synced this time",
+			a->name, n, n == 1 ? "" : "s");
+		a->failed += n;
+		a->status = worse(a->status, 1);
+		a->next_job = a->plan.n;
+	}
+	a->remote_done = true;
+}
+
+static void status_cb(int status, const replica_counts_t *counts, const bool *ok, size_t n,
+		      void *ctx)
+{
+	acct_state_t *a = ctx;
+	size_t k = 0;
+
+	a->busy--;
+	if (status == REPLICA_OK) {
+		for (size_t i = 0; i < a->plan.n; i++) {
+			folder_job_t *fj = &a->plan.jobs[i];
+			if (fj->has_counts || fj->create_remote)
+				continue;
+			if (k < n && ok[k]) {
+				fj->counts = counts[k];
+				fj->has_counts = true;
+			}
+			k++;
+		}
+	}
+	a->conns[0].state = CONN_READY;
+	dispatch(a);
+}
+
+static void list_cb(int status, const replica_folder_t *folders, size_t n, void *ctx)
+{
+	acct_state_t *a = ctx;
+	conn_t *c0 = &a->conns[0];
+
+	a->busy--;
+	if (status != REPLICA_OK) {
+		log_err("sync: acct=%s: cannot list folders on the server: %s", a->name,
+			imap_replica_error(c0->r)[0] ? imap_replica_error(c0->r)
+						      : replica_strerror(status));
+		a->status = worse(a->status, 1);
+		a->phase = RUN_MAILDIR_OUT;
+		conns_free(a);
+		run_step(a);
+		return;
+	}
+	int rc = folders_plan(a->s->st, a->acct, folders, n, &a->plan);
+	for (size_t i = 0; i < a->plan.n_warnings; i++)
+		log_warn("sync: acct=%s: %s", a->name, a->plan.warnings[i]);
+	if (rc) {
+		log_err("sync: acct=%s: cannot record folders in the store: %s", a->name,
+			store_strerror(rc));
+		a->status = worse(a->status, 1);
+		a->phase = RUN_MAILDIR_OUT;
+		conns_free(a);
+		run_step(a);
+		return;
+	}
+	a->account_id = a->plan.account_id;
+	/* Counters of every folder the LIST did not give, in one pipelined round. */
+	size_t need = 0;
+	for (size_t i = 0; i < a->plan.n; i++)
+		if (!a->plan.jobs[i].has_counts && !a->plan.jobs[i].create_remote)
+			need++;
+	if (need && (c0->caps & REPLICA_CAP_STATUS) && c0->r->ops->status) {
+		const char **names = xmalloc(need * sizeof(char *));
+		size_t k = 0;
+		for (size_t i = 0; i < a->plan.n; i++)
+			if (!a->plan.jobs[i].has_counts && !a->plan.jobs[i].create_remote)
+				names[k++] = a->plan.jobs[i].remote;
+		a->busy++;
+		c0->r->ops->status(c0->r, names, need, status_cb, a);
+		free(names);
+		return;
+	}
+	c0->state = CONN_READY;
+	dispatch(a);
+}
+
+static void first_connect_cb(int status, void *ctx)
+{
+	acct_state_t *a = ctx;
+	conn_t *c0 = &a->conns[0];
+
+	a->busy--;
+	if (status != REPLICA_OK) {
+		log_err("sync: acct=%s: %s", a->name,
+			imap_replica_error(c0->r)[0] ? imap_replica_error(c0->r)
+						      : "cannot connect to the server");
+		snprintf(a->last_error, sizeof(a->last_error), "%s", imap_replica_error(c0->r));
+		a->status = worse(a->status, 1);
+		a->phase = RUN_MAILDIR_OUT;
+		conns_free(a);
+		run_step(a);
+		return;
+	}
+	c0->state = CONN_BUSY;
+	a->busy++;
+	c0->r->ops->list_folders(c0->r, list_cb, a);
+}
+
+static void remote_start(acct_state_t *a)
+{
+	size_t n = conn_limit(a);
+
+	a->conns = xcalloc(n, sizeof(*a->conns));
+	a->n_conns = n;
+	for (size_t i = 0; i < n; i++) {
+		a->conns[i].a = a;
+		a->conns[i].idx = i;
+	}
+	a->conn_failed = false;
+	a->next_job = 0;
+	a->busy = 1;
+	char label[256];
+	snprintf(label, sizeof(label), "%s", a->name);
+	a->conns[0].r = imap_replica_new(a->s->loop, a->acct, label);
+	a->conns[0].state = CONN_CONNECTING;
+	a->conns[0].r->ops->connect(a->conns[0].r, &a->conns[0].caps, first_connect_cb, a);
+}
+
+/* ---------------------------------------------------------------- the run */
+
+static void run_step(acct_state_t *a)
+{
+	for (;;) {
+		switch (a->phase) {
+		case RUN_IDLE:
+			if (folders_account_id(a->s->st, a->name, &a->account_id) != 0) {
+				log_err("sync: acct=%s: cannot record the account in the store",
+					a->name);
+				a->status = 1;
+				a->phase = RUN_DONE;
+				continue;
+			}
+			a->phase = RUN_MAILDIR_IN;
+			md_free(a);
+			continue;
+		case RUN_MAILDIR_IN:
+			if (md_step(a))
+				return;
+			a->phase = RUN_REMOTE;
+			remote_start(a);
+			return;
+		case RUN_REMOTE:
+			return; /* driven by dispatch() */
+		case RUN_MAILDIR_OUT:
+			if (md_step(a))
+				return;
+			a->phase = RUN_DONE;
+			continue;
+		case RUN_DONE:
+			run_finish(a);
+			return;
+		}
+	}
+}
+
+/* ------------------------------------------------------------------- IDLE */
+
+static void idle_fire_cb(int status, void *ctx);
+
+static void idle_free(idle_sess_t *is)
+{
+	replica_free(is->r);
+	is->r = NULL;
+	is->armed = false;
+}
+
+static void idle_select_cb(int status, const replica_box_t *box, void *ctx)
+{
+	idle_sess_t *is = ctx;
+
+	if (status != REPLICA_OK) {
+		idle_free(is);
+		return;
+	}
+	is->armed = true;
+	is->r->ops->watch(is->r, idle_fire_cb, is);
+}
+
+static void idle_connect_cb(int status, void *ctx)
+{
+	idle_sess_t *is = ctx;
+
+	if (status != REPLICA_OK || !(is->caps & REPLICA_CAP_IDLE)) {
+		idle_free(is);
+		return;
+	}
+	is->r->ops->select(is->r, is->remote, idle_select_cb, is);
+}
+
+static void idle_fire_cb(int status, void *ctx)
+{
+	idle_sess_t *is = ctx;
+	acct_state_t *a = is->a;
+
+	is->armed = false;
+	if (status == REPLICA_OK) {
+		log_debug("sync: acct=%s box=%s: change seen by IDLE", a->name, is->remote);
+		acct_request(a, NULL);
+		return;
+	}
+	if (status == REPLICA_BAD)
+		idle_free(is);
+}
+
+static void idle_arm_all(acct_state_t *a)
+{
+	const config_account_t *acct = a->acct;
+
+	if (a->n_idle == 0 && acct->n_idle) {
+		a->idle = xcalloc(acct->n_idle, sizeof(*a->idle));
+		a->n_idle = acct->n_idle;
+		for (size_t i = 0; i < acct->n_idle; i++) {
+			a->idle[i].a = a;
+			a->idle[i].remote = xstrdup(acct->idle[i]);
+		}
+	}
+	for (size_t i = 0; i < a->n_idle; i++) {
+		idle_sess_t *is = &a->idle[i];
+		if (is->armed)
+			continue;
+		if (is->r) {
+			is->armed = true;
+			is->r->ops->watch(is->r, idle_fire_cb, is);
+			continue;
+		}
+		char label[256];
+		snprintf(label, sizeof(label), "%s/idle", a->name);
+		is->r = imap_replica_new(a->s->loop, acct, label);
+		is->r->ops->connect(is->r, &is->caps, idle_connect_cb, is);
+	}
+}
+
+static void idle_stop_all(acct_state_t *a)
+{
+	for (size_t i = 0; i < a->n_idle; i++) {
+		idle_free(&a->idle[i]);
+		free(a->idle[i].remote);
+	}
+	free(a->idle);
+	a->idle = NULL;
+	a->n_idle = 0;
+}
+
+/* ----------------------------------------------------------------- timers */
+
+static void refresh_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	acct_state_t *a = w->data;
+	acct_request(a, NULL);
+}
+
+typedef struct push_scan {
+	sched_t *s;
+	acct_state_t *a;
+	store_txn_t *txn;
+	bool dirty;
+} push_scan_t;
+
+static int push_folder_cb(const store_folder_t *f, void *arg)
+{
+	push_scan_t *ps = arg;
+	sched_t *s = ps->s;
+	store_replica_t rs;
+
+	if (f->state == STORE_FOLDER_HELD)
+		return 0;
+	if (store_replica_get(ps->txn, f->id, STORE_REPLICA_REMOTE, &rs) != 0)
+		return 0;
+	if (rs.pushed_modseq == f->highestmodseq)
+		return 0;
+	/* Trigger once per new store state, so a folder that fails to sync
+	 * is not retried every few seconds. */
+	for (size_t i = 0; i < s->n_push; i++) {
+		if (s->push_fid[i] == f->id) {
+			if (s->push_ms[i] == f->highestmodseq)
+				return 0;
+			s->push_ms[i] = f->highestmodseq;
+			ps->dirty = true;
+			return 0;
+		}
+	}
+	s->push_fid = xrealloc(s->push_fid, (s->n_push + 1) * sizeof(uint32_t));
+	s->push_ms = xrealloc(s->push_ms, (s->n_push + 1) * sizeof(uint64_t));
+	s->push_fid[s->n_push] = f->id;
+	s->push_ms[s->n_push] = f->highestmodseq;
+	s->n_push++;
+	ps->dirty = true;
+	return 0;
+}
+
+/* Local changes (listener, Maildir watcher) reach the remote promptly. */
+static void push_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	sched_t *s = w->data;
+
+	for (size_t i = 0; i < s->n_accts; i++) {
+		acct_state_t *a = s->accts[i];
+		if (a->running || a->account_id == 0 || a->removed)
+			continue;
+		push_scan_t ps = { s, a, NULL, false };
+		if (store_txn_begin_read(s->st, &ps.txn) != 0)
+			continue;
+		store_folder_list(ps.txn, a->account_id, push_folder_cb, &ps);
+		store_txn_abort(ps.txn);
+		if (ps.dirty) {
+			log_debug("sync: acct=%s: local changes to send", a->name);
+			acct_request(a, NULL);
+		}
+	}
+}
+
+static void acct_timers(acct_state_t *a)
+{
+	sched_t *s = a->s;
+
+	ev_timer_stop(s->loop, &a->refresh_w);
+	if (s->daemon && a->acct->autorefresh > 0) {
+		double iv = a->acct->autorefresh * 60.0;
+		ev_timer_init(&a->refresh_w, refresh_cb, iv, iv);
+		a->refresh_w.data = a;
+		ev_timer_start(s->loop, &a->refresh_w);
+	}
+}
+
+/* ------------------------------------------------------------------ public */
+
+static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
+{
+	acct_state_t *a = xcalloc(1, sizeof(*a));
+
+	a->s = s;
+	a->acct = acct;
+	a->name = xstrdup(acct->name);
+	ev_timer_init(&a->refresh_w, refresh_cb, 1., 0.);
+	a->refresh_w.data = a;
+	s->accts = xrealloc(s->accts, (s->n_accts + 1) * sizeof(*s->accts));
+	s->accts[s->n_accts++] = a;
+	return a;
+}
+
+static void acct_abort(acct_state_t *a)
+{
+	conns_free(a);
+	md_free(a);
+	folders_plan_free(&a->plan);
+}
+
+sched_t *sched_new(struct ev_loop *loop, store_t *st, const config_t *cfg, bool one_at_a_time)
+{
+	sched_t *s = xcalloc(1, sizeof(*s));
+
+	s->loop = loop;
+	s->st = st;
+	s->cfg = cfg;
+	s->one = one_at_a_time;
+	for (size_t i = 0; i < cfg->n_accounts; i++)
+		acct_new(s, &cfg->accounts[i]);
+	ev_timer_init(&s->push_w, push_cb, 2., 2.);
+	s->push_w.data = s;
+	return s;
+}
+
+static void acct_free(sched_t *s, acct_state_t *a)
+{
+	ev_timer_stop(s->loop, &a->refresh_w);
+	acct_abort(a);
+	idle_stop_all(a);
+	for (waiter_t *w = a->waiters, *n; w; w = n) {
+		n = w->next;
+		round_account_done(w->round, 1);
+		free(w);
+	}
+	for (waiter_t *w = a->next_waiters, *n; w; w = n) {
+		n = w->next;
+		round_account_done(w->round, 1);
+		free(w);
+	}
+	free(a->name);
+	free(a);
+}
+
+void sched_free(sched_t *s)
+{
+	if (!s)
+		return;
+	ev_timer_stop(s->loop, &s->push_w);
+	for (size_t i = 0; i < s->n_accts; i++)
+		acct_free(s, s->accts[i]);
+	free(s->accts);
+	free(s->push_fid);
+	free(s->push_ms);
+	free(s);
+}
+
+void sched_set_config(sched_t *s, const config_t *cfg)
+{
+	s->cfg = cfg;
+	for (size_t i = 0; i < s->n_accts; i++) {
+		acct_state_t *a = s->accts[i];
+		const config_account_t *na = NULL;
+		for (size_t k = 0; k < cfg->n_accounts; k++)
+			if (strcmp(cfg->accounts[k].name, a->name) == 0)
+				na = &cfg->accounts[k];
+		bool was_running = a->running && a->phase != RUN_IDLE;
+		/* Sessions hold pointers into the old config: stop them all. */
+		acct_abort(a);
+		idle_stop_all(a);
+		if (was_running) {
+			a->running = false;
+			a->phase = RUN_IDLE;
+			s->running--;
+		}
+		if (!na) {
+			a->removed = true;
+			ev_timer_stop(s->loop, &a->refresh_w);
+			a->acct = NULL;
+			a->running = false;
+			continue;
+		}
+		a->acct = na;
+		a->removed = false;
+		acct_timers(a);
+		if (was_running || (a->running && a->phase == RUN_IDLE)) {
+			a->running = false;
+			acct_request(a, NULL);
+		}
+	}
+	for (size_t k = 0; k < cfg->n_accounts; k++) {
+		if (acct_find(s, cfg->accounts[k].name))
+			continue;
+		acct_state_t *a = acct_new(s, &cfg->accounts[k]);
+		if (s->daemon) {
+			acct_timers(a);
+			acct_request(a, NULL);
+		}
+	}
+}
+
+static bool in_list(const char *only, const char *name)
+{
+	if (!only)
+		return true;
+	size_t n = strlen(name);
+	for (const char *p = only; *p;) {
+		const char *e = strchr(p, ',');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		if (l == n && strncmp(p, name, n) == 0)
+			return true;
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	return false;
+}
+
+int sched_sync(sched_t *s, const char *only, sched_done_cb done, void *arg)
+{
+	round_t *r;
+	size_t n = 0;
+
+	/* Check every name first. */
+	if (only) {
+		for (const char *p = only; *p;) {
+			const char *e = strchr(p, ',');
+			size_t l = e ? (size_t)(e - p) : strlen(p);
+			bool found = false;
+			for (size_t i = 0; i < s->n_accts; i++)
+				if (!s->accts[i]->removed && strlen(s->accts[i]->name) == l &&
+				    strncmp(s->accts[i]->name, p, l) == 0)
+					found = true;
+			if (l && !found)
+				return -1;
+			if (!e)
+				break;
+			p = e + 1;
+		}
+	}
+	r = xcalloc(1, sizeof(*r));
+	r->s = s;
+	r->cb = done;
+	r->arg = arg;
+	r->left = 1; /* held until every account is queued */
+	for (size_t i = 0; i < s->n_accts; i++) {
+		acct_state_t *a = s->accts[i];
+		if (a->removed || !in_list(only, a->name))
+			continue;
+		r->left++;
+		r->accounts++;
+		n++;
+		acct_request(a, r);
+	}
+	round_account_done(r, 0);
+	return 0;
+}
+
+typedef struct once_ctx {
+	struct ev_loop *loop;
+	bool done;
+	int status;
+} once_ctx_t;
+
+static void once_done(int status, const char *message, void *arg)
+{
+	once_ctx_t *oc = arg;
+	oc->done = true;
+	oc->status = status;
+	ev_break(oc->loop, EVBREAK_ONE);
+}
+
+int sched_sync_once(sched_t *s, const char *only)
+{
+	once_ctx_t oc = { s->loop, false, 0 };
+
+	if (sched_sync(s, only, once_done, &oc) != 0) {
+		log_err("sync: no account named in '%s'; see the accounts in the config", only);
+		return 64;
+	}
+	while (!oc.done)
+		ev_run(s->loop, EVRUN_ONCE);
+	/* Let deferred frees (sessions) run. */
+	ev_run(s->loop, EVRUN_NOWAIT);
+	return oc.status;
+}
+
+void sched_start(sched_t *s)
+{
+	s->daemon = true;
+	for (size_t i = 0; i < s->n_accts; i++)
+		acct_timers(s->accts[i]);
+	ev_timer_start(s->loop, &s->push_w);
+	sched_sync(s, NULL, NULL, NULL);
+}
+
+void sched_account_removed(sched_t *s, const char *account)
+{
+	acct_state_t *a = acct_find(s, account);
+
+	if (!a)
+		return;
+	bool was_running = a->running && a->phase != RUN_IDLE;
+	acct_abort(a);
+	idle_stop_all(a);
+	ev_timer_stop(s->loop, &a->refresh_w);
+	if (was_running)
+		s->running--;
+	a->running = false;
+	a->phase = RUN_IDLE;
+	a->removed = true;
+	for (waiter_t *w = a->waiters, *n; w; w = n) {
+		n = w->next;
+		round_account_done(w->round, 1);
+		free(w);
+	}
+	a->waiters = NULL;
+	acct_maybe_start(s);
+}
+
+void sched_status_json(sched_t *s, const char *account, buf_t *out)
+{
+	acct_state_t *a = acct_find(s, account);
+	const char *state = "unknown";
+
+	if (a)
+		state = a->removed ? "removed"
+			: a->running && a->phase != RUN_IDLE ? "syncing"
+			: a->running ? "queued"
+			: a->last_end == 0 ? "new"
+			: a->last_status == 2 ? "held"
+			: a->last_status ? "error"
+			: "idle";
+	buf_printf(out, "\"state\":\"%s\"", state);
+	if (!a)
+		return;
+	buf_printf(out, ",\"last_status\":%d", a->last_status);
+	buf_puts(out, ",\"last_error\":\"");
+	for (const char *p = a->last_error; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			buf_printf(out, "\\%c", *p);
+		else if ((unsigned char)*p < 0x20)
+			buf_printf(out, "\\u%04x", (unsigned char)*p);
+		else
+			buf_append(out, p, 1);
+	}
+	buf_puts(out, "\"");
+}
+
+/* ------------------------------------------------------------ daemon glue */
+
+#include "server/daemon.h"
+#include "sync/recover.h"
+
+static int glue_sync_once(void *ctx, daemon_t *d, const char *only)
+{
+	return sched_sync_once(ctx, only);
+}
+
+static int glue_sync_now(void *ctx, daemon_t *d, const char *account, daemon_done_cb done,
+			 void *arg)
+{
+	return sched_sync(ctx, account, done, arg) == 0 ? 0 : -1;
+}
+
+static void glue_config_reloaded(void *ctx, daemon_t *d, const config_t *old_cfg,
+				 const config_t *new_cfg)
+{
+	sched_set_config(ctx, new_cfg);
+}
+
+static void glue_account_removed(void *ctx, daemon_t *d, const char *account, bool purge)
+{
+	sched_account_removed(ctx, account);
+}
+
+static int glue_folder_recover(void *ctx, daemon_t *d, const char *account, const char *folder,
+			       char *msg, size_t msglen)
+{
+	sched_t *s = ctx;
+	acct_state_t *a = acct_find(s, account);
+
+	if (!a || a->removed || !a->acct) {
+		snprintf(msg, msglen, "no account named %s; see 'imapbridge account list'", account);
+		return 1;
+	}
+	if (a->running && a->phase != RUN_IDLE) {
+		snprintf(msg, msglen, "account %s is syncing right now; try again in a moment",
+			 account);
+		return 1;
+	}
+	return recover_folder(s->loop, s->st, a->acct, folder, msg, msglen);
+}
+
+static void glue_status_json(void *ctx, daemon_t *d, const char *account, buf_t *out)
+{
+	sched_status_json(ctx, account, out);
+}
+
+static void glue_stop(void *ctx, daemon_t *d)
+{
+	sched_free(ctx);
+	daemon_set_sync(d, NULL, NULL);
+}
+
+static const daemon_sync_ops_t sched_daemon_ops = {
+	.sync_once = glue_sync_once,
+	.sync_now = glue_sync_now,
+	.config_reloaded = glue_config_reloaded,
+	.account_removed = glue_account_removed,
+	.folder_recover = glue_folder_recover,
+	.status_json = glue_status_json,
+	.stop = glue_stop,
+};
+
+int sched_attach_daemon(struct daemon *d)
+{
+	store_t *st = daemon_store(d);
+	const daemon_opts_t *o = daemon_opts(d);
+
+	if (!st) {
+		log_err("sync: the store is not open; cannot sync");
+		return -1;
+	}
+	sched_t *s = sched_new(daemon_loop(d), st, daemon_config(d), o->one_at_a_time);
+	s->daemon_ref = d;
+	daemon_set_sync(d, &sched_daemon_ops, s);
+	if (!o->once)
+		sched_start(s);
+	return 0;
+}
