@@ -54,8 +54,11 @@ static int probe_child(const char *path)
 	MDB_dbi main_dbi;
 	if (mdb_env_create(&env) != MDB_SUCCESS || mdb_env_set_maxdbs(env, 64) != MDB_SUCCESS)
 		return PROBE_LMDB_ERR;
-	/* No lock file changes from the probe: the real open follows. */
-	if (mdb_env_open(env, path, MDB_RDONLY | MDB_NOTLS | MDB_NOLOCK, 0600) != MDB_SUCCESS)
+	/* With the lock file, as a registered reader: another process (the
+	 * daemon, when this is the admin CLI) may be writing meanwhile, and an
+	 * unregistered reader could see pages being reused and cry wolf. A
+	 * reader slot left by a crashed probe is cleared by the real open. */
+	if (mdb_env_open(env, path, MDB_RDONLY | MDB_NOTLS, 0600) != MDB_SUCCESS)
 		return PROBE_LMDB_ERR;
 	if (mdb_txn_begin(env, NULL, MDB_RDONLY, &t) != MDB_SUCCESS)
 		return PROBE_LMDB_ERR;
