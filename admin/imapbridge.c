@@ -164,7 +164,7 @@ static const char *cell(const json_t *obj, const char *key, char *tmp, size_t tm
 	const json_t *v = json_get(obj, key);
 	switch (json_type(v)) {
 	case JSON_STR:
-		return json_str(v);
+		return *json_str(v) ? json_str(v) : "-";
 	case JSON_NUM:
 		snprintf(tmp, tmplen, "%g", json_num(v, 0));
 		return tmp;
@@ -465,8 +465,9 @@ static int cmd_passwd(struct cli *cli, int argc, char **argv)
 
 static int cmd_status(struct cli *cli, int argc, char **argv)
 {
-	static const char *const keys[] = {"name", "state", "last_sync", "error"};
-	static const char *const heads[] = {"ACCOUNT", "STATE", "LAST SYNC", "ERROR"};
+	/* Members the sync engine reports (sync/sched.c sched_status_json). */
+	static const char *const keys[] = {"name", "state", "last_status", "last_error"};
+	static const char *const heads[] = {"ACCOUNT", "STATE", "LAST EXIT", "LAST ERROR"};
 	static const char *const fkeys[] = {"name", "state", "messages", "last_sync", "error"};
 	static const char *const fheads[] = {"  FOLDER", "STATE", "MESSAGES", "LAST SYNC", "ERROR"};
 	json_t *resp = NULL;
