@@ -525,8 +525,10 @@ static int cmd_sync(struct cli *cli, int argc, char **argv)
 	if (rc == 0) {
 		if (cli->json)
 			output_json(resp);
-		else
-			printf("sync done\n");
+		else {
+			const char *msg = json_get_str(resp, "message");
+			printf("%s\n", msg && *msg ? msg : "sync done");
+		}
 	}
 	json_free(resp);
 	return rc;

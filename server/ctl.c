@@ -353,7 +353,11 @@ static void sync_done_cb(int status, const char *message, void *arg)
 		return;
 	}
 	if (status == 0) {
-		respond(c, true, "\"status\":0");
+		buf_t b = BUF_INIT;
+		buf_puts(&b, "\"status\":0,\"message\":");
+		json_put_str(&b, message ? message : "");
+		respond(c, true, buf_cstr(&b));
+		buf_free(&b);
 	} else {
 		respond_err(c, status, message ? message : "sync failed");
 	}

@@ -136,12 +136,12 @@ static void child(const char *sock)
 	int fd = client_connect(sock);
 
 	ask(fd, "{\"cmd\":\"sync\"}", resp, sizeof(resp));
-	EXPECT(strcmp(resp, "{\"ok\":true,\"status\":0}") == 0);
+	EXPECT(strcmp(resp, "{\"ok\":true,\"status\":0,\"message\":\"synced\"}") == 0);
 
 	/* Two requests in one write: the second waits for the first's answer. */
 	ask(fd, "{\"cmd\":\"sync\",\"name\":\"a\"}\n{\"cmd\":\"account.list\"}", resp,
 	    sizeof(resp));
-	EXPECT(strcmp(resp, "{\"ok\":true,\"status\":0}") == 0);
+	EXPECT(strcmp(resp, "{\"ok\":true,\"status\":0,\"message\":\"synced\"}") == 0);
 	read_line(fd, resp, sizeof(resp));
 	EXPECT(strstr(resp, "\"name\":\"a\"") != NULL);
 	ask(fd, "{\"cmd\":\"sync\",\"name\":\"nobody\"}", resp, sizeof(resp));
