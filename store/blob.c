@@ -90,8 +90,7 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
-int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len,
-		      store_hash_t *hash_out)
+int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len, store_hash_t *hash_out)
 {
 	int rc = txn_enter(txn, true);
 	if (rc)

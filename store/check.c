@@ -176,8 +176,9 @@ static int scan_folder_names(struct check *ck, const MDB_val *k, const MDB_val *
 	const char *name = (const char *)k->mv_data + 4;
 	if (!fs || fs->f.account_id != acct || strlen(fs->f.name) != (size_t)nl ||
 	    memcmp(fs->f.name, name, (size_t)nl) != 0)
-		problem(ck, "folder name '%.*s' of account %u points to folder %u, which does not "
-			    "match",
+		problem(ck,
+			"folder name '%.*s' of account %u points to folder %u, which does not "
+			"match",
 			nl, name, acct, id);
 	return 0;
 }
@@ -205,9 +206,8 @@ static int scan_messages(struct check *ck, const MDB_val *k, const MDB_val *v)
 	if (uid == 0 || uid >= fs->f.uidnext)
 		problem(ck, "folder %u uid %u: not below uidnext %u", fid, uid, fs->f.uidnext);
 	if (m.modseq > fs->f.highestmodseq || m.added_modseq > m.modseq || m.added_modseq == 0)
-		problem(ck, "folder %u uid %u: modseq %llu (added %llu) vs highestmodseq %llu",
-			fid, uid, (unsigned long long)m.modseq,
-			(unsigned long long)m.added_modseq,
+		problem(ck, "folder %u uid %u: modseq %llu (added %llu) vs highestmodseq %llu", fid,
+			uid, (unsigned long long)m.modseq, (unsigned long long)m.added_modseq,
 			(unsigned long long)fs->f.highestmodseq);
 	if (m.flags & ~(uint32_t)STORE_F_ALL)
 		problem(ck, "folder %u uid %u: unknown flag bits %#x", fid, uid, m.flags);
@@ -254,8 +254,8 @@ static int scan_changes(struct check *ck, const MDB_val *k, const MDB_val *v)
 		problem(ck, "folder %u: change at modseq %llu beyond highestmodseq %llu", fid,
 			(unsigned long long)ms, (unsigned long long)fs->f.highestmodseq);
 	if (uid == 0 || uid >= fs->f.uidnext)
-		problem(ck, "folder %u: change at modseq %llu for uid %u not below uidnext %u",
-			fid, (unsigned long long)ms, uid, fs->f.uidnext);
+		problem(ck, "folder %u: change at modseq %llu for uid %u not below uidnext %u", fid,
+			(unsigned long long)ms, uid, fs->f.uidnext);
 	uint8_t mk[8];
 	ib_put_be32(mk, fid);
 	ib_put_be32(mk + 4, uid);
@@ -296,8 +296,7 @@ static int scan_blobrefs(struct check *ck, const MDB_val *k, const MDB_val *v)
 	memcpy(h.b, k->mv_data, STORE_HASH_LEN);
 	uint64_t refs = ib_get_be64(v->mv_data);
 	/* Count references found in messages (refs[] is sorted). */
-	store_hash_t *p =
-		ck->nrefs ? bsearch(&h, ck->refs, ck->nrefs, sizeof(h), cmp_hash) : NULL;
+	store_hash_t *p = ck->nrefs ? bsearch(&h, ck->refs, ck->nrefs, sizeof(h), cmp_hash) : NULL;
 	uint64_t found = 0;
 	if (p) {
 		while (p > ck->refs && cmp_hash(p - 1, &h) == 0)
@@ -451,8 +450,9 @@ int store_check(store_t *st, store_problem_cb cb, void *arg, size_t *nproblems)
 	for (size_t i = 0; !rc && i < ck.nfolders; i++) {
 		struct fstate *fs = &ck.folders[i];
 		if (fs->messages != fs->f.messages || fs->unseen != fs->f.unseen)
-			problem(&ck, "folder %u (%s): counters say %u messages / %u unseen, found "
-				     "%u / %u",
+			problem(&ck,
+				"folder %u (%s): counters say %u messages / %u unseen, found "
+				"%u / %u",
 				fs->f.id, fs->f.name, fs->f.messages, fs->f.unseen, fs->messages,
 				fs->unseen);
 		if (fs->live_changes != fs->messages)

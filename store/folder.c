@@ -156,14 +156,14 @@ int store_folder_create(store_txn_t *txn, uint32_t account_id, const char *name,
 		goto out;
 	}
 	store_folder_t f = {
-		.id = (uint32_t)next,
-		.account_id = account_id,
-		.name = name,
-		.uidnext = 1,
-		.highestmodseq = 1,
-		.special_use = special_use,
-		.state = STORE_FOLDER_ACTIVE,
-		.held_reason = "",
+	    .id = (uint32_t)next,
+	    .account_id = account_id,
+	    .name = name,
+	    .uidnext = 1,
+	    .highestmodseq = 1,
+	    .special_use = special_use,
+	    .state = STORE_FOLDER_ACTIVE,
+	    .held_reason = "",
 	};
 	rc = meta_put_u64(txn, "next_folder", next + 1);
 	if (!rc)
@@ -189,8 +189,7 @@ int store_folder_get(store_txn_t *txn, uint32_t folder_id, store_folder_t *out)
 	return txn_ret(txn, folder_load(txn, folder_id, out), txn->nwrites);
 }
 
-int store_folder_find(store_txn_t *txn, uint32_t account_id, const char *name,
-		      store_folder_t *out)
+int store_folder_find(store_txn_t *txn, uint32_t account_id, const char *name, store_folder_t *out)
 {
 	int rc = txn_enter(txn, false);
 	if (rc)

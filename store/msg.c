@@ -141,22 +141,22 @@ static int next_modseq(const store_folder_t *f, uint64_t *out)
 }
 
 /* Add to a loaded folder; kw must be normalised and safe across writes. */
-static int msg_add_to(store_txn_t *txn, store_folder_t *f, const store_hash_t *hash,
-		      uint32_t flags, const store_keywords_t *kw, int64_t idate, int32_t tz,
-		      uint32_t *uid_out, uint64_t *modseq_out)
+static int msg_add_to(store_txn_t *txn, store_folder_t *f, const store_hash_t *hash, uint32_t flags,
+		      const store_keywords_t *kw, int64_t idate, int32_t tz, uint32_t *uid_out,
+		      uint64_t *modseq_out)
 {
 	if (flags & ~(uint32_t)STORE_F_ALL)
 		return STORE_EINVAL;
 	if (f->uidnext == UINT32_MAX)
 		return STORE_ELIMIT;
 	store_msg_t m = {
-		.folder_id = f->id,
-		.uid = f->uidnext,
-		.flags = flags,
-		.kw = *kw,
-		.internaldate = idate,
-		.tz_offset = tz,
-		.hash = *hash,
+	    .folder_id = f->id,
+	    .uid = f->uidnext,
+	    .flags = flags,
+	    .kw = *kw,
+	    .internaldate = idate,
+	    .tz_offset = tz,
+	    .hash = *hash,
 	};
 	int rc = next_modseq(f, &m.modseq);
 	if (rc)
@@ -189,8 +189,8 @@ static int msg_add_to(store_txn_t *txn, store_folder_t *f, const store_hash_t *h
 	return rc;
 }
 
-int store_msg_add(store_txn_t *txn, uint32_t folder_id, const store_msg_new_t *m,
-		  uint32_t *uid_out, uint64_t *modseq_out)
+int store_msg_add(store_txn_t *txn, uint32_t folder_id, const store_msg_new_t *m, uint32_t *uid_out,
+		  uint64_t *modseq_out)
 {
 	int rc = txn_enter(txn, true);
 	if (rc)
@@ -444,8 +444,8 @@ int store_msg_expunge(store_txn_t *txn, uint32_t folder_id, uint32_t uid, uint64
 	return txn_ret(txn, rc, w);
 }
 
-int store_msg_move(store_txn_t *txn, uint32_t src_folder_id, uint32_t uid,
-		   uint32_t dst_folder_id, uint32_t *new_uid_out)
+int store_msg_move(store_txn_t *txn, uint32_t src_folder_id, uint32_t uid, uint32_t dst_folder_id,
+		   uint32_t *new_uid_out)
 {
 	int rc = txn_enter(txn, true);
 	if (rc)
@@ -504,8 +504,8 @@ int store_changes_since(store_txn_t *txn, uint32_t folder_id, uint64_t since, st
 		}
 		const uint8_t *p = v.mv_data;
 		store_change_t ch = {
-			.modseq = ib_get_be64((uint8_t *)k.mv_data + 4),
-			.uid = ib_get_be32(p + 1),
+		    .modseq = ib_get_be64((uint8_t *)k.mv_data + 4),
+		    .uid = ib_get_be32(p + 1),
 		};
 		size_t mark = txn_scratch_mark(txn);
 		store_msg_t m;

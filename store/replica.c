@@ -209,8 +209,7 @@ static int pair_remove(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id
 	return db_del(txn, DB_PAIRS, k, 12);
 }
 
-int store_pair_set(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id,
-		   const store_pair_t *p)
+int store_pair_set(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id, const store_pair_t *p)
 {
 	int rc = txn_enter(txn, true);
 	if (rc)
@@ -275,8 +274,7 @@ int store_pair_get_by_suid(store_txn_t *txn, uint32_t folder_id, uint32_t replic
 	return txn_ret(txn, rc, txn->nwrites);
 }
 
-int store_pair_del(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id,
-		   uint32_t replica_uid)
+int store_pair_del(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id, uint32_t replica_uid)
 {
 	int rc = txn_enter(txn, true);
 	if (rc)

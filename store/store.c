@@ -17,43 +17,60 @@
 #define STORE_MIN_MAPSIZE ((size_t)64 << 10)
 
 const char *const store_db_names[DB_COUNT] = {
-	[DB_META] = "meta",
-	[DB_ACCOUNTS] = "accounts",
-	[DB_ACCT_NAMES] = "account_names",
-	[DB_ACCT_ATTRS] = "account_attrs",
-	[DB_FOLDERS] = "folders",
-	[DB_FOLDER_NAMES] = "folder_names",
-	[DB_MESSAGES] = "messages",
-	[DB_CHANGES] = "changes",
-	[DB_KEYWORDS] = "keywords",
-	[DB_BLOBS] = "blobs",
-	[DB_BLOBREFS] = "blobrefs",
-	[DB_REPLICAS] = "replicas",
-	[DB_PAIRS] = "pairs",
-	[DB_PAIRS_REV] = "pairs_rev",
-	[DB_PENDING] = "pending",
+    [DB_META] = "meta",
+    [DB_ACCOUNTS] = "accounts",
+    [DB_ACCT_NAMES] = "account_names",
+    [DB_ACCT_ATTRS] = "account_attrs",
+    [DB_FOLDERS] = "folders",
+    [DB_FOLDER_NAMES] = "folder_names",
+    [DB_MESSAGES] = "messages",
+    [DB_CHANGES] = "changes",
+    [DB_KEYWORDS] = "keywords",
+    [DB_BLOBS] = "blobs",
+    [DB_BLOBREFS] = "blobrefs",
+    [DB_REPLICAS] = "replicas",
+    [DB_PAIRS] = "pairs",
+    [DB_PAIRS_REV] = "pairs_rev",
+    [DB_PENDING] = "pending",
 };
 
 const char *store_strerror(int err)
 {
 	switch (err) {
-	case STORE_OK: return "success";
-	case STORE_ENOTFOUND: return "not found";
-	case STORE_EEXIST: return "already exists";
-	case STORE_EINVAL: return "invalid argument";
-	case STORE_EAGAIN: return "store map was full and has been grown; retry the transaction";
-	case STORE_ECORRUPT: return "store is corrupt or not an imapbridge store";
-	case STORE_ENEWER: return "store was written by a newer imapbridge";
-	case STORE_EIO: return "I/O error in the store";
-	case STORE_ENOSPC: return "no space left for the store (disk or address space full)";
-	case STORE_EBUSY: return "store busy (too many readers, or a transaction still open)";
-	case STORE_ERDONLY: return "write on a read-only transaction or store";
-	case STORE_ECONFLICT: return "message changed since the given modseq";
-	case STORE_ELIMIT: return "UID or modseq space of the folder exhausted";
-	case STORE_ETOOOLD: return "changes that old are no longer kept; do a full comparison";
-	case STORE_EHELD: return "folder is held for safety";
-	case STORE_EINTERNAL: return "internal store error";
-	case STORE_ETOOBIG: return "store transaction too large; commit in smaller batches";
+	case STORE_OK:
+		return "success";
+	case STORE_ENOTFOUND:
+		return "not found";
+	case STORE_EEXIST:
+		return "already exists";
+	case STORE_EINVAL:
+		return "invalid argument";
+	case STORE_EAGAIN:
+		return "store map was full and has been grown; retry the transaction";
+	case STORE_ECORRUPT:
+		return "store is corrupt or not an imapbridge store";
+	case STORE_ENEWER:
+		return "store was written by a newer imapbridge";
+	case STORE_EIO:
+		return "I/O error in the store";
+	case STORE_ENOSPC:
+		return "no space left for the store (disk or address space full)";
+	case STORE_EBUSY:
+		return "store busy (too many readers, or a transaction still open)";
+	case STORE_ERDONLY:
+		return "write on a read-only transaction or store";
+	case STORE_ECONFLICT:
+		return "message changed since the given modseq";
+	case STORE_ELIMIT:
+		return "UID or modseq space of the folder exhausted";
+	case STORE_ETOOOLD:
+		return "changes that old are no longer kept; do a full comparison";
+	case STORE_EHELD:
+		return "folder is held for safety";
+	case STORE_EINTERNAL:
+		return "internal store error";
+	case STORE_ETOOBIG:
+		return "store transaction too large; commit in smaller batches";
 	}
 	return "unknown store error";
 }
@@ -61,28 +78,41 @@ const char *store_strerror(int err)
 int store_map_mdb(int rc)
 {
 	switch (rc) {
-	case MDB_SUCCESS: return STORE_OK;
-	case MDB_NOTFOUND: return STORE_ENOTFOUND;
-	case MDB_KEYEXIST: return STORE_EEXIST;
-	case MDB_MAP_FULL: return STORE_EAGAIN;
-	case MDB_TXN_FULL: return STORE_ETOOBIG;
+	case MDB_SUCCESS:
+		return STORE_OK;
+	case MDB_NOTFOUND:
+		return STORE_ENOTFOUND;
+	case MDB_KEYEXIST:
+		return STORE_EEXIST;
+	case MDB_MAP_FULL:
+		return STORE_EAGAIN;
+	case MDB_TXN_FULL:
+		return STORE_ETOOBIG;
 	case MDB_INVALID:
 	case MDB_VERSION_MISMATCH:
 	case MDB_CORRUPTED:
 	case MDB_PAGE_NOTFOUND:
 	case MDB_INCOMPATIBLE:
 	case MDB_CURSOR_FULL: /* a tree deeper than LMDB allows: a cycle */
-	case MDB_PAGE_FULL: return STORE_ECORRUPT;
-	case MDB_BAD_VALSIZE: return STORE_EINVAL; /* key too long: caller's input */
+	case MDB_PAGE_FULL:
+		return STORE_ECORRUPT;
+	case MDB_BAD_VALSIZE:
+		return STORE_EINVAL; /* key too long: caller's input */
 	case MDB_READERS_FULL:
-	case MDB_BAD_RSLOT: return STORE_EBUSY;
-	case MDB_BAD_TXN: return STORE_EINTERNAL;
+	case MDB_BAD_RSLOT:
+		return STORE_EBUSY;
+	case MDB_BAD_TXN:
+		return STORE_EINTERNAL;
 	case ENOSPC:
-	case ENOMEM: return STORE_ENOSPC;
+	case ENOMEM:
+		return STORE_ENOSPC;
 	case EACCES:
-	case EROFS: return STORE_ERDONLY;
-	case EINVAL: return STORE_EINVAL;
-	case EIO: return STORE_EIO;
+	case EROFS:
+		return STORE_ERDONLY;
+	case EINVAL:
+		return STORE_EINVAL;
+	case EIO:
+		return STORE_EIO;
 	}
 	if (rc > 0)
 		return STORE_EIO; /* other errno values */
@@ -248,7 +278,7 @@ void txn_note_new_blob(store_txn_t *txn, const store_hash_t *h)
 	if (txn->nnew_blobs == txn->capnew_blobs) {
 		txn->capnew_blobs = txn->capnew_blobs ? 2 * txn->capnew_blobs : 16;
 		txn->new_blobs =
-			xrealloc(txn->new_blobs, txn->capnew_blobs * sizeof(*txn->new_blobs));
+		    xrealloc(txn->new_blobs, txn->capnew_blobs * sizeof(*txn->new_blobs));
 	}
 	txn->new_blobs[txn->nnew_blobs++] = *h;
 }
@@ -427,7 +457,7 @@ int store_write(store_t *st, store_txn_fn fn, void *arg)
 /* ---------------------------------------------------------- open/close */
 
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 {
 	if (!errbuf || !errlen)
@@ -477,8 +507,8 @@ static int store_init_txn(store_t *st, char *errbuf, size_t errlen)
 		goto mdb_fail;
 	}
 	for (int i = 0; i < DB_COUNT; i++) {
-		mrc = mdb_dbi_open(t, store_db_names[i], st->readonly ? 0 : MDB_CREATE,
-				   &st->dbi[i]);
+		mrc =
+		    mdb_dbi_open(t, store_db_names[i], st->readonly ? 0 : MDB_CREATE, &st->dbi[i]);
 		if (mrc == MDB_NOTFOUND) {
 			mdb_txn_abort(t);
 			set_err(errbuf, errlen,
@@ -584,8 +614,8 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	char datafile[4096];
 	snprintf(datafile, sizeof(datafile), "%s/data.mdb", st->path);
 	if (stat(datafile, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-		set_err(errbuf, errlen, "%s is not a regular file; move it away or use another datadir",
-			datafile);
+		set_err(errbuf, errlen,
+			"%s is not a regular file; move it away or use another datadir", datafile);
 		rc = STORE_ECORRUPT;
 		goto out;
 	}

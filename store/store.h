@@ -52,22 +52,22 @@
 
 enum store_err {
 	STORE_OK = 0,
-	STORE_ENOTFOUND = -1,   /* no such account/folder/message/pair/blob */
-	STORE_EEXIST = -2,      /* name or key already exists */
-	STORE_EINVAL = -3,      /* bad argument (empty name, zero id, ...) */
-	STORE_EAGAIN = -4,      /* map was full and has been grown: retry the txn */
-	STORE_ECORRUPT = -5,    /* a record or file is not what the store wrote */
-	STORE_ENEWER = -6,      /* written by a newer imapbridge (schema too high) */
-	STORE_EIO = -7,         /* I/O or OS error (see errno-ish detail in errbuf) */
-	STORE_ENOSPC = -8,      /* disk full, or map cannot grow any further */
-	STORE_EBUSY = -9,       /* too many readers, or a txn still open */
-	STORE_ERDONLY = -10,    /* write call on a read transaction */
-	STORE_ECONFLICT = -11,  /* UNCHANGEDSINCE test failed */
-	STORE_ELIMIT = -12,     /* UID or modseq space exhausted */
-	STORE_ETOOOLD = -13,    /* changes since N asked, but tombstones <= N pruned */
-	STORE_EHELD = -14,      /* folder is held for safety */
-	STORE_EINTERNAL = -15,  /* unexpected LMDB error (a bug) */
-	STORE_ETOOBIG = -16,    /* transaction too large for LMDB: split the batch */
+	STORE_ENOTFOUND = -1,  /* no such account/folder/message/pair/blob */
+	STORE_EEXIST = -2,     /* name or key already exists */
+	STORE_EINVAL = -3,     /* bad argument (empty name, zero id, ...) */
+	STORE_EAGAIN = -4,     /* map was full and has been grown: retry the txn */
+	STORE_ECORRUPT = -5,   /* a record or file is not what the store wrote */
+	STORE_ENEWER = -6,     /* written by a newer imapbridge (schema too high) */
+	STORE_EIO = -7,	       /* I/O or OS error (reading a file, writing the map) */
+	STORE_ENOSPC = -8,     /* disk full, or map cannot grow any further */
+	STORE_EBUSY = -9,      /* too many readers, or a txn still open */
+	STORE_ERDONLY = -10,   /* write call on a read transaction */
+	STORE_ECONFLICT = -11, /* UNCHANGEDSINCE test failed */
+	STORE_ELIMIT = -12,    /* UID or modseq space exhausted */
+	STORE_ETOOOLD = -13,   /* changes since N asked, but tombstones <= N pruned */
+	STORE_EHELD = -14,     /* folder is held for safety */
+	STORE_EINTERNAL = -15, /* unexpected LMDB error (a bug) */
+	STORE_ETOOBIG = -16,   /* transaction too large for LMDB: split the batch */
 };
 
 /* Short static text for a STORE_E* code (also accepts 0). */
@@ -172,8 +172,8 @@ enum store_account_flags {
 };
 
 typedef struct store_account {
-	uint32_t id;      /* > 0, never reused */
-	uint32_t flags;   /* STORE_ACCOUNT_* */
+	uint32_t id;	  /* > 0, never reused */
+	uint32_t flags;	  /* STORE_ACCOUNT_* */
 	const char *name; /* valid as described at the top */
 } store_account_t;
 
@@ -228,30 +228,29 @@ enum store_folder_state {
 };
 
 typedef struct store_folder {
-	uint32_t id;            /* > 0, unique across accounts, never reused */
+	uint32_t id; /* > 0, unique across accounts, never reused */
 	uint32_t account_id;
-	const char *name;       /* store name, '/' separated, e.g. "INBOX/Lists" */
-	uint32_t uidvalidity;   /* the store's own, fixed at creation */
-	uint32_t uidnext;       /* next UID the store will assign */
-	uint64_t highestmodseq; /* modseq of the latest change (>= 1) */
-	uint32_t special_use;   /* STORE_SU_* bits */
-	uint32_t state;         /* enum store_folder_state */
+	const char *name;	 /* store name, '/' separated, e.g. "INBOX/Lists" */
+	uint32_t uidvalidity;	 /* the store's own, fixed at creation */
+	uint32_t uidnext;	 /* next UID the store will assign */
+	uint64_t highestmodseq;	 /* modseq of the latest change (>= 1) */
+	uint32_t special_use;	 /* STORE_SU_* bits */
+	uint32_t state;		 /* enum store_folder_state */
 	const char *held_reason; /* "" unless held */
-	uint32_t messages;      /* live messages */
-	uint32_t unseen;        /* live messages without \Seen */
+	uint32_t messages;	 /* live messages */
+	uint32_t unseen;	 /* live messages without \Seen */
 	/* Tombstones with modseq <= this were pruned: changes since a modseq
 	 * below it are not exact any more (STORE_ETOOOLD). 0 = none pruned. */
 	uint64_t pruned_modseq;
 } store_folder_t;
 
-/* Create a folder (name: 1 to 500 bytes, else STORE_EINVAL); picks a fresh UIDVALIDITY (never one used before by this
- * store), uidnext 1, highestmodseq 1. STORE_EEXIST if the account already has
+/* Create a folder (name: 1 to 500 bytes, else STORE_EINVAL); picks a fresh UIDVALIDITY (never one
+ * used before by this store), uidnext 1, highestmodseq 1. STORE_EEXIST if the account already has
  * that name (*id_out set to the existing id). */
 int store_folder_create(store_txn_t *txn, uint32_t account_id, const char *name,
 			uint32_t special_use, uint32_t *id_out);
 int store_folder_get(store_txn_t *txn, uint32_t folder_id, store_folder_t *out);
-int store_folder_find(store_txn_t *txn, uint32_t account_id, const char *name,
-		      store_folder_t *out);
+int store_folder_find(store_txn_t *txn, uint32_t account_id, const char *name, store_folder_t *out);
 typedef int (*store_folder_cb)(const store_folder_t *f, void *arg);
 /* Folders of one account in name order (byte order of the names). */
 int store_folder_list(store_txn_t *txn, uint32_t account_id, store_folder_cb cb, void *arg);
@@ -300,19 +299,19 @@ typedef struct store_keywords {
 typedef struct store_msg {
 	uint32_t folder_id;
 	uint32_t uid;
-	uint32_t flags;          /* STORE_F_* */
-	store_keywords_t kw;     /* sorted; scratch memory (see lifetimes) */
-	uint64_t modseq;         /* modseq of its latest change */
-	uint64_t added_modseq;   /* modseq at which it was added */
-	int64_t internaldate;    /* seconds since the epoch, UTC */
-	int32_t tz_offset;       /* INTERNALDATE zone, minutes east of UTC */
-	uint64_t size;           /* RFC822.SIZE: bytes of the blob */
-	store_hash_t hash;       /* blob key */
+	uint32_t flags;	       /* STORE_F_* */
+	store_keywords_t kw;   /* sorted; scratch memory (see lifetimes) */
+	uint64_t modseq;       /* modseq of its latest change */
+	uint64_t added_modseq; /* modseq at which it was added */
+	int64_t internaldate;  /* seconds since the epoch, UTC */
+	int32_t tz_offset;     /* INTERNALDATE zone, minutes east of UTC */
+	uint64_t size;	       /* RFC822.SIZE: bytes of the blob */
+	store_hash_t hash;     /* blob key */
 } store_msg_t;
 
 /* What a new message is made of. */
 typedef struct store_msg_new {
-	store_hash_t hash;       /* blob must exist (store_blob_put*) */
+	store_hash_t hash; /* blob must exist (store_blob_put*) */
 	uint32_t flags;
 	store_keywords_t kw;
 	int64_t internaldate;
@@ -324,8 +323,8 @@ typedef struct store_msg_new {
  * UID and the next modseq, records a NEW change. STORE_ENOTFOUND if the folder
  * or the blob does not exist. uid_out / modseq_out may be NULL.
  */
-int store_msg_add(store_txn_t *txn, uint32_t folder_id, const store_msg_new_t *m,
-		  uint32_t *uid_out, uint64_t *modseq_out);
+int store_msg_add(store_txn_t *txn, uint32_t folder_id, const store_msg_new_t *m, uint32_t *uid_out,
+		  uint64_t *modseq_out);
 /* store_blob_put() + store_msg_add() (m->hash is ignored and filled in). */
 int store_msg_append(store_txn_t *txn, uint32_t folder_id, const void *data, size_t len,
 		     store_msg_new_t *m, uint32_t *uid_out, uint64_t *modseq_out);
@@ -342,8 +341,8 @@ int store_msg_iter(store_txn_t *txn, uint32_t folder_id, uint32_t uid_from, stor
 		   void *arg);
 
 enum store_flag_op {
-	STORE_FLAGS_SET = 0,    /* replace flags and keywords */
-	STORE_FLAGS_ADD = 1,    /* add the given flags and keywords */
+	STORE_FLAGS_SET = 0,	/* replace flags and keywords */
+	STORE_FLAGS_ADD = 1,	/* add the given flags and keywords */
 	STORE_FLAGS_REMOVE = 2, /* remove the given flags and keywords */
 };
 
@@ -365,20 +364,20 @@ int store_msg_expunge(store_txn_t *txn, uint32_t folder_id, uint32_t uid, uint64
 /* Move: expunge in src (tombstone) and add to dst with the same blob, flags,
  * keywords and internaldate; the blob is never copied. new_uid_out may be
  * NULL. src == dst is STORE_EINVAL. */
-int store_msg_move(store_txn_t *txn, uint32_t src_folder_id, uint32_t uid,
-		   uint32_t dst_folder_id, uint32_t *new_uid_out);
+int store_msg_move(store_txn_t *txn, uint32_t src_folder_id, uint32_t uid, uint32_t dst_folder_id,
+		   uint32_t *new_uid_out);
 
 /* ----------------------------------------------------------- change log */
 
 enum store_change_kind {
-	STORE_CHANGE_NEW = 1,     /* added after the asked modseq */
-	STORE_CHANGE_FLAGS = 2,   /* existed before, flags changed since */
+	STORE_CHANGE_NEW = 1,	  /* added after the asked modseq */
+	STORE_CHANGE_FLAGS = 2,	  /* existed before, flags changed since */
 	STORE_CHANGE_EXPUNGE = 3, /* tombstone */
 };
 
 typedef struct store_change {
 	uint64_t modseq;
-	uint32_t kind;            /* enum store_change_kind */
+	uint32_t kind; /* enum store_change_kind */
 	uint32_t uid;
 	/* For NEW and FLAGS: the message as it is now; NULL for EXPUNGE. */
 	const store_msg_t *msg;
@@ -412,8 +411,7 @@ int store_blob_put(store_txn_t *txn, const void *data, size_t len, store_hash_t 
  * with MDB_RESERVE), from offset off for len bytes. The file must not change
  * meanwhile. STORE_EIO if it is shorter than len.
  */
-int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len,
-		      store_hash_t *hash_out);
+int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len, store_hash_t *hash_out);
 /* The bytes of a blob: *data points into the map (see lifetimes). */
 int store_blob_get(store_txn_t *txn, const store_hash_t *hash, const void **data, size_t *len);
 /* Number of messages (in all folders) using the blob. */
@@ -431,11 +429,11 @@ enum store_replica_id {
 typedef struct store_replica {
 	uint32_t folder_id;
 	uint32_t replica_id;
-	const char *name;        /* the replica's folder name (e.g. remote name) */
-	uint32_t uidvalidity;    /* replica's UIDVALIDITY when last synced; 0 = never */
-	uint32_t uidnext;        /* replica's UIDNEXT when last synced */
-	uint64_t highestmodseq;  /* replica's HIGHESTMODSEQ; 0 = no CONDSTORE */
-	uint64_t pushed_modseq;  /* store modseq up to which changes were pushed */
+	const char *name;	/* the replica's folder name (e.g. remote name) */
+	uint32_t uidvalidity;	/* replica's UIDVALIDITY when last synced; 0 = never */
+	uint32_t uidnext;	/* replica's UIDNEXT when last synced */
+	uint64_t highestmodseq; /* replica's HIGHESTMODSEQ; 0 = no CONDSTORE */
+	uint64_t pushed_modseq; /* store modseq up to which changes were pushed */
 } store_replica_t;
 
 /* Create or replace (name may be NULL for ""). */
@@ -454,8 +452,8 @@ int store_replica_drop(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id
 typedef struct store_pair {
 	uint32_t replica_uid;
 	uint32_t store_uid;
-	uint32_t flags;          /* as last agreed, STORE_F_* */
-	store_keywords_t kw;     /* as last agreed, sorted */
+	uint32_t flags;	     /* as last agreed, STORE_F_* */
+	store_keywords_t kw; /* as last agreed, sorted */
 } store_pair_t;
 
 /* Create or replace the pair (folder, replica, replica_uid). Also replaces
@@ -467,8 +465,7 @@ int store_pair_get_by_ruid(store_txn_t *txn, uint32_t folder_id, uint32_t replic
 int store_pair_get_by_suid(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id,
 			   uint32_t store_uid, store_pair_t *out);
 /* STORE_ENOTFOUND if there was none. */
-int store_pair_del(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id,
-		   uint32_t replica_uid);
+int store_pair_del(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id, uint32_t replica_uid);
 typedef int (*store_pair_cb)(const store_pair_t *p, void *arg);
 /* Pairs of (folder, replica) in replica UID order, from replica_uid ruid_from.
  * Do not write pairs of the same (folder, replica) from inside cb. */
@@ -480,22 +477,22 @@ int store_pair_iter(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id, u
 enum store_pending_kind {
 	STORE_PENDING_UPLOAD = 1, /* APPEND of store_uid to the replica */
 	STORE_PENDING_DELETE = 2, /* UID EXPUNGE of replica_uid on the replica */
-	STORE_PENDING_MOVE = 3,   /* UID MOVE of replica_uid to dst_folder_id */
+	STORE_PENDING_MOVE = 3,	  /* UID MOVE of replica_uid to dst_folder_id */
 	STORE_PENDING_FLAGS = 4,  /* UID STORE of flags on replica_uid */
 };
 
 typedef struct store_pending {
-	uint64_t id;              /* assigned by store_pending_add(), > 0 */
-	uint32_t kind;            /* enum store_pending_kind */
+	uint64_t id;   /* assigned by store_pending_add(), > 0 */
+	uint32_t kind; /* enum store_pending_kind */
 	uint32_t folder_id;
 	uint32_t replica_id;
 	uint32_t store_uid;
-	uint32_t replica_uid;     /* 0 if not known (uploads) */
-	uint32_t target_uidnext;  /* replica UIDNEXT before the operation */
-	uint32_t dst_folder_id;   /* MOVE only; else 0 */
-	store_hash_t hash;        /* blob of the message, to recognise the copy */
-	const char *message_id;   /* Message-ID header value, or "" */
-	int64_t created;          /* wall clock, seconds since the epoch */
+	uint32_t replica_uid;	 /* 0 if not known (uploads) */
+	uint32_t target_uidnext; /* replica UIDNEXT before the operation */
+	uint32_t dst_folder_id;	 /* MOVE only; else 0 */
+	store_hash_t hash;	 /* blob of the message, to recognise the copy */
+	const char *message_id;	 /* Message-ID header value, or "" */
+	int64_t created;	 /* wall clock, seconds since the epoch */
 } store_pending_t;
 
 /* Record an intent before doing it; the id is written to *id_out (may be NULL;

@@ -55,12 +55,12 @@ extern const char *const store_db_names[DB_COUNT];
 struct store {
 	MDB_env *env;
 	MDB_dbi dbi[DB_COUNT];
-	char *path;          /* <datadir>/store */
+	char *path; /* <datadir>/store */
 	size_t mapsize;
 	bool readonly;
-	int ntxn;            /* open transactions of this handle */
-	bool writer_open;    /* LMDB's writer lock is not recursive: guard it */
-	bool grow_pending;   /* a write hit MDB_MAP_FULL; grow when ntxn == 0 */
+	int ntxn;	   /* open transactions of this handle */
+	bool writer_open;  /* LMDB's writer lock is not recursive: guard it */
+	bool grow_pending; /* a write hit MDB_MAP_FULL; grow when ntxn == 0 */
 	store_commit_cb commit_cb;
 	void *commit_arg;
 };
@@ -69,7 +69,7 @@ struct store_txn {
 	store_t *st;
 	MDB_txn *txn;
 	bool write;
-	int err;             /* sticky error */
+	int err;	       /* sticky error */
 	unsigned long nwrites; /* puts and deletes so far (see txn_ret) */
 	/* Scratch blocks handed out to callers (keyword arrays); freed at end. */
 	void **scratch;

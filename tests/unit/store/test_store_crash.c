@@ -93,8 +93,10 @@ static int batch_fn(store_txn_t *txn, void *arg)
 	store_pending_list(txn, 0, del_pending_cb, pend);
 	for (uint64_t k = 1; k <= pend[0]; k++)
 		store_pending_del(txn, pend[k]);
-	store_pending_t p = {.kind = STORE_PENDING_UPLOAD, .folder_id = ids->a,
-			     .replica_id = STORE_REPLICA_REMOTE, .store_uid = (uint32_t)i};
+	store_pending_t p = {.kind = STORE_PENDING_UPLOAD,
+			     .folder_id = ids->a,
+			     .replica_id = STORE_REPLICA_REMOTE,
+			     .store_uid = (uint32_t)i};
 	store_pending_add(txn, &p, NULL);
 	uint8_t b[4] = {(uint8_t)(i >> 24), (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i};
 	store_account_attr_set(txn, ids->acct, "last_batch", b, 4);

@@ -146,18 +146,19 @@ static void test_changes_since(const char *dir)
 	CHECK_EQ_INT(store_msg_expunge(txn, f, z, NULL), 0);
 	uint32_t w = add_msg(txn, f, "w", 0, NULL);
 	CHECK_EQ_INT(store_msg_expunge(txn, f, w, NULL), 0);
-	CHECK_EQ_INT(store_msg_set_flags(txn, f, v, STORE_FLAGS_ADD, STORE_F_FLAGGED, NULL, 0, NULL),
-		     0);
+	CHECK_EQ_INT(
+	    store_msg_set_flags(txn, f, v, STORE_FLAGS_ADD, STORE_F_FLAGGED, NULL, 0, NULL), 0);
 	uint64_t vms;
-	CHECK_EQ_INT(store_msg_set_flags(txn, f, v, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0, &vms),
-		     0);
+	CHECK_EQ_INT(
+	    store_msg_set_flags(txn, f, v, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0, &vms), 0);
 	/* No-op change: no new modseq. */
 	uint64_t same;
-	CHECK_EQ_INT(store_msg_set_flags(txn, f, v, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0, &same),
-		     0);
+	CHECK_EQ_INT(
+	    store_msg_set_flags(txn, f, v, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0, &same), 0);
 	CHECK(same == vms);
 	/* x changed after being added: still NEW for this reader. */
-	CHECK_EQ_INT(store_msg_set_flags(txn, f, x, STORE_FLAGS_SET, STORE_F_DRAFT, NULL, 0, NULL), 0);
+	CHECK_EQ_INT(store_msg_set_flags(txn, f, x, STORE_FLAGS_SET, STORE_F_DRAFT, NULL, 0, NULL),
+		     0);
 	CHECK_EQ_INT(store_txn_commit(txn), 0);
 
 	struct collected col = {0};
@@ -224,8 +225,8 @@ static void test_flags_keywords(const char *dir)
 	store_msg_t m;
 	CHECK_EQ_INT(store_msg_get(txn, f, uid, &m), 0);
 	CHECK_EQ_INT(m.kw.n, 3);
-	CHECK(m.kw.n == 3 && strcmp(m.kw.v[0], "$Label1") == 0 && strcmp(m.kw.v[1], "$Label2") == 0 &&
-	      strcmp(m.kw.v[2], "Work") == 0);
+	CHECK(m.kw.n == 3 && strcmp(m.kw.v[0], "$Label1") == 0 &&
+	      strcmp(m.kw.v[1], "$Label2") == 0 && strcmp(m.kw.v[2], "Work") == 0);
 	CHECK_EQ_INT(m.flags, STORE_F_SEEN);
 	CHECK_EQ_INT(m.size, 3);
 	CHECK_EQ_INT(m.tz_offset, 0);
@@ -233,8 +234,8 @@ static void test_flags_keywords(const char *dir)
 	const char *rm[] = {"$Label2"};
 	store_keywords_t rmk = {rm, 1};
 	CHECK_EQ_INT(store_msg_set_flags(txn, f, uid, STORE_FLAGS_REMOVE, 0, &rmk, 0, NULL), 0);
-	CHECK_EQ_INT(store_msg_set_flags(txn, f, uid, STORE_FLAGS_ADD, STORE_F_FLAGGED, NULL, 0, NULL),
-		     0);
+	CHECK_EQ_INT(
+	    store_msg_set_flags(txn, f, uid, STORE_FLAGS_ADD, STORE_F_FLAGGED, NULL, 0, NULL), 0);
 	CHECK_EQ_INT(store_msg_get(txn, f, uid, &m), 0);
 	CHECK(m.kw.n == 2 && strcmp(m.kw.v[0], "$Label1") == 0 && strcmp(m.kw.v[1], "Work") == 0);
 	CHECK_EQ_INT(m.flags, STORE_F_SEEN | STORE_F_FLAGGED);
@@ -433,8 +434,8 @@ static void test_pairs_pending(const char *dir)
 	uint32_t s1 = add_msg(txn, f, "p1", 0, NULL);
 	uint32_t s2 = add_msg(txn, f, "p2", 0, NULL);
 	const char *kw[] = {"$Junk"};
-	store_pair_t p = {.replica_uid = 100, .store_uid = s1, .flags = STORE_F_SEEN,
-			  .kw = {kw, 1}};
+	store_pair_t p = {
+	    .replica_uid = 100, .store_uid = s1, .flags = STORE_F_SEEN, .kw = {kw, 1}};
 	CHECK_EQ_INT(store_pair_set(txn, f, STORE_REPLICA_REMOTE, &p), 0);
 	p = (store_pair_t){.replica_uid = 7, .store_uid = s2};
 	CHECK_EQ_INT(store_pair_set(txn, f, STORE_REPLICA_REMOTE, &p), 0);
@@ -449,7 +450,8 @@ static void test_pairs_pending(const char *dir)
 	/* One-to-one: pairing s1 with another replica UID replaces the old pair. */
 	p = (store_pair_t){.replica_uid = 101, .store_uid = s1};
 	CHECK_EQ_INT(store_pair_set(txn, f, STORE_REPLICA_REMOTE, &p), 0);
-	CHECK_EQ_INT(store_pair_get_by_ruid(txn, f, STORE_REPLICA_REMOTE, 100, &q), STORE_ENOTFOUND);
+	CHECK_EQ_INT(store_pair_get_by_ruid(txn, f, STORE_REPLICA_REMOTE, 100, &q),
+		     STORE_ENOTFOUND);
 	CHECK_EQ_INT(store_pair_get_by_suid(txn, f, STORE_REPLICA_REMOTE, s1, &q), 0);
 	CHECK_EQ_INT(q.replica_uid, 101);
 	uint32_t last = 0;
@@ -459,8 +461,12 @@ static void test_pairs_pending(const char *dir)
 	CHECK_EQ_INT(store_pair_del(txn, f, STORE_REPLICA_REMOTE, 7), STORE_ENOTFOUND);
 	CHECK_EQ_INT(store_pair_get_by_suid(txn, f, STORE_REPLICA_REMOTE, s2, &q), STORE_ENOTFOUND);
 
-	store_replica_t r = {.folder_id = f, .replica_id = STORE_REPLICA_REMOTE, .name = "INBOX",
-			     .uidvalidity = 1234, .uidnext = 102, .highestmodseq = 99,
+	store_replica_t r = {.folder_id = f,
+			     .replica_id = STORE_REPLICA_REMOTE,
+			     .name = "INBOX",
+			     .uidvalidity = 1234,
+			     .uidnext = 102,
+			     .highestmodseq = 99,
 			     .pushed_modseq = 5};
 	CHECK_EQ_INT(store_replica_set(txn, &r), 0);
 	store_replica_t rr;
@@ -469,9 +475,13 @@ static void test_pairs_pending(const char *dir)
 	      rr.pushed_modseq == 5 && strcmp(rr.name, "INBOX") == 0);
 	CHECK_EQ_INT(store_replica_get(txn, f, STORE_REPLICA_MAILDIR, &rr), STORE_ENOTFOUND);
 
-	store_pending_t pend = {.kind = STORE_PENDING_UPLOAD, .folder_id = f,
-				.replica_id = STORE_REPLICA_REMOTE, .store_uid = s2,
-				.target_uidnext = 102, .message_id = "<a@b>", .created = 17};
+	store_pending_t pend = {.kind = STORE_PENDING_UPLOAD,
+				.folder_id = f,
+				.replica_id = STORE_REPLICA_REMOTE,
+				.store_uid = s2,
+				.target_uidnext = 102,
+				.message_id = "<a@b>",
+				.created = 17};
 	uint64_t id1, id2;
 	CHECK_EQ_INT(store_pending_add(txn, &pend, &id1), 0);
 	pend.kind = STORE_PENDING_DELETE;
@@ -503,7 +513,8 @@ static void test_pairs_pending(const char *dir)
 	CHECK_EQ_INT(store_blob_refs(txn, &h, &refs), 0);
 	CHECK_EQ_INT(refs, 1);
 	CHECK_EQ_INT(store_replica_drop(txn, f, STORE_REPLICA_REMOTE), 0);
-	CHECK_EQ_INT(store_pair_get_by_ruid(txn, f, STORE_REPLICA_REMOTE, 101, &q), STORE_ENOTFOUND);
+	CHECK_EQ_INT(store_pair_get_by_ruid(txn, f, STORE_REPLICA_REMOTE, 101, &q),
+		     STORE_ENOTFOUND);
 	CHECK_EQ_INT(store_pair_get_by_ruid(txn, f, STORE_REPLICA_MAILDIR, s1, &q), 0);
 	CHECK_EQ_INT(store_txn_commit(txn), 0);
 	CHECK_EQ_INT(store_check(st, NULL, NULL, NULL), 0);
