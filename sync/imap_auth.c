@@ -18,10 +18,14 @@
 const char *imap_auth_strerror(int err)
 {
 	switch (err) {
-	case IMAP_AUTH_OK: return "no error";
-	case IMAP_AUTH_ERR_NONE_USABLE: return "the server offers none of the configured auth mechanisms";
-	case IMAP_AUTH_ERR_LOGINDISABLED: return "the server disabled LOGIN (LOGINDISABLED) and offers no other mechanism";
-	case IMAP_AUTH_ERR_CHALLENGE: return "the server sent a malformed challenge";
+	case IMAP_AUTH_OK:
+		return "no error";
+	case IMAP_AUTH_ERR_NONE_USABLE:
+		return "the server offers none of the configured auth mechanisms";
+	case IMAP_AUTH_ERR_LOGINDISABLED:
+		return "the server disabled LOGIN (LOGINDISABLED) and offers no other mechanism";
+	case IMAP_AUTH_ERR_CHALLENGE:
+		return "the server sent a malformed challenge";
 	}
 	return "unknown error";
 }
@@ -29,9 +33,12 @@ const char *imap_auth_strerror(int err)
 const char *imap_auth_mech_name(enum config_auth mech)
 {
 	switch (mech) {
-	case CONFIG_AUTH_CRAM_MD5: return "CRAM-MD5";
-	case CONFIG_AUTH_PLAIN: return "PLAIN";
-	case CONFIG_AUTH_LOGIN: return "LOGIN";
+	case CONFIG_AUTH_CRAM_MD5:
+		return "CRAM-MD5";
+	case CONFIG_AUTH_PLAIN:
+		return "PLAIN";
+	case CONFIG_AUTH_LOGIN:
+		return "LOGIN";
 	}
 	return "?";
 }
@@ -44,9 +51,12 @@ bool imap_auth_mech_plaintext(enum config_auth mech)
 static bool offered(const imap_auth_offer_t *o, enum config_auth m)
 {
 	switch (m) {
-	case CONFIG_AUTH_CRAM_MD5: return o->cram_md5;
-	case CONFIG_AUTH_PLAIN: return o->plain;
-	case CONFIG_AUTH_LOGIN: return !o->logindisabled;
+	case CONFIG_AUTH_CRAM_MD5:
+		return o->cram_md5;
+	case CONFIG_AUTH_PLAIN:
+		return o->plain;
+	case CONFIG_AUTH_LOGIN:
+		return !o->logindisabled;
 	}
 	return false;
 }
@@ -55,7 +65,9 @@ int imap_auth_choose(const config_remote_t *remote, const imap_auth_offer_t *off
 		     enum config_auth *mech)
 {
 	static const enum config_auth strongest[] = {
-		CONFIG_AUTH_CRAM_MD5, CONFIG_AUTH_PLAIN, CONFIG_AUTH_LOGIN,
+	    CONFIG_AUTH_CRAM_MD5,
+	    CONFIG_AUTH_PLAIN,
+	    CONFIG_AUTH_LOGIN,
 	};
 	const enum config_auth *list = strongest;
 	size_t n = IB_ARRAY_LEN(strongest);
@@ -168,8 +180,8 @@ void imap_auth_wipe(char *s)
  * Driven by imap_client.c through imap_client_p.h: the greeting, then
  * CAPABILITY, STARTTLS, authentication and COMPRESS as needed. */
 
-void imap_cmd_send_internal(imap_client_t *c, internal_fn fn, unsigned flags, enum trace_kind lit_tr,
-			  const char *fmt, ...)
+void imap_cmd_send_internal(imap_client_t *c, internal_fn fn, unsigned flags,
+			    enum trace_kind lit_tr, const char *fmt, ...)
 {
 	struct cmd *cmd = imap_cmd_new(c);
 	va_list ap;
@@ -181,13 +193,12 @@ void imap_cmd_send_internal(imap_client_t *c, internal_fn fn, unsigned flags, en
 	imap_cmd_enqueue(c, cmd);
 }
 
-
-
 static void capability_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r)
 {
 	if (!imap_resp_ok(r)) {
-		imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s refused CAPABILITY (%s); is this an IMAP server?",
-		     c->name, imap_client_host(c), r && r->text ? r->text : "");
+		imap_client_drop(c, IMAP_R_CONN,
+				 "acct=%s: %s refused CAPABILITY (%s); is this an IMAP server?",
+				 c->name, imap_client_host(c), r && r->text ? r->text : "");
 		return;
 	}
 	imap_login_next(c);
@@ -196,23 +207,25 @@ static void capability_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t
 static void starttls_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r)
 {
 	if (!imap_resp_ok(r)) {
-		imap_client_drop(c, IMAP_R_TLS, "acct=%s: %s refused STARTTLS (%s); use tls = \"implicit\" on port 993 if it offers that",
-		     c->name, imap_client_host(c), r && r->text ? r->text : "");
+		imap_client_drop(c, IMAP_R_TLS,
+				 "acct=%s: %s refused STARTTLS (%s); use tls = \"implicit\" on "
+				 "port 993 if it offers that",
+				 c->name, imap_client_host(c), r && r->text ? r->text : "");
 		return;
 	}
 	const config_remote_t *rm = &c->acct->remote;
-	imap_tls_opts_t o = { rm->host, imap_client_port(c), rm->ca_file, rm->fingerprint };
+	imap_tls_opts_t o = {rm->host, imap_client_port(c), rm->ca_file, rm->fingerprint};
 	/* Whatever the server sent before TLS is forgotten, capabilities too. */
 	c->caps = 0;
 	imap_conn_start_tls(c->conn, &o, c->opts.connect_timeout);
 }
 
-
 static void compress_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r)
 {
 	/* A refusal is harmless: go on uncompressed. */
 	if (imap_resp_ok(r) && imap_conn_start_compress(c->conn) < 0) {
-		imap_client_drop(c, IMAP_R_CONN, "acct=%s: cannot start compression; reconnecting", c->name);
+		imap_client_drop(c, IMAP_R_CONN, "acct=%s: cannot start compression; reconnecting",
+				 c->name);
 		return;
 	}
 	imap_login_next(c);
@@ -230,9 +243,13 @@ static void auth_done(imap_client_t *c, struct cmd *cmd, const imap_resp_t *r)
 		size_t n = strlen(text);
 		while (n > 0 && (text[n - 1] == '.' || text[n - 1] == ' '))
 			text[--n] = '\0';
-		imap_client_drop(c, IMAP_R_AUTH, "acct=%s: login as %s rejected by %s: %s%s; check remote.password%s",
-		     c->name, rm->user ? rm->user : "?", imap_client_host(c), code, text,
-		     rm->password_file ? "_file" : rm->password_command ? "_command" : "");
+		imap_client_drop(
+		    c, IMAP_R_AUTH,
+		    "acct=%s: login as %s rejected by %s: %s%s; check remote.password%s", c->name,
+		    rm->user ? rm->user : "?", imap_client_host(c), code, text,
+		    rm->password_file	   ? "_file"
+		    : rm->password_command ? "_command"
+					   : "");
 		return;
 	}
 	c->preauth = true; /* authenticated from here on */
@@ -271,24 +288,27 @@ static void do_auth(imap_client_t *c)
 {
 	const config_remote_t *rm = &c->acct->remote;
 	imap_auth_offer_t offer = {
-		.plain = c->caps & IMAP_CAP_AUTH_PLAIN,
-		.login_mech = c->caps & IMAP_CAP_AUTH_LOGIN,
-		.cram_md5 = c->caps & IMAP_CAP_AUTH_CRAM_MD5,
-		.logindisabled = c->caps & IMAP_CAP_LOGINDISABLED,
+	    .plain = c->caps & IMAP_CAP_AUTH_PLAIN,
+	    .login_mech = c->caps & IMAP_CAP_AUTH_LOGIN,
+	    .cram_md5 = c->caps & IMAP_CAP_AUTH_CRAM_MD5,
+	    .logindisabled = c->caps & IMAP_CAP_LOGINDISABLED,
 	};
 	enum config_auth mech;
 	char *pw = NULL, *err = NULL;
 	int rc = imap_auth_choose(rm, &offer, &mech);
 
 	if (rc < 0) {
-		imap_client_drop(c, IMAP_R_AUTH, "acct=%s: cannot log in to %s: %s (it offers: %s); %s", c->name,
-		     imap_client_host(c), imap_auth_strerror(rc), c->caps_str ? c->caps_str : "",
-		     rc == IMAP_AUTH_ERR_LOGINDISABLED && !c->tls_done ? "use tls = \"starttls\" or \"implicit\""
-								       : "adjust remote.auth");
+		imap_client_drop(
+		    c, IMAP_R_AUTH, "acct=%s: cannot log in to %s: %s (it offers: %s); %s", c->name,
+		    imap_client_host(c), imap_auth_strerror(rc), c->caps_str ? c->caps_str : "",
+		    rc == IMAP_AUTH_ERR_LOGINDISABLED && !c->tls_done
+			? "use tls = \"starttls\" or \"implicit\""
+			: "adjust remote.auth");
 		return;
 	}
 	if (password_get(rm, &pw, &err) < 0) {
-		imap_client_drop(c, IMAP_R_AUTH, "acct=%s: no password for %s: %s", c->name, rm->user ? rm->user : "?", err);
+		imap_client_drop(c, IMAP_R_AUTH, "acct=%s: no password for %s: %s", c->name,
+				 rm->user ? rm->user : "?", err);
 		free(err);
 		return;
 	}
@@ -296,7 +316,8 @@ static void do_auth(imap_client_t *c)
 	    !imap_conn_is_local(c->conn) && !c->warned_plaintext) {
 		/* A warning, not an error: the user chose tls = "none". */
 		c->warned_plaintext = true;
-		log_warn("acct=%s: sending the password to %s unencrypted (%s); set tls = \"starttls\" or \"implicit\"",
+		log_warn("acct=%s: sending the password to %s unencrypted (%s); set tls = "
+			 "\"starttls\" or \"implicit\"",
 			 c->name, imap_client_host(c), imap_auth_mech_name(mech));
 	}
 	struct cmd *cmd = imap_cmd_new(c);
@@ -305,11 +326,13 @@ static void do_auth(imap_client_t *c)
 	if (mech == CONFIG_AUTH_LOGIN) {
 		buf_t t = BUF_INIT;
 		buf_printf(&t, "%s LOGIN ", cmd->tag);
-		imap_cmd_put_string(c, cmd, &t, rm->user ? rm->user : "", strlen(rm->user ? rm->user : ""), TR_SECRET);
+		imap_cmd_put_string(c, cmd, &t, rm->user ? rm->user : "",
+				    strlen(rm->user ? rm->user : ""), TR_SECRET);
 		buf_puts(&t, " ");
 		imap_cmd_put_string(c, cmd, &t, pw, strlen(pw), TR_SECRET);
 		buf_puts(&t, "\r\n");
-		imap_cmd_add_data(cmd, buf_head(&t), buf_avail(&t), imap_cmd_text_trace(cmd, TR_SECRET));
+		imap_cmd_add_data(cmd, buf_head(&t), buf_avail(&t),
+				  imap_cmd_text_trace(cmd, TR_SECRET));
 		memset(t.data, 0, t.cap);
 		buf_free(&t);
 		snprintf(cmd->name, sizeof(cmd->name), "LOGIN");
@@ -323,7 +346,8 @@ static void do_auth(imap_client_t *c)
 		cmd->cont = auth_cont;
 		snprintf(cmd->name, sizeof(cmd->name), "PLAIN");
 	} else {
-		char *line = xasprintf("%s AUTHENTICATE %s\r\n", cmd->tag, imap_auth_mech_name(mech));
+		char *line =
+		    xasprintf("%s AUTHENTICATE %s\r\n", cmd->tag, imap_auth_mech_name(mech));
 		imap_cmd_add_data(cmd, line, strlen(line), TR_LINE);
 		free(line);
 		imap_cmd_add_part(cmd, PART_WAIT_CONT, TR_LINE);
@@ -357,10 +381,12 @@ void imap_login_next(imap_client_t *c)
 	if (!c->preauth) {
 		if (rm->tls == CONFIG_TLS_STARTTLS && !c->tls_done) {
 			if (!(c->caps & IMAP_CAP_STARTTLS)) {
-				imap_client_drop(c, IMAP_R_TLS,
-				     "acct=%s: %s does not offer STARTTLS, and tls = \"starttls\" forbids going on in plaintext; "
-				     "use tls = \"implicit\" (port 993) if the server has it",
-				     c->name, imap_client_host(c));
+				imap_client_drop(
+				    c, IMAP_R_TLS,
+				    "acct=%s: %s does not offer STARTTLS, and tls = \"starttls\" "
+				    "forbids going on in plaintext; "
+				    "use tls = \"implicit\" (port 993) if the server has it",
+				    c->name, imap_client_host(c));
 				return;
 			}
 			imap_cmd_send_internal(c, starttls_done, 0, TR_LINE, "STARTTLS");
@@ -382,23 +408,34 @@ void imap_login_greeting(imap_client_t *c, const imap_resp_t *r)
 {
 	const config_remote_t *rm = &c->acct->remote;
 
-	if (r->kind != IMAP_RESP_UNTAGGED || (r->status != IMAP_STATUS_OK && r->status != IMAP_STATUS_PREAUTH)) {
-		imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s did not greet as an IMAP server (%s%s); check host, port and tunnel",
-		     c->name, imap_client_host(c), r->status == IMAP_STATUS_BYE ? "BYE " : "", r->text ? r->text : "");
+	if (r->kind != IMAP_RESP_UNTAGGED ||
+	    (r->status != IMAP_STATUS_OK && r->status != IMAP_STATUS_PREAUTH)) {
+		imap_client_drop(c, IMAP_R_CONN,
+				 "acct=%s: %s did not greet as an IMAP server (%s%s); check host, "
+				 "port and tunnel",
+				 c->name, imap_client_host(c),
+				 r->status == IMAP_STATUS_BYE ? "BYE " : "",
+				 r->text ? r->text : "");
 		return;
 	}
 	if (r->status == IMAP_STATUS_PREAUTH) {
 		if (!rm->tunnel && rm->tls == CONFIG_TLS_STARTTLS) {
-			imap_client_drop(c, IMAP_R_TLS, "acct=%s: %s logged us in before STARTTLS (PREAUTH), so the session cannot be "
-			     "encrypted; use tls = \"implicit\" or a tunnel", c->name, imap_client_host(c));
+			imap_client_drop(c, IMAP_R_TLS,
+					 "acct=%s: %s logged us in before STARTTLS (PREAUTH), so "
+					 "the session cannot be "
+					 "encrypted; use tls = \"implicit\" or a tunnel",
+					 c->name, imap_client_host(c));
 			return;
 		}
 		c->preauth = true;
 	} else if (rm->tunnel) {
 		/* A tunnel that asks for a login would need the password sent
 		 * through it; the tunnel is there to avoid exactly that. */
-		imap_client_drop(c, IMAP_R_AUTH, "acct=%s: the tunnel command did not log in (no PREAUTH greeting: %s); "
-		     "check that remote.tunnel runs an IMAP server for the user", c->name, r->text ? r->text : "");
+		imap_client_drop(
+		    c, IMAP_R_AUTH,
+		    "acct=%s: the tunnel command did not log in (no PREAUTH greeting: %s); "
+		    "check that remote.tunnel runs an IMAP server for the user",
+		    c->name, r->text ? r->text : "");
 		return;
 	}
 	if (r->code && strcmp(r->code, "CAPABILITY") == 0)

@@ -19,9 +19,9 @@
 
 enum imap_auth_err {
 	IMAP_AUTH_OK = 0,
-	IMAP_AUTH_ERR_NONE_USABLE = -1,   /* no configured mechanism is offered */
+	IMAP_AUTH_ERR_NONE_USABLE = -1,	  /* no configured mechanism is offered */
 	IMAP_AUTH_ERR_LOGINDISABLED = -2, /* only LOGIN would do, and it is disabled */
-	IMAP_AUTH_ERR_CHALLENGE = -3,     /* the server's challenge is not valid base64 */
+	IMAP_AUTH_ERR_CHALLENGE = -3,	  /* the server's challenge is not valid base64 */
 };
 
 const char *imap_auth_strerror(int err);
@@ -29,7 +29,7 @@ const char *imap_auth_strerror(int err);
 /* What the server offers, as the client learnt it from CAPABILITY. */
 typedef struct imap_auth_offer {
 	bool plain, login_mech, cram_md5; /* AUTH=PLAIN, AUTH=LOGIN, AUTH=CRAM-MD5 */
-	bool logindisabled;               /* LOGINDISABLED */
+	bool logindisabled;		  /* LOGINDISABLED */
 } imap_auth_offer_t;
 
 /*

@@ -28,31 +28,52 @@
 #include "sync/imap_conn.h"
 #include "sync/password.h"
 
-static const struct { const char *name; uint32_t bit; } cap_names[] = {
-	{ "IMAP4REV1", IMAP_CAP_IMAP4REV1 }, { "CONDSTORE", IMAP_CAP_CONDSTORE },
-	{ "QRESYNC", IMAP_CAP_QRESYNC }, { "UIDPLUS", IMAP_CAP_UIDPLUS },
-	{ "MOVE", IMAP_CAP_MOVE }, { "LIST-STATUS", IMAP_CAP_LIST_STATUS },
-	{ "IDLE", IMAP_CAP_IDLE }, { "NAMESPACE", IMAP_CAP_NAMESPACE },
-	{ "SPECIAL-USE", IMAP_CAP_SPECIAL_USE }, { "ENABLE", IMAP_CAP_ENABLE },
-	{ "LITERAL+", IMAP_CAP_LITERAL_PLUS }, { "SASL-IR", IMAP_CAP_SASL_IR },
-	{ "COMPRESS=DEFLATE", IMAP_CAP_COMPRESS_DEFLATE }, { "STARTTLS", IMAP_CAP_STARTTLS },
-	{ "LOGINDISABLED", IMAP_CAP_LOGINDISABLED }, { "AUTH=PLAIN", IMAP_CAP_AUTH_PLAIN },
-	{ "AUTH=LOGIN", IMAP_CAP_AUTH_LOGIN }, { "AUTH=CRAM-MD5", IMAP_CAP_AUTH_CRAM_MD5 },
-	{ "UNSELECT", IMAP_CAP_UNSELECT }, { "ESEARCH", IMAP_CAP_ESEARCH },
-	{ "LIST-EXTENDED", IMAP_CAP_LIST_EXTENDED }, { "ID", IMAP_CAP_ID },
-	{ "LITERAL-", IMAP_CAP_LITERAL_MINUS },
+static const struct {
+	const char *name;
+	uint32_t bit;
+} cap_names[] = {
+    {"IMAP4REV1", IMAP_CAP_IMAP4REV1},
+    {"CONDSTORE", IMAP_CAP_CONDSTORE},
+    {"QRESYNC", IMAP_CAP_QRESYNC},
+    {"UIDPLUS", IMAP_CAP_UIDPLUS},
+    {"MOVE", IMAP_CAP_MOVE},
+    {"LIST-STATUS", IMAP_CAP_LIST_STATUS},
+    {"IDLE", IMAP_CAP_IDLE},
+    {"NAMESPACE", IMAP_CAP_NAMESPACE},
+    {"SPECIAL-USE", IMAP_CAP_SPECIAL_USE},
+    {"ENABLE", IMAP_CAP_ENABLE},
+    {"LITERAL+", IMAP_CAP_LITERAL_PLUS},
+    {"SASL-IR", IMAP_CAP_SASL_IR},
+    {"COMPRESS=DEFLATE", IMAP_CAP_COMPRESS_DEFLATE},
+    {"STARTTLS", IMAP_CAP_STARTTLS},
+    {"LOGINDISABLED", IMAP_CAP_LOGINDISABLED},
+    {"AUTH=PLAIN", IMAP_CAP_AUTH_PLAIN},
+    {"AUTH=LOGIN", IMAP_CAP_AUTH_LOGIN},
+    {"AUTH=CRAM-MD5", IMAP_CAP_AUTH_CRAM_MD5},
+    {"UNSELECT", IMAP_CAP_UNSELECT},
+    {"ESEARCH", IMAP_CAP_ESEARCH},
+    {"LIST-EXTENDED", IMAP_CAP_LIST_EXTENDED},
+    {"ID", IMAP_CAP_ID},
+    {"LITERAL-", IMAP_CAP_LITERAL_MINUS},
 };
 
 const char *imap_result_str(int result)
 {
 	switch (result) {
-	case IMAP_R_OK: return "ok";
-	case IMAP_R_NO: return "refused by the server";
-	case IMAP_R_BAD: return "rejected as invalid by the server";
-	case IMAP_R_CONN: return "connection lost";
-	case IMAP_R_AUTH: return "authentication failed";
-	case IMAP_R_TLS: return "TLS setup failed";
-	case IMAP_R_CANCELLED: return "cancelled";
+	case IMAP_R_OK:
+		return "ok";
+	case IMAP_R_NO:
+		return "refused by the server";
+	case IMAP_R_BAD:
+		return "rejected as invalid by the server";
+	case IMAP_R_CONN:
+		return "connection lost";
+	case IMAP_R_AUTH:
+		return "authentication failed";
+	case IMAP_R_TLS:
+		return "TLS setup failed";
+	case IMAP_R_CANCELLED:
+		return "cancelled";
 	}
 	return "unknown result";
 }
@@ -81,11 +102,11 @@ static void backoff_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void idle_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static const imap_conn_cbs_t conn_cbs = {
-	.connected_cb = conn_connected_cb,
-	.tls_done_cb = conn_tls_done_cb,
-	.read_cb = conn_read_cb,
-	.drain_cb = conn_drain_cb,
-	.error_cb = conn_error_cb,
+    .connected_cb = conn_connected_cb,
+    .tls_done_cb = conn_tls_done_cb,
+    .read_cb = conn_read_cb,
+    .drain_cb = conn_drain_cb,
+    .error_cb = conn_error_cb,
 };
 
 const char *imap_client_host(const imap_client_t *c)
@@ -192,14 +213,14 @@ enum trace_kind imap_cmd_text_trace(const struct cmd *cmd, enum trace_kind lit_t
 /* Append s as a string argument: quoted when it can be, else as a literal
  * (a new part; LITERAL+ where offered, else a wait for "+"). */
 void imap_cmd_put_string(imap_client_t *c, struct cmd *cmd, buf_t *text, const char *s, size_t n,
-		       enum trace_kind lit_tr)
+			 enum trace_kind lit_tr)
 {
 	if (imap_lex_string_form(s, n, false) == IMAP_LEX_QUOTED) {
 		imap_lex_write_string(text, s, n, 0);
 		return;
 	}
-	bool plus = (c->caps & IMAP_CAP_LITERAL_PLUS) ||
-		    ((c->caps & IMAP_CAP_LITERAL_MINUS) && n <= 4096);
+	bool plus =
+	    (c->caps & IMAP_CAP_LITERAL_PLUS) || ((c->caps & IMAP_CAP_LITERAL_MINUS) && n <= 4096);
 	buf_printf(text, "{%zu%s}\r\n", n, plus ? "+" : "");
 	imap_cmd_add_data(cmd, buf_head(text), buf_avail(text), imap_cmd_text_trace(cmd, lit_tr));
 	buf_reset(text);
@@ -210,7 +231,7 @@ void imap_cmd_put_string(imap_client_t *c, struct cmd *cmd, buf_t *text, const c
 
 /* Build cmd's parts from "tag " + fmt. Returns 0 or -1 on a bad format. */
 int imap_cmd_build(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, const char *fmt,
-		     va_list ap)
+		   va_list ap)
 {
 	buf_t text = BUF_INIT;
 	int rc = -1;
@@ -222,11 +243,21 @@ int imap_cmd_build(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, co
 			continue;
 		}
 		switch (*++f) {
-		case 's': buf_puts(&text, va_arg(ap, const char *)); break;
-		case 'd': buf_printf(&text, "%d", va_arg(ap, int)); break;
-		case 'u': buf_printf(&text, "%u", va_arg(ap, unsigned)); break;
-		case 'U': buf_printf(&text, "%llu", (unsigned long long)va_arg(ap, uint64_t)); break;
-		case '%': buf_append(&text, "%", 1); break;
+		case 's':
+			buf_puts(&text, va_arg(ap, const char *));
+			break;
+		case 'd':
+			buf_printf(&text, "%d", va_arg(ap, int));
+			break;
+		case 'u':
+			buf_printf(&text, "%u", va_arg(ap, unsigned));
+			break;
+		case 'U':
+			buf_printf(&text, "%llu", (unsigned long long)va_arg(ap, uint64_t));
+			break;
+		case '%':
+			buf_append(&text, "%", 1);
+			break;
 		case 'q': {
 			const char *s = va_arg(ap, const char *);
 			imap_cmd_put_string(c, cmd, &text, s, strlen(s), lit_tr);
@@ -287,7 +318,8 @@ static void trace_client(imap_client_t *c, const struct part *p, bool in_auth)
 	if (p->tr == TR_SECRET) {
 		log_trace(LOG_CAT_IMAP, "acct=%s C: ***", c->name);
 	} else if (p->tr == TR_LITERAL) {
-		log_trace(LOG_CAT_IMAP, "acct=%s C: {%zu bytes}", c->name, p->kind == PART_FD ? (size_t)p->size : p->len);
+		log_trace(LOG_CAT_IMAP, "acct=%s C: {%zu bytes}", c->name,
+			  p->kind == PART_FD ? (size_t)p->size : p->len);
 	} else {
 		char line[2048];
 		log_redact_imap(p->data, p->len, in_auth, line, sizeof(line));
@@ -329,7 +361,7 @@ static void render_items(buf_t *b, const imap_item_t *it, bool in_list)
  * literals show as "{N bytes}" and nothing is held twice. */
 static void trace_server(imap_client_t *c, const imap_resp_t *r)
 {
-	static const char *st[] = { "", "OK", "NO", "BAD", "PREAUTH", "BYE" };
+	static const char *st[] = {"", "OK", "NO", "BAD", "PREAUTH", "BYE"};
 	buf_t b = BUF_INIT;
 
 	if (!log_cat_on(LOG_CAT_IMAP))
@@ -393,14 +425,25 @@ void imap_client_pump(imap_client_t *c)
 				char chunk[65536];
 				if (cmd->fd_sent == 0)
 					trace_client(c, p, false);
-				while (cmd->fd_sent < p->size && imap_conn_outq(c->conn) < IMAP_CONN_LOW_WATER) {
+				while (cmd->fd_sent < p->size &&
+				       imap_conn_outq(c->conn) < IMAP_CONN_LOW_WATER) {
 					uint64_t want = p->size - cmd->fd_sent;
-					ssize_t n = read(p->fd, chunk, want < sizeof(chunk) ? (size_t)want : sizeof(chunk));
+					ssize_t n = read(p->fd, chunk,
+							 want < sizeof(chunk) ? (size_t)want
+									      : sizeof(chunk));
+					if (n < 0 && errno == EINTR)
+						continue;
 					if (n <= 0) {
-						/* The message is cut short: the server would wait for
-						 * the rest, and the stream cannot be repaired. */
-						imap_client_drop(c, IMAP_R_CONN, "acct=%s: cannot read the message to upload (%s); reconnecting",
-						     c->name, n < 0 ? strerror(errno) : "file shorter than announced");
+						/* The message is cut short: the server would wait
+						 * for the rest, and the stream cannot be repaired.
+						 */
+						imap_client_drop(
+						    c, IMAP_R_CONN,
+						    "acct=%s: cannot read the message to upload "
+						    "(%s); reconnecting",
+						    c->name,
+						    n < 0 ? strerror(errno)
+							  : "file shorter than announced");
 						return;
 					}
 					imap_conn_write(c->conn, chunk, (size_t)n);
@@ -424,7 +467,10 @@ void imap_client_pump(imap_client_t *c)
 				if (!cmd->done_req)
 					return;
 				{
-					struct part done = { .kind = PART_DATA, .tr = TR_LINE, .data = "DONE\r\n", .len = 6 };
+					struct part done = {.kind = PART_DATA,
+							    .tr = TR_LINE,
+							    .data = "DONE\r\n",
+							    .len = 6};
 					trace_client(c, &done, false);
 				}
 				imap_conn_write(c->conn, "DONE\r\n", 6);
@@ -450,7 +496,7 @@ static void complete(imap_client_t *c, struct cmd *cmd, const imap_done_t *d, co
 	if (cmd->internal) {
 		cmd->internal(c, cmd, r);
 	} else if (cmd->append_done) {
-		imap_append_result_t ar = { .done = *d };
+		imap_append_result_t ar = {.done = *d};
 		if (r && r->code && strcmp(r->code, "APPENDUID") == 0) {
 			const imap_item_t *v = imap_item_nth(r->code_args, 0);
 			const imap_item_t *u = imap_item_nth(r->code_args, 1);
@@ -476,7 +522,7 @@ static void fail_all(imap_client_t *c, int result, const char *msg)
 	while (list) {
 		struct cmd *cmd = list;
 		list = cmd->next;
-		imap_done_t d = { .result = result, .status = IMAP_STATUS_NONE, .text = msg };
+		imap_done_t d = {.result = result, .status = IMAP_STATUS_NONE, .text = msg};
 		if (!cmd->internal)
 			complete(c, cmd, &d, NULL);
 		cmd_free(cmd);
@@ -526,7 +572,7 @@ void imap_client_connect_finish(imap_client_t *c, int result, const char *msg)
 	imap_done_cb done = c->connect_done;
 	void *arg = c->connect_arg;
 	c->connect_done = NULL;
-	imap_done_t d = { .result = result, .status = IMAP_STATUS_NONE, .text = msg ? msg : "" };
+	imap_done_t d = {.result = result, .status = IMAP_STATUS_NONE, .text = msg ? msg : ""};
 	if (done)
 		done(c, &d, arg);
 }
@@ -560,7 +606,8 @@ void imap_client_drop(imap_client_t *c, int result, const char *fmt, ...)
 			free(c->auth_msg);
 			c->auth_msg = xstrdup(msg);
 		}
-		if (result == IMAP_R_CONN && (c->opts.max_attempts == 0 || c->attempt < c->opts.max_attempts)) {
+		if (result == IMAP_R_CONN &&
+		    (c->opts.max_attempts == 0 || c->attempt < c->opts.max_attempts)) {
 			double delay = backoff_delay(c);
 			if (c->lost) {
 				char m2[1700];
@@ -588,7 +635,6 @@ static void conn_tls_done_cb(imap_conn_t *conn, void *arg)
 	imap_client_touch(c);
 	imap_login_next(c);
 }
-
 
 /* ---- input --------------------------------------------------------------- */
 
@@ -641,7 +687,9 @@ static void handle_continue(imap_client_t *c, const imap_resp_t *r)
 			return;
 		}
 	}
-	imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s sent a continuation nobody asked for; reconnecting", c->name, imap_client_host(c));
+	imap_client_drop(c, IMAP_R_CONN,
+			 "acct=%s: %s sent a continuation nobody asked for; reconnecting", c->name,
+			 imap_client_host(c));
 }
 
 static void handle_tagged(imap_client_t *c, const imap_resp_t *r)
@@ -650,8 +698,9 @@ static void handle_tagged(imap_client_t *c, const imap_resp_t *r)
 	while (cmd && strcmp(cmd->tag, r->tag) != 0)
 		cmd = cmd->next;
 	if (!cmd) {
-		imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s answered a command never sent (tag %s); reconnecting",
-		     c->name, imap_client_host(c), r->tag);
+		imap_client_drop(c, IMAP_R_CONN,
+				 "acct=%s: %s answered a command never sent (tag %s); reconnecting",
+				 c->name, imap_client_host(c), r->tag);
 		return;
 	}
 	if (r->code && strcmp(r->code, "CAPABILITY") == 0)
@@ -671,12 +720,13 @@ static void handle_tagged(imap_client_t *c, const imap_resp_t *r)
 		c->idle_renew = false;
 	}
 	imap_done_t d = {
-		.result = r->status == IMAP_STATUS_OK ? IMAP_R_OK :
-			  r->status == IMAP_STATUS_NO ? IMAP_R_NO : IMAP_R_BAD,
-		.status = r->status,
-		.code = r->code,
-		.code_args = r->code_args,
-		.text = r->text ? r->text : "",
+	    .result = r->status == IMAP_STATUS_OK   ? IMAP_R_OK
+		      : r->status == IMAP_STATUS_NO ? IMAP_R_NO
+						    : IMAP_R_BAD,
+	    .status = r->status,
+	    .code = r->code,
+	    .code_args = r->code_args,
+	    .text = r->text ? r->text : "",
 	};
 	complete(c, cmd, &d, r);
 	cmd_free(cmd);
@@ -696,8 +746,10 @@ static void conn_read_cb(imap_conn_t *conn, const char *data, size_t len, void *
 		data += used;
 		len -= used;
 		if (rc == IMAP_PARSE_BAD) {
-			imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s sent a malformed response (%s); reconnecting",
-			     c->name, imap_client_host(c), imap_parser_error(c->parser));
+			imap_client_drop(c, IMAP_R_CONN,
+					 "acct=%s: %s sent a malformed response (%s); reconnecting",
+					 c->name, imap_client_host(c),
+					 imap_parser_error(c->parser));
 			return;
 		}
 		if (rc == IMAP_PARSE_MORE)
@@ -711,8 +763,10 @@ static void conn_read_cb(imap_conn_t *conn, const char *data, size_t len, void *
 		} else if (r->kind == IMAP_RESP_CONTINUE) {
 			handle_continue(c, r);
 		} else {
-			const char *name = c->cmds && strcmp(c->cmds->tag, r->tag) == 0 ? c->cmds->name : "";
-			tls_or_compress_pending = strcmp(name, "STARTTLS") == 0 || strcmp(name, "COMPRESS") == 0;
+			const char *name =
+			    c->cmds && strcmp(c->cmds->tag, r->tag) == 0 ? c->cmds->name : "";
+			tls_or_compress_pending =
+			    strcmp(name, "STARTTLS") == 0 || strcmp(name, "COMPRESS") == 0;
 			handle_tagged(c, r);
 		}
 		imap_resp_free(r);
@@ -722,8 +776,10 @@ static void conn_read_cb(imap_conn_t *conn, const char *data, size_t len, void *
 			/* Bytes after the OK were sent before the switch: in the
 			 * clear where encryption was promised (an injection), or
 			 * outside the compressed stream. Refuse them. */
-			imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s sent data right after switching the stream; reconnecting",
-			     c->name, imap_client_host(c));
+			imap_client_drop(
+			    c, IMAP_R_CONN,
+			    "acct=%s: %s sent data right after switching the stream; reconnecting",
+			    c->name, imap_client_host(c));
 			return;
 		}
 	}
@@ -759,10 +815,11 @@ static void conn_error_cb(imap_conn_t *conn, int err, const char *msg, void *arg
 		}
 	}
 	if (c->bye_text && err == IMAP_CONN_ERR_CLOSED)
-		imap_client_drop(c, result, "acct=%s: %s closed the connection%s (BYE %s)", c->name, imap_client_host(c), during,
-		     c->bye_text);
+		imap_client_drop(c, result, "acct=%s: %s closed the connection%s (BYE %s)", c->name,
+				 imap_client_host(c), during, c->bye_text);
 	else
-		imap_client_drop(c, result, "acct=%s: %s%s", c->name, msg, err == IMAP_CONN_ERR_CLOSED ? during : "");
+		imap_client_drop(c, result, "acct=%s: %s%s", c->name, msg,
+				 err == IMAP_CONN_ERR_CLOSED ? during : "");
 }
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -787,8 +844,9 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	if (c->state == ST_CONNECTING)
 		return; /* imap_conn has its own timer for this phase */
-	imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s did not answer for %.0f s%s; reconnecting", c->name, imap_client_host(c),
-	     limit, connecting ? " while logging in" : "");
+	imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s did not answer for %.0f s%s; reconnecting",
+			 c->name, imap_client_host(c), limit,
+			 connecting ? " while logging in" : "");
 }
 
 static void attempt(imap_client_t *c)
@@ -810,9 +868,10 @@ static void attempt(imap_client_t *c)
 	if (rm->tunnel) {
 		rc = imap_conn_connect_tunnel(c->conn, rm->tunnel);
 	} else {
-		imap_tls_opts_t o = { rm->host, imap_client_port(c), rm->ca_file, rm->fingerprint };
+		imap_tls_opts_t o = {rm->host, imap_client_port(c), rm->ca_file, rm->fingerprint};
 		rc = imap_conn_connect_tcp(c->conn, rm->host ? rm->host : "", imap_client_port(c),
-					   rm->tls == CONFIG_TLS_IMPLICIT ? &o : NULL, c->opts.connect_timeout);
+					   rm->tls == CONFIG_TLS_IMPLICIT ? &o : NULL,
+					   c->opts.connect_timeout);
 	}
 	if (rc < 0) {
 		c->state = ST_CONNECTING;
@@ -904,7 +963,8 @@ int imap_client_connect(imap_client_t *c, imap_done_cb done, void *arg)
 	if (c->state != ST_DOWN)
 		return -1;
 	if (c->auth_failed) {
-		imap_done_t d = { .result = IMAP_R_AUTH, .status = IMAP_STATUS_NONE, .text = c->auth_msg };
+		imap_done_t d = {
+		    .result = IMAP_R_AUTH, .status = IMAP_STATUS_NONE, .text = c->auth_msg};
 		done(c, &d, arg);
 		return 0;
 	}
@@ -999,9 +1059,9 @@ static int not_ready(imap_client_t *c, imap_done_cb done, imap_append_cb adone, 
 {
 	char msg[256];
 	snprintf(msg, sizeof(msg), "acct=%s: not connected", c->name);
-	imap_done_t d = { .result = IMAP_R_CONN, .status = IMAP_STATUS_NONE, .text = msg };
+	imap_done_t d = {.result = IMAP_R_CONN, .status = IMAP_STATUS_NONE, .text = msg};
 	if (adone) {
-		imap_append_result_t ar = { .done = d };
+		imap_append_result_t ar = {.done = d};
 		adone(c, &ar, arg);
 	} else if (done) {
 		done(c, &d, arg);
@@ -1020,7 +1080,11 @@ static int vcmd(imap_client_t *c, imap_done_cb done, imap_untagged_cb untagged, 
 	cmd->arg = arg;
 	if (imap_cmd_build(c, cmd, TR_LITERAL, fmt, ap) < 0) {
 		cmd_free(cmd);
-		imap_done_t d = { .result = IMAP_R_BAD, .status = IMAP_STATUS_NONE, .text = "bad command: unknown % conversion, or a mailbox name that is not UTF-8" };
+		imap_done_t d = {
+		    .result = IMAP_R_BAD,
+		    .status = IMAP_STATUS_NONE,
+		    .text =
+			"bad command: unknown % conversion, or a mailbox name that is not UTF-8"};
 		if (done)
 			done(c, &d, arg);
 		return IMAP_R_BAD;
@@ -1048,23 +1112,24 @@ int imap_client_select(imap_client_t *c, const char *mailbox, bool readonly,
 		return imap_client_cmd(c, done, untagged, arg, "%s %m (QRESYNC (%u %U %s))", verb,
 				       mailbox, qr->uidvalidity, qr->modseq, qr->known_uids);
 	if (qr)
-		return imap_client_cmd(c, done, untagged, arg, "%s %m (QRESYNC (%u %U))", verb, mailbox,
-				       qr->uidvalidity, qr->modseq);
+		return imap_client_cmd(c, done, untagged, arg, "%s %m (QRESYNC (%u %U))", verb,
+				       mailbox, qr->uidvalidity, qr->modseq);
 	if (condstore)
 		return imap_client_cmd(c, done, untagged, arg, "%s %m (CONDSTORE)", verb, mailbox);
 	return imap_client_cmd(c, done, untagged, arg, "%s %m", verb, mailbox);
 }
 
-static int append_common(imap_client_t *c, const char *mailbox, const char *flags,
-			 const char *date, const char *data, size_t len, int fd, uint64_t size,
-			 imap_append_cb done, void *arg)
+static int append_common(imap_client_t *c, const char *mailbox, const char *flags, const char *date,
+			 const char *data, size_t len, int fd, uint64_t size, imap_append_cb done,
+			 void *arg)
 {
 	if (c->state != ST_READY)
 		return not_ready(c, NULL, done, arg);
 	char *enc = NULL;
 	if (imap_mutf7_encode(mailbox, strlen(mailbox), &enc) < 0) {
-		imap_append_result_t ar = { .done = { .result = IMAP_R_BAD, .status = IMAP_STATUS_NONE,
-						      .text = "mailbox name is not valid UTF-8" } };
+		imap_append_result_t ar = {.done = {.result = IMAP_R_BAD,
+						    .status = IMAP_STATUS_NONE,
+						    .text = "mailbox name is not valid UTF-8"}};
 		if (done)
 			done(c, &ar, arg);
 		return IMAP_R_BAD;
@@ -1085,7 +1150,8 @@ static int append_common(imap_client_t *c, const char *mailbox, const char *flag
 		buf_puts(&t, " ");
 		imap_lex_write_string(&t, date, strlen(date), 0);
 	}
-	bool plus = (c->caps & IMAP_CAP_LITERAL_PLUS) || ((c->caps & IMAP_CAP_LITERAL_MINUS) && n <= 4096);
+	bool plus =
+	    (c->caps & IMAP_CAP_LITERAL_PLUS) || ((c->caps & IMAP_CAP_LITERAL_MINUS) && n <= 4096);
 	buf_printf(&t, " {%llu%s}\r\n", (unsigned long long)n, plus ? "+" : "");
 	imap_cmd_add_data(cmd, buf_head(&t), buf_avail(&t), imap_cmd_text_trace(cmd, TR_LITERAL));
 	buf_free(&t);
@@ -1103,9 +1169,8 @@ static int append_common(imap_client_t *c, const char *mailbox, const char *flag
 	return 0;
 }
 
-int imap_client_append(imap_client_t *c, const char *mailbox, const char *flags,
-		       const char *date, const char *data, size_t len, imap_append_cb done,
-		       void *arg)
+int imap_client_append(imap_client_t *c, const char *mailbox, const char *flags, const char *date,
+		       const char *data, size_t len, imap_append_cb done, void *arg)
 {
 	return append_common(c, mailbox, flags, date, data, len, -1, 0, done, arg);
 }
@@ -1121,8 +1186,8 @@ int imap_client_uid_fetch(imap_client_t *c, const char *set, const char *items,
 			  void *arg)
 {
 	if (changedsince)
-		return imap_client_cmd(c, done, untagged, arg, "UID FETCH %s %s (CHANGEDSINCE %U)", set,
-				       items, changedsince);
+		return imap_client_cmd(c, done, untagged, arg, "UID FETCH %s %s (CHANGEDSINCE %U)",
+				       set, items, changedsince);
 	return imap_client_cmd(c, done, untagged, arg, "UID FETCH %s %s", set, items);
 }
 
@@ -1131,8 +1196,10 @@ int imap_client_idle(imap_client_t *c, imap_done_cb done, imap_untagged_cb untag
 	if (c->state != ST_READY)
 		return not_ready(c, done, NULL, arg);
 	if (!(c->caps & IMAP_CAP_IDLE) || c->idle_cmd) {
-		imap_done_t d = { .result = IMAP_R_BAD, .status = IMAP_STATUS_NONE,
-				  .text = c->idle_cmd ? "already idling" : "the server does not support IDLE" };
+		imap_done_t d = {.result = IMAP_R_BAD,
+				 .status = IMAP_STATUS_NONE,
+				 .text = c->idle_cmd ? "already idling"
+						     : "the server does not support IDLE"};
 		if (done)
 			done(c, &d, arg);
 		return IMAP_R_BAD;

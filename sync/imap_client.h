@@ -44,15 +44,15 @@ typedef struct imap_client imap_client_t;
  */
 enum imap_result {
 	IMAP_R_OK = 0,
-	IMAP_R_NO = -1,        /* server said NO: this folder/message has a problem */
+	IMAP_R_NO = -1,	       /* server said NO: this folder/message has a problem */
 	IMAP_R_BAD = -2,       /* server said BAD: the command was wrong; a bug or an
-	                          unsupported feature, not worth repeating */
+				  unsupported feature, not worth repeating */
 	IMAP_R_CONN = -3,      /* connection lost, timed out, or the server spoke
-	                          nonsense: reconnect (with backoff) and try again */
+				  nonsense: reconnect (with backoff) and try again */
 	IMAP_R_AUTH = -4,      /* login rejected, or no usable password: do not retry
-	                          until the config changes or the user asks */
+				  until the config changes or the user asks */
 	IMAP_R_TLS = -5,       /* certificate not trusted, STARTTLS missing, handshake
-	                          failed: a setup problem, retrying will not help */
+				  failed: a setup problem, retrying will not help */
 	IMAP_R_CANCELLED = -6, /* the client was closed or freed */
 };
 
@@ -89,12 +89,12 @@ enum imap_cap {
 
 /* What a completed command (or connect) reports. */
 typedef struct imap_done {
-	int result;                 /* enum imap_result */
-	enum imap_status status;    /* the tagged status; IMAP_STATUS_NONE for local errors */
-	const char *code;           /* response code name ("TRYCREATE", ...) or NULL */
+	int result;		 /* enum imap_result */
+	enum imap_status status; /* the tagged status; IMAP_STATUS_NONE for local errors */
+	const char *code;	 /* response code name ("TRYCREATE", ...) or NULL */
 	const imap_item_t *code_args;
-	const char *text;           /* server text, or for local errors a complete
-	                               message for people ("acct=home: ...; do X") */
+	const char *text; /* server text, or for local errors a complete
+			     message for people ("acct=home: ...; do X") */
 } imap_done_t;
 
 typedef void (*imap_done_cb)(imap_client_t *c, const imap_done_t *d, void *arg);
@@ -110,16 +110,16 @@ typedef bool (*imap_untagged_cb)(imap_client_t *c, const imap_resp_t *r, void *a
 typedef void (*imap_lost_cb)(imap_client_t *c, int result, const char *msg, void *arg);
 
 typedef struct imap_client_opts {
-	double connect_timeout;  /* TCP connect, greeting, TLS handshake; default 30 s */
-	double cmd_timeout;      /* per command, restarted while bytes keep arriving
-	                            or leaving; default 60 s */
-	double idle_renew;       /* re-issue IDLE after this long; default 29*60-60 s */
-	unsigned max_attempts;   /* connect attempts per imap_client_connect() for
-	                            IMAP_R_CONN failures; 0 = until it works; default 1 */
-	double backoff_first;    /* first backoff delay; default 1 s, doubling... */
-	double backoff_max;      /* ...up to this; default 300 s; +-20% jitter */
-	bool compress;           /* use COMPRESS=DEFLATE when offered; default true */
-	const char *log_name;    /* trace prefix; default the account name */
+	double connect_timeout; /* TCP connect, greeting, TLS handshake; default 30 s */
+	double cmd_timeout;	/* per command, restarted while bytes keep arriving
+				   or leaving; default 60 s */
+	double idle_renew;	/* re-issue IDLE after this long; default 29*60-60 s */
+	unsigned max_attempts;	/* connect attempts per imap_client_connect() for
+				   IMAP_R_CONN failures; 0 = until it works; default 1 */
+	double backoff_first;	/* first backoff delay; default 1 s, doubling... */
+	double backoff_max;	/* ...up to this; default 300 s; +-20% jitter */
+	bool compress;		/* use COMPRESS=DEFLATE when offered; default true */
+	const char *log_name;	/* trace prefix; default the account name */
 } imap_client_opts_t;
 
 /* Fill o with the defaults. */
@@ -195,7 +195,7 @@ int imap_client_cmd(imap_client_t *c, imap_done_cb done, imap_untagged_cb untagg
 typedef struct imap_qresync {
 	uint32_t uidvalidity;
 	uint64_t modseq;
-	const char *known_uids;  /* sequence set or NULL */
+	const char *known_uids; /* sequence set or NULL */
 } imap_qresync_t;
 
 /* SELECT (or EXAMINE when readonly) mailbox (UTF-8), with QRESYNC parameters
@@ -208,7 +208,7 @@ int imap_client_select(imap_client_t *c, const char *mailbox, bool readonly,
 /* What an APPEND returns. */
 typedef struct imap_append_result {
 	imap_done_t done;
-	uint32_t uidvalidity;    /* from [APPENDUID v uid]; 0 if the server sent none */
+	uint32_t uidvalidity; /* from [APPENDUID v uid]; 0 if the server sent none */
 	uint32_t uid;
 } imap_append_result_t;
 typedef void (*imap_append_cb)(imap_client_t *c, const imap_append_result_t *r, void *arg);
@@ -219,9 +219,8 @@ typedef void (*imap_append_cb)(imap_client_t *c, const imap_append_result_t *r, 
  * ("23-Nov-2026 10:00:00 +0000") or NULL. The message is sent as a literal,
  * with LITERAL+ where offered, else after the server's "+".
  */
-int imap_client_append(imap_client_t *c, const char *mailbox, const char *flags,
-		       const char *date, const char *data, size_t len, imap_append_cb done,
-		       void *arg);
+int imap_client_append(imap_client_t *c, const char *mailbox, const char *flags, const char *date,
+		       const char *data, size_t len, imap_append_cb done, void *arg);
 /* Same, streaming size bytes from fd (read from its current offset, in
  * pieces, as the socket drains); fd must stay open until done is called. */
 int imap_client_append_fd(imap_client_t *c, const char *mailbox, const char *flags,

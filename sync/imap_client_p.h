@@ -17,16 +17,16 @@
 #include "sync/imap_conn.h"
 
 enum part_kind {
-	PART_DATA,       /* bytes in memory */
-	PART_FD,         /* size bytes read from fd */
-	PART_WAIT_CONT,  /* stop until the server sends "+" */
-	PART_WAIT_DONE,  /* IDLE: stop until imap_client_idle_done() */
+	PART_DATA,	/* bytes in memory */
+	PART_FD,	/* size bytes read from fd */
+	PART_WAIT_CONT, /* stop until the server sends "+" */
+	PART_WAIT_DONE, /* IDLE: stop until imap_client_idle_done() */
 };
 
 enum trace_kind {
-	TR_LINE,         /* command text: traced through log_redact_imap() */
-	TR_LITERAL,      /* literal bytes: traced as "{N bytes}" */
-	TR_SECRET,       /* credentials: traced as "***" */
+	TR_LINE,    /* command text: traced through log_redact_imap() */
+	TR_LITERAL, /* literal bytes: traced as "{N bytes}" */
+	TR_SECRET,  /* credentials: traced as "***" */
 };
 
 struct part {
@@ -40,7 +40,7 @@ struct part {
 
 enum cmd_flags {
 	CMD_IDLE = 1 << 0,
-	CMD_AUTH = 1 << 1,       /* continuations go to cont_cb; replies are secret */
+	CMD_AUTH = 1 << 1, /* continuations go to cont_cb; replies are secret */
 };
 
 struct cmd;
@@ -50,22 +50,22 @@ typedef void (*internal_fn)(imap_client_t *c, struct cmd *cmd, const imap_resp_t
 struct cmd {
 	struct cmd *next;
 	char tag[16];
-	char name[24];           /* command word, for messages */
+	char name[24]; /* command word, for messages */
 	struct part *parts;
 	size_t n_parts, cap_parts;
-	size_t cur;              /* next part to send */
+	size_t cur; /* next part to send */
 	uint64_t fd_sent;
 	bool got_cont;
-	bool done_req;           /* IDLE: DONE requested */
-	bool started;            /* first byte sent */
+	bool done_req; /* IDLE: DONE requested */
+	bool started;  /* first byte sent */
 	unsigned flags;
 	int auth_step;
-	char *secret;            /* AUTHENTICATE: the password until the exchange ends */
+	char *secret; /* AUTHENTICATE: the password until the exchange ends */
 	imap_done_cb done;
 	imap_append_cb append_done;
 	imap_untagged_cb untagged;
 	void *arg;
-	internal_fn internal;    /* login sequence steps */
+	internal_fn internal; /* login sequence steps */
 	cont_fn cont;
 };
 
@@ -74,7 +74,7 @@ enum client_state {
 	ST_BACKOFF,
 	ST_CONNECTING,
 	ST_GREETING,
-	ST_LOGIN,                /* CAPABILITY / STARTTLS / auth / COMPRESS */
+	ST_LOGIN, /* CAPABILITY / STARTTLS / auth / COMPRESS */
 	ST_READY,
 	ST_LOGOUT,
 };
@@ -89,9 +89,9 @@ struct imap_client {
 	imap_literal_sink_t sink;
 	bool has_sink;
 	enum client_state state;
-	unsigned gen;            /* bumped on every teardown, to notice it from callbacks */
+	unsigned gen; /* bumped on every teardown, to notice it from callbacks */
 
-	struct cmd *cmds;        /* queued and in flight, in tag order */
+	struct cmd *cmds; /* queued and in flight, in tag order */
 	unsigned next_tag;
 
 	uint32_t caps;
@@ -105,7 +105,7 @@ struct imap_client {
 	imap_done_cb connect_done;
 	void *connect_arg;
 	unsigned attempt;
-	unsigned failures;       /* consecutive, for the backoff */
+	unsigned failures; /* consecutive, for the backoff */
 	double ready_since;
 	bool auth_failed;
 	char *auth_msg;
@@ -120,7 +120,7 @@ struct imap_client {
 	bool idling;
 	bool idle_renew;
 
-	ev_timer timeout_w;      /* no progress for too long */
+	ev_timer timeout_w; /* no progress for too long */
 	ev_timer backoff_w;
 	ev_timer idle_w;
 	double last_activity;
@@ -136,7 +136,7 @@ void imap_client_set_caps(imap_client_t *c, const imap_item_t *items);
 void imap_client_connect_finish(imap_client_t *c, int result, const char *msg);
 /* Tear the connection down and tell whoever waits (see imap_client.c). */
 void imap_client_drop(imap_client_t *c, int result, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Building commands: a new command with the next tag, its parts, strings
  * in the lightest safe form, and queueing (which starts sending). */
@@ -148,8 +148,8 @@ void imap_cmd_put_string(imap_client_t *c, struct cmd *cmd, buf_t *text, const c
 			 enum trace_kind lit_tr);
 void imap_cmd_enqueue(imap_client_t *c, struct cmd *cmd);
 /* A command of the login sequence, completed by fn (not a user callback). */
-void imap_cmd_send_internal(imap_client_t *c, internal_fn fn, unsigned flags, enum trace_kind lit_tr,
-			    const char *fmt, ...);
+void imap_cmd_send_internal(imap_client_t *c, internal_fn fn, unsigned flags,
+			    enum trace_kind lit_tr, const char *fmt, ...);
 int imap_cmd_build(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, const char *fmt,
 		   va_list ap);
 

@@ -40,8 +40,8 @@ struct imap_conn {
 	imap_conn_cbs_t cbs;
 	void *arg;
 	enum conn_state state;
-	int fd;                  /* socket, or the tunnel's stdout (we read) */
-	int wfd;                 /* the tunnel's stdin (we write), else -1 */
+	int fd;	 /* socket, or the tunnel's stdout (we read) */
+	int wfd; /* the tunnel's stdin (we write), else -1 */
 	pid_t tunnel_pid;
 	bool local;
 	ev_io rio, wio;
@@ -57,7 +57,7 @@ struct imap_conn {
 	/* TLS */
 	SSL_CTX *ctx;
 	SSL *ssl;
-	bool tls_implicit;       /* connected_cb (not tls_done_cb) after handshake */
+	bool tls_implicit; /* connected_cb (not tls_done_cb) after handshake */
 	char *ca_file;
 	char *pin;
 	bool has_pin;
@@ -68,24 +68,35 @@ struct imap_conn {
 	bool compress;
 	z_stream zin, zout;
 
-	buf_t out;               /* bytes ready for the TLS layer / socket */
+	buf_t out; /* bytes ready for the TLS layer / socket */
 	char errmsg[1024];
 };
 
 const char *imap_conn_strerror(int err)
 {
 	switch (err) {
-	case IMAP_CONN_OK: return "no error";
-	case IMAP_CONN_ERR_RESOLVE: return "host name does not resolve";
-	case IMAP_CONN_ERR_CONNECT: return "cannot connect";
-	case IMAP_CONN_ERR_TIMEOUT: return "timed out";
-	case IMAP_CONN_ERR_CLOSED: return "connection closed by the server";
-	case IMAP_CONN_ERR_IO: return "network error";
-	case IMAP_CONN_ERR_TLS: return "TLS error";
-	case IMAP_CONN_ERR_UNTRUSTED: return "certificate not trusted";
-	case IMAP_CONN_ERR_TUNNEL: return "tunnel command failed";
-	case IMAP_CONN_ERR_COMPRESS: return "compression error";
-	case IMAP_CONN_ERR_CONFIG: return "bad TLS setting";
+	case IMAP_CONN_OK:
+		return "no error";
+	case IMAP_CONN_ERR_RESOLVE:
+		return "host name does not resolve";
+	case IMAP_CONN_ERR_CONNECT:
+		return "cannot connect";
+	case IMAP_CONN_ERR_TIMEOUT:
+		return "timed out";
+	case IMAP_CONN_ERR_CLOSED:
+		return "connection closed by the server";
+	case IMAP_CONN_ERR_IO:
+		return "network error";
+	case IMAP_CONN_ERR_TLS:
+		return "TLS error";
+	case IMAP_CONN_ERR_UNTRUSTED:
+		return "certificate not trusted";
+	case IMAP_CONN_ERR_TUNNEL:
+		return "tunnel command failed";
+	case IMAP_CONN_ERR_COMPRESS:
+		return "compression error";
+	case IMAP_CONN_ERR_CONFIG:
+		return "bad TLS setting";
 	}
 	return "unknown error";
 }
@@ -216,7 +227,8 @@ void imap_conn_free(imap_conn_t *c)
 }
 
 /* Close and report. The callback may free c, so nothing touches c after. */
-static void fail(imap_conn_t *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(imap_conn_t *c, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fail(imap_conn_t *c, int err, const char *fmt, ...)
 {
 	char msg[sizeof(c->errmsg)];
@@ -278,7 +290,7 @@ static void connected(imap_conn_t *c)
 	c->ai_list = c->ai_next = NULL;
 	ev_io_stop(c->loop, &c->wio);
 	if (c->tls_implicit) {
-		imap_tls_opts_t o = { c->host, c->port, c->ca_file, c->pin };
+		imap_tls_opts_t o = {c->host, c->port, c->ca_file, c->pin};
 		if (tls_begin(c, &o, c->timeout) < 0)
 			fail(c, IMAP_CONN_ERR_CONFIG, "%s", c->errmsg);
 		return;
@@ -313,14 +325,15 @@ static void try_next_addr(imap_conn_t *c)
 		snprintf(c->last_sys_err, sizeof(c->last_sys_err), "%s", strerror(errno));
 		close(fd);
 	}
-	fail(c, IMAP_CONN_ERR_CONNECT, "cannot connect to %s:%d (%s); check host and port, and that the server is up",
+	fail(c, IMAP_CONN_ERR_CONNECT,
+	     "cannot connect to %s:%d (%s); check host and port, and that the server is up",
 	     c->host, c->port, c->last_sys_err[0] ? c->last_sys_err : "no usable address");
 }
 
-int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port,
-			  const imap_tls_opts_t *tls, double timeout)
+int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port, const imap_tls_opts_t *tls,
+			  double timeout)
 {
-	struct addrinfo hints = { 0 };
+	struct addrinfo hints = {0};
 	char portstr[16];
 	int rc;
 
@@ -362,7 +375,7 @@ int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port,
 
 int imap_conn_connect_tunnel(imap_conn_t *c, const char *command)
 {
-	int to_child[2] = { -1, -1 }, from_child[2] = { -1, -1 };
+	int to_child[2] = {-1, -1}, from_child[2] = {-1, -1};
 	pid_t pid;
 
 	imap_conn_close(c);
@@ -370,12 +383,14 @@ int imap_conn_connect_tunnel(imap_conn_t *c, const char *command)
 	/* Pipes, not a socketpair: some IMAP servers (Dovecot's imap) take a
 	 * socket on stdin for inetd and refuse to run PREAUTH then. */
 	if (pipe2(to_child, O_CLOEXEC) < 0 || pipe2(from_child, O_CLOEXEC) < 0) {
-		snprintf(c->errmsg, sizeof(c->errmsg), "cannot create pipes for the tunnel: %s", strerror(errno));
+		snprintf(c->errmsg, sizeof(c->errmsg), "cannot create pipes for the tunnel: %s",
+			 strerror(errno));
 		goto fail;
 	}
 	pid = fork();
 	if (pid < 0) {
-		snprintf(c->errmsg, sizeof(c->errmsg), "cannot start the tunnel: %s", strerror(errno));
+		snprintf(c->errmsg, sizeof(c->errmsg), "cannot start the tunnel: %s",
+			 strerror(errno));
 		goto fail;
 	}
 	if (pid == 0) {
@@ -428,7 +443,8 @@ static int tls_begin(imap_conn_t *c, const imap_tls_opts_t *o, double timeout)
 	if (o->fingerprint) {
 		if (imap_fingerprint_parse(o->fingerprint, c->pin_md) < 0) {
 			snprintf(c->errmsg, sizeof(c->errmsg),
-				 "fingerprint \"%s\" is not a SHA-256 fingerprint; write it as \"sha256:AB:CD:...\" (32 bytes)",
+				 "fingerprint \"%s\" is not a SHA-256 fingerprint; write it as "
+				 "\"sha256:AB:CD:...\" (32 bytes)",
 				 o->fingerprint);
 			return IMAP_CONN_ERR_CONFIG;
 		}
@@ -442,7 +458,8 @@ static int tls_begin(imap_conn_t *c, const imap_tls_opts_t *o, double timeout)
 			char e[256];
 			ssl_errstr(e, sizeof(e));
 			snprintf(c->errmsg, sizeof(c->errmsg),
-				 "cannot load ca_file \"%s\" (%s); point it at a PEM file of CA certificates",
+				 "cannot load ca_file \"%s\" (%s); point it at a PEM file of CA "
+				 "certificates",
 				 o->ca_file, e);
 			return IMAP_CONN_ERR_CONFIG;
 		}
@@ -455,7 +472,8 @@ static int tls_begin(imap_conn_t *c, const imap_tls_opts_t *o, double timeout)
 	if (o->host) {
 		struct in6_addr a6;
 		struct in_addr a4;
-		bool is_ip = inet_pton(AF_INET, o->host, &a4) == 1 || inet_pton(AF_INET6, o->host, &a6) == 1;
+		bool is_ip =
+		    inet_pton(AF_INET, o->host, &a4) == 1 || inet_pton(AF_INET6, o->host, &a6) == 1;
 		X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
 		if (is_ip) {
 			X509_VERIFY_PARAM_set1_ip_asc(vp, o->host);
@@ -485,7 +503,8 @@ static int tls_check(imap_conn_t *c)
 	long vr;
 
 	if (!cert) {
-		snprintf(c->errmsg, sizeof(c->errmsg), "%s:%d sent no TLS certificate", c->host, c->port);
+		snprintf(c->errmsg, sizeof(c->errmsg), "%s:%d sent no TLS certificate", c->host,
+			 c->port);
 		return IMAP_CONN_ERR_UNTRUSTED;
 	}
 	X509_digest(cert, EVP_sha256(), md, &mdlen);
@@ -496,10 +515,12 @@ static int tls_check(imap_conn_t *c)
 		 * and name checks, so a self-signed certificate works. */
 		if (memcmp(md, c->pin_md, 32) == 0)
 			return 0;
-		snprintf(c->errmsg, sizeof(c->errmsg),
-			 "TLS certificate of %s:%d does not match the pinned fingerprint; it presented %s. "
-			 "If the server's certificate changed on purpose, update fingerprint = \"%s\"",
-			 c->host, c->port, c->fp, c->fp);
+		snprintf(
+		    c->errmsg, sizeof(c->errmsg),
+		    "TLS certificate of %s:%d does not match the pinned fingerprint; it presented "
+		    "%s. "
+		    "If the server's certificate changed on purpose, update fingerprint = \"%s\"",
+		    c->host, c->port, c->fp, c->fp);
 		return IMAP_CONN_ERR_UNTRUSTED;
 	}
 	vr = SSL_get_verify_result(c->ssl);
@@ -508,7 +529,8 @@ static int tls_check(imap_conn_t *c)
 	if (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) {
 		snprintf(c->errmsg, sizeof(c->errmsg),
 			 "TLS certificate of %s:%d is not valid for the name \"%s\". "
-			 "Set remote.host to a name the certificate lists, or pin it with fingerprint = \"%s\"",
+			 "Set remote.host to a name the certificate lists, or pin it with "
+			 "fingerprint = \"%s\"",
 			 c->host, c->port, c->host, c->fp);
 		return IMAP_CONN_ERR_UNTRUSTED;
 	}
@@ -558,7 +580,8 @@ static void tls_handshake(imap_conn_t *c)
 		char e[256];
 		ssl_errstr(e, sizeof(e));
 		fail(c, IMAP_CONN_ERR_TLS,
-		     "TLS handshake with %s:%d failed (%s); check that port and tls setting match (993 = implicit, 143 = starttls)",
+		     "TLS handshake with %s:%d failed (%s); check that port and tls setting match "
+		     "(993 = implicit, 143 = starttls)",
 		     c->host, c->port, e);
 	}
 	}
@@ -592,7 +615,8 @@ int imap_conn_start_compress(imap_conn_t *c)
 	/* RFC 4978: raw deflate, no zlib header. */
 	if (inflateInit2(&c->zin, -15) != Z_OK)
 		return IMAP_CONN_ERR_COMPRESS;
-	if (deflateInit2(&c->zout, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+	if (deflateInit2(&c->zout, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) !=
+	    Z_OK) {
 		inflateEnd(&c->zin);
 		return IMAP_CONN_ERR_COMPRESS;
 	}
@@ -637,14 +661,17 @@ static void flush_out(imap_conn_t *c)
 		ssize_t n;
 		if (c->ssl) {
 			ERR_clear_error();
-			int rc = SSL_write(c->ssl, buf_head(&c->out), (int)(buf_avail(&c->out) > 1 << 20 ? 1 << 20 : buf_avail(&c->out)));
+			int rc = SSL_write(
+			    c->ssl, buf_head(&c->out),
+			    (int)(buf_avail(&c->out) > 1 << 20 ? 1 << 20 : buf_avail(&c->out)));
 			if (rc <= 0) {
 				int e = SSL_get_error(c->ssl, rc);
 				if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
 					break;
 				char es[256];
 				ssl_errstr(es, sizeof(es));
-				fail(c, IMAP_CONN_ERR_TLS, "TLS write to %s failed (%s)", c->host, es);
+				fail(c, IMAP_CONN_ERR_TLS, "TLS write to %s failed (%s)", c->host,
+				     es);
 				return;
 			}
 			n = rc;
@@ -652,15 +679,18 @@ static void flush_out(imap_conn_t *c)
 			if (c->wfd >= 0)
 				n = write(c->wfd, buf_head(&c->out), buf_avail(&c->out));
 			else
-				n = send(c->fd, buf_head(&c->out), buf_avail(&c->out), MSG_NOSIGNAL);
+				n = send(c->fd, buf_head(&c->out), buf_avail(&c->out),
+					 MSG_NOSIGNAL);
 			if (n < 0) {
 				if (errno == EAGAIN || errno == EINTR)
 					break;
 				if (errno == EPIPE) {
-					fail(c, IMAP_CONN_ERR_CLOSED, "%s closed the connection", c->host);
+					fail(c, IMAP_CONN_ERR_CLOSED, "%s closed the connection",
+					     c->host);
 					return;
 				}
-				fail(c, IMAP_CONN_ERR_IO, "write to %s failed (%s)", c->host, strerror(errno));
+				fail(c, IMAP_CONN_ERR_IO, "write to %s failed (%s)", c->host,
+				     strerror(errno));
 				return;
 			}
 		}
@@ -721,15 +751,18 @@ static void do_read(imap_conn_t *c)
 				if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 					return;
 				if (e == SSL_ERROR_ZERO_RETURN) {
-					fail(c, IMAP_CONN_ERR_CLOSED, "%s closed the connection", c->host);
+					fail(c, IMAP_CONN_ERR_CLOSED, "%s closed the connection",
+					     c->host);
 					return;
 				}
 				char es[256];
 				ssl_errstr(es, sizeof(es));
 				if (e == SSL_ERROR_SYSCALL && !ERR_peek_error())
-					fail(c, IMAP_CONN_ERR_CLOSED, "%s closed the connection", c->host);
+					fail(c, IMAP_CONN_ERR_CLOSED, "%s closed the connection",
+					     c->host);
 				else
-					fail(c, IMAP_CONN_ERR_TLS, "TLS read from %s failed (%s)", c->host, es);
+					fail(c, IMAP_CONN_ERR_TLS, "TLS read from %s failed (%s)",
+					     c->host, es);
 				return;
 			}
 			n = rc;
@@ -738,7 +771,8 @@ static void do_read(imap_conn_t *c)
 			if (n < 0) {
 				if (errno == EAGAIN || errno == EINTR)
 					return;
-				fail(c, IMAP_CONN_ERR_IO, "read from %s failed (%s)", c->host, strerror(errno));
+				fail(c, IMAP_CONN_ERR_IO, "read from %s failed (%s)", c->host,
+				     strerror(errno));
 				return;
 			}
 			if (n == 0) {
@@ -800,10 +834,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	imap_conn_t *c = w->data;
 	if (c->state == CS_CONNECTING)
-		fail(c, IMAP_CONN_ERR_TIMEOUT, "connecting to %s:%d timed out after %.0f s; check host, port and firewall",
+		fail(c, IMAP_CONN_ERR_TIMEOUT,
+		     "connecting to %s:%d timed out after %.0f s; check host, port and firewall",
 		     c->host, c->port, c->timeout);
 	else if (c->state == CS_HANDSHAKE)
-		fail(c, IMAP_CONN_ERR_TIMEOUT, "TLS handshake with %s:%d timed out; check that port and tls setting match",
+		fail(c, IMAP_CONN_ERR_TIMEOUT,
+		     "TLS handshake with %s:%d timed out; check that port and tls setting match",
 		     c->host, c->port);
 }
 

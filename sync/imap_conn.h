@@ -28,8 +28,8 @@ enum imap_conn_err {
 	IMAP_CONN_ERR_CONNECT = -2,   /* every address refused or unreachable */
 	IMAP_CONN_ERR_TIMEOUT = -3,   /* connect or TLS handshake took too long */
 	IMAP_CONN_ERR_CLOSED = -4,    /* the peer closed the connection */
-	IMAP_CONN_ERR_IO = -5,        /* read/write error */
-	IMAP_CONN_ERR_TLS = -6,       /* TLS handshake or record error */
+	IMAP_CONN_ERR_IO = -5,	      /* read/write error */
+	IMAP_CONN_ERR_TLS = -6,	      /* TLS handshake or record error */
 	IMAP_CONN_ERR_UNTRUSTED = -7, /* certificate check or pin failed */
 	IMAP_CONN_ERR_TUNNEL = -8,    /* the tunnel command could not be started */
 	IMAP_CONN_ERR_COMPRESS = -9,  /* deflate stream broken */
@@ -54,10 +54,10 @@ typedef struct imap_conn_cbs {
 } imap_conn_cbs_t;
 
 typedef struct imap_tls_opts {
-	const char *host;        /* for SNI and hostname verification; an IP
-	                            address is checked against the IP SANs */
-	int port;                /* for messages */
-	const char *ca_file;     /* NULL: the system store */
+	const char *host;	 /* for SNI and hostname verification; an IP
+				    address is checked against the IP SANs */
+	int port;		 /* for messages */
+	const char *ca_file;	 /* NULL: the system store */
 	const char *fingerprint; /* "sha256:AB:CD:..." pin, or NULL */
 } imap_tls_opts_t;
 
@@ -73,8 +73,8 @@ void imap_conn_close(imap_conn_t *c);
  * TLS). timeout covers connecting and the handshake. Results come through
  * connected_cb or error_cb; a negative return means error_cb will not be
  * called (bad arguments, nothing started) and errmsg is filled. */
-int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port,
-			  const imap_tls_opts_t *tls, double timeout);
+int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port, const imap_tls_opts_t *tls,
+			  double timeout);
 /* Run /bin/sh -c command with its stdin/stdout on pipes. The
  * process must ignore SIGPIPE (the daemon does), or a dead tunnel kills it. */
 int imap_conn_connect_tunnel(imap_conn_t *c, const char *command);

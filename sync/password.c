@@ -19,10 +19,14 @@
 const char *password_strerror(int err)
 {
 	switch (err) {
-	case PASSWORD_OK: return "no error";
-	case PASSWORD_ERR_NONE: return "no password configured";
-	case PASSWORD_ERR_FILE: return "password_file unusable";
-	case PASSWORD_ERR_COMMAND: return "password_command failed";
+	case PASSWORD_OK:
+		return "no error";
+	case PASSWORD_ERR_NONE:
+		return "no password configured";
+	case PASSWORD_ERR_FILE:
+		return "password_file unusable";
+	case PASSWORD_ERR_COMMAND:
+		return "password_command failed";
 	}
 	return "unknown error";
 }
@@ -39,7 +43,8 @@ void password_free(char *pw)
 static void trim(char *s)
 {
 	size_t n = strlen(s);
-	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+	while (n > 0 &&
+	       (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
 		s[--n] = '\0';
 	size_t i = 0;
 	while (s[i] == ' ' || s[i] == '\t')
@@ -56,8 +61,9 @@ static int from_file(const char *path, char **out, char **errmsg)
 	int rc = PASSWORD_ERR_FILE;
 
 	if (!f) {
-		*errmsg = xasprintf("cannot read password_file \"%s\" (%s); check the path and its permissions",
-				    p, strerror(errno));
+		*errmsg = xasprintf(
+		    "cannot read password_file \"%s\" (%s); check the path and its permissions", p,
+		    strerror(errno));
 		goto out;
 	}
 	if (!fgets(line, sizeof(line), f))
@@ -65,7 +71,8 @@ static int from_file(const char *path, char **out, char **errmsg)
 	fclose(f);
 	trim(line);
 	if (!line[0]) {
-		*errmsg = xasprintf("password_file \"%s\" is empty; put the password on its first line", p);
+		*errmsg = xasprintf(
+		    "password_file \"%s\" is empty; put the password on its first line", p);
 		goto out;
 	}
 	*out = xstrdup(line);
@@ -79,7 +86,7 @@ out:
 /* Run cmd, collect stdout and stderr (with a deadline), return the status. */
 static int from_command(const char *cmd, char **out, char **errmsg)
 {
-	int po[2] = { -1, -1 }, pe[2] = { -1, -1 };
+	int po[2] = {-1, -1}, pe[2] = {-1, -1};
 	buf_t so = BUF_INIT, se = BUF_INIT;
 	int rc = PASSWORD_ERR_COMMAND, status = 0;
 	pid_t pid;
@@ -109,7 +116,7 @@ static int from_command(const char *cmd, char **out, char **errmsg)
 	close(pe[1]);
 	po[1] = pe[1] = -1;
 	while (po[0] >= 0 || pe[0] >= 0) {
-		struct pollfd pf[2] = { { po[0], POLLIN, 0 }, { pe[0], POLLIN, 0 } };
+		struct pollfd pf[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
 		double left = deadline - ib_now();
 		if (left <= 0) {
 			timed_out = true;
@@ -142,12 +149,14 @@ static int from_command(const char *cmd, char **out, char **errmsg)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
 	if (timed_out) {
-		*errmsg = xasprintf("password_command did not finish within %.0f s; check it runs without a prompt",
-				    PASSWORD_COMMAND_TIMEOUT);
+		*errmsg = xasprintf(
+		    "password_command did not finish within %.0f s; check it runs without a prompt",
+		    PASSWORD_COMMAND_TIMEOUT);
 	} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		if (WIFEXITED(status))
-			*errmsg = xasprintf("password_command exited with status %d%s%s; run it by hand to see why",
-					    WEXITSTATUS(status), err[0] ? ": " : "", err);
+			*errmsg = xasprintf(
+			    "password_command exited with status %d%s%s; run it by hand to see why",
+			    WEXITSTATUS(status), err[0] ? ": " : "", err);
 		else
 			*errmsg = xasprintf("password_command was killed by signal %d%s%s",
 					    WTERMSIG(status), err[0] ? ": " : "", err);
@@ -158,7 +167,8 @@ static int from_command(const char *cmd, char **out, char **errmsg)
 		trim(pw);
 		if (!pw[0]) {
 			password_free(pw);
-			*errmsg = xasprintf("password_command printed nothing%s%s; it must print the password on stdout",
+			*errmsg = xasprintf("password_command printed nothing%s%s; it must print "
+					    "the password on stdout",
 					    err[0] ? ": " : "", err);
 		} else {
 			*out = pw;
@@ -192,6 +202,7 @@ int password_get(const config_remote_t *r, char **out, char **errmsg)
 		return from_file(r->password_file, out, errmsg);
 	if (r->password_command)
 		return from_command(r->password_command, out, errmsg);
-	*errmsg = xstrdup("no password configured; set remote.password, password_file or password_command");
+	*errmsg = xstrdup(
+	    "no password configured; set remote.password, password_file or password_command");
 	return PASSWORD_ERR_NONE;
 }

@@ -15,9 +15,9 @@
 
 enum password_err {
 	PASSWORD_OK = 0,
-	PASSWORD_ERR_NONE = -1,     /* no password source configured */
-	PASSWORD_ERR_FILE = -2,     /* password_file unreadable or empty */
-	PASSWORD_ERR_COMMAND = -3,  /* password_command failed, timed out or printed nothing */
+	PASSWORD_ERR_NONE = -1,	   /* no password source configured */
+	PASSWORD_ERR_FILE = -2,	   /* password_file unreadable or empty */
+	PASSWORD_ERR_COMMAND = -3, /* password_command failed, timed out or printed nothing */
 };
 
 const char *password_strerror(int err);

@@ -27,7 +27,7 @@ struct probe_acct {
 	imap_client_t *c;
 	unsigned attempts;
 	bool finished;
-	int status;              /* 0 ok, 1 failed */
+	int status; /* 0 ok, 1 failed */
 	char **folders;
 	size_t n_folders;
 	size_t status_pending;
@@ -42,7 +42,7 @@ struct probe {
 	struct probe_acct *accts;
 	size_t n;
 	size_t running;
-	ev_idle cleanup;         /* clients are freed outside their callbacks */
+	ev_idle cleanup; /* clients are freed outside their callbacks */
 };
 
 static void start(struct probe_acct *pa);
@@ -187,7 +187,8 @@ static void status_cb(imap_client_t *c, const imap_done_t *d, void *arg)
 	else
 		log_warn("probe: acct=%s: STATUS refused: %s", pa->acct->name, d->text);
 	if (--pa->status_pending == 0)
-		imap_client_select(c, "INBOX", true, NULL, false, examine_cb, examine_untagged_cb, pa);
+		imap_client_select(c, "INBOX", true, NULL, false, examine_cb, examine_untagged_cb,
+				   pa);
 }
 
 static bool list_untagged_cb(imap_client_t *c, const imap_resp_t *r, void *arg)
@@ -214,7 +215,8 @@ static void list_cb(imap_client_t *c, const imap_done_t *d, void *arg)
 	if (step_failed(pa, d, "LIST"))
 		return;
 	if (pa->n_folders == 0) {
-		imap_client_select(c, "INBOX", true, NULL, false, examine_cb, examine_untagged_cb, pa);
+		imap_client_select(c, "INBOX", true, NULL, false, examine_cb, examine_untagged_cb,
+				   pa);
 		return;
 	}
 	/* Names come back already encoded (modified UTF-7): send them as
@@ -222,8 +224,8 @@ static void list_cb(imap_client_t *c, const imap_done_t *d, void *arg)
 	 * commands go out at once: pipelining is the point of this client. */
 	pa->status_pending = pa->n_folders;
 	for (size_t i = 0; i < pa->n_folders; i++)
-		imap_client_cmd(c, status_cb, status_untagged_cb, pa, "STATUS %q (MESSAGES UIDNEXT UNSEEN)",
-				pa->folders[i]);
+		imap_client_cmd(c, status_cb, status_untagged_cb, pa,
+				"STATUS %q (MESSAGES UIDNEXT UNSEEN)", pa->folders[i]);
 }
 
 static void connect_cb(imap_client_t *c, const imap_done_t *d, void *arg)
@@ -238,7 +240,8 @@ static void connect_cb(imap_client_t *c, const imap_done_t *d, void *arg)
 		finish(pa, 1);
 		return;
 	}
-	log_info("probe: acct=%s: logged in; capabilities: %s", pa->acct->name, imap_client_caps_str(c));
+	log_info("probe: acct=%s: logged in; capabilities: %s", pa->acct->name,
+		 imap_client_caps_str(c));
 	const char *ref = pa->acct->remote.reference ? pa->acct->remote.reference : "";
 	imap_client_cmd(c, list_cb, list_untagged_cb, pa, "LIST %q \"*\"", ref);
 }
@@ -293,7 +296,7 @@ static bool selected(const char *only, const char *name)
 
 int sync_probe(struct ev_loop *loop, const config_t *cfg, const char *only)
 {
-	struct probe pr = { .loop = loop };
+	struct probe pr = {.loop = loop};
 	int status = 0;
 
 	/* A tunnel that dies leaves a broken pipe: that must be an error on the

@@ -46,11 +46,11 @@ static void test_plain(void)
 
 static void test_choose(void)
 {
-	config_remote_t r = { 0 };
-	imap_auth_offer_t all = { .plain = true, .login_mech = true, .cram_md5 = true };
-	imap_auth_offer_t plain_only = { .plain = true };
-	imap_auth_offer_t nothing = { .logindisabled = true };
-	imap_auth_offer_t bare = { 0 };
+	config_remote_t r = {0};
+	imap_auth_offer_t all = {.plain = true, .login_mech = true, .cram_md5 = true};
+	imap_auth_offer_t plain_only = {.plain = true};
+	imap_auth_offer_t nothing = {.logindisabled = true};
+	imap_auth_offer_t bare = {0};
 	enum config_auth m;
 
 	CHECK_EQ_INT(imap_auth_choose(&r, &all, &m), 0);
@@ -66,7 +66,7 @@ static void test_choose(void)
 	r.n_auth = 2;
 	CHECK_EQ_INT(imap_auth_choose(&r, &all, &m), 0);
 	CHECK_EQ_INT(m, CONFIG_AUTH_LOGIN);
-	imap_auth_offer_t plain_nologin = { .plain = true, .logindisabled = true };
+	imap_auth_offer_t plain_nologin = {.plain = true, .logindisabled = true};
 	CHECK_EQ_INT(imap_auth_choose(&r, &plain_nologin, &m), 0);
 	CHECK_EQ_INT(m, CONFIG_AUTH_PLAIN);
 	r.auth[0] = CONFIG_AUTH_CRAM_MD5;
@@ -111,7 +111,7 @@ static void test_password(void)
 {
 	char *dir = test_tmpdir("ib-pw");
 	char *file = xasprintf("%s/pw", dir);
-	config_remote_t r = { 0 };
+	config_remote_t r = {0};
 	char *pw = NULL, *err = NULL;
 
 	r.password = "inline";

@@ -35,19 +35,20 @@ static int srv_fd = -1;
 static char srv_in[1 << 20];
 static size_t srv_len;
 
-#define SRV_CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "server:%d: ", __LINE__); \
-		fprintf(stderr, __VA_ARGS__); \
-		fputc('\n', stderr); \
-		_exit(1); \
-	} \
-} while (0)
+#define SRV_CHECK(cond, ...)                                                                       \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "server:%d: ", __LINE__);                                  \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fputc('\n', stderr);                                                       \
+			_exit(1);                                                                  \
+		}                                                                                  \
+	} while (0)
 
 /* Read more input; returns bytes read, 0 on EOF, -1 when nothing came. */
 static int srv_fill(int timeout_ms)
 {
-	struct pollfd pf = { srv_fd, POLLIN, 0 };
+	struct pollfd pf = {srv_fd, POLLIN, 0};
 	if (poll(&pf, 1, timeout_ms) <= 0)
 		return -1;
 	ssize_t n = read(srv_fd, srv_in + srv_len, sizeof(srv_in) - srv_len);
@@ -131,7 +132,7 @@ typedef void (*scenario_fn)(int lfd);
 static pid_t serve(scenario_fn fn, int *port)
 {
 	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t sl = sizeof(sa);
 	bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
 	listen(lfd, 4);
@@ -149,7 +150,7 @@ static pid_t serve(scenario_fn fn, int *port)
 
 static void srv_accept(int lfd)
 {
-	struct pollfd pf = { lfd, POLLIN, 0 };
+	struct pollfd pf = {lfd, POLLIN, 0};
 	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
 	srv_fd = accept(lfd, NULL, NULL);
 	srv_len = 0;
@@ -179,7 +180,7 @@ struct t {
 	char lost_msg[1024];
 	bool finished;
 	uint64_t sunk_bytes;
-	uint64_t sink_off;       /* offset in the current literal */
+	uint64_t sink_off; /* offset in the current literal */
 	int sink_opens;
 	int fetch_items_sunk;
 	int fetch2_result;
@@ -257,7 +258,8 @@ static void server1(int lfd)
 	SRV_CHECK(memcmp(srv_in, "hello\r\n\r\n", 9) == 0, "literal \"%.*s\"", 9, srv_in);
 	srv_consume(9);
 	srv_send("%s OK noop\r\n* 3 EXISTS\r\n%s OK [READ-WRITE] selected\r\n"
-		 "%s OK [APPENDUID 42 7] appended\r\n", t1, t2, t3);
+		 "%s OK [APPENDUID 42 7] appended\r\n",
+		 t1, t2, t3);
 	/* IDLE, renewed by the client after 0.3 s. */
 	srv_expect(t4, "IDLE");
 	srv_send("+ idling\r\n");
@@ -351,7 +353,8 @@ static void s1_connect_cb(imap_client_t *c, const imap_done_t *d, void *arg)
 	CHECK(imap_client_has_cap(c, "uidplus"));
 	CHECK(!imap_client_has_cap(c, "AUTH=PLAIN")); /* the post-login list replaced it */
 	imap_client_cmd(c, s1_noop_cb, NULL, t, "NOOP");
-	imap_client_select(c, "Entwürfe", false, NULL, false, s1_select_cb, s1_select_untagged_cb, t);
+	imap_client_select(c, "Entwürfe", false, NULL, false, s1_select_cb, s1_select_untagged_cb,
+			   t);
 	imap_client_append(c, "INBOX", "(\\Seen)", NULL, "hello\r\n", 7, s1_append_cb, t);
 	CHECK_EQ_INT(imap_client_pending(c), 3);
 }
@@ -440,9 +443,7 @@ static int s2_sink_write(void *ctx, void *handle, const char *data, size_t len)
 	return 0;
 }
 
-static void s2_sink_release(void *ctx, void *handle)
-{
-}
+static void s2_sink_release(void *ctx, void *handle) {}
 
 static void s2_lost_cb(imap_client_t *c, int result, const char *msg, void *arg)
 {
@@ -519,7 +520,7 @@ static void scenario2(void)
 	o.compress = false;
 	o.cmd_timeout = 5;
 	t.c = imap_client_new(t.loop, &t.acct, &o);
-	imap_literal_sink_t sink = { 1000, &t, s2_sink_open, s2_sink_write, s2_sink_release };
+	imap_literal_sink_t sink = {1000, &t, s2_sink_open, s2_sink_write, s2_sink_release};
 	imap_client_set_literal_sink(t.c, &sink);
 	imap_client_set_lost_cb(t.c, s2_lost_cb, &t);
 	imap_client_connect(t.c, s2_connect_cb, &t);
@@ -557,7 +558,7 @@ static void server3(int lfd)
 	srv_send("%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", t1);
 	SRV_CHECK(srv_fill(2000) == 0, "client did not close after the failure");
 	/* No second connection may come. */
-	struct pollfd pf = { lfd, POLLIN, 0 };
+	struct pollfd pf = {lfd, POLLIN, 0};
 	SRV_CHECK(poll(&pf, 1, 1000) == 0, "the client tried again");
 }
 
@@ -580,8 +581,9 @@ static void scenario3(void)
 	imap_client_connect(t.c, s3_connect_cb, &t);
 	t_run(&t);
 	CHECK_EQ_INT(t.connect_result, IMAP_R_AUTH);
-	CHECK(strcmp(t.connect_text, "acct=t: login as alice rejected by 127.0.0.1: "
-				     "[AUTHENTICATIONFAILED] Authentication failed; check remote.password") == 0);
+	CHECK(strcmp(t.connect_text,
+		     "acct=t: login as alice rejected by 127.0.0.1: "
+		     "[AUTHENTICATIONFAILED] Authentication failed; check remote.password") == 0);
 	if (strstr(t.connect_text, "wrong"))
 		CHECK(!"the password reached the message");
 	/* Marked failed: the next connect answers at once, without the network. */
