@@ -1,0 +1,209 @@
+"""Two-way sync between a real Dovecot and the store, through the real daemon
+(`imapbridged -o`). Every test compares both sides message by message by the
+SHA-256 of the bytes, flags and keywords. The whole suite runs once against a
+Dovecot with CONDSTORE/QRESYNC and once without."""
+
+import os
+import unittest
+
+from harness import Dovecot, make_message, quote
+from synclib import SyncEnv, server_msgs, server_uids, sha
+
+
+class SyncTestBase:
+    condstore = True
+
+    def setUp(self):
+        self.dc = Dovecot(condstore=self.condstore)
+        self.dc.start()
+        self.env = SyncEnv(self.dc)
+
+    def tearDown(self):
+        self.env.cleanup()
+        self.dc.stop()
+
+    def imap(self):
+        return self.dc.login("alice")
+
+    def assertSame(self, folders=None):
+        s = self.env.store_msgs()
+        r = server_msgs(self.dc)
+        if folders is not None:
+            s = {k: v for k, v in s.items() if k in folders}
+            r = {k: v for k, v in r.items() if k in folders}
+        self.assertEqual(s, r)
+
+    def seed(self):
+        self.msgs = {}
+        for i in range(6):
+            m = make_message(subject="inbox %d" % i, body="message %d\n" % i)
+            self.msgs["in%d" % i] = m
+            self.dc.append("alice", "INBOX", m, "\\Seen" if i % 2 else "")
+        for i in range(3):
+            m = make_message(subject="list %d" % i)
+            self.msgs["l%d" % i] = m
+            self.dc.append("alice", "Lists/dev", m)
+        m = make_message(subject="sent")
+        self.msgs["sent"] = m
+        self.dc.append("alice", "Sent", m, "\\Seen")
+
+    # -- tests --------------------------------------------------------------
+    def test_initial_sync(self):
+        self.seed()
+        big = make_message(subject="big", body=("x" * 998 + "\n") * 3000)  # ~3 MB
+        self.dc.append("alice", "INBOX", big)
+        self.env.sync_ok(self)
+        self.assertSame()
+        folders = self.env.store_folders()
+        self.assertEqual(set(folders), {"INBOX", "Lists/dev", "Sent"})
+        self.assertEqual(folders["Sent"]["special_use"] & 32, 32)  # \Sent kept
+        self.assertIn(sha(big), self.env.store_uids("INBOX"))
+        # Again: nothing to do, nothing changes.
+        before = self.env.dump()
+        log = self.env.sync_ok(self)
+        self.assertEqual(self.env.dump(), before)
+        self.assertIn("0 new here", log)
+
+    def test_server_changes_reach_store(self):
+        self.seed()
+        self.env.sync_ok(self)
+        imap = self.imap()
+        try:
+            imap.select("INBOX")
+            uids = server_uids(self.dc, "INBOX")
+            u0 = uids[sha(self.msgs["in0"])]
+            u1 = uids[sha(self.msgs["in1"])]
+            u2 = uids[sha(self.msgs["in2"])]
+            u3 = uids[sha(self.msgs["in3"])]
+            imap.uid("STORE", str(u0), "+FLAGS", "(\\Flagged $Important)")
+            imap.uid("STORE", str(u1), "-FLAGS", "(\\Seen)")
+            imap.uid("STORE", str(u2), "+FLAGS", "(\\Deleted)")
+            imap.expunge()
+            imap.uid("MOVE", str(u3), quote("Lists/dev"))
+            imap.create(quote("Archive/2026"))
+            imap.logout()
+        except Exception:
+            imap.logout()
+            raise
+        self.dc.append("alice", "INBOX", make_message(subject="late"))
+        self.dc.append("alice", "Archive/2026", make_message(subject="old"))
+        self.env.sync_ok(self)
+        self.assertSame()
+        inbox = self.env.store_uids("INBOX")
+        self.assertNotIn(sha(self.msgs["in2"]), inbox)
+        self.assertNotIn(sha(self.msgs["in3"]), inbox)
+        self.assertIn(sha(self.msgs["in3"]), self.env.store_uids("Lists/dev"))
+        self.assertIn("Archive/2026", self.env.store_folders())
+
+    def test_store_changes_reach_server(self):
+        self.seed()
+        self.env.sync_ok(self)
+        st = self.env.store_uids("INBOX")
+        new = make_message(subject="written locally")
+        self.env.store_add("INBOX", new, "S", "$Label1")
+        self.env.tool("flags", "home", "INBOX", st[sha(self.msgs["in0"])], "SF", "work")
+        self.env.tool("expunge", "home", "INBOX", st[sha(self.msgs["in4"])])
+        self.env.tool("move", "home", "INBOX", st[sha(self.msgs["in5"])], "Lists/dev")
+        self.env.tool("mkfolder", "home", "Projects")
+        proj = make_message(subject="project")
+        self.env.store_add("Projects", proj)
+        self.env.sync_ok(self)
+        self.assertSame()
+        srv = server_msgs(self.dc)
+        self.assertIn("Projects", srv)
+        inbox = {h: (f, k) for h, f, k in srv["INBOX"]}
+        self.assertEqual(inbox[sha(new)], (("\\Seen",), ("$Label1",)))
+        self.assertEqual(inbox[sha(self.msgs["in0"])], (("\\Flagged", "\\Seen"), ("work",)))
+        self.assertNotIn(sha(self.msgs["in4"]), inbox)
+        self.assertNotIn(sha(self.msgs["in5"]), inbox)
+        self.assertIn(sha(self.msgs["in5"]), {h for h, _, _ in srv["Lists/dev"]})
+        self.assertEqual(self.env.pending(), [])
+        # Nothing left to do.
+        log = self.env.sync_ok(self)
+        self.assertIn("0 sent", log)
+
+    def test_flags_merge_per_flag(self):
+        self.seed()
+        self.env.sync_ok(self)
+        m = self.msgs["in1"]  # \Seen on both sides now
+        st = self.env.store_uids("INBOX")[sha(m)]
+        su = server_uids(self.dc, "INBOX")[sha(m)]
+        # Store: add \Flagged and keyword a; server: remove \Seen, add keyword b.
+        self.env.tool("flags", "home", "INBOX", st, "SF", "a")
+        imap = self.imap()
+        imap.select("INBOX")
+        imap.uid("STORE", str(su), "-FLAGS", "(\\Seen)")
+        imap.uid("STORE", str(su), "+FLAGS", "(b)")
+        imap.logout()
+        self.env.sync_ok(self)
+        self.assertSame()
+        inbox = {h: (f, k) for h, f, k in server_msgs(self.dc, folder="INBOX")}
+        self.assertEqual(inbox[sha(m)], (("\\Flagged",), ("a", "b")))
+
+    def test_uidvalidity_change_is_held(self):
+        self.seed()
+        self.env.sync_ok(self)
+        # Recreate Lists/dev on the server: new UIDVALIDITY, one message.
+        imap = self.imap()
+        imap.delete(quote("Lists/dev"))
+        imap.logout()
+        self.dc.append("alice", "Lists/dev", self.msgs["l0"])
+        before = self.env.store_msgs("Lists/dev")
+        rc, log = self.env.sync()
+        self.assertEqual(rc, 2, log)
+        self.assertIn("UIDVALIDITY", log)
+        self.assertIn("imapbridge folder recover home Lists/dev", log)
+        self.assertEqual(self.env.store_msgs("Lists/dev"), before)  # nothing deleted locally
+        self.assertEqual(len(server_msgs(self.dc, folder="Lists/dev")), 1)  # nor uploaded
+        self.assertTrue(self.env.store_folders()["Lists/dev"]["held"])
+        # Other folders still sync.
+        self.dc.append("alice", "INBOX", make_message(subject="after"))
+        rc, log = self.env.sync()
+        self.assertEqual(rc, 2, log)
+        self.assertSame(folders={"INBOX", "Sent"})
+
+    def test_mass_deletion_is_held(self):
+        for i in range(12):
+            self.dc.append("alice", "Bulk", make_message(subject="bulk %d" % i))
+        self.env.sync_ok(self)
+        imap = self.imap()
+        imap.select(quote("Bulk"))
+        imap.store("1:10", "+FLAGS", "(\\Deleted)")
+        imap.expunge()
+        imap.logout()
+        rc, log = self.env.sync()
+        self.assertEqual(rc, 2, log)
+        self.assertIn("10 of 12", log)
+        self.assertEqual(len(self.env.store_msgs("Bulk")), 12)
+        self.assertTrue(self.env.store_folders()["Bulk"]["held"])
+
+
+class SyncCondstore(SyncTestBase, unittest.TestCase):
+    condstore = True
+
+
+class SyncNoCondstore(SyncTestBase, unittest.TestCase):
+    condstore = False
+
+
+class SyncReadonly(unittest.TestCase):
+    def test_readonly_never_writes(self):
+        with Dovecot() as dc:
+            m = make_message(subject="ro")
+            dc.append("alice", "INBOX", m)
+            env = SyncEnv(dc, extra_remote="readonly = true;")
+            try:
+                env.sync_ok(self)
+                st = env.store_uids("INBOX")
+                env.store_add("INBOX", make_message(subject="local only"))
+                env.tool("flags", "home", "INBOX", st[sha(m)], "SF")
+                before = server_msgs(dc)
+                env.sync_ok(self)
+                self.assertEqual(server_msgs(dc), before)
+                self.assertEqual(len(env.store_msgs("INBOX")), 2)
+            finally:
+                env.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
