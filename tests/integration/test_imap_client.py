@@ -17,6 +17,9 @@ from proxy import CutProxy
 
 PASSWORD = "S3cr3t-pa55word"
 USER = "alice"
+# Needs a literal in LOGIN (8-bit) and escapes in a quoted string.
+ODD_USER = "bob"
+ODD_PASSWORD = 'p\u00e4ss "w\u00f6rd"'
 
 
 def conf_str(s):
@@ -53,7 +56,7 @@ def write_config(directory, remote, name="home", more=()):
 class ClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dc = Dovecot(users={USER: PASSWORD})
+        cls.dc = Dovecot(users={USER: PASSWORD, ODD_USER: ODD_PASSWORD})
         cls.dc.start()
         cls.dc.append(USER, "INBOX", make_message(subject="first message"))
         cls.dc.append(USER, "INBOX", make_message(subject="the newest one", body="x" * 3000))
@@ -181,6 +184,22 @@ class ClientTest(unittest.TestCase):
         self.assert_ok(rc, out)
         self.assertRegex(out, r"C: A\d+ LOGIN \*\*\*")
         self.assert_no_secrets(out)
+
+    def test_login_literal_password(self):
+        rc, out = self.probe(self.remote(user=ODD_USER, password=ODD_PASSWORD, auth=["login"]))
+        self.assertEqual(rc, 0, out)
+        self.assertIn("acct=home: ok:", out)
+        self.assertRegex(out, r"C: A\d+ LOGIN \*\*\*")
+        self.assertIn("C: ***", out)  # the literal's bytes
+        self.assertNotIn("w\u00f6rd", out)
+        self.assertNotIn("rd\\\"", out)
+
+    def test_plain_utf8_password(self):
+        rc, out = self.probe(self.remote(user=ODD_USER, password=ODD_PASSWORD, auth=["plain"]))
+        self.assertEqual(rc, 0, out)
+        plain = base64.b64encode(b"\0" + ODD_USER.encode() + b"\0" + ODD_PASSWORD.encode()).decode()
+        self.assertNotIn(plain, out)
+        self.assertNotIn("w\u00f6rd", out)
 
     def test_plain_sasl_ir(self):
         rc, out = self.probe(self.remote(auth=["plain"]))
