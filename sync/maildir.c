@@ -216,6 +216,30 @@ static void msg_add(maildir_replica_t *md, uint32_t uid, char *name, bool in_new
 	m->mtime = mtime;
 }
 
+/* Find m's file again after a mail reader renamed it (same U= and folder
+ * hash, any flags, cur/ or new/); updates m. */
+static bool refind(maildir_replica_t *md, md_msg_t *m)
+{
+	maildir_scan_t *s = NULL;
+	bool found = false;
+	if (maildir_scan_folder(md->dir, &s) != 0)
+		return false;
+	for (size_t i = 0; i < s->n && !found; i++) {
+		maildir_entry_t *e = &s->entries[i];
+		if (e->parsed.uid != m->uid ||
+		    (e->parsed.has_fmd5 && strcmp(e->parsed.fmd5, md->fmd5) != 0))
+			continue;
+		free(m->name);
+		m->name = e->name;
+		e->name = NULL;
+		m->in_new = e->in_new;
+		m->mflags = e->parsed.flags;
+		found = true;
+	}
+	maildir_scan_free(s);
+	return found;
+}
+
 static char *msg_path(const maildir_replica_t *md, const md_msg_t *m)
 {
 	return xasprintf("%s/%s/%s", md->dir, m->in_new ? "new" : "cur", m->name);
@@ -532,6 +556,11 @@ static void md_fetch(replica_t *r, const uint32_t *uids, size_t n,
 			continue;
 		char *path = msg_path(md, m);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT && refind(md, m)) {
+			free(path);
+			path = msg_path(md, m);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+		}
 		struct stat st;
 		if (fd < 0 || fstat(fd, &st) != 0) {
 			log_warn(MD_PFX " box=%s: cannot read %s: %s; skipped", md->account,
@@ -735,6 +764,13 @@ static void md_delete_msgs(replica_t *r, const uint32_t *uids, size_t n, replica
 			continue;
 		char *dir = xasprintf("%s/%s", md->dir, m->in_new ? "new" : "cur");
 		int rc = maildir_batch_unlink(md->batch, dir, m->name);
+		if (rc == -ENOENT && refind(md, m)) {
+			/* A mail reader renamed it meanwhile (read, flagged): the
+			 * deletion still applies to the message, whatever its name. */
+			free(dir);
+			dir = xasprintf("%s/%s", md->dir, m->in_new ? "new" : "cur");
+			rc = maildir_batch_unlink(md->batch, dir, m->name);
+		}
 		if (rc != 0 && rc != -ENOENT)
 			log_warn(MD_PFX " box=%s: cannot delete %s/%s: %s", md->account, md->folder,
 				 dir, m->name, maildir_strerror(rc));

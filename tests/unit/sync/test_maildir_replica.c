@@ -470,6 +470,91 @@ static void test_vanished(uint32_t inbox, uint32_t lists)
 	free(dir);
 }
 
+static void sel_cb(int status, const replica_box_t *box, void *ctx)
+{
+	*(int *)ctx = status;
+}
+
+typedef struct body_ctx {
+	size_t n;
+	char buf[4096];
+	size_t len;
+} body_ctx_t;
+
+static void *b_open(void *ctx, uint64_t size)
+{
+	body_ctx_t *b = ctx;
+	b->len = 0;
+	return b;
+}
+
+static int b_write(void *ctx, void *h, const char *data, size_t len)
+{
+	body_ctx_t *b = ctx;
+	if (b->len + len < sizeof(b->buf)) {
+		memcpy(b->buf + b->len, data, len);
+		b->len += len;
+	}
+	return 0;
+}
+
+static void b_done(void *ctx, void *h, const replica_msg_t *m)
+{
+	((body_ctx_t *)ctx)->n++;
+}
+
+static void b_abort(void *ctx, void *h)
+{
+}
+
+/* A mail reader renames a file between the engine's scan and its request. */
+static void test_concurrent_rename(void)
+{
+	replica_t *r = open_session(NULL);
+	int status = -99;
+	r->ops->select(r, "INBOX", sel_cb, &status);
+	CHECK_EQ_INT(status, REPLICA_OK);
+	char *p, *q;
+	tree_count("INBOX", &p, "body 10\r\n");
+	tree_count("INBOX", &q, "body 11\r\n");
+	CHECK(p && q);
+	if (!p || !q) {
+		replica_free(r);
+		return;
+	}
+	maildir_name_t n;
+	maildir_name_parse(strrchr(p, '/') + 1, &n);
+	uint32_t uid_p = n.uid;
+	maildir_name_parse(strrchr(q, '/') + 1, &n);
+	uint32_t uid_q = n.uid;
+	char *np = maildir_name_with_flags(strrchr(p, '/') + 1, MAILDIR_F_FLAGGED);
+	char *npath = xasprintf("%s/INBOX/cur/%s", root, np);
+	CHECK_EQ_INT(rename(p, npath), 0);
+	char *nq = maildir_name_with_flags(strrchr(q, '/') + 1, MAILDIR_F_SEEN);
+	char *nqpath = xasprintf("%s/INBOX/cur/%s", root, nq);
+	CHECK_EQ_INT(rename(q, nqpath), 0);
+
+	body_ctx_t bc = { 0 };
+	replica_body_sink_t sink = { &bc, b_open, b_write, b_done, b_abort };
+	status = -99;
+	r->ops->fetch(r, &uid_q, 1, &sink, op_cb, &status);
+	CHECK_EQ_INT(status, REPLICA_OK);
+	CHECK_EQ_INT(bc.n, 1);
+	CHECK(bc.len > 0 && strstr(bc.buf, "body 11") != NULL);
+
+	status = -99;
+	r->ops->delete_msgs(r, &uid_p, 1, op_cb, &status);
+	CHECK_EQ_INT(status, REPLICA_OK);
+	CHECK(access(npath, F_OK) != 0);
+	replica_free(r);
+	free(p);
+	free(q);
+	free(np);
+	free(npath);
+	free(nq);
+	free(nqpath);
+}
+
 static maildir_sync_result_t g_round;
 static bool g_round_done;
 
@@ -565,6 +650,7 @@ int main(void)
 	test_export_with_loop(inbox);
 	test_tree_changes(inbox);
 	test_store_changes(inbox);
+	test_concurrent_rename();
 	test_move(inbox, lists);
 	test_mass_deletion_and_recover(lists);
 	test_vanished(inbox, lists);
