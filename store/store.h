@@ -11,10 +11,11 @@
  *   Every transaction must be finished (commit or abort) before store_close().
  * - store_txn_t is owned by the caller of store_txn_begin_*() until it is
  *   passed to store_txn_commit() or store_txn_abort(), which free it.
- * - Every pointer the store hands out (names, keyword arrays, blob bytes,
- *   record structs passed to callbacks) points into the map or into scratch
- *   memory of the transaction. It is valid until the transaction ends, and in a
- *   write transaction only until the next write call on it. Copy what you keep.
+ * - Every pointer the store hands out (names, keyword arrays, blob bytes)
+ *   points into the map or into scratch memory of the transaction. It is valid
+ *   until the transaction ends, and in a write transaction only until the next
+ *   write call on it. Structs passed to an iteration callback, and everything
+ *   they point to, are valid only during that call. Copy what you keep.
  * - Strings passed in are copied; the caller keeps ownership.
  *
  * Errors: 0 for success, a negative STORE_E* code otherwise; store_strerror()
@@ -25,8 +26,11 @@
  * corrupt record), every later call on it is a no-op returning that error, and
  * store_txn_commit() aborts and returns it. The caller can therefore issue a
  * batch of calls and check once. Errors that leave the transaction untouched
- * (STORE_ENOTFOUND, STORE_EEXIST, STORE_EINVAL, STORE_ECONFLICT, STORE_EHELD)
- * are returned but are NOT sticky, so a lookup miss does not poison a batch.
+ * (STORE_ENOTFOUND, STORE_EEXIST, STORE_EINVAL, STORE_ECONFLICT, STORE_EHELD,
+ * STORE_ERDONLY, STORE_ETOOOLD) are returned but are NOT sticky, so a lookup
+ * miss does not poison a batch; should one of them come after the call had
+ * already written something, it is made sticky. Read transactions follow the
+ * same rule. A callback's own non-zero return value is never sticky.
  *
  * Map growth: the map starts small and grows by itself. When a write fails
  * with MDB_MAP_FULL the transaction's sticky error becomes STORE_EAGAIN; on
