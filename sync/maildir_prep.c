@@ -200,12 +200,6 @@ static int msg_cmp(const void *a, const void *b)
 	return x->uid < y->uid ? -1 : x->uid > y->uid;
 }
 
-static time_t file_mtime(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 ? st.st_mtime : 0;
-}
-
 /* Does the store message of pair p have exactly the bytes of the file? */
 static bool same_content(maildir_replica_t *md, const pair_ref_t *p, const store_hash_t *h)
 {
@@ -270,10 +264,8 @@ int maildir_prep_folder(maildir_replica_t *md)
 			pair_ref_t *pr = pair_ref_find(&pc, p->uid);
 			if (pr)
 				pr->present = true;
-			char *path = xasprintf("%s/%s/%s", md->dir, sub, e->name);
 			md_msg_push(md, p->uid, e->name, e->in_new, p->flags, (uint64_t)e->size,
-				    file_mtime(path));
-			free(path);
+				    e->mtime);
 			e->name = NULL; /* moved into msgs */
 			continue;
 		}
@@ -338,7 +330,7 @@ int maildir_prep_folder(maildir_replica_t *md)
 		if (r == 0) {
 			renamed = true;
 			md_msg_push(md, newuids[k], newnames[k], e->in_new,
-				    e->parsed.flags, (uint64_t)e->size, file_mtime(to));
+				    e->parsed.flags, (uint64_t)e->size, e->mtime);
 			newnames[k] = NULL;
 			log_trace(LOG_CAT_MAILDIR, MD_PFX " box=%s: %s is new: UID %u",
 				  md->account, md->folder, from, newuids[k]);

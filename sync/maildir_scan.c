@@ -41,6 +41,7 @@ static int scan_sub(const char *dir, const char *sub, bool in_new, maildir_scan_
 		e->name = xstrdup(de->d_name);
 		e->in_new = in_new;
 		e->size = st.st_size;
+		e->mtime = st.st_mtime;
 		maildir_name_parse(e->name, &e->parsed);
 		if (!S_ISREG(st.st_mode))
 			e->bad = "not a regular file";

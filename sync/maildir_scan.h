@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "sync/maildir_name.h"
 
@@ -19,6 +20,7 @@ typedef struct maildir_entry {
 	bool in_new;           /* found in new/ (not yet seen by a mail reader) */
 	maildir_name_t parsed; /* U=, FMD5=, flags */
 	off_t size;
+	time_t mtime;          /* arrival time by Maildir convention */
 	const char *bad;       /* non-NULL: why this file is skipped (static string) */
 } maildir_entry_t;
 

@@ -628,6 +628,52 @@ static void test_account_round(const char *tmp)
 	free(d);
 }
 
+/* The flat layout: "Lists/foo" is the directory Lists.foo. */
+static void test_flat_layout(const char *tmp)
+{
+	uint32_t id = 0;
+	store_txn_t *txn;
+	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+	CHECK_EQ_INT(store_account_add(txn, "flat", &id), 0);
+	CHECK_EQ_INT(store_txn_commit(txn), 0);
+	uint32_t saved = g_acct;
+	g_acct = id;
+	uint32_t f = store_folder("Lists/foo");
+	char *t = msgtext(500);
+	store_add(f, t, STORE_F_SEEN, NULL);
+	free(t);
+	char *froot = xasprintf("%s/Flat", tmp);
+	const char *subs[] = { "cur", "new", "tmp" };
+	for (int i = 0; i < 3; i++) {
+		char *p = xasprintf("%s/Made.here/%s", froot, subs[i]);
+		CHECK_EQ_INT(ib_mkdirs(p, 0700), 0);
+		free(p);
+	}
+	config_account_t acct;
+	memset(&acct, 0, sizeof(acct));
+	acct.name = "flat";
+	acct.maildir_path = froot;
+	acct.maildir_sep = ".";
+	acct.max_deletion_ratio = 0.5;
+	g_round_done = false;
+	maildir_sync_account(NULL, st, NULL, &acct, id, round_cb, NULL);
+	CHECK(g_round_done);
+	CHECK_EQ_INT(g_round.failed, 0);
+	CHECK_EQ_INT(g_round.uploaded, 1);
+	char *d = xasprintf("%s/Lists.foo", froot);
+	maildir_scan_t *sc = NULL;
+	CHECK_EQ_INT(maildir_scan_folder(d, &sc), 0);
+	CHECK(sc && sc->n == 1 && sc->entries[0].parsed.flags == MAILDIR_F_SEEN);
+	maildir_scan_free(sc);
+	store_folder_t sf;
+	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	CHECK_EQ_INT(store_folder_find(txn, id, "Made/here", &sf), 0);
+	store_txn_abort(txn);
+	free(d);
+	free(froot);
+	g_acct = saved;
+}
+
 int main(void)
 {
 	log_setup("test_maildir_replica", LOG_UI_BASIC, false);
@@ -655,6 +701,7 @@ int main(void)
 	test_mass_deletion_and_recover(lists);
 	test_vanished(inbox, lists);
 	test_account_round(tmp);
+	test_flat_layout(tmp);
 
 	size_t nprob = 0;
 	CHECK_EQ_INT(store_check(st, NULL, NULL, &nprob), 0);
