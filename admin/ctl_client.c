@@ -54,21 +54,26 @@ int ctl_client_request(const char *sock, const char *request, json_t **resp, cha
 		goto out;
 	}
 	rc = CTL_CLIENT_E_IO;
-	if (send_all(fd, request, strlen(request)) < 0 || send_all(fd, "\n", 1) < 0) {
-		snprintf(err, errlen, "lost the connection to imapbridged at %s: %s", sock,
-			 strerror(errno));
-		goto out;
-	}
+	/* A daemon that refuses us answers and hangs up at once, so the send
+	 * may fail: read its answer before reporting the broken pipe. */
+	int send_errno = 0;
+	if (send_all(fd, request, strlen(request)) < 0 || send_all(fd, "\n", 1) < 0)
+		send_errno = errno;
 	for (;;) {
 		char *p = buf_reserve(&in, 4096);
 		ssize_t n = recv(fd, p, 4096, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			snprintf(err, errlen,
-				 "imapbridged at %s closed the connection without an "
-				 "answer; see its log",
-				 sock);
+			if (send_errno)
+				snprintf(err, errlen,
+					 "lost the connection to imapbridged at %s: %s", sock,
+					 strerror(send_errno));
+			else
+				snprintf(err, errlen,
+					 "imapbridged at %s closed the connection without "
+					 "an answer; see its log",
+					 sock);
 			goto out;
 		}
 		buf_commit(&in, (size_t)n);

@@ -295,7 +295,8 @@ static void load_account(struct config_loader *L, config_account_t *a, const con
 	const config_setting_t *s;
 
 	a->source = xstrdup(L->file);
-	a->source_line = config_setting_source_line(g);
+	/* The root of an account file has no line of its own. */
+	a->source_line = config_setting_source_line(g) ? config_setting_source_line(g) : 1;
 	config_check_keys(L, g, path, account_keys);
 	if (config_get_str(L, g, path, "name", &a->name, false)) {
 		if (!config_account_name_ok(a->name)) {

@@ -13,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from harness import BIN, Dovecot
+from harness import BIN, Dovecot, make_message
 
 DAEMON = os.path.join(BIN, "imapbridged")
 ADMIN = os.path.join(BIN, "imapbridge")
@@ -238,17 +238,37 @@ class AdminTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("no account named 'ghost'", p.stderr)
 
-    def test_added_account_against_dovecot(self):
+    def test_added_account_syncs_without_restart(self):
         with Dovecot(users={"bob": "bobpw"}) as dc:
+            dc.append("bob", "INBOX", make_message("added at runtime"))
             self.start()
+            mail = os.path.join(self.dir, "mail")
             p = self.admin("account", "add", "bob", "--host", "127.0.0.1", "--port", str(dc.port),
-                           "--tls", "none", "--user", "bob", "--password-stdin", stdin="bobpw\n")
+                           "--tls", "none", "--user", "bob", "--password-stdin",
+                           "--maildir", mail, stdin="bobpw\n")
             self.assertEqual(p.returncode, 0, p.stderr)
+            p = self.admin("sync", "bob")
+            self.assertEqual(p.returncode, 0, p.stderr + self.log())
+            files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(mail, "INBOX"))
+                     for f in fs if os.path.basename(r) in ("new", "cur")]
+            self.assertEqual(len(files), 1, files)
+            with open(files[0], "rb") as f:
+                self.assertIn(b"Subject: added at runtime", f.read())
+
             p = self.admin("status", "--json")
             accts = {a["name"]: a for a in json.loads(p.stdout)["accounts"]}
             self.assertEqual(accts["bob"]["port"], dc.port)
             self.assertEqual(accts["bob"]["source"], "cli")
             self.assertNotIn("bobpw", p.stdout)
+            self.assertNotIn("bobpw", self.log())
+
+            # removing it never touches the server
+            p = self.admin("account", "remove", "bob", "--purge")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            imap = dc.login("bob")
+            typ, data = imap.select("INBOX")
+            self.assertEqual(int(data[0]), 1)
+            imap.logout()
 
     def test_usage(self):
         for args in ([], ["frobnicate"], ["account"], ["account", "add"],
