@@ -129,6 +129,16 @@ class DaemonTest(unittest.TestCase):
         self.assertIn("x ", p.stdout)
         self.assertEqual(d.stop(), 0)
 
+    def test_sighup_cannot_move_datadir(self):
+        d = self.start()
+        self.write_config(datadir=os.path.join(self.dir, "elsewhere"))
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "previous one" in d.log(), what="the reload to fail")
+        self.assertIn("a reload cannot move the data directory, restart imapbridged instead",
+                      d.log())
+        self.assertTrue(os.path.exists(self.sock))
+        self.assertEqual(d.stop(), 0)
+
     def test_account_pointing_at_dovecot(self):
         with Dovecot(users={"alice": "secret"}) as dc:
             self.write_config(accounts='{ name = "alice"; remote = { host = "127.0.0.1"; '
