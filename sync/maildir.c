@@ -200,8 +200,8 @@ static void msg_remove(maildir_replica_t *md, md_msg_t *m)
 }
 
 /* Appended UIDs only grow, so appending keeps msgs sorted. */
-static void msg_add(maildir_replica_t *md, uint32_t uid, char *name, bool in_new,
-		    unsigned mflags, uint64_t size, time_t mtime)
+static void msg_add(maildir_replica_t *md, uint32_t uid, char *name, bool in_new, unsigned mflags,
+		    uint64_t size, time_t mtime)
 {
 	if (md->n_msgs == md->cap_msgs) {
 		md->cap_msgs = md->cap_msgs ? md->cap_msgs * 2 : 64;
@@ -261,9 +261,10 @@ static void md_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *c
 		if (!any_maildir_state(md) && ib_mkdirs(md->root, 0700) == 0) {
 			log_info(MD_PFX ": created the Maildir tree %s", md->account, md->root);
 		} else {
-			log_err(MD_PFX ": the Maildir tree %s is missing; nothing will be deleted. "
-				       "If the disk is not mounted, mount it; to rebuild the tree run "
-				       "'imapbridge folder recover %s FOLDER' for each folder",
+			log_err(MD_PFX
+				": the Maildir tree %s is missing; nothing will be deleted. "
+				"If the disk is not mounted, mount it; to rebuild the tree run "
+				"'imapbridge folder recover %s FOLDER' for each folder",
 				md->account, md->root, md->account);
 		}
 	} else if (!S_ISDIR(st.st_mode)) {
@@ -348,7 +349,7 @@ static int any_cb(const store_folder_t *f, void *arg)
 
 static bool any_maildir_state(maildir_replica_t *md)
 {
-	any_ctx_t a = { NULL, false };
+	any_ctx_t a = {NULL, false};
 	if (store_txn_begin_read(md->st, &a.txn) != 0)
 		return true; /* cannot tell: do not create anything */
 	store_folder_list(a.txn, md->account_id, any_cb, &a);
@@ -358,7 +359,7 @@ static bool any_maildir_state(maildir_replica_t *md)
 
 static int mkfolder(const char *dir)
 {
-	static const char *const subs[] = { "cur", "new", "tmp" };
+	static const char *const subs[] = {"cur", "new", "tmp"};
 	for (size_t i = 0; i < IB_ARRAY_LEN(subs); i++) {
 		char *p = xasprintf("%s/%s", dir, subs[i]);
 		int rc = ib_mkdirs(p, 0700);
@@ -369,8 +370,8 @@ static int mkfolder(const char *dir)
 	return 0;
 }
 
-static void md_create_folder(replica_t *r, const char *name, unsigned special,
-			     replica_done_cb cb, void *ctx)
+static void md_create_folder(replica_t *r, const char *name, unsigned special, replica_done_cb cb,
+			     void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
 	if (!settle(md))
@@ -378,7 +379,7 @@ static void md_create_folder(replica_t *r, const char *name, unsigned special,
 	char *dir = maildir_folder_path(md->root, md->sep, name);
 	if (!dir) {
 		log_warn(MD_PFX ": folder \"%s\" cannot be a Maildir directory with separator "
-			       "'%c'; it is not exported",
+				"'%c'; it is not exported",
 			 md->account, name, md->sep);
 		cb(REPLICA_FOLDER_BAD, ctx);
 		return;
@@ -435,11 +436,11 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	if (stat(dir, &st) != 0 || !maildir_is_folder(dir)) {
 		if (have_rs) {
 			char *reason = xasprintf(
-				"the Maildir folder %s vanished; nothing was deleted; mount the disk "
-				"or restore it, or run 'imapbridge folder recover %s %s' to rebuild "
-				"it from the store",
-				dir, md->account, name);
-			void *a[2] = { &fid, reason };
+			    "the Maildir folder %s vanished; nothing was deleted; mount the disk "
+			    "or restore it, or run 'imapbridge folder recover %s %s' to rebuild "
+			    "it from the store",
+			    dir, md->account, name);
+			void *a[2] = {&fid, reason};
 			int rc = store_write(md->st, hold_fn, a);
 			log_err(MD_PFX " box=%s: %s%s", md->account, name, reason,
 				rc ? "; and the hold could not be recorded in the store" : "");
@@ -453,7 +454,7 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	int rc = maildir_uids_load(dir, have_rs ? rs.uidvalidity : 0, &u);
 	if (rc == 0 && have_rs && u.uidvalidity != rs.uidvalidity)
 		log_warn(MD_PFX " box=%s: %s/%s is missing or was replaced; the folder gets a new "
-			       "UIDVALIDITY and is held until recovered",
+				"UIDVALIDITY and is held until recovered",
 			 md->account, name, dir, MAILDIR_UIDS_FILE);
 	if (rc != 0) {
 		log_err(MD_PFX " box=%s: cannot read or write %s/%s: %s", md->account, name, dir,
@@ -506,8 +507,8 @@ static char *report_keywords(store_txn_t *txn, maildir_replica_t *md, const md_m
 	return s;
 }
 
-static void md_scan(replica_t *r, const replica_scan_opts_t *opts,
-		    const replica_scan_sink_t *sink, replica_done_cb cb, void *ctx)
+static void md_scan(replica_t *r, const replica_scan_opts_t *opts, const replica_scan_sink_t *sink,
+		    replica_done_cb cb, void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
 	if (!settle(md))
@@ -523,11 +524,11 @@ static void md_scan(replica_t *r, const replica_scan_opts_t *opts,
 		md_msg_t *m = &md->msgs[i];
 		char *kw = report_keywords(txn, md, m);
 		replica_msg_t rm = {
-			.uid = m->uid,
-			.flags = maildir_to_replica_flags(m->mflags),
-			.keywords = kw,
-			.size = m->size,
-			.internaldate = m->mtime,
+		    .uid = m->uid,
+		    .flags = maildir_to_replica_flags(m->mflags),
+		    .keywords = kw,
+		    .size = m->size,
+		    .internaldate = m->mtime,
 		};
 		sink->msg_cb(sink->ctx, &rm);
 		free(kw);
@@ -539,8 +540,8 @@ static void md_scan(replica_t *r, const replica_scan_opts_t *opts,
 	cb(REPLICA_OK, ctx);
 }
 
-static void md_fetch(replica_t *r, const uint32_t *uids, size_t n,
-		     const replica_body_sink_t *sink, replica_done_cb cb, void *ctx)
+static void md_fetch(replica_t *r, const uint32_t *uids, size_t n, const replica_body_sink_t *sink,
+		     replica_done_cb cb, void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
 	if (!settle(md))
@@ -596,11 +597,11 @@ static void md_fetch(replica_t *r, const uint32_t *uids, size_t n,
 		}
 		char *kw = report_keywords(txn, md, m);
 		replica_msg_t rm = {
-			.uid = m->uid,
-			.flags = maildir_to_replica_flags(m->mflags),
-			.keywords = kw,
-			.size = (uint64_t)st.st_size,
-			.internaldate = m->mtime,
+		    .uid = m->uid,
+		    .flags = maildir_to_replica_flags(m->mflags),
+		    .keywords = kw,
+		    .size = (uint64_t)st.st_size,
+		    .internaldate = m->mtime,
 		};
 		sink->done(sink->ctx, h, &rm);
 		free(kw);
@@ -653,7 +654,7 @@ static void md_append(replica_t *r, const replica_new_msg_t *nm, replica_uid_cb 
 	free(base);
 	int rc = maildir_batch_write(md->batch, md->dir, to_new ? "new" : "cur", name, nm->data,
 				     nm->len, nm->internaldate);
-	md_deferred_t d = { .uid_cb = cb, .ctx = ctx, .uid = uid };
+	md_deferred_t d = {.uid_cb = cb, .ctx = ctx, .uid = uid};
 	if (rc != 0) {
 		log_err(MD_PFX " box=%s: cannot write a message into %s/tmp: %s", md->account,
 			md->folder, md->dir, maildir_strerror(rc));
@@ -699,12 +700,12 @@ static void md_find(replica_t *r, const replica_find_t *q, replica_uids_cb cb, v
 	free(found);
 }
 
-static void md_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *add_kw,
-			 unsigned del, const char *del_kw, replica_done_cb cb, void *ctx)
+static void md_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *add_kw, unsigned del,
+			 const char *del_kw, replica_done_cb cb, void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
 	md_msg_t *m = md->selected ? msg_find(md, uid) : NULL;
-	md_deferred_t d = { .done = cb, .ctx = ctx };
+	md_deferred_t d = {.done = cb, .ctx = ctx};
 	if (!m) {
 		if (!settle(md))
 			return;
@@ -732,8 +733,8 @@ static void md_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *a
 			m->mflags = nf;
 			md->dirty = true;
 		} else {
-			log_warn(MD_PFX " box=%s: cannot rename %s/%s: %s", md->account,
-				 md->folder, from, m->name, maildir_strerror(rc));
+			log_warn(MD_PFX " box=%s: cannot rename %s/%s: %s", md->account, md->folder,
+				 from, m->name, maildir_strerror(rc));
 			free(newname);
 			free(from);
 			free(to);
@@ -778,7 +779,7 @@ static void md_delete_msgs(replica_t *r, const uint32_t *uids, size_t n, replica
 		if (rc == 0 || rc == -ENOENT)
 			msg_remove(md, m);
 	}
-	md_deferred_t d = { .done = cb, .ctx = ctx };
+	md_deferred_t d = {.done = cb, .ctx = ctx};
 	queue_push(md, &d);
 	maybe_settle_now(md);
 }
@@ -807,16 +808,17 @@ static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 	maildir_fmd5(to, tmd5);
 	maildir_name_t pn;
 	maildir_name_parse(m->name, &pn);
-	char *nname = pn.has_info || !m->in_new
-			      ? maildir_name_build(m->name, pn.base_len, nuid, tmd5, m->mflags, pn.extra)
-			      : xasprintf("%.*s,U=%u,FMD5=%s", (int)pn.base_len, m->name, nuid, tmd5);
+	char *nname =
+	    pn.has_info || !m->in_new
+		? maildir_name_build(m->name, pn.base_len, nuid, tmd5, m->mflags, pn.extra)
+		: xasprintf("%.*s,U=%u,FMD5=%s", (int)pn.base_len, m->name, nuid, tmd5);
 	char *from = xasprintf("%s/%s", md->dir, m->in_new ? "new" : "cur");
 	char *dest = xasprintf("%s/%s", tdir, m->in_new ? "new" : "cur");
 	if (rc == 0)
 		rc = maildir_batch_rename(md->batch, from, m->name, dest, nname);
 	if (rc == 0) {
 		msg_remove(md, m);
-		md_deferred_t d = { .uid_cb = cb, .ctx = ctx, .uid = nuid };
+		md_deferred_t d = {.uid_cb = cb, .ctx = ctx, .uid = nuid};
 		d.final_path = xasprintf("%s/%s", dest, nname);
 		queue_push(md, &d);
 		maybe_settle_now(md);
@@ -867,22 +869,22 @@ static void md_free(replica_t *r)
 }
 
 static const replica_ops_t maildir_ops = {
-	.connect = md_connect,
-	.list_folders = md_list_folders,
-	.status = NULL,
-	.create_folder = md_create_folder,
-	.select = md_select,
-	.scan = md_scan,
-	.fetch = md_fetch,
-	.append = md_append,
-	.find = md_find,
-	.set_flags = md_set_flags,
-	.delete_msgs = md_delete_msgs,
-	.move = md_move,
-	.watch = NULL,
-	.unwatch = NULL,
-	.close = md_close,
-	.free = md_free,
+    .connect = md_connect,
+    .list_folders = md_list_folders,
+    .status = NULL,
+    .create_folder = md_create_folder,
+    .select = md_select,
+    .scan = md_scan,
+    .fetch = md_fetch,
+    .append = md_append,
+    .find = md_find,
+    .set_flags = md_set_flags,
+    .delete_msgs = md_delete_msgs,
+    .move = md_move,
+    .watch = NULL,
+    .unwatch = NULL,
+    .close = md_close,
+    .free = md_free,
 };
 
 replica_t *maildir_replica_open(const maildir_opts_t *o)

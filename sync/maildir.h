@@ -59,10 +59,10 @@
 typedef struct maildir_opts {
 	struct ev_loop *loop; /* NULL: flush before every callback (tests, tools) */
 	store_t *st;
-	uint32_t account_id;  /* store account whose folders the tree mirrors */
-	const char *account;  /* account name, for messages */
-	const char *root;     /* the tree's root, "~" already expanded */
-	char sep;             /* '/' (nested directories) or '.' (flat) */
+	uint32_t account_id; /* store account whose folders the tree mirrors */
+	const char *account; /* account name, for messages */
+	const char *root;    /* the tree's root, "~" already expanded */
+	char sep;	     /* '/' (nested directories) or '.' (flat) */
 } maildir_opts_t;
 
 /*

@@ -200,8 +200,8 @@ static bool component_ok(const char *s, size_t n)
 		if (s[i] == '/' || s[i] == '\0')
 			return false;
 	/* cur/new/tmp inside a folder directory are the Maildir itself. */
-	if ((n == 3 && (memcmp(s, "cur", 3) == 0 || memcmp(s, "new", 3) == 0 ||
-			memcmp(s, "tmp", 3) == 0)))
+	if ((n == 3 &&
+	     (memcmp(s, "cur", 3) == 0 || memcmp(s, "new", 3) == 0 || memcmp(s, "tmp", 3) == 0)))
 		return false;
 	return true;
 }

@@ -38,15 +38,15 @@ enum maildir_flag {
 
 /* A parsed message file name. Points into nothing: all fields are copies. */
 typedef struct maildir_name {
-	uint32_t uid;                        /* U=, 0 when absent */
+	uint32_t uid; /* U=, 0 when absent */
 	bool has_fmd5;
-	char fmd5[MAILDIR_FMD5_LEN + 1];     /* FMD5= in lower case, when has_fmd5 */
-	unsigned flags;                      /* MAILDIR_F_* from the ":2," info */
-	bool has_info;                       /* the name carries a ":2," suffix */
-	char extra[32];                      /* info letters we do not manage (a-z keywords
-	                                        of other programs, unknown upper case), kept
-	                                        in order so a rename preserves them */
-	size_t base_len;                     /* length of the unique part before U=/FMD5=/info */
+	char fmd5[MAILDIR_FMD5_LEN + 1]; /* FMD5= in lower case, when has_fmd5 */
+	unsigned flags;			 /* MAILDIR_F_* from the ":2," info */
+	bool has_info;			 /* the name carries a ":2," suffix */
+	char extra[32];			 /* info letters we do not manage (a-z keywords
+					    of other programs, unknown upper case), kept
+					    in order so a rename preserves them */
+	size_t base_len;		 /* length of the unique part before U=/FMD5=/info */
 } maildir_name_t;
 
 /*

@@ -27,12 +27,12 @@ int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out);
 
 /* A deferred callback (see maildir.h, Durability). */
 typedef struct md_deferred {
-	replica_done_cb done;     /* one of done / uid_cb */
+	replica_done_cb done; /* one of done / uid_cb */
 	replica_uid_cb uid_cb;
 	void *ctx;
 	uint32_t uid;
-	char *final_path;         /* appends: where the file must be after the flush */
-	unsigned gen;             /* batch generation the op belongs to */
+	char *final_path; /* appends: where the file must be after the flush */
+	unsigned gen;	  /* batch generation the op belongs to */
 } md_deferred_t;
 
 /* One message file of the open folder, with its identity settled. */
@@ -40,7 +40,7 @@ typedef struct md_msg {
 	uint32_t uid;
 	char *name;
 	bool in_new;
-	unsigned mflags;          /* MAILDIR_F_* */
+	unsigned mflags; /* MAILDIR_F_* */
 	uint64_t size;
 	time_t mtime;
 } md_msg_t;
@@ -48,7 +48,7 @@ typedef struct md_msg {
 typedef struct maildir_replica {
 	replica_t base;
 	struct ev_loop *loop;
-	ev_timer flush_w;         /* flush_w.data = this */
+	ev_timer flush_w; /* flush_w.data = this */
 	store_t *st;
 	uint32_t account_id;
 	char *account;
@@ -59,24 +59,25 @@ typedef struct maildir_replica {
 
 	/* the open folder */
 	bool selected;
-	char *folder;             /* store name */
-	char *dir;                /* its directory */
+	char *folder; /* store name */
+	char *dir;    /* its directory */
 	char fmd5[MAILDIR_FMD5_LEN + 1];
-	uint32_t folder_id;       /* store folder, 0 if none yet */
+	uint32_t folder_id; /* store folder, 0 if none yet */
 	maildir_uids_t uids;
 	bool uids_dirty;
-	md_msg_t *msgs;           /* sorted by uid */
+	md_msg_t *msgs; /* sorted by uid */
 	size_t n_msgs, cap_msgs;
 
 	maildir_batch_t *batch;
-	unsigned gen;             /* current batch generation */
-	unsigned flushed_gen;     /* last generation made durable */
+	unsigned gen;	      /* current batch generation */
+	unsigned flushed_gen; /* last generation made durable */
 	int flush_err;
-	bool dirty;               /* something written or queued since the last flush */            /* error of the last flush, for its ops */
+	bool dirty; /* something written or queued since the last flush */ /* error of the last
+									      flush, for its ops */
 	md_deferred_t *q;
 	size_t q_head, q_len, q_cap;
 	int delivering;
-	bool dead;                /* freed while delivering */
+	bool dead; /* freed while delivering */
 } maildir_replica_t;
 
 /* Log prefix helpers. */

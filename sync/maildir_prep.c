@@ -242,7 +242,7 @@ int maildir_prep_folder(maildir_replica_t *md)
 	int rc = maildir_scan_folder(md->dir, &s);
 	if (rc != 0)
 		return rc;
-	pairs_ctx_t pc = { 0 };
+	pairs_ctx_t pc = {0};
 	load_pairs(md->st, md->folder_id, &pc);
 	size_t *unknown = xmalloc((s->n ? s->n : 1) * sizeof(size_t));
 	size_t n_unknown = 0;
@@ -329,11 +329,11 @@ int maildir_prep_folder(maildir_replica_t *md)
 		int r = maildir_rename_noreplace(from, to);
 		if (r == 0) {
 			renamed = true;
-			md_msg_push(md, newuids[k], newnames[k], e->in_new,
-				    e->parsed.flags, (uint64_t)e->size, e->mtime);
+			md_msg_push(md, newuids[k], newnames[k], e->in_new, e->parsed.flags,
+				    (uint64_t)e->size, e->mtime);
 			newnames[k] = NULL;
-			log_trace(LOG_CAT_MAILDIR, MD_PFX " box=%s: %s is new: UID %u",
-				  md->account, md->folder, from, newuids[k]);
+			log_trace(LOG_CAT_MAILDIR, MD_PFX " box=%s: %s is new: UID %u", md->account,
+				  md->folder, from, newuids[k]);
 		} else if (r != -ENOENT) {
 			log_warn(MD_PFX " box=%s: cannot rename %s: %s; skipped", md->account,
 				 md->folder, from, maildir_strerror(r));
@@ -466,8 +466,8 @@ static bool still_there(const char *dir, uint32_t uid, const char *fmd5)
 	return found;
 }
 
-static void move_one(maildir_replica_t *md, folders_ctx_t *fc, const char *dname,
-		     const char *ddir, const char *dmd5, const maildir_entry_t *e)
+static void move_one(maildir_replica_t *md, folders_ctx_t *fc, const char *dname, const char *ddir,
+		     const char *dmd5, const maildir_entry_t *e)
 {
 	folder_ref_t *src = NULL, *dst = NULL;
 	for (size_t i = 0; i < fc->n; i++) {
@@ -503,20 +503,20 @@ static void move_one(maildir_replica_t *md, folders_ctx_t *fc, const char *dname
 	if (maildir_uids_load(ddir, have_rs ? rs.uidvalidity : 0, &u) != 0)
 		return;
 	move_txn_t mv = {
-		.md = md,
-		.src_id = src->id,
-		.src_ruid = e->parsed.uid,
-		.dst_id = dst ? dst->id : 0,
-		.dst_ruid = u.uidnext++,
-		.dst_name = dname,
-		.mflags = e->parsed.flags,
+	    .md = md,
+	    .src_id = src->id,
+	    .src_ruid = e->parsed.uid,
+	    .dst_id = dst ? dst->id : 0,
+	    .dst_ruid = u.uidnext++,
+	    .dst_name = dname,
+	    .mflags = e->parsed.flags,
 	};
 	if (maildir_uids_write(ddir, &u) != 0)
 		return;
 	int rc = store_write(md->st, move_fn, &mv);
 	if (rc) {
 		log_warn(MD_PFX ": cannot record the move of %s from %s to %s in the store: %s; "
-			       "it is treated as a new message",
+				"it is treated as a new message",
 			 md->account, e->name, src->name, dname, store_strerror(rc));
 		return;
 	}
@@ -541,7 +541,7 @@ void maildir_prep_moves(maildir_replica_t *md)
 {
 	char **names = NULL;
 	size_t n = 0;
-	folders_ctx_t fc = { 0 };
+	folders_ctx_t fc = {0};
 	store_txn_t *txn = NULL;
 	if (maildir_list_folders(md->root, md->sep, &names, &n) != 0)
 		return;
@@ -571,7 +571,8 @@ void maildir_prep_moves(maildir_replica_t *md)
 					known |= strcmp(fc.v[j].name, names[i]) == 0;
 				if (!known && store_txn_begin_read(md->st, &txn) == 0) {
 					store_folder_t f;
-					if (store_folder_find(txn, md->account_id, names[i], &f) == 0)
+					if (store_folder_find(txn, md->account_id, names[i], &f) ==
+					    0)
 						folders_cb(&f, &fc);
 					store_txn_abort(txn);
 				}
@@ -612,7 +613,7 @@ static int newf_fn(store_txn_t *txn, void *arg)
 
 void maildir_prep_new_folders(maildir_replica_t *md)
 {
-	newf_ctx_t c = { md, NULL, 0, 0 };
+	newf_ctx_t c = {md, NULL, 0, 0};
 	if (maildir_list_folders(md->root, md->sep, &c.names, &c.n) != 0 || c.n == 0) {
 		maildir_folders_free(c.names, c.n);
 		return;

@@ -17,12 +17,12 @@
 typedef struct rec_msg {
 	uint32_t suid;
 	store_hash_t hash;
-	unsigned flags;           /* STORE_F_* */
+	unsigned flags; /* STORE_F_* */
 	char **kw;
 	size_t n_kw;
 	int64_t internaldate;
-	uint32_t ruid;            /* paired with this file UID, 0 = not yet */
-	unsigned file_mflags;     /* the file's flags when re-paired */
+	uint32_t ruid;	      /* paired with this file UID, 0 = not yet */
+	unsigned file_mflags; /* the file's flags when re-paired */
 } rec_msg_t;
 
 typedef struct rec {
@@ -32,7 +32,7 @@ typedef struct rec {
 	uint64_t highestmodseq;
 	rec_msg_t *msgs;
 	size_t n, cap;
-	store_pair_t *old;        /* old pairs (kw not kept) */
+	store_pair_t *old; /* old pairs (kw not kept) */
 	size_t n_old, cap_old;
 	bool release;
 	maildir_uids_t uids;
@@ -201,13 +201,14 @@ int maildir_recover_folder(const maildir_opts_t *o, uint32_t folder_id, bool rel
 		goto out;
 	}
 	maildir_fmd5(r.name, fmd5);
-	static const char *const subs[] = { "cur", "new", "tmp" };
+	static const char *const subs[] = {"cur", "new", "tmp"};
 	for (size_t i = 0; i < 3; i++) {
 		char *p = xasprintf("%s/%s", dir, subs[i]);
 		rc = ib_mkdirs(p, 0700);
 		free(p);
 		if (rc) {
-			snprintf(err, errlen, "cannot create %s/%s: %s", dir, subs[i], strerror(-rc));
+			snprintf(err, errlen, "cannot create %s/%s: %s", dir, subs[i],
+				 strerror(-rc));
 			goto out;
 		}
 	}

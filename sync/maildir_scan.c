@@ -13,8 +13,7 @@
 
 #include "lib/util.h"
 
-static int scan_sub(const char *dir, const char *sub, bool in_new, maildir_scan_t *s,
-		    size_t *cap)
+static int scan_sub(const char *dir, const char *sub, bool in_new, maildir_scan_t *s, size_t *cap)
 {
 	char *path = xasprintf("%s/%s", dir, sub);
 	int rc = 0;
@@ -212,7 +211,7 @@ static int str_cmp(const void *a, const void *b)
 
 int maildir_list_folders(const char *root, char sep, char ***out, size_t *n)
 {
-	name_list_t l = { 0 };
+	name_list_t l = {0};
 	int rc = walk(root, "", sep, 0, &l);
 	if (rc != 0) {
 		maildir_folders_free(l.v, l.n);

@@ -16,12 +16,12 @@
 
 /* One message file of a folder. */
 typedef struct maildir_entry {
-	char *name;            /* file name in cur/ or new/ (owned by the scan) */
-	bool in_new;           /* found in new/ (not yet seen by a mail reader) */
+	char *name;	       /* file name in cur/ or new/ (owned by the scan) */
+	bool in_new;	       /* found in new/ (not yet seen by a mail reader) */
 	maildir_name_t parsed; /* U=, FMD5=, flags */
 	off_t size;
-	time_t mtime;          /* arrival time by Maildir convention */
-	const char *bad;       /* non-NULL: why this file is skipped (static string) */
+	time_t mtime;	 /* arrival time by Maildir convention */
+	const char *bad; /* non-NULL: why this file is skipped (static string) */
 } maildir_entry_t;
 
 /* The files of one folder, sorted by (uid, name); files without U= come first. */

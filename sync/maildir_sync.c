@@ -32,10 +32,10 @@ struct maildir_sync {
 	engine_job_t *job;
 	char *prefix;
 	maildir_sync_result_t res;
-	bool in_start;   /* still inside maildir_sync_account() */
+	bool in_start; /* still inside maildir_sync_account() */
 	bool finished;
 	bool cancelled;
-	int status;      /* scratch for synchronous replica calls */
+	int status; /* scratch for synchronous replica calls */
 };
 
 static void step(maildir_sync_t *s);
@@ -51,8 +51,8 @@ static void finish(maildir_sync_t *s)
 	if (r->downloaded || r->uploaded || r->deleted || r->flags || r->failed || r->held)
 		log_info("maildir: acct=%s: %u folders, %u new in the store, %u written to the "
 			 "tree, %u deletions, %u flag changes%s%s",
-			 s->acct->name, r->folders, r->downloaded, r->uploaded, r->deleted, r->flags,
-			 r->failed ? ", some folders failed" : "",
+			 s->acct->name, r->folders, r->downloaded, r->uploaded, r->deleted,
+			 r->flags, r->failed ? ", some folders failed" : "",
 			 r->held ? ", some folders held for safety" : "");
 	maildir_sync_done_cb done = s->done;
 	void *ctx = s->ctx;
@@ -156,8 +156,8 @@ static void step(maildir_sync_t *s)
 		free(s->prefix);
 		s->prefix = xasprintf("maildir: acct=%s box=%s", s->acct->name, f->name);
 		o.log_prefix = s->prefix;
-		o.max_deletion_ratio = s->acct->max_deletion_ratio > 0 ? s->acct->max_deletion_ratio
-									 : 0.5;
+		o.max_deletion_ratio =
+		    s->acct->max_deletion_ratio > 0 ? s->acct->max_deletion_ratio : 0.5;
 		size_t before = s->next;
 		bool was = s->in_start;
 		s->in_start = true;
@@ -187,12 +187,12 @@ maildir_sync_t *maildir_sync_account(struct ev_loop *loop, store_t *st, const co
 	s->ctx = ctx;
 	s->in_start = true;
 	maildir_opts_t o = {
-		.loop = loop,
-		.st = st,
-		.account_id = account_id,
-		.account = acct->name,
-		.root = acct->maildir_path,
-		.sep = acct->maildir_sep && acct->maildir_sep[0] == '.' ? '.' : '/',
+	    .loop = loop,
+	    .st = st,
+	    .account_id = account_id,
+	    .account = acct->name,
+	    .root = acct->maildir_path,
+	    .sep = acct->maildir_sep && acct->maildir_sep[0] == '.' ? '.' : '/',
 	};
 	s->r = maildir_replica_open(&o);
 	unsigned caps = 0;

@@ -26,13 +26,13 @@
 #include "store/store.h"
 
 typedef struct maildir_sync_result {
-	unsigned folders;     /* folders looked at */
-	unsigned failed;      /* folders that failed (retried next round) */
-	unsigned held;        /* folders held for safety (exit status 2 in -o mode) */
-	unsigned downloaded;  /* tree -> store new messages */
-	unsigned uploaded;    /* store -> tree new messages */
-	unsigned deleted;     /* deletions on either side */
-	unsigned flags;       /* flag changes on either side */
+	unsigned folders;    /* folders looked at */
+	unsigned failed;     /* folders that failed (retried next round) */
+	unsigned held;	     /* folders held for safety (exit status 2 in -o mode) */
+	unsigned downloaded; /* tree -> store new messages */
+	unsigned uploaded;   /* store -> tree new messages */
+	unsigned deleted;    /* deletions on either side */
+	unsigned flags;	     /* flag changes on either side */
 } maildir_sync_result_t;
 
 typedef struct maildir_sync maildir_sync_t;

@@ -14,8 +14,9 @@
 
 #include "lib/util.h"
 
-#define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | \
-		    IN_MOVE_SELF | IN_ONLYDIR | IN_CLOSE_WRITE)
+#define WATCH_MASK                                                                                 \
+	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |     \
+	 IN_ONLYDIR | IN_CLOSE_WRITE)
 
 typedef struct watched {
 	int wd;
@@ -24,7 +25,7 @@ typedef struct watched {
 
 struct maildir_watch {
 	struct ev_loop *loop;
-	ev_io io;       /* io.data = this */
+	ev_io io;	/* io.data = this */
 	ev_timer quiet; /* quiet.data = this */
 	int fd;
 	char *root;
@@ -126,7 +127,8 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 			if (ev->len && ev->name[0] == '.')
 				continue;
 			if (d && ev->len && (ev->mask & IN_ISDIR) &&
-			    (ev->mask & (IN_CREATE | IN_MOVED_TO)) && strcmp(ev->name, "tmp") != 0) {
+			    (ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
+			    strcmp(ev->name, "tmp") != 0) {
 				char *sub = xasprintf("%s/%s", d->path, ev->name);
 				add_tree(w, sub, 0);
 				free(sub);

@@ -118,7 +118,7 @@ int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *
 		left -= (size_t)w;
 	}
 	if (mtime > 0) {
-		struct timespec ts[2] = { { mtime, 0 }, { mtime, 0 } };
+		struct timespec ts[2] = {{mtime, 0}, {mtime, 0}};
 		futimens(fd, ts); /* cosmetic: a failure costs nothing */
 	}
 	if (b->n_files == b->cap_files) {

@@ -121,8 +121,7 @@ out:
 	return rc;
 }
 
-int mbnames_update(const config_mbnames_t *mb, const mbnames_item_t *items, size_t n,
-		   bool *changed)
+int mbnames_update(const config_mbnames_t *mb, const mbnames_item_t *items, size_t n, bool *changed)
 {
 	if (changed)
 		*changed = false;

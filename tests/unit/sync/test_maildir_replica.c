@@ -44,7 +44,7 @@ static int add_fn(store_txn_t *txn, void *arg)
 	store_msg_new_t m;
 	memset(&m, 0, sizeof(m));
 	m.flags = a->flags;
-	const char *kv[1] = { a->kw };
+	const char *kv[1] = {a->kw};
 	m.kw.v = kv;
 	m.kw.n = a->kw ? 1 : 0;
 	m.internaldate = 1700000000;
@@ -53,7 +53,7 @@ static int add_fn(store_txn_t *txn, void *arg)
 
 static uint32_t store_add(uint32_t folder, const char *data, unsigned flags, const char *kw)
 {
-	add_arg_t a = { folder, data, flags, kw, 0 };
+	add_arg_t a = {folder, data, flags, kw, 0};
 	CHECK_EQ_INT(store_write(st, add_fn, &a), 0);
 	return a.uid;
 }
@@ -68,7 +68,7 @@ static int folder_fn(store_txn_t *txn, void *arg)
 static uint32_t store_folder(const char *name)
 {
 	uint32_t id = 0;
-	void *a[2] = { (void *)name, &id };
+	void *a[2] = {(void *)name, &id};
 	CHECK_EQ_INT(store_write(st, folder_fn, a), 0);
 	return id;
 }
@@ -90,7 +90,7 @@ static int count_cb(const store_msg_t *m, void *arg)
 
 static count_ctx_t store_count(uint32_t folder)
 {
-	count_ctx_t c = { 0, 0, 0 };
+	count_ctx_t c = {0, 0, 0};
 	store_txn_t *txn;
 	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
 	store_msg_iter(txn, folder, 1, count_cb, &c);
@@ -125,7 +125,7 @@ static size_t tree_count(const char *folder, char **first_match, const char *nee
 			char *p = xasprintf("%s/%s/%s", dir, s->entries[i].in_new ? "new" : "cur",
 					    s->entries[i].name);
 			FILE *f = fopen(p, "rb");
-			char buf[4096] = { 0 };
+			char buf[4096] = {0};
 			if (f) {
 				size_t got = fread(buf, 1, sizeof(buf) - 1, f);
 				buf[got] = '\0';
@@ -172,7 +172,7 @@ static void op_cb(int status, void *ctx)
 
 static replica_t *open_session(struct ev_loop *loop)
 {
-	maildir_opts_t o = { loop, st, g_acct, "home", root, '/' };
+	maildir_opts_t o = {loop, st, g_acct, "home", root, '/'};
 	replica_t *r = maildir_replica_open(&o);
 	unsigned caps = 0;
 	int status = -99;
@@ -245,7 +245,7 @@ static void test_export_with_loop(uint32_t inbox)
 		CHECK(n.flags == (MAILDIR_F_SEEN | MAILDIR_F_PASSED));
 		CHECK(n.has_fmd5 && n.uid > 0);
 		FILE *f = fopen(p, "rb");
-		char buf[512] = { 0 };
+		char buf[512] = {0};
 		size_t got = f ? fread(buf, 1, sizeof(buf), f) : 0;
 		if (f)
 			fclose(f);
@@ -258,7 +258,7 @@ static void test_export_with_loop(uint32_t inbox)
 	r = open_session(NULL);
 	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
 	CHECK_EQ_INT(g_stats.uploaded + g_stats.downloaded + g_stats.flags_store +
-			     g_stats.flags_replica + g_stats.deleted_store + g_stats.deleted_replica,
+			 g_stats.flags_replica + g_stats.deleted_store + g_stats.deleted_replica,
 		     0);
 	replica_free(r);
 }
@@ -321,14 +321,14 @@ typedef struct flag_arg {
 static int flag_fn(store_txn_t *txn, void *arg)
 {
 	flag_arg_t *a = arg;
-	return store_msg_set_flags(txn, a->folder, a->uid, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL, 0,
-				   NULL);
+	return store_msg_set_flags(txn, a->folder, a->uid, STORE_FLAGS_ADD, STORE_F_ANSWERED, NULL,
+				   0, NULL);
 }
 
 static void test_store_changes(uint32_t inbox)
 {
 	/* A flag set in the store (by the remote or a listener client). */
-	flag_arg_t a = { inbox, 5 };
+	flag_arg_t a = {inbox, 5};
 	CHECK_EQ_INT(store_write(st, flag_fn, &a), 0);
 	replica_t *r = open_session(NULL);
 	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
@@ -347,8 +347,8 @@ static void test_store_changes(uint32_t inbox)
 
 static void test_move(uint32_t inbox, uint32_t lists)
 {
-	uint32_t fids[2] = { inbox, lists };
-	const char *names[2] = { "INBOX", "Lists/foo" };
+	uint32_t fids[2] = {inbox, lists};
+	const char *names[2] = {"INBOX", "Lists/foo"};
 	int res[2];
 	sync_all(fids, names, 2, res);
 	CHECK_EQ_INT(res[0], ENGINE_OK);
@@ -418,7 +418,7 @@ static void test_mass_deletion_and_recover(uint32_t lists)
 	CHECK_EQ_INT(store_count(lists).n, 11);
 
 	char err[256] = "";
-	maildir_opts_t o = { NULL, st, g_acct, "home", root, '/' };
+	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/'};
 	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
 	if (err[0])
 		fprintf(stderr, "recover: %s\n", err);
@@ -454,13 +454,13 @@ static void test_vanished(uint32_t inbox, uint32_t lists)
 	CHECK(access(root, F_OK) != 0);
 
 	char err[256] = "";
-	maildir_opts_t o = { NULL, st, g_acct, "home", root, '/' };
+	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/'};
 	CHECK_EQ_INT(maildir_recover_folder(&o, inbox, true, err, sizeof(err)), 0);
 	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
 	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n_inbox);
 	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
-	uint32_t fids[2] = { inbox, lists };
-	const char *names[2] = { "INBOX", "Lists/foo" };
+	uint32_t fids[2] = {inbox, lists};
+	const char *names[2] = {"INBOX", "Lists/foo"};
 	int res[2];
 	sync_all(fids, names, 2, res);
 	CHECK_EQ_INT(res[0], ENGINE_OK);
@@ -503,9 +503,7 @@ static void b_done(void *ctx, void *h, const replica_msg_t *m)
 	((body_ctx_t *)ctx)->n++;
 }
 
-static void b_abort(void *ctx, void *h)
-{
-}
+static void b_abort(void *ctx, void *h) {}
 
 /* A mail reader renames a file between the engine's scan and its request. */
 static void test_concurrent_rename(void)
@@ -534,8 +532,8 @@ static void test_concurrent_rename(void)
 	char *nqpath = xasprintf("%s/INBOX/cur/%s", root, nq);
 	CHECK_EQ_INT(rename(q, nqpath), 0);
 
-	body_ctx_t bc = { 0 };
-	replica_body_sink_t sink = { &bc, b_open, b_write, b_done, b_abort };
+	body_ctx_t bc = {0};
+	replica_body_sink_t sink = {&bc, b_open, b_write, b_done, b_abort};
 	status = -99;
 	r->ops->fetch(r, &uid_q, 1, &sink, op_cb, &status);
 	CHECK_EQ_INT(status, REPLICA_OK);
@@ -568,7 +566,7 @@ static void test_account_round(const char *tmp)
 {
 	/* A mail reader creates a folder with one message in it. */
 	char *d = xasprintf("%s/Projects/x", root);
-	const char *subs[] = { "cur", "new", "tmp" };
+	const char *subs[] = {"cur", "new", "tmp"};
 	for (int i = 0; i < 3; i++) {
 		char *p = xasprintf("%s/%s", d, subs[i]);
 		CHECK_EQ_INT(ib_mkdirs(p, 0700), 0);
@@ -643,7 +641,7 @@ static void test_flat_layout(const char *tmp)
 	store_add(f, t, STORE_F_SEEN, NULL);
 	free(t);
 	char *froot = xasprintf("%s/Flat", tmp);
-	const char *subs[] = { "cur", "new", "tmp" };
+	const char *subs[] = {"cur", "new", "tmp"};
 	for (int i = 0; i < 3; i++) {
 		char *p = xasprintf("%s/Made.here/%s", froot, subs[i]);
 		CHECK_EQ_INT(ib_mkdirs(p, 0700), 0);
@@ -681,7 +679,7 @@ int main(void)
 	char *data = xasprintf("%s/data", tmp);
 	root = xasprintf("%s/Mail", tmp);
 	char err[256];
-	store_open_opts_t so = { 0 };
+	store_open_opts_t so = {0};
 	so.nosync = true;
 	CHECK_EQ_INT(store_open(data, &so, &st, err, sizeof(err)), 0);
 	if (!st)

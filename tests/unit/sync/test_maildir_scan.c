@@ -22,7 +22,7 @@ static const char msg[] = "From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n";
 
 static void mkfolder(const char *root, const char *rel)
 {
-	const char *subs[] = { "cur", "new", "tmp" };
+	const char *subs[] = {"cur", "new", "tmp"};
 	for (size_t i = 0; i < 3; i++) {
 		char *p = xasprintf("%s/%s/%s", root, rel, subs[i]);
 		CHECK_EQ_INT(ib_mkdirs(p, 0700), 0);
@@ -102,9 +102,9 @@ static void test_scan_and_batch(const char *root)
 	for (int i = 1; i <= 20; i++) {
 		char name[64];
 		snprintf(name, sizeof(name), "base%d,U=%d:2,S", i, i);
-		CHECK_EQ_INT(maildir_batch_write(b, inbox, "cur", name, msg, sizeof(msg) - 1,
-						 1700000000),
-			     0);
+		CHECK_EQ_INT(
+		    maildir_batch_write(b, inbox, "cur", name, msg, sizeof(msg) - 1, 1700000000),
+		    0);
 	}
 	CHECK_EQ_INT(maildir_batch_pending(b), 20);
 	size_t moved = 0;
@@ -216,7 +216,7 @@ static void run_loop(watch_ctx_t *c)
 
 static void test_watch(const char *root)
 {
-	watch_ctx_t c = { 0, ev_loop_new(EVFLAG_AUTO) };
+	watch_ctx_t c = {0, ev_loop_new(EVFLAG_AUTO)};
 	maildir_watch_t *w = NULL;
 	CHECK_EQ_INT(maildir_watch_new(c.loop, root, 100, changed_cb, &c, &w), 0);
 	if (!w)
@@ -264,13 +264,13 @@ static void test_watch(const char *root)
 
 static void test_mbnames(const char *root)
 {
-	config_mbnames_t mb = { 0 };
+	config_mbnames_t mb = {0};
 	mb.enabled = true;
 	mb.header = "mailboxes ";
 	mb.peritem = "+%(accountname)s/%(foldername)s";
 	mb.sep = " ";
 	mb.footer = "\n";
-	mbnames_item_t items[] = { { "work", "INBOX" }, { "home", "Lists/foo" }, { "home", "INBOX" } };
+	mbnames_item_t items[] = {{"work", "INBOX"}, {"home", "Lists/foo"}, {"home", "INBOX"}};
 	char *s = mbnames_render(&mb, items, 3);
 	CHECK(strcmp(s, "mailboxes +home/INBOX +home/Lists/foo +work/INBOX\n") == 0);
 	free(s);
@@ -297,11 +297,11 @@ static void test_mbnames(const char *root)
 	CHECK(!changed);
 
 	/* From the trees named in a config. */
-	config_account_t accts[2] = { 0 };
+	config_account_t accts[2] = {0};
 	accts[0].name = "home";
 	accts[0].maildir_path = xasprintf("%s/tree", root);
 	accts[1].name = "nomaildir";
-	config_t cfg = { 0 };
+	config_t cfg = {0};
 	cfg.accounts = accts;
 	cfg.n_accounts = 2;
 	mkfolder(accts[0].maildir_path, "INBOX");
