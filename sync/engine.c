@@ -1,9 +1,10 @@
 /*
  * The sync engine: see engine.h. One job is a small state machine driven by
  * replica callbacks. Callbacks may come synchronously (Maildir) or from the
- * loop (IMAP); job_kick() keeps the recursion flat either way.
+ * loop (IMAP); eng_kick() keeps the recursion flat either way.
  */
 #include "sync/engine.h"
+#include "sync/engine_p.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -18,146 +19,6 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/util.h"
-
-/* Deletions below this count are never held, whatever the ratio: emptying a
- * tiny folder is not a disaster worth stopping for. */
-#define ENGINE_MASS_MIN 5
-/* Messages at least this big are spooled to an unlinked temporary file while
- * they arrive, so memory stays bounded. */
-#define ENGINE_SPOOL_MIN (1u << 20)
-/* Upload batch limits: pending records are committed per batch. */
-#define ENGINE_UPLOAD_MSGS 50
-#define ENGINE_UPLOAD_BYTES (8u << 20)
-
-enum phase {
-	P_START,
-	P_SELECT,
-	P_CHECK,
-	P_PENDING,
-	P_SCAN,
-	P_DECIDE,
-	P_FETCH,
-	P_DELETE,
-	P_FLAGS,
-	P_UPLOAD,
-	P_FINISH,
-	P_END,
-};
-
-typedef struct pair_ent {
-	uint32_t ruid, suid;
-	unsigned a_flags;
-	char *a_kw;
-	bool r_seen;          /* the scan reported it */
-	unsigned r_flags;
-	char *r_kw;
-	bool vanished;        /* gone from the replica */
-	bool s_live;          /* live in the store */
-	unsigned s_flags;
-	char *s_kw;
-	/* decided */
-	bool del_replica;     /* delete on the replica */
-	bool set_replica;     /* push new flags to the replica */
-	unsigned n_flags;
-	char *n_kw;
-	bool ok;              /* replica op succeeded */
-	char *add_kw, *del_kw; /* set_flags arguments while in flight */
-} pair_ent_t;
-
-typedef struct pend_ent {
-	store_pending_t p;
-	char *message_id;
-} pend_ent_t;
-
-typedef struct upload_ent {
-	uint32_t suid;
-	uint64_t size;
-	store_hash_t hash;
-	unsigned flags;
-	char *kw;
-	int64_t internaldate;
-	char message_id[256];
-	uint64_t pending_id;
-	char *data;           /* while the append is in flight */
-	size_t len;
-	uint32_t ruid;        /* learnt */
-	int status;
-	bool done;
-	replica_new_msg_t nm; /* append() argument while in flight */
-	replica_find_t q;     /* find() argument while in flight */
-} upload_ent_t;
-
-/* One message arriving from the replica. */
-typedef struct incoming {
-	uint64_t size;
-	buf_t mem;
-	FILE *spool;          /* big messages */
-	uint64_t written;
-	bool complete;
-	replica_msg_t m;      /* uid, flags, internaldate (keywords copied) */
-	char *kw;
-	EVP_MD_CTX *md;       /* hash-only sinks (pending resolution) */
-	struct incoming *next;
-} incoming_t;
-
-struct engine_job {
-	store_t *st;
-	replica_t *r;
-	engine_opts_t o;
-	char *replica_name;
-	char *log_prefix;
-	char *recover_cmd;           /* "imapbridge folder recover home INBOX" */
-	engine_done_cb done;
-	void *ctx;
-
-	int phase;
-	int waiting;
-	bool in_step;
-	bool finished;
-	bool cancelled;
-	int result;
-	engine_stats_t stats;
-
-	store_folder_t folder;       /* copied scalars; name not kept */
-	bool have_rs;
-	store_replica_t rs;          /* name not kept */
-	replica_box_t box;
-	bool full;
-	bool incomplete;             /* something failed: do not advance modseq */
-
-	pair_ent_t *pairs;           /* sorted by ruid */
-	size_t n_pairs, cap_pairs;
-	uint32_t *known;
-
-	uint32_t *newuids;           /* unpaired replica UIDs reported by the scan */
-	size_t n_new, cap_new, next_new;
-
-	pend_ent_t *pend;
-	size_t n_pend, next_pend;
-	/* pending resolution of one upload */
-	uint32_t *cands;
-	size_t n_cands;
-	store_hash_t cand_match_hash;
-	uint32_t cand_match;
-
-	upload_ent_t *ups;
-	size_t n_ups, next_up, batch_from, batch_to;
-	int upload_step;             /* 0 record+send, 1 find, 2 commit */
-
-	incoming_t *in_head, *in_tail;
-	size_t in_bytes;
-	unsigned in_count;
-
-	uint64_t decided_modseq;     /* store HIGHESTMODSEQ when decisions were made */
-
-	/* Arguments of operations in flight (replica.h: valid until the
-	 * callback), kept here so concurrent jobs share nothing. */
-	replica_scan_opts_t scan_opts;
-	replica_scan_sink_t scan_sink;
-	replica_body_sink_t fetch_sink;
-	replica_body_sink_t hash_sink;
-	replica_find_t pend_q;
-};
 
 const char *engine_strerror(int result)
 {
@@ -174,14 +35,7 @@ const char *engine_strerror(int result)
 
 static void job_step(engine_job_t *job);
 
-/* Run the state machine unless already inside it; finishes the job when it
- * reached its end. Returns true if the job was freed. */
-static bool job_kick(engine_job_t *job);
-
-static void job_fail(engine_job_t *job, int result, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void job_fail(engine_job_t *job, int result, const char *fmt, ...)
+void eng_fail(engine_job_t *job, int result, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -205,15 +59,15 @@ static int replica_to_engine(int status)
 }
 
 /* A replica operation that can only fail the folder or the session. */
-static void op_fail(engine_job_t *job, int status, const char *what)
+void eng_op_fail(engine_job_t *job, int status, const char *what)
 {
 	if (status == REPLICA_OK || status == REPLICA_MSG_BAD)
 		return;
-	job_fail(job, replica_to_engine(status), "%s: %s failed: %s", job->log_prefix, what,
+	eng_fail(job, replica_to_engine(status), "%s: %s failed: %s", job->log_prefix, what,
 		 replica_strerror(status));
 }
 
-static void incoming_free(incoming_t *in)
+void eng_incoming_free(incoming_t *in)
 {
 	if (!in)
 		return;
@@ -250,7 +104,7 @@ static void job_free(engine_job_t *job)
 	free(job->ups);
 	while (job->in_head) {
 		incoming_t *n = job->in_head->next;
-		incoming_free(job->in_head);
+		eng_incoming_free(job->in_head);
 		job->in_head = n;
 	}
 	free(job->replica_name);
@@ -259,7 +113,7 @@ static void job_free(engine_job_t *job)
 	free(job);
 }
 
-static bool job_kick(engine_job_t *job)
+bool eng_kick(engine_job_t *job)
 {
 	if (job->in_step)
 		return false;
@@ -277,14 +131,14 @@ static bool job_kick(engine_job_t *job)
 
 /* ------------------------------------------------------------ store helpers */
 
-static char *kw_to_str(const store_keywords_t *kw)
+char *eng_kw_to_str(const store_keywords_t *kw)
 {
 	return replica_kw_join(kw->v, kw->n);
 }
 
 /* Fill a store_keywords_t from a canonical string; free *vec with
  * replica_kw_free_vec(*vec, kw->n). */
-static void str_to_kw(const char *s, store_keywords_t *kw, char ***vec)
+void eng_str_to_kw(const char *s, store_keywords_t *kw, char ***vec)
 {
 	size_t n;
 	*vec = replica_kw_split(s, &n);
@@ -292,7 +146,7 @@ static void str_to_kw(const char *s, store_keywords_t *kw, char ***vec)
 	kw->n = n;
 }
 
-static pair_ent_t *pair_find(engine_job_t *job, uint32_t ruid)
+pair_ent_t *eng_pair_find(engine_job_t *job, uint32_t ruid)
 {
 	size_t lo = 0, hi = job->n_pairs;
 
@@ -322,7 +176,7 @@ static int load_pair_cb(const store_pair_t *p, void *arg)
 	e->ruid = p->replica_uid;
 	e->suid = p->store_uid;
 	e->a_flags = p->flags;
-	e->a_kw = kw_to_str(&p->kw);
+	e->a_kw = eng_kw_to_str(&p->kw);
 	return 0;
 }
 
@@ -341,7 +195,7 @@ static int load_pend_cb(const store_pending_t *p, void *arg)
 }
 
 /* Read folder, replica state, pairs and pending operations. */
-static int load_state(engine_job_t *job)
+int eng_load_state(engine_job_t *job)
 {
 	store_txn_t *txn = NULL;
 	store_folder_t f;
@@ -389,10 +243,10 @@ out:
 
 static void do_start(engine_job_t *job)
 {
-	int rc = load_state(job);
+	int rc = eng_load_state(job);
 
 	if (rc) {
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s", job->log_prefix,
 			 store_strerror(rc));
 		return;
 	}
@@ -422,11 +276,11 @@ static void select_cb(int status, const replica_box_t *box, void *ctx)
 	if (status == REPLICA_OK && box)
 		job->box = *box;
 	else if (status == REPLICA_FOLDER_BAD || status == REPLICA_MSG_BAD)
-		job_fail(job, ENGINE_FOLDER_ERR, "%s: cannot open the folder on the replica",
+		eng_fail(job, ENGINE_FOLDER_ERR, "%s: cannot open the folder on the replica",
 			 job->log_prefix);
 	else
-		op_fail(job, status, "select");
-	job_kick(job);
+		eng_op_fail(job, status, "select");
+	eng_kick(job);
 }
 
 static void do_select(engine_job_t *job)
@@ -456,7 +310,7 @@ static void do_check(engine_job_t *job)
 	uint32_t uv = job->box.counts.uidvalidity;
 
 	if (uv == 0) {
-		job_fail(job, ENGINE_FOLDER_ERR, "%s: the replica gave no UIDVALIDITY",
+		eng_fail(job, ENGINE_FOLDER_ERR, "%s: the replica gave no UIDVALIDITY",
 			 job->log_prefix);
 		return;
 	}
@@ -472,220 +326,12 @@ static void do_check(engine_job_t *job)
 		job->box.caps |= REPLICA_CAP_READONLY;
 }
 
-/* --------------------------------------------------- pending operations */
-
-/* A sink that only hashes what arrives (to recognise an uploaded copy). */
-static void *hash_open(void *ctx, uint64_t size)
-{
-	incoming_t *in = xcalloc(1, sizeof(*in));
-	in->md = EVP_MD_CTX_new();
-	if (!in->md || EVP_DigestInit_ex(in->md, EVP_sha256(), NULL) != 1) {
-		incoming_free(in);
-		return NULL;
-	}
-	in->size = size;
-	return in;
-}
-
-static int hash_write(void *ctx, void *h, const char *data, size_t len)
-{
-	incoming_t *in = h;
-	return EVP_DigestUpdate(in->md, data, len) == 1 ? 0 : -1;
-}
-
-static void hash_done(void *ctx, void *h, const replica_msg_t *m)
-{
-	engine_job_t *job = ctx;
-	incoming_t *in = h;
-	store_hash_t got;
-	unsigned int l = 0;
-
-	if (EVP_DigestFinal_ex(in->md, got.b, &l) == 1 && l == STORE_HASH_LEN &&
-	    memcmp(got.b, job->cand_match_hash.b, STORE_HASH_LEN) == 0 &&
-	    (job->cand_match == 0 || m->uid < job->cand_match))
-		job->cand_match = m->uid;
-	incoming_free(in);
-}
-
-static void hash_abort(void *ctx, void *h)
-{
-	incoming_free(h);
-}
-
-static const replica_body_sink_t hash_sink_tmpl = {
-	.open = hash_open, .write = hash_write, .done = hash_done, .abort = hash_abort,
-};
-
-typedef struct pend_commit {
-	engine_job_t *job;
-	pend_ent_t *pe;
-	uint32_t ruid;       /* pair this (upload found) or 0 */
-} pend_commit_t;
-
-static int pend_commit_fn(store_txn_t *txn, void *arg)
-{
-	pend_commit_t *pc = arg;
-	engine_job_t *job = pc->job;
-	store_pending_t *p = &pc->pe->p;
-	int rc;
-
-	if (p->kind == STORE_PENDING_UPLOAD && pc->ruid) {
-		store_msg_t m;
-		store_pair_t pair = { .replica_uid = pc->ruid, .store_uid = p->store_uid };
-		rc = store_msg_get(txn, p->folder_id, p->store_uid, &m);
-		if (rc == 0) {
-			pair.flags = m.flags;
-			pair.kw = m.kw;
-		} else if (rc != STORE_ENOTFOUND) {
-			return rc;
-		}
-		/* A message deleted locally meanwhile is still paired: the
-		 * decision step then deletes the uploaded copy as it should. */
-		rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &pair);
-		if (rc)
-			return rc;
-	} else if (p->kind == STORE_PENDING_DELETE) {
-		rc = store_pair_del(txn, job->o.folder_id, job->o.replica_id, p->replica_uid);
-		if (rc && rc != STORE_ENOTFOUND)
-			return rc;
-	}
-	rc = store_pending_del(txn, p->id);
-	return rc == STORE_ENOTFOUND ? 0 : rc;
-}
-
-static void pend_resolve(engine_job_t *job, pend_ent_t *pe, uint32_t ruid)
-{
-	pend_commit_t pc = { job, pe, ruid };
-	int rc = store_write(job->st, pend_commit_fn, &pc);
-
-	if (rc)
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot resolve a pending operation: %s",
-			 job->log_prefix, store_strerror(rc));
-}
-
-static void pend_fetch_cb(int status, void *ctx)
-{
-	engine_job_t *job = ctx;
-	pend_ent_t *pe = &job->pend[job->next_pend];
-
-	job->waiting--;
-	op_fail(job, status, "fetch");
-	if (job->result == ENGINE_OK) {
-		if (job->cand_match)
-			log_info("%s: an interrupted upload had reached the replica (UID %u); paired",
-				 job->log_prefix, job->cand_match);
-		pend_resolve(job, pe, job->cand_match);
-	}
-	job->next_pend++;
-	job_kick(job);
-}
-
-static void pend_find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
-{
-	engine_job_t *job = ctx;
-	pend_ent_t *pe = &job->pend[job->next_pend];
-
-	job->waiting--;
-	op_fail(job, status, "search");
-	if (job->result != ENGINE_OK) {
-		job_kick(job);
-		return;
-	}
-	free(job->cands);
-	job->cands = xmalloc((n ? n : 1) * sizeof(*job->cands));
-	job->n_cands = 0;
-	for (size_t i = 0; i < n; i++)
-		if (!pair_find(job, uids[i]))
-			job->cands[job->n_cands++] = uids[i];
-	job->cand_match = 0;
-	job->cand_match_hash = pe->p.hash;
-	if (job->n_cands == 0) {
-		/* The upload never reached the replica: forget it; the message
-		 * is still unpaired in the store and is uploaded again. */
-		pend_resolve(job, pe, 0);
-		job->next_pend++;
-		job_kick(job);
-		return;
-	}
-	/* Check the candidates' bytes: only an identical copy is paired. */
-	job->hash_sink = hash_sink_tmpl;
-	job->hash_sink.ctx = job;
-	job->waiting++;
-	job->r->ops->fetch(job->r, job->cands, job->n_cands, &job->hash_sink, pend_fetch_cb, job);
-	job_kick(job);
-}
-
-static void pend_delete_cb(int status, void *ctx)
-{
-	engine_job_t *job = ctx;
-	pend_ent_t *pe = &job->pend[job->next_pend];
-
-	job->waiting--;
-	op_fail(job, status, "delete");
-	if (job->result == ENGINE_OK && status == REPLICA_OK)
-		pend_resolve(job, pe, 0);
-	job->next_pend++;
-	job_kick(job);
-}
-
-/* Resolve the next pending operation; stays in P_PENDING until all are. */
-static void do_pending(engine_job_t *job)
-{
-	if (job->next_pend >= job->n_pend)
-		return;
-	job->phase = P_PENDING;
-	pend_ent_t *pe = &job->pend[job->next_pend];
-	store_pending_t *p = &pe->p;
-	bool ro = (job->box.caps & REPLICA_CAP_READONLY) != 0;
-
-	switch (p->kind) {
-	case STORE_PENDING_UPLOAD: {
-		replica_find_t *qp = &job->pend_q;
-		if (!job->r->ops->find) {
-			pend_resolve(job, pe, 0);
-			job->next_pend++;
-			return;
-		}
-		qp->message_id = *pe->message_id ? pe->message_id : NULL;
-		qp->size = 0;
-		{
-			/* The size of the blob is the size of the message. */
-			store_txn_t *txn = NULL;
-			const void *d;
-			size_t l;
-			if (store_txn_begin_read(job->st, &txn) == 0 &&
-			    store_blob_get(txn, &p->hash, &d, &l) == 0)
-				qp->size = l;
-			store_txn_abort(txn);
-		}
-		qp->min_uid = p->target_uidnext ? p->target_uidnext : 1;
-		job->waiting++;
-		job->r->ops->find(job->r, qp, pend_find_cb, job);
-		return;
-	}
-	case STORE_PENDING_DELETE:
-		if (ro) {
-			pend_resolve(job, pe, 0);
-			job->next_pend++;
-			return;
-		}
-		job->waiting++;
-		job->r->ops->delete_msgs(job->r, &p->replica_uid, 1, pend_delete_cb, job);
-		return;
-	default:
-		/* Kinds this engine does not record: nothing to finish. */
-		pend_resolve(job, pe, 0);
-		job->next_pend++;
-		return;
-	}
-}
-
 /* ------------------------------------------------------------------- scan */
 
 static void scan_msg_cb(void *ctx, const replica_msg_t *m)
 {
 	engine_job_t *job = ctx;
-	pair_ent_t *e = pair_find(job, m->uid);
+	pair_ent_t *e = eng_pair_find(job, m->uid);
 
 	if (e) {
 		e->r_seen = true;
@@ -720,11 +366,11 @@ static void scan_done_cb(int status, void *ctx)
 
 	job->waiting--;
 	if (status == REPLICA_FOLDER_BAD)
-		job_fail(job, ENGINE_FOLDER_ERR, "%s: cannot list the folder's messages",
+		eng_fail(job, ENGINE_FOLDER_ERR, "%s: cannot list the folder's messages",
 			 job->log_prefix);
 	else
-		op_fail(job, status, "scan");
-	job_kick(job);
+		eng_op_fail(job, status, "scan");
+	eng_kick(job);
 }
 
 static int u32_cmp(const void *a, const void *b)
@@ -740,9 +386,9 @@ static void do_scan(engine_job_t *job)
 
 	/* The pending step may have changed pairs: reload them. */
 	if (job->n_pend) {
-		int rc = load_state(job);
+		int rc = eng_load_state(job);
 		if (rc) {
-			job_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s",
+			eng_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s",
 				 job->log_prefix, store_strerror(rc));
 			return;
 		}
@@ -801,7 +447,7 @@ static int store_msg_scan_cb(const store_msg_t *m, void *arg)
 		pair_ent_t *e = &job->pairs[hit->pi];
 		e->s_live = true;
 		e->s_flags = m->flags & STORE_F_ALL;
-		e->s_kw = kw_to_str(&m->kw);
+		e->s_kw = eng_kw_to_str(&m->kw);
 		return 0;
 	}
 	/* In the store, not on the replica: an upload. */
@@ -812,7 +458,7 @@ static int store_msg_scan_cb(const store_msg_t *m, void *arg)
 	u->size = m->size;
 	u->hash = m->hash;
 	u->flags = m->flags & STORE_F_ALL;
-	u->kw = kw_to_str(&m->kw);
+	u->kw = eng_kw_to_str(&m->kw);
 	u->internaldate = m->internaldate;
 	return 0;
 }
@@ -853,7 +499,7 @@ static int apply_store_fn(store_txn_t *txn, void *arg)
 		if (store_differs) {
 			store_keywords_t kw;
 			char **vec;
-			str_to_kw(e->n_kw, &kw, &vec);
+			eng_str_to_kw(e->n_kw, &kw, &vec);
 			rc = store_msg_set_flags(txn, fid, e->suid, STORE_FLAGS_SET, e->n_flags, &kw,
 						 0, NULL);
 			replica_kw_free_vec(vec, kw.n);
@@ -870,7 +516,7 @@ static int apply_store_fn(store_txn_t *txn, void *arg)
 			store_pair_t p = { .replica_uid = e->ruid, .store_uid = e->suid,
 					   .flags = e->n_flags };
 			char **vec;
-			str_to_kw(e->n_kw, &p.kw, &vec);
+			eng_str_to_kw(e->n_kw, &p.kw, &vec);
 			rc = store_pair_set(txn, fid, rid, &p);
 			replica_kw_free_vec(vec, p.kw.n);
 			if (rc)
@@ -908,7 +554,7 @@ static void do_decide(engine_job_t *job)
 	store_txn_abort(txn);
 	free(ss.idx);
 	if (rc) {
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s", job->log_prefix,
 			 store_strerror(rc));
 		return;
 	}
@@ -968,7 +614,7 @@ static void do_decide(engine_job_t *job)
 	apply_store_t as = { job, 0, 0 };
 	rc = store_write(job->st, apply_store_fn, &as);
 	if (rc) {
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot update the store: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot update the store: %s", job->log_prefix,
 			 store_strerror(rc));
 		return;
 	}
@@ -1022,7 +668,7 @@ static void in_done(void *ctx, void *h, const replica_msg_t *m)
 	incoming_t *in = h;
 
 	if (in->spool && fflush(in->spool) != 0) {
-		incoming_free(in);
+		eng_incoming_free(in);
 		job->stats.failed++;
 		job->incomplete = true;
 		return;
@@ -1044,7 +690,7 @@ static void in_done(void *ctx, void *h, const replica_msg_t *m)
 static void in_abort(void *ctx, void *h)
 {
 	engine_job_t *job = ctx;
-	incoming_free(h);
+	eng_incoming_free(h);
 	job->stats.failed++;
 	job->incomplete = true;
 }
@@ -1083,7 +729,7 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 		if (rc)
 			return rc;
 		nm.flags = in->m.flags & STORE_F_ALL;
-		str_to_kw(in->kw, &nm.kw, &vec);
+		eng_str_to_kw(in->kw, &nm.kw, &vec);
 		nm.internaldate = in->m.internaldate ? (int64_t)in->m.internaldate : (int64_t)time(NULL);
 		rc = store_msg_add(txn, job->o.folder_id, &nm, &suid, NULL);
 		if (rc == 0) {
@@ -1112,13 +758,13 @@ static void ingest_flush(engine_job_t *job)
 		return;
 	rc = store_write(job->st, ingest_fn, &ig);
 	if (rc)
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot add messages to the store: %s",
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot add messages to the store: %s",
 			 job->log_prefix, store_strerror(rc));
 	else
 		job->stats.downloaded += ig.added;
 	while (job->in_head) {
 		incoming_t *n = job->in_head->next;
-		incoming_free(job->in_head);
+		eng_incoming_free(job->in_head);
 		job->in_head = n;
 	}
 	job->in_tail = NULL;
@@ -1146,10 +792,10 @@ static void fetch_cb(int status, void *ctx)
 		job->incomplete = true;
 		status = REPLICA_OK;
 	}
-	op_fail(job, status, "fetch");
+	eng_op_fail(job, status, "fetch");
 	if (job->waiting == 0)
 		ingest_flush(job);
-	job_kick(job);
+	eng_kick(job);
 }
 
 static void do_fetch(engine_job_t *job)
@@ -1236,7 +882,7 @@ static int pend_collect_cb(const store_pending_t *p, void *arg)
 	if (p->kind != pd->kind || p->replica_id != job->o.replica_id)
 		return 0;
 	if (p->kind == STORE_PENDING_DELETE) {
-		pair_ent_t *e = pair_find(job, p->replica_uid);
+		pair_ent_t *e = eng_pair_find(job, p->replica_uid);
 		if (!e || !e->del_replica || !e->ok)
 			return 0;
 	}
@@ -1272,7 +918,7 @@ static void delete_cb(int status, void *ctx)
 	int rc;
 
 	job->waiting--;
-	op_fail(job, status, "delete");
+	eng_op_fail(job, status, "delete");
 	if (status == REPLICA_OK) {
 		unsigned n = 0;
 		for (size_t i = 0; i < job->n_pairs; i++)
@@ -1282,14 +928,14 @@ static void delete_cb(int status, void *ctx)
 			}
 		rc = store_write(job->st, del_resolve_fn, &d);
 		if (rc)
-			job_fail(job, ENGINE_STORE_ERR, "%s: cannot record deletions: %s",
+			eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record deletions: %s",
 				 job->log_prefix, store_strerror(rc));
 		else
 			job->stats.deleted_replica += n;
 	}
 	free(job->known);
 	job->known = NULL;
-	job_kick(job);
+	eng_kick(job);
 }
 
 static void do_delete(engine_job_t *job)
@@ -1308,7 +954,7 @@ static void do_delete(engine_job_t *job)
 	 * deletion the other way. */
 	rc = store_write(job->st, del_record_fn, &d);
 	if (rc) {
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot record pending deletions: %s",
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record pending deletions: %s",
 			 job->log_prefix, store_strerror(rc));
 		return;
 	}
@@ -1339,9 +985,9 @@ static void flags_cb(int status, void *ctx)
 		job->pairs[fc->idx].ok = true;
 	else if (status == REPLICA_MSG_BAD)
 		job->stats.failed++;
-	op_fail(job, status, "flag update");
+	eng_op_fail(job, status, "flag update");
 	free(fc);
-	job_kick(job);
+	eng_kick(job);
 }
 
 static int flags_commit_fn(store_txn_t *txn, void *arg)
@@ -1356,7 +1002,7 @@ static int flags_commit_fn(store_txn_t *txn, void *arg)
 		store_pair_t p = { .replica_uid = e->ruid, .store_uid = e->suid,
 				   .flags = e->n_flags };
 		char **vec;
-		str_to_kw(e->n_kw, &p.kw, &vec);
+		eng_str_to_kw(e->n_kw, &p.kw, &vec);
 		rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &p);
 		replica_kw_free_vec(vec, p.kw.n);
 		if (rc)
@@ -1395,214 +1041,8 @@ static void do_flags_commit(engine_job_t *job)
 		return;
 	int rc = store_write(job->st, flags_commit_fn, job);
 	if (rc)
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot record flags: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record flags: %s", job->log_prefix,
 			 store_strerror(rc));
-}
-
-/* ----------------------------------------------------------------- upload */
-
-static int up_record_fn(store_txn_t *txn, void *arg)
-{
-	engine_job_t *job = arg;
-	int rc;
-
-	for (size_t i = job->batch_from; i < job->batch_to; i++) {
-		upload_ent_t *u = &job->ups[i];
-		store_pending_t p;
-		memset(&p, 0, sizeof(p));
-		p.kind = STORE_PENDING_UPLOAD;
-		p.folder_id = job->o.folder_id;
-		p.replica_id = job->o.replica_id;
-		p.store_uid = u->suid;
-		p.target_uidnext = job->box.counts.uidnext;
-		p.hash = u->hash;
-		p.message_id = u->message_id;
-		p.created = (int64_t)time(NULL);
-		rc = store_pending_add(txn, &p, &u->pending_id);
-		if (rc)
-			return rc;
-	}
-	return 0;
-}
-
-static int up_commit_fn(store_txn_t *txn, void *arg)
-{
-	engine_job_t *job = arg;
-	int rc;
-
-	for (size_t i = job->batch_from; i < job->batch_to; i++) {
-		upload_ent_t *u = &job->ups[i];
-		if (!u->done)
-			continue;
-		if (u->ruid) {
-			store_pair_t p = { .replica_uid = u->ruid, .store_uid = u->suid,
-					   .flags = u->flags };
-			char **vec;
-			str_to_kw(u->kw, &p.kw, &vec);
-			rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &p);
-			replica_kw_free_vec(vec, p.kw.n);
-			if (rc)
-				return rc;
-		} else {
-			/* Uploaded, but the replica cannot tell its UID: drop the
-			 * local copy; the next sync downloads it back, paired. */
-			rc = store_msg_expunge(txn, job->o.folder_id, u->suid, NULL);
-			if (rc && rc != STORE_ENOTFOUND)
-				return rc;
-		}
-		rc = store_pending_del(txn, u->pending_id);
-		if (rc && rc != STORE_ENOTFOUND)
-			return rc;
-	}
-	return 0;
-}
-
-static void append_cb(int status, uint32_t uid, void *ctx);
-
-typedef struct up_ctx {
-	engine_job_t *job;
-	size_t idx;
-} up_ctx_t;
-
-static void append_cb(int status, uint32_t uid, void *ctx)
-{
-	up_ctx_t *uc = ctx;
-	engine_job_t *job = uc->job;
-	upload_ent_t *u = &job->ups[uc->idx];
-
-	free(uc);
-	job->waiting--;
-	free(u->data);
-	u->data = NULL;
-	u->status = status;
-	if (status == REPLICA_OK) {
-		u->ruid = uid;
-		u->done = uid != 0;
-	} else if (status == REPLICA_MSG_BAD) {
-		job->stats.failed++;
-	} else {
-		op_fail(job, status, "upload");
-	}
-	job_kick(job);
-}
-
-static void find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
-{
-	up_ctx_t *uc = ctx;
-	engine_job_t *job = uc->job;
-	upload_ent_t *u = &job->ups[uc->idx];
-
-	free(uc);
-	job->waiting--;
-	op_fail(job, status, "search");
-	if (status == REPLICA_OK) {
-		/* The newest match that is not paired yet. */
-		for (size_t i = n; i-- > 0;) {
-			if (!pair_find(job, uids[i])) {
-				bool taken = false;
-				for (size_t j = job->batch_from; j < job->batch_to; j++)
-					taken |= job->ups[j].ruid == uids[i];
-				if (!taken) {
-					u->ruid = uids[i];
-					break;
-				}
-			}
-		}
-		u->done = true;
-	}
-	job_kick(job);
-}
-
-static void do_upload(engine_job_t *job)
-{
-	if (job->next_up >= job->n_ups && job->upload_step == 0)
-		return;
-	job->phase = P_UPLOAD;
-	if (job->upload_step == 0) {
-		store_txn_t *txn = NULL;
-		size_t bytes = 0;
-		int rc;
-
-		job->batch_from = job->next_up;
-		job->batch_to = job->next_up;
-		rc = store_txn_begin_read(job->st, &txn);
-		while (rc == 0 && job->batch_to < job->n_ups &&
-		       job->batch_to - job->batch_from < ENGINE_UPLOAD_MSGS &&
-		       (bytes < ENGINE_UPLOAD_BYTES || job->batch_to == job->batch_from)) {
-			upload_ent_t *u = &job->ups[job->batch_to];
-			const void *d;
-			size_t l;
-			rc = store_blob_get(txn, &u->hash, &d, &l);
-			if (rc)
-				break;
-			u->data = xmalloc(l ? l : 1);
-			memcpy(u->data, d, l);
-			u->len = l;
-			engine_message_id(u->data, l, u->message_id, sizeof(u->message_id));
-			bytes += l;
-			job->batch_to++;
-		}
-		store_txn_abort(txn);
-		if (rc == 0)
-			rc = store_write(job->st, up_record_fn, job);
-		if (rc) {
-			job_fail(job, ENGINE_STORE_ERR, "%s: cannot prepare uploads: %s",
-				 job->log_prefix, store_strerror(rc));
-			return;
-		}
-		job->next_up = job->batch_to;
-		job->upload_step = 1;
-		for (size_t i = job->batch_from; i < job->batch_to; i++) {
-			upload_ent_t *u = &job->ups[i];
-			replica_new_msg_t *m = &u->nm;
-			up_ctx_t *uc = xmalloc(sizeof(*uc));
-			uc->job = job;
-			uc->idx = i;
-			m->data = u->data;
-			m->len = u->len;
-			m->flags = u->flags;
-			m->keywords = u->kw;
-			m->internaldate = (time_t)u->internaldate;
-			job->waiting++;
-			job->r->ops->append(job->r, m, append_cb, uc);
-			if (job->result != ENGINE_OK)
-				break;
-		}
-		return;
-	}
-	if (job->upload_step == 1) {
-		/* Learn UIDs the replica did not report. */
-		job->upload_step = 2;
-		for (size_t i = job->batch_from; i < job->batch_to; i++) {
-			upload_ent_t *u = &job->ups[i];
-			if (u->status != REPLICA_OK || u->done)
-				continue;
-			if (!job->r->ops->find) {
-				u->done = true;
-				continue;
-			}
-			up_ctx_t *uc = xmalloc(sizeof(*uc));
-			u->q.message_id = *u->message_id ? u->message_id : NULL;
-			u->q.size = u->size;
-			u->q.min_uid = job->box.counts.uidnext;
-			uc->job = job;
-			uc->idx = i;
-			job->waiting++;
-			job->r->ops->find(job->r, &u->q, find_cb, uc);
-		}
-		return;
-	}
-	/* upload_step 2: record the pairs. */
-	int rc = store_write(job->st, up_commit_fn, job);
-	if (rc) {
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot record uploads: %s", job->log_prefix,
-			 store_strerror(rc));
-		return;
-	}
-	for (size_t i = job->batch_from; i < job->batch_to; i++)
-		if (job->ups[i].done)
-			job->stats.uploaded++;
-	job->upload_step = 0;
 }
 
 /* ----------------------------------------------------------------- finish */
@@ -1643,7 +1083,7 @@ static void do_finish(engine_job_t *job)
 	int rc = store_write(job->st, finish_fn, job);
 
 	if (rc)
-		job_fail(job, ENGINE_STORE_ERR, "%s: cannot save the sync state: %s",
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot save the sync state: %s",
 			 job->log_prefix, store_strerror(rc));
 }
 
@@ -1663,7 +1103,7 @@ static void job_step(engine_job_t *job)
 		case P_START: do_start(job); break;
 		case P_SELECT: do_select(job); break;
 		case P_CHECK: do_check(job); break;
-		case P_PENDING: do_pending(job); break;
+		case P_PENDING: eng_do_pending(job); break;
 		case P_SCAN: do_scan(job); break;
 		case P_DECIDE: do_decide(job); break;
 		case P_FETCH: do_fetch(job); break;
@@ -1675,7 +1115,7 @@ static void job_step(engine_job_t *job)
 			/* Flags sent in P_FLAGS are confirmed by now. */
 			if (job->upload_step == 0 && job->next_up == 0)
 				do_flags_commit(job);
-			do_upload(job);
+			eng_do_upload(job);
 			break;
 		case P_FINISH: do_finish(job); break;
 		default: job->phase = P_END; break;
@@ -1702,7 +1142,7 @@ engine_job_t *engine_sync_folder(store_t *st, replica_t *r, const engine_opts_t 
 	job->done = done;
 	job->ctx = ctx;
 	job->phase = P_START;
-	if (job_kick(job))
+	if (eng_kick(job))
 		return NULL;
 	return job;
 }
@@ -1718,7 +1158,7 @@ void engine_cancel(engine_job_t *job)
 	job->finished = true;
 	if (job->waiting == 0 && !job->in_step)
 		job_free(job);
-	/* Otherwise the outstanding callbacks free it (job_kick). */
+	/* Otherwise the outstanding callbacks free it (eng_kick). */
 }
 
 /* ---------------------------------------------------------------- helpers */

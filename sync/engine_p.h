@@ -1,0 +1,176 @@
+/*
+ * Private to the sync engine (engine.c, engine_pending.c): the job's state
+ * and the helpers both files use. Nothing outside sync/engine*.c includes it.
+ */
+#ifndef IB_SYNC_ENGINE_P_H
+#define IB_SYNC_ENGINE_P_H
+
+#include <stdio.h>
+
+#include <openssl/evp.h>
+
+#include "lib/buf.h"
+#include "sync/engine.h"
+
+/* Deletions below this count are never held, whatever the ratio: emptying a
+ * tiny folder is not a disaster worth stopping for. */
+#define ENGINE_MASS_MIN 5
+/* Messages at least this big are spooled to an unlinked temporary file while
+ * they arrive, so memory stays bounded. */
+#define ENGINE_SPOOL_MIN (1u << 20)
+/* Upload batch limits: pending records are committed per batch. */
+#define ENGINE_UPLOAD_MSGS 50
+#define ENGINE_UPLOAD_BYTES (8u << 20)
+enum phase {
+	P_START,
+	P_SELECT,
+	P_CHECK,
+	P_PENDING,
+	P_SCAN,
+	P_DECIDE,
+	P_FETCH,
+	P_DELETE,
+	P_FLAGS,
+	P_UPLOAD,
+	P_FINISH,
+	P_END,
+};
+
+typedef struct pair_ent {
+	uint32_t ruid, suid;
+	unsigned a_flags;
+	char *a_kw;
+	bool r_seen;          /* the scan reported it */
+	unsigned r_flags;
+	char *r_kw;
+	bool vanished;        /* gone from the replica */
+	bool s_live;          /* live in the store */
+	unsigned s_flags;
+	char *s_kw;
+	/* decided */
+	bool del_replica;     /* delete on the replica */
+	bool set_replica;     /* push new flags to the replica */
+	unsigned n_flags;
+	char *n_kw;
+	bool ok;              /* replica op succeeded */
+	char *add_kw, *del_kw; /* set_flags arguments while in flight */
+} pair_ent_t;
+
+typedef struct pend_ent {
+	store_pending_t p;
+	char *message_id;
+} pend_ent_t;
+
+typedef struct upload_ent {
+	uint32_t suid;
+	uint64_t size;
+	store_hash_t hash;
+	unsigned flags;
+	char *kw;
+	int64_t internaldate;
+	char message_id[256];
+	uint64_t pending_id;
+	char *data;           /* while the append is in flight */
+	size_t len;
+	uint32_t ruid;        /* learnt */
+	int status;
+	bool done;
+	replica_new_msg_t nm; /* append() argument while in flight */
+	replica_find_t q;     /* find() argument while in flight */
+} upload_ent_t;
+
+/* One message arriving from the replica. */
+typedef struct incoming {
+	uint64_t size;
+	buf_t mem;
+	FILE *spool;          /* big messages */
+	uint64_t written;
+	bool complete;
+	replica_msg_t m;      /* uid, flags, internaldate (keywords copied) */
+	char *kw;
+	EVP_MD_CTX *md;       /* hash-only sinks (pending resolution) */
+	struct incoming *next;
+} incoming_t;
+
+struct engine_job {
+	store_t *st;
+	replica_t *r;
+	engine_opts_t o;
+	char *replica_name;
+	char *log_prefix;
+	char *recover_cmd;           /* "imapbridge folder recover home INBOX" */
+	engine_done_cb done;
+	void *ctx;
+
+	int phase;
+	int waiting;
+	bool in_step;
+	bool finished;
+	bool cancelled;
+	int result;
+	engine_stats_t stats;
+
+	store_folder_t folder;       /* copied scalars; name not kept */
+	bool have_rs;
+	store_replica_t rs;          /* name not kept */
+	replica_box_t box;
+	bool full;
+	bool incomplete;             /* something failed: do not advance modseq */
+
+	pair_ent_t *pairs;           /* sorted by ruid */
+	size_t n_pairs, cap_pairs;
+	uint32_t *known;
+
+	uint32_t *newuids;           /* unpaired replica UIDs reported by the scan */
+	size_t n_new, cap_new, next_new;
+
+	pend_ent_t *pend;
+	size_t n_pend, next_pend;
+	/* pending resolution of one upload */
+	uint32_t *cands;
+	size_t n_cands;
+	store_hash_t cand_match_hash;
+	uint32_t cand_match;
+
+	upload_ent_t *ups;
+	size_t n_ups, next_up, batch_from, batch_to;
+	int upload_step;             /* 0 record+send, 1 find, 2 commit */
+
+	incoming_t *in_head, *in_tail;
+	size_t in_bytes;
+	unsigned in_count;
+
+	uint64_t decided_modseq;     /* store HIGHESTMODSEQ when decisions were made */
+
+	/* Arguments of operations in flight (replica.h: valid until the
+	 * callback), kept here so concurrent jobs share nothing. */
+	replica_scan_opts_t scan_opts;
+	replica_scan_sink_t scan_sink;
+	replica_body_sink_t fetch_sink;
+	replica_body_sink_t hash_sink;
+	replica_find_t pend_q;
+};
+
+/* Shared helpers (engine.c). */
+void eng_fail(engine_job_t *job, int result, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A replica operation that can only fail the folder or the session. */
+void eng_op_fail(engine_job_t *job, int status, const char *what);
+/* Run the state machine unless already inside it; true if the job was freed. */
+bool eng_kick(engine_job_t *job);
+pair_ent_t *eng_pair_find(engine_job_t *job, uint32_t ruid);
+void eng_incoming_free(incoming_t *in);
+char *eng_kw_to_str(const store_keywords_t *kw);
+void eng_str_to_kw(const char *s, store_keywords_t *kw, char ***vec);
+int eng_load_state(engine_job_t *job);
+
+/* Pending operations and uploads (engine_pending.c). */
+/* Resolve the next pending operation; keeps the job in P_PENDING until all are. */
+void eng_do_pending(engine_job_t *job);
+/* Upload the next batch of new store messages; keeps the job in P_UPLOAD. */
+void eng_do_upload(engine_job_t *job);
+/* Store UIDs of this folder that a pending MOVE from another folder will
+ * bring to the replica (they must not be uploaded); sorted, new array. */
+int eng_move_targets(engine_job_t *job, uint32_t **suids, store_hash_t **hashes, size_t *n);
+
+#endif

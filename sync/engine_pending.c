@@ -1,0 +1,433 @@
+/*
+ * The sync engine's writes to the replica that must survive a crash: pending
+ * operations left by an earlier run (resolved first: an interrupted upload is
+ * found on the replica by Message-ID, size and SHA-256 and paired instead of
+ * sent again; an interrupted deletion is finished; a move recorded by the
+ * Maildir replica is done with UID MOVE), and uploads of new store messages,
+ * each recorded as a pending operation before it is sent.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "sync/engine.h"
+#include "sync/engine_p.h"
+
+/* --------------------------------------------------- pending operations */
+
+/* A sink that only hashes what arrives (to recognise an uploaded copy). */
+static void *hash_open(void *ctx, uint64_t size)
+{
+	incoming_t *in = xcalloc(1, sizeof(*in));
+	in->md = EVP_MD_CTX_new();
+	if (!in->md || EVP_DigestInit_ex(in->md, EVP_sha256(), NULL) != 1) {
+		eng_incoming_free(in);
+		return NULL;
+	}
+	in->size = size;
+	return in;
+}
+
+static int hash_write(void *ctx, void *h, const char *data, size_t len)
+{
+	incoming_t *in = h;
+	return EVP_DigestUpdate(in->md, data, len) == 1 ? 0 : -1;
+}
+
+static void hash_done(void *ctx, void *h, const replica_msg_t *m)
+{
+	engine_job_t *job = ctx;
+	incoming_t *in = h;
+	store_hash_t got;
+	unsigned int l = 0;
+
+	if (EVP_DigestFinal_ex(in->md, got.b, &l) == 1 && l == STORE_HASH_LEN &&
+	    memcmp(got.b, job->cand_match_hash.b, STORE_HASH_LEN) == 0 &&
+	    (job->cand_match == 0 || m->uid < job->cand_match))
+		job->cand_match = m->uid;
+	eng_incoming_free(in);
+}
+
+static void hash_abort(void *ctx, void *h)
+{
+	eng_incoming_free(h);
+}
+
+static const replica_body_sink_t hash_sink_tmpl = {
+	.open = hash_open, .write = hash_write, .done = hash_done, .abort = hash_abort,
+};
+
+typedef struct pend_commit {
+	engine_job_t *job;
+	pend_ent_t *pe;
+	uint32_t ruid;       /* pair this (upload found) or 0 */
+} pend_commit_t;
+
+static int pend_commit_fn(store_txn_t *txn, void *arg)
+{
+	pend_commit_t *pc = arg;
+	engine_job_t *job = pc->job;
+	store_pending_t *p = &pc->pe->p;
+	int rc;
+
+	if (p->kind == STORE_PENDING_UPLOAD && pc->ruid) {
+		store_msg_t m;
+		store_pair_t pair = { .replica_uid = pc->ruid, .store_uid = p->store_uid };
+		rc = store_msg_get(txn, p->folder_id, p->store_uid, &m);
+		if (rc == 0) {
+			pair.flags = m.flags;
+			pair.kw = m.kw;
+		} else if (rc != STORE_ENOTFOUND) {
+			return rc;
+		}
+		/* A message deleted locally meanwhile is still paired: the
+		 * decision step then deletes the uploaded copy as it should. */
+		rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &pair);
+		if (rc)
+			return rc;
+	} else if (p->kind == STORE_PENDING_DELETE) {
+		rc = store_pair_del(txn, job->o.folder_id, job->o.replica_id, p->replica_uid);
+		if (rc && rc != STORE_ENOTFOUND)
+			return rc;
+	}
+	rc = store_pending_del(txn, p->id);
+	return rc == STORE_ENOTFOUND ? 0 : rc;
+}
+
+static void pend_resolve(engine_job_t *job, pend_ent_t *pe, uint32_t ruid)
+{
+	pend_commit_t pc = { job, pe, ruid };
+	int rc = store_write(job->st, pend_commit_fn, &pc);
+
+	if (rc)
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot resolve a pending operation: %s",
+			 job->log_prefix, store_strerror(rc));
+}
+
+static void pend_fetch_cb(int status, void *ctx)
+{
+	engine_job_t *job = ctx;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+
+	job->waiting--;
+	eng_op_fail(job, status, "fetch");
+	if (job->result == ENGINE_OK) {
+		if (job->cand_match)
+			log_info("%s: an interrupted upload had reached the replica (UID %u); paired",
+				 job->log_prefix, job->cand_match);
+		pend_resolve(job, pe, job->cand_match);
+	}
+	job->next_pend++;
+	eng_kick(job);
+}
+
+static void pend_find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
+{
+	engine_job_t *job = ctx;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+
+	job->waiting--;
+	eng_op_fail(job, status, "search");
+	if (job->result != ENGINE_OK) {
+		eng_kick(job);
+		return;
+	}
+	free(job->cands);
+	job->cands = xmalloc((n ? n : 1) * sizeof(*job->cands));
+	job->n_cands = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!eng_pair_find(job, uids[i]))
+			job->cands[job->n_cands++] = uids[i];
+	job->cand_match = 0;
+	job->cand_match_hash = pe->p.hash;
+	if (job->n_cands == 0) {
+		/* The upload never reached the replica: forget it; the message
+		 * is still unpaired in the store and is uploaded again. */
+		pend_resolve(job, pe, 0);
+		job->next_pend++;
+		eng_kick(job);
+		return;
+	}
+	/* Check the candidates' bytes: only an identical copy is paired. */
+	job->hash_sink = hash_sink_tmpl;
+	job->hash_sink.ctx = job;
+	job->waiting++;
+	job->r->ops->fetch(job->r, job->cands, job->n_cands, &job->hash_sink, pend_fetch_cb, job);
+	eng_kick(job);
+}
+
+static void pend_delete_cb(int status, void *ctx)
+{
+	engine_job_t *job = ctx;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+
+	job->waiting--;
+	eng_op_fail(job, status, "delete");
+	if (job->result == ENGINE_OK && status == REPLICA_OK)
+		pend_resolve(job, pe, 0);
+	job->next_pend++;
+	eng_kick(job);
+}
+
+/* Resolve the next pending operation; stays in P_PENDING until all are. */
+void eng_do_pending(engine_job_t *job)
+{
+	if (job->next_pend >= job->n_pend)
+		return;
+	job->phase = P_PENDING;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+	store_pending_t *p = &pe->p;
+	bool ro = (job->box.caps & REPLICA_CAP_READONLY) != 0;
+
+	switch (p->kind) {
+	case STORE_PENDING_UPLOAD: {
+		replica_find_t *qp = &job->pend_q;
+		if (!job->r->ops->find) {
+			pend_resolve(job, pe, 0);
+			job->next_pend++;
+			return;
+		}
+		qp->message_id = *pe->message_id ? pe->message_id : NULL;
+		qp->size = 0;
+		{
+			/* The size of the blob is the size of the message. */
+			store_txn_t *txn = NULL;
+			const void *d;
+			size_t l;
+			if (store_txn_begin_read(job->st, &txn) == 0 &&
+			    store_blob_get(txn, &p->hash, &d, &l) == 0)
+				qp->size = l;
+			store_txn_abort(txn);
+		}
+		qp->min_uid = p->target_uidnext ? p->target_uidnext : 1;
+		job->waiting++;
+		job->r->ops->find(job->r, qp, pend_find_cb, job);
+		return;
+	}
+	case STORE_PENDING_DELETE:
+		if (ro) {
+			pend_resolve(job, pe, 0);
+			job->next_pend++;
+			return;
+		}
+		job->waiting++;
+		job->r->ops->delete_msgs(job->r, &p->replica_uid, 1, pend_delete_cb, job);
+		return;
+	default:
+		/* Kinds this engine does not record: nothing to finish. */
+		pend_resolve(job, pe, 0);
+		job->next_pend++;
+		return;
+	}
+}
+
+/* ----------------------------------------------------------------- upload */
+
+static int up_record_fn(store_txn_t *txn, void *arg)
+{
+	engine_job_t *job = arg;
+	int rc;
+
+	for (size_t i = job->batch_from; i < job->batch_to; i++) {
+		upload_ent_t *u = &job->ups[i];
+		store_pending_t p;
+		memset(&p, 0, sizeof(p));
+		p.kind = STORE_PENDING_UPLOAD;
+		p.folder_id = job->o.folder_id;
+		p.replica_id = job->o.replica_id;
+		p.store_uid = u->suid;
+		p.target_uidnext = job->box.counts.uidnext;
+		p.hash = u->hash;
+		p.message_id = u->message_id;
+		p.created = (int64_t)time(NULL);
+		rc = store_pending_add(txn, &p, &u->pending_id);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int up_commit_fn(store_txn_t *txn, void *arg)
+{
+	engine_job_t *job = arg;
+	int rc;
+
+	for (size_t i = job->batch_from; i < job->batch_to; i++) {
+		upload_ent_t *u = &job->ups[i];
+		if (!u->done)
+			continue;
+		if (u->ruid) {
+			store_pair_t p = { .replica_uid = u->ruid, .store_uid = u->suid,
+					   .flags = u->flags };
+			char **vec;
+			eng_str_to_kw(u->kw, &p.kw, &vec);
+			rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &p);
+			replica_kw_free_vec(vec, p.kw.n);
+			if (rc)
+				return rc;
+		} else {
+			/* Uploaded, but the replica cannot tell its UID: drop the
+			 * local copy; the next sync downloads it back, paired. */
+			rc = store_msg_expunge(txn, job->o.folder_id, u->suid, NULL);
+			if (rc && rc != STORE_ENOTFOUND)
+				return rc;
+		}
+		rc = store_pending_del(txn, u->pending_id);
+		if (rc && rc != STORE_ENOTFOUND)
+			return rc;
+	}
+	return 0;
+}
+
+static void append_cb(int status, uint32_t uid, void *ctx);
+
+typedef struct up_ctx {
+	engine_job_t *job;
+	size_t idx;
+} up_ctx_t;
+
+static void append_cb(int status, uint32_t uid, void *ctx)
+{
+	up_ctx_t *uc = ctx;
+	engine_job_t *job = uc->job;
+	upload_ent_t *u = &job->ups[uc->idx];
+
+	free(uc);
+	job->waiting--;
+	free(u->data);
+	u->data = NULL;
+	u->status = status;
+	if (status == REPLICA_OK) {
+		u->ruid = uid;
+		u->done = uid != 0;
+	} else if (status == REPLICA_MSG_BAD) {
+		job->stats.failed++;
+	} else {
+		eng_op_fail(job, status, "upload");
+	}
+	eng_kick(job);
+}
+
+static void find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
+{
+	up_ctx_t *uc = ctx;
+	engine_job_t *job = uc->job;
+	upload_ent_t *u = &job->ups[uc->idx];
+
+	free(uc);
+	job->waiting--;
+	eng_op_fail(job, status, "search");
+	if (status == REPLICA_OK) {
+		/* The newest match that is not paired yet. */
+		for (size_t i = n; i-- > 0;) {
+			if (!eng_pair_find(job, uids[i])) {
+				bool taken = false;
+				for (size_t j = job->batch_from; j < job->batch_to; j++)
+					taken |= job->ups[j].ruid == uids[i];
+				if (!taken) {
+					u->ruid = uids[i];
+					break;
+				}
+			}
+		}
+		u->done = true;
+	}
+	eng_kick(job);
+}
+
+void eng_do_upload(engine_job_t *job)
+{
+	if (job->next_up >= job->n_ups && job->upload_step == 0)
+		return;
+	job->phase = P_UPLOAD;
+	if (job->upload_step == 0) {
+		store_txn_t *txn = NULL;
+		size_t bytes = 0;
+		int rc;
+
+		job->batch_from = job->next_up;
+		job->batch_to = job->next_up;
+		rc = store_txn_begin_read(job->st, &txn);
+		while (rc == 0 && job->batch_to < job->n_ups &&
+		       job->batch_to - job->batch_from < ENGINE_UPLOAD_MSGS &&
+		       (bytes < ENGINE_UPLOAD_BYTES || job->batch_to == job->batch_from)) {
+			upload_ent_t *u = &job->ups[job->batch_to];
+			const void *d;
+			size_t l;
+			rc = store_blob_get(txn, &u->hash, &d, &l);
+			if (rc)
+				break;
+			u->data = xmalloc(l ? l : 1);
+			memcpy(u->data, d, l);
+			u->len = l;
+			engine_message_id(u->data, l, u->message_id, sizeof(u->message_id));
+			bytes += l;
+			job->batch_to++;
+		}
+		store_txn_abort(txn);
+		if (rc == 0)
+			rc = store_write(job->st, up_record_fn, job);
+		if (rc) {
+			eng_fail(job, ENGINE_STORE_ERR, "%s: cannot prepare uploads: %s",
+				 job->log_prefix, store_strerror(rc));
+			return;
+		}
+		job->next_up = job->batch_to;
+		job->upload_step = 1;
+		for (size_t i = job->batch_from; i < job->batch_to; i++) {
+			upload_ent_t *u = &job->ups[i];
+			replica_new_msg_t *m = &u->nm;
+			up_ctx_t *uc = xmalloc(sizeof(*uc));
+			uc->job = job;
+			uc->idx = i;
+			m->data = u->data;
+			m->len = u->len;
+			m->flags = u->flags;
+			m->keywords = u->kw;
+			m->internaldate = (time_t)u->internaldate;
+			job->waiting++;
+			job->r->ops->append(job->r, m, append_cb, uc);
+			if (job->result != ENGINE_OK)
+				break;
+		}
+		return;
+	}
+	if (job->upload_step == 1) {
+		/* Learn UIDs the replica did not report. */
+		job->upload_step = 2;
+		for (size_t i = job->batch_from; i < job->batch_to; i++) {
+			upload_ent_t *u = &job->ups[i];
+			if (u->status != REPLICA_OK || u->done)
+				continue;
+			if (!job->r->ops->find) {
+				u->done = true;
+				continue;
+			}
+			up_ctx_t *uc = xmalloc(sizeof(*uc));
+			u->q.message_id = *u->message_id ? u->message_id : NULL;
+			u->q.size = u->size;
+			u->q.min_uid = job->box.counts.uidnext;
+			uc->job = job;
+			uc->idx = i;
+			job->waiting++;
+			job->r->ops->find(job->r, &u->q, find_cb, uc);
+		}
+		return;
+	}
+	/* upload_step 2: record the pairs. */
+	int rc = store_write(job->st, up_commit_fn, job);
+	if (rc) {
+		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record uploads: %s", job->log_prefix,
+			 store_strerror(rc));
+		return;
+	}
+	for (size_t i = job->batch_from; i < job->batch_to; i++)
+		if (job->ups[i].done)
+			job->stats.uploaded++;
+	job->upload_step = 0;
+}
+
