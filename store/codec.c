@@ -113,17 +113,27 @@ static bool kw_valid(const char *k)
 	return true;
 }
 
+/* The strings are copied too: callers often pass keywords they just read
+ * from the store, which point into the map and would not survive our writes. */
 int kw_normalise(store_txn_t *txn, const store_keywords_t *in, store_keywords_t *out)
 {
 	out->v = NULL;
 	out->n = 0;
 	if (!in || in->n == 0)
 		return 0;
-	const char **v = txn_scratch(txn, in->n * sizeof(*v));
+	size_t total = 0;
 	for (size_t i = 0; i < in->n; i++) {
 		if (!in->v[i] || !kw_valid(in->v[i]))
 			return STORE_EINVAL;
-		v[i] = in->v[i];
+		total += strlen(in->v[i]) + 1;
+	}
+	const char **v = txn_scratch(txn, in->n * sizeof(*v));
+	char *s = txn_scratch(txn, total);
+	for (size_t i = 0; i < in->n; i++) {
+		size_t l = strlen(in->v[i]) + 1;
+		memcpy(s, in->v[i], l);
+		v[i] = s;
+		s += l;
 	}
 	qsort(v, in->n, sizeof(*v), cmp_str);
 	size_t n = 0;

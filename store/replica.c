@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define REPLICA_REC_VERSION 1
 #define PENDING_REC_VERSION 1
@@ -358,14 +359,11 @@ int store_pending_add(store_txn_t *txn, const store_pending_t *p, uint64_t *id_o
 		rc = STORE_EINVAL;
 		goto out;
 	}
-	rc = meta_get_u64(txn, "next_pending", &id);
-	if (rc && rc != STORE_ENOTFOUND)
-		goto out;
-	rc = meta_put_u64(txn, "next_pending", id + 1);
+	store_folder_t f;
+	rc = folder_load(txn, p->folder_id, &f);
 	if (rc)
 		goto out;
-	uint8_t k[8];
-	ib_put_be64(k, id);
+	/* Encode before writing anything: message_id may point into the map. */
 	enc_u8(&b, PENDING_REC_VERSION);
 	enc_u32(&b, p->kind);
 	enc_u32(&b, p->folder_id);
@@ -375,8 +373,16 @@ int store_pending_add(store_txn_t *txn, const store_pending_t *p, uint64_t *id_o
 	enc_u32(&b, p->target_uidnext);
 	enc_u32(&b, p->dst_folder_id);
 	buf_append(&b, p->hash.b, STORE_HASH_LEN);
-	enc_u64(&b, (uint64_t)p->created);
+	enc_u64(&b, (uint64_t)(p->created ? p->created : (int64_t)time(NULL)));
 	enc_str(&b, p->message_id);
+	rc = meta_get_u64(txn, "next_pending", &id);
+	if (rc && rc != STORE_ENOTFOUND)
+		goto out;
+	rc = meta_put_u64(txn, "next_pending", id + 1);
+	if (rc)
+		goto out;
+	uint8_t k[8];
+	ib_put_be64(k, id);
 	rc = db_put(txn, DB_PENDING, k, 8, b.data, b.len, 0);
 	if (!rc && id_out)
 		*id_out = id;

@@ -500,7 +500,9 @@ typedef struct store_pending {
 } store_pending_t;
 
 /* Record an intent before doing it; the id is written to *id_out (may be NULL;
- * p->id is ignored). message_id may be NULL. Commit before the network call. */
+ * p->id is ignored). message_id may be NULL; created 0 means now.
+ * STORE_ENOTFOUND if the folder does not exist. Commit before the network
+ * call. */
 int store_pending_add(store_txn_t *txn, const store_pending_t *p, uint64_t *id_out);
 int store_pending_get(store_txn_t *txn, uint64_t id, store_pending_t *out);
 typedef int (*store_pending_cb)(const store_pending_t *p, void *arg);
