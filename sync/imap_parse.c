@@ -16,6 +16,17 @@
  * Whether a line that ends in "{n}" announces a literal depends on the kind of
  * response: in status responses (tagged, "* OK/NO/BAD/PREAUTH/BYE") and
  * continuations the rest of the line is human text, so "{5}" there is text.
+ *
+ * Lenient where real servers are sloppy: a bare LF ends a line; spaces
+ * between items are optional (multipart BODYSTRUCTURE has none) and extra or
+ * trailing spaces are skipped; keywords, status words and code names are
+ * matched case-insensitively and handed out upper-cased; a status response may
+ * lack its text; a backslash before anything but '"' or '\' stays as it is;
+ * 8-bit bytes may appear in atoms; a response code that does not parse is kept
+ * as part of the text. Strict where a mistake would desynchronise the stream
+ * or cost memory: "{n+}" (a client-only form), a literal count not followed
+ * by CRLF, a NUL outside a literal, unbalanced parentheses or quotes, and
+ * every limit.
  */
 #include "sync/imap_parse.h"
 
