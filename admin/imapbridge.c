@@ -468,8 +468,9 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
 	/* Members the sync engine reports (sync/sched.c sched_status_json). */
 	static const char *const keys[] = {"name", "state", "last_status", "last_error"};
 	static const char *const heads[] = {"ACCOUNT", "STATE", "LAST EXIT", "LAST ERROR"};
-	static const char *const fkeys[] = {"name", "state", "messages", "last_sync", "error"};
-	static const char *const fheads[] = {"  FOLDER", "STATE", "MESSAGES", "LAST SYNC", "ERROR"};
+	static const char *const fkeys[] = {"name", "state", "messages", "unseen", "held_reason"};
+	static const char *const fheads[] = {"FOLDER", "STATE", "MESSAGES", "UNSEEN",
+					     "HELD BECAUSE"};
 	json_t *resp = NULL;
 	buf_t b = BUF_INIT;
 	if (argc > 1 || (argc == 1 && argv[0][0] == '-'))

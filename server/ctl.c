@@ -70,7 +70,7 @@ static void respond(ctl_client_t *c, bool ok, const char *body)
 		return;
 	buf_printf(&c->out, "{\"ok\":%s%s%s}\n", ok ? "true" : "false", body && *body ? "," : "",
 		   body ? body : "");
-	ev_io_start(c->ctl->d ? daemon_loop(c->ctl->d) : EV_DEFAULT, &c->write_w);
+	ev_io_start(daemon_loop(c->ctl->d), &c->write_w);
 }
 
 static void respond_err(ctl_client_t *c, int status, const char *msg)
@@ -300,6 +300,30 @@ static void do_passwd(ctl_client_t *c, const json_t *req)
 	free(name);
 }
 
+static int folder_json_cb(const store_folder_t *f, void *arg)
+{
+	buf_t *b = arg;
+	if (b->data[b->len - 1] != '[')
+		buf_puts(b, ",");
+	buf_puts(b, "{");
+	json_put_kv(b, true, "name", f->name);
+	json_put_kv(b, false, "state", f->state == STORE_FOLDER_HELD ? "held" : "active");
+	if (f->state == STORE_FOLDER_HELD)
+		json_put_kv(b, false, "held_reason", f->held_reason);
+	buf_printf(b, ",\"messages\":%u,\"unseen\":%u}", f->messages, f->unseen);
+	return 0;
+}
+
+/* "folders":[...] of account from the store: names, held state, counts. */
+static void put_folders(buf_t *b, store_txn_t *txn, const char *account)
+{
+	store_account_t sa;
+	buf_puts(b, ",\"folders\":[");
+	if (txn && store_account_find(txn, account, &sa) == STORE_OK)
+		store_folder_list(txn, sa.id, folder_json_cb, b);
+	buf_puts(b, "]");
+}
+
 static void do_status(ctl_client_t *c, const json_t *req)
 {
 	daemon_t *d = c->ctl->d;
@@ -318,6 +342,10 @@ static void do_status(ctl_client_t *c, const json_t *req)
 	json_put_kv(&b, false, "datadir", cfg->datadir);
 	buf_printf(&b, ",\"sync_engine\":%s,\"store\":%s},\"accounts\":[", ops ? "true" : "false",
 		   daemon_store(d) ? "true" : "false");
+	/* One short read transaction for every account's folders. */
+	store_txn_t *txn = NULL;
+	if (daemon_store(d) && store_txn_begin_read(daemon_store(d), &txn) != STORE_OK)
+		txn = NULL;
 	bool first = true;
 	for (size_t i = 0; i < cfg->n_accounts; i++) {
 		const config_account_t *a = &cfg->accounts[i];
@@ -335,10 +363,13 @@ static void do_status(ctl_client_t *c, const json_t *req)
 			}
 			buf_free(&s);
 		} else {
-			buf_puts(&b, ",\"state\":\"not syncing\",\"folders\":[]");
+			buf_puts(&b, ",\"state\":\"not syncing\"");
 		}
+		put_folders(&b, txn, a->name);
 		buf_puts(&b, "}");
 	}
+	if (txn)
+		store_txn_abort(txn);
 	buf_puts(&b, "]");
 	respond(c, true, buf_cstr(&b));
 	buf_free(&b);

@@ -82,7 +82,8 @@ typedef struct daemon_sync_ops {
 	int (*folder_recover)(void *ctx, daemon_t *d, const char *account, const char *folder,
 			      char *msg, size_t msglen);
 	/* `imapbridge status`: append to out the members of a JSON object for
-	 * account (no braces), e.g. "\"state\":\"idle\",\"folders\":[...]". */
+	 * account (no braces), e.g. "\"state\":\"idle\"". The daemon adds
+	 * the account's settings and "folders" (from the store) itself. */
 	void (*status_json)(void *ctx, daemon_t *d, const char *account, buf_t *out);
 	/* The daemon is stopping: cancel everything, release the store. */
 	void (*stop)(void *ctx, daemon_t *d);

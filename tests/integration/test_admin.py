@@ -257,10 +257,16 @@ class AdminTest(unittest.TestCase):
 
             p = self.admin("status", "--json")
             accts = {a["name"]: a for a in json.loads(p.stdout)["accounts"]}
+            self.assertEqual(accts["bob"]["folders"],
+                             [{"name": "INBOX", "state": "active", "messages": 1, "unseen": 1}])
             self.assertEqual(accts["bob"]["port"], dc.port)
             self.assertEqual(accts["bob"]["source"], "cli")
             self.assertNotIn("bobpw", p.stdout)
             self.assertNotIn("bobpw", self.log())
+            p = self.admin("status", "bob")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertRegex(p.stdout, r"\nbob:\nFOLDER +STATE +MESSAGES +UNSEEN +HELD BECAUSE *\n"
+                                       r"INBOX +active +1 +1 +- *\n")
 
             # removing it never touches the server
             p = self.admin("account", "remove", "bob", "--purge")
