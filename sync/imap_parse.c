@@ -122,32 +122,44 @@ static void set_err(imap_parser_t *p, const char *fmt, ...)
 
 /* ---- arena ---- */
 
+static struct arena_blk *arena_block(size_t cap, struct arena_blk *next)
+{
+	struct arena_blk *b = xmalloc(sizeof(*b) + 15 + cap);
+	b->mem = (char *)(((uintptr_t)(b + 1) + 15) & ~(uintptr_t)15);
+	b->cap = cap;
+	b->used = 0;
+	b->next = next;
+	return b;
+}
+
 static void *arena_alloc(struct resp_priv *r, size_t n)
 {
 	n = (n + 15) & ~(size_t)15;
 	struct arena_blk *b = r->blocks;
-	if (!b || b->cap - b->used < n) {
-		size_t cap = b ? b->cap * 2 : 1024;
+	if (b->cap - b->used < n) {
+		size_t cap = b->cap * 2;
 		if (cap < n)
 			cap = n;
-		struct arena_blk *nb = xmalloc(sizeof(*nb) + 15 + cap);
-		nb->mem = (char *)(((uintptr_t)(nb + 1) + 15) & ~(uintptr_t)15);
-		nb->cap = cap;
-		nb->used = 0;
-		nb->next = b;
-		r->blocks = nb;
-		b = nb;
+		b = r->blocks = arena_block(cap, b);
 	}
 	void *m = b->mem + b->used;
 	b->used += n;
 	return m;
 }
 
-/* One block sized so that a typical response needs no other. */
-static void arena_first(struct resp_priv *r, size_t n)
+/*
+ * The response lives at the start of its own first arena block, sized so
+ * that a typical response needs no other: one malloc per response.
+ */
+static struct resp_priv *resp_new(size_t hint)
 {
-	arena_alloc(r, n);
-	r->blocks->used = 0;
+	size_t head = (sizeof(struct resp_priv) + 15) & ~(size_t)15;
+	struct arena_blk *b = arena_block(head + (hint < 1024 ? 1024 : hint), NULL);
+	struct resp_priv *r = (struct resp_priv *)b->mem;
+	memset(r, 0, sizeof(*r));
+	b->used = head;
+	r->blocks = b;
+	return r;
 }
 
 static char *arena_strndup(struct resp_priv *r, const char *s, size_t n)
@@ -240,13 +252,13 @@ void imap_resp_free(imap_resp_t *resp)
 			r->sink.release(r->sink.ctx, r->sunk[i]->sink);
 	for (size_t i = 0; i < r->nowned; i++)
 		free(r->owned[i]);
+	/* The last block in the chain holds r itself. */
 	struct arena_blk *b = r->blocks;
 	while (b) {
 		struct arena_blk *n = b->next;
 		free(b);
 		b = n;
 	}
-	free(r);
 }
 
 /* ---- classification of the first line ---- */
@@ -782,10 +794,9 @@ static int parse_resp_text(struct tok *t)
 
 static imap_resp_t *tokenize(imap_parser_t *p)
 {
-	struct resp_priv *r = xcalloc(1, sizeof(*r));
+	struct resp_priv *r = resp_new(p->line_len * 2 + 256);
 	r->sink = p->sink;
 	struct tok t = {.p = p, .r = r, .s = p->line, .end = p->line_len};
-	arena_first(r, p->line_len * 2 + 512);
 	if (p->nlits) {
 		r->owned = arena_alloc(r, p->nlits * sizeof(*r->owned));
 		r->sunk = arena_alloc(r, p->nlits * sizeof(*r->sunk));
