@@ -54,12 +54,14 @@ static void forget_wd(maildir_watch_t *w, int wd)
 		}
 }
 
-/* Watch path and, below it, every directory but tmp/. */
-static void add_tree(maildir_watch_t *w, const char *path, int depth)
+/* Watch path and, below it, every directory but tmp/. Returns how many
+ * directories were not watched before. */
+static int add_tree(maildir_watch_t *w, const char *path, int depth)
 {
+	int added = 0;
 	int wd = inotify_add_watch(w->fd, path, WATCH_MASK);
 	if (wd < 0)
-		return;
+		return 0;
 	watched_t *e = find_wd(w, wd);
 	if (e) {
 		/* Same inode seen again (refresh); keep the latest path. */
@@ -73,12 +75,13 @@ static void add_tree(maildir_watch_t *w, const char *path, int depth)
 		w->dirs[w->n_dirs].wd = wd;
 		w->dirs[w->n_dirs].path = xstrdup(path);
 		w->n_dirs++;
+		added++;
 	}
 	if (depth >= 32)
-		return;
+		return added;
 	DIR *d = opendir(path);
 	if (!d)
-		return;
+		return added;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.' || strcmp(de->d_name, "tmp") == 0)
@@ -88,10 +91,19 @@ static void add_tree(maildir_watch_t *w, const char *path, int depth)
 		char *sub = xasprintf("%s/%s", path, de->d_name);
 		struct stat st;
 		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-			add_tree(w, sub, depth + 1);
+			added += add_tree(w, sub, depth + 1);
 		free(sub);
 	}
 	closedir(d);
+	return added;
+}
+
+static void arm(maildir_watch_t *w)
+{
+	/* Restart the quiet period on every event: one callback per burst. */
+	ev_timer_stop(w->loop, &w->quiet);
+	ev_timer_set(&w->quiet, w->quiet_s, 0.);
+	ev_timer_start(w->loop, &w->quiet);
 }
 
 static void quiet_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -138,12 +150,8 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 			changed = true;
 		}
 	}
-	if (changed) {
-		/* Restart the quiet period on every event: one callback per burst. */
-		ev_timer_stop(loop, &w->quiet);
-		ev_timer_set(&w->quiet, w->quiet_s, 0.);
-		ev_timer_start(loop, &w->quiet);
-	}
+	if (changed)
+		arm(w);
 }
 
 int maildir_watch_new(struct ev_loop *loop, const char *root, unsigned quiet_ms,
@@ -171,7 +179,10 @@ int maildir_watch_new(struct ev_loop *loop, const char *root, unsigned quiet_ms,
 
 int maildir_watch_refresh(maildir_watch_t *w)
 {
-	add_tree(w, w->root, 0);
+	/* Directories that were not watched may have changed unseen (the tree
+	 * was created or restored since): report a change to be sure. */
+	if (add_tree(w, w->root, 0) > 0)
+		arm(w);
 	return (int)w->n_dirs;
 }
 

@@ -29,8 +29,10 @@ typedef void (*maildir_changed_cb)(void *arg);
 int maildir_watch_new(struct ev_loop *loop, const char *root, unsigned quiet_ms,
 		      maildir_changed_cb cb, void *arg, maildir_watch_t **out);
 
-/* Walk the tree again and watch directories that are not watched yet (after
- * the root was recreated, for instance). Returns the number of watched dirs. */
+/* Walk the tree again and watch directories that are not watched yet (the
+ * root was created or recreated since). If there were any, changes there may
+ * have gone unseen, so changed_cb runs after the quiet period. Call it after
+ * every sync round. Returns the number of watched directories. */
 int maildir_watch_refresh(maildir_watch_t *w);
 
 void maildir_watch_free(maildir_watch_t *w);

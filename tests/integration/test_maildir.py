@@ -62,6 +62,10 @@ class MaildirTest(unittest.TestCase):
         self.procs = []
         with open(os.path.join(self.dir, "pw"), "w") as f:
             f.write("secret\n")
+        os.chmod(os.path.join(self.dir, "pw"), 0o600)
+        self.write_config(autorefresh=0.05)
+
+    def write_config(self, autorefresh):
         with open(self.config, "w") as f:
             f.write(f"""datadir = "{self.datadir}";
 listen = ( {{ address = "127.0.0.1"; port = {free_port()}; tls = "none"; }} );
@@ -70,7 +74,7 @@ mbnames = {{ enabled = true; filename = "{self.mbnames}"; header = "mailboxes ";
 accounts = (
   {{
     name = "home";
-    autorefresh = 0.05;
+    autorefresh = {autorefresh};
     max_deletion_ratio = 0.5;
     remote = {{
       host = "127.0.0.1"; port = {self.dc.port}; tls = "none";
@@ -320,6 +324,8 @@ accounts = (
         self.assertIn("folder recover", log)
 
     def test_daemon_picks_up_changes(self):
+        # No periodic refresh: only the tree's watcher can start these syncs.
+        self.write_config(autorefresh=0)
         self.populate()
         self.start_daemon()
         wait_for(lambda: len(self.tree("INBOX")) == 5 and len(self.tree("Lists/foo")) == 6,

@@ -259,6 +259,25 @@ static void test_watch(const char *root)
 	CHECK_EQ_INT(c.calls, 4);
 
 	maildir_watch_free(w);
+
+	/* A root that appears later: refresh() watches it and reports a change,
+	 * since whatever happened there before went unseen. */
+	char *later = xasprintf("%s/Later", root);
+	CHECK_EQ_INT(maildir_watch_new(c.loop, later, 100, changed_cb, &c, &w), 0);
+	if (w) {
+		mkfolder(later, "INBOX");
+		CHECK(maildir_watch_refresh(w) >= 4);
+		run_loop(&c);
+		CHECK_EQ_INT(c.calls, 5);
+		CHECK(maildir_watch_refresh(w) >= 4); /* nothing new: no callback */
+		p = xasprintf("%s/INBOX/new/m", later);
+		put(p, msg);
+		free(p);
+		run_loop(&c);
+		CHECK_EQ_INT(c.calls, 6);
+		maildir_watch_free(w);
+	}
+	free(later);
 	ev_loop_destroy(c.loop);
 }
 
