@@ -102,6 +102,8 @@ static void job_free(engine_job_t *job)
 		free(job->ups[i].data);
 	}
 	free(job->ups);
+	free(job->by_hash);
+	free(job->move_to);
 	while (job->in_head) {
 		incoming_t *n = job->in_head->next;
 		eng_incoming_free(job->in_head);
@@ -527,6 +529,8 @@ static int apply_store_fn(store_txn_t *txn, void *arg)
 	return 0;
 }
 
+static int hash_idx_cmp(const void *a, const void *b, void *arg);
+
 static void do_decide(engine_job_t *job)
 {
 	store_txn_t *txn = NULL;
@@ -621,6 +625,20 @@ static void do_decide(engine_job_t *job)
 	job->stats.deleted_store += as.expunged;
 	job->stats.flags_store += as.flagged;
 	qsort(job->newuids, job->n_new, sizeof(*job->newuids), u32_cmp);
+	{
+		uint32_t *mv = NULL;
+		size_t n_mv = 0;
+		if (eng_move_targets(job, &mv, &n_mv) == 0)
+			for (size_t i = 0; i < job->n_ups; i++)
+				for (size_t k = 0; k < n_mv; k++)
+					if (job->ups[i].suid == mv[k])
+						job->ups[i].move_target = true;
+		free(mv);
+		job->by_hash = xmalloc((job->n_ups ? job->n_ups : 1) * sizeof(uint32_t));
+		for (size_t i = 0; i < job->n_ups; i++)
+			job->by_hash[i] = (uint32_t)i;
+		qsort_r(job->by_hash, job->n_ups, sizeof(uint32_t), hash_idx_cmp, job);
+	}
 	if (ro) {
 		/* Never upload in read-only mode. */
 		for (size_t i = 0; i < job->n_ups; i++)
@@ -628,6 +646,8 @@ static void do_decide(engine_job_t *job)
 		free(job->ups);
 		job->ups = NULL;
 		job->n_ups = 0;
+		free(job->by_hash);
+		job->by_hash = NULL;
 	}
 }
 
@@ -700,6 +720,44 @@ typedef struct ingest {
 	unsigned added;
 } ingest_t;
 
+static int hash_idx_cmp(const void *a, const void *b, void *arg)
+{
+	const engine_job_t *job = arg;
+	return memcmp(job->ups[*(const uint32_t *)a].hash.b, job->ups[*(const uint32_t *)b].hash.b,
+		      STORE_HASH_LEN);
+}
+
+/* An unpaired store message with exactly these bytes, or NULL. */
+static upload_ent_t *twin_find(engine_job_t *job, const store_hash_t *h)
+{
+	size_t lo = 0, hi = job->by_hash ? job->n_ups : 0;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		upload_ent_t *u = &job->ups[job->by_hash[mid]];
+		int c = memcmp(u->hash.b, h->b, STORE_HASH_LEN);
+		if (c == 0) {
+			/* First unpaired one with this hash. */
+			while (mid > 0 && memcmp(job->ups[job->by_hash[mid - 1]].hash.b, h->b,
+						 STORE_HASH_LEN) == 0)
+				mid--;
+			for (; mid < job->n_ups; mid++) {
+				u = &job->ups[job->by_hash[mid]];
+				if (memcmp(u->hash.b, h->b, STORE_HASH_LEN) != 0)
+					break;
+				if (!u->paired)
+					return u;
+			}
+			return NULL;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
 static int ingest_fn(store_txn_t *txn, void *arg)
 {
 	ingest_t *ig = arg;
@@ -707,6 +765,8 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 	int rc;
 
 	ig->added = 0;
+	for (size_t i = 0; i < job->n_ups; i++)
+		job->ups[i].paired = false;
 	for (incoming_t *in = job->in_head; in; in = in->next) {
 		store_msg_new_t nm;
 		uint32_t suid;
@@ -730,6 +790,23 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 			return rc;
 		nm.flags = in->m.flags & STORE_F_ALL;
 		eng_str_to_kw(in->kw, &nm.kw, &vec);
+		/* New on both sides with the same bytes (a move whose answer was
+		 * lost, or the same mail delivered twice): pair them instead of
+		 * copying each way. */
+		upload_ent_t *twin = twin_find(job, &nm.hash);
+		if (twin) {
+			memset(&pair, 0, sizeof(pair));
+			pair.replica_uid = in->m.uid;
+			pair.store_uid = twin->suid;
+			pair.flags = nm.flags;
+			pair.kw = nm.kw;
+			rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &pair);
+			replica_kw_free_vec(vec, nm.kw.n);
+			if (rc)
+				return rc;
+			twin->paired = true;
+			continue;
+		}
 		nm.internaldate = in->m.internaldate ? (int64_t)in->m.internaldate : (int64_t)time(NULL);
 		rc = store_msg_add(txn, job->o.folder_id, &nm, &suid, NULL);
 		if (rc == 0) {

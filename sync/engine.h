@@ -72,6 +72,7 @@ typedef struct engine_stats {
 	unsigned flags_store;      /* flag changes applied to the store */
 	unsigned flags_replica;    /* flag changes applied to the replica */
 	unsigned failed;           /* messages that failed (retried next time) */
+	unsigned moved;            /* moved on the replica (UID MOVE) */
 	bool skipped;              /* unchanged on both sides: not even selected */
 	bool full_scan;            /* compared every message (no modseq delta) */
 	char message[512];         /* for ENGINE_HELD / errors: a message for people */

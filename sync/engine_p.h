@@ -77,6 +77,8 @@ typedef struct upload_ent {
 	bool done;
 	replica_new_msg_t nm; /* append() argument while in flight */
 	replica_find_t q;     /* find() argument while in flight */
+	bool move_target;     /* a pending MOVE brings it to the replica */
+	bool paired;          /* paired with an identical new replica message */
 } upload_ent_t;
 
 /* One message arriving from the replica. */
@@ -134,6 +136,7 @@ struct engine_job {
 
 	upload_ent_t *ups;
 	size_t n_ups, next_up, batch_from, batch_to;
+	uint32_t *by_hash;           /* ups indexes sorted by hash */
 	int upload_step;             /* 0 record+send, 1 find, 2 commit */
 
 	incoming_t *in_head, *in_tail;
@@ -149,6 +152,7 @@ struct engine_job {
 	replica_body_sink_t fetch_sink;
 	replica_body_sink_t hash_sink;
 	replica_find_t pend_q;
+	char *move_to;               /* move() target name while in flight */
 };
 
 /* Shared helpers (engine.c). */
@@ -171,6 +175,6 @@ void eng_do_pending(engine_job_t *job);
 void eng_do_upload(engine_job_t *job);
 /* Store UIDs of this folder that a pending MOVE from another folder will
  * bring to the replica (they must not be uploaded); sorted, new array. */
-int eng_move_targets(engine_job_t *job, uint32_t **suids, store_hash_t **hashes, size_t *n);
+int eng_move_targets(engine_job_t *job, uint32_t **suids, size_t *n);
 
 #endif

@@ -173,6 +173,128 @@ static void pend_delete_cb(int status, void *ctx)
 	eng_kick(job);
 }
 
+typedef struct move_commit {
+	engine_job_t *job;
+	pend_ent_t *pe;
+	uint32_t new_ruid;
+} move_commit_t;
+
+static int move_commit_fn(store_txn_t *txn, void *arg)
+{
+	move_commit_t *mc = arg;
+	engine_job_t *job = mc->job;
+	store_pending_t *p = &mc->pe->p;
+	store_msg_t m;
+	int rc;
+
+	rc = store_pair_del(txn, job->o.folder_id, job->o.replica_id, p->replica_uid);
+	if (rc && rc != STORE_ENOTFOUND)
+		return rc;
+	store_pair_t pair = { .replica_uid = mc->new_ruid, .store_uid = p->store_uid };
+	rc = store_msg_get(txn, p->dst_folder_id, p->store_uid, &m);
+	if (rc == 0) {
+		pair.flags = m.flags;
+		pair.kw = m.kw;
+		rc = store_pair_set(txn, p->dst_folder_id, job->o.replica_id, &pair);
+		if (rc)
+			return rc;
+	} else if (rc != STORE_ENOTFOUND) {
+		return rc;
+	}
+	rc = store_pending_del(txn, p->id);
+	return rc == STORE_ENOTFOUND ? 0 : rc;
+}
+
+static void move_cb(int status, uint32_t uid, void *ctx)
+{
+	engine_job_t *job = ctx;
+	pend_ent_t *pe = &job->pend[job->next_pend];
+
+	job->waiting--;
+	eng_op_fail(job, status, "move");
+	if (job->result == ENGINE_OK) {
+		if (status == REPLICA_OK && uid) {
+			move_commit_t mc = { job, pe, uid };
+			int rc = store_write(job->st, move_commit_fn, &mc);
+			if (rc)
+				eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record a move: %s",
+					 job->log_prefix, store_strerror(rc));
+			else
+				job->stats.moved++;
+		} else {
+			/* Not moved (gone, refused) or no new UID: the usual
+			 * deletion here and upload there take over; a copy that
+			 * did land is paired by content in the target. */
+			pend_resolve(job, pe, 0);
+		}
+	}
+	job->next_pend++;
+	eng_kick(job);
+}
+
+/* A message moved between two folders of the store (by a mail reader in the
+ * Maildir tree): move it on the replica too, when both ends are paired. */
+static void move_pending(engine_job_t *job, pend_ent_t *pe, bool ro)
+{
+	store_pending_t *p = &pe->p;
+	store_txn_t *txn = NULL;
+	store_replica_t drs;
+	store_pair_t dp;
+	bool can = !ro && job->r->ops->move && (job->box.caps & REPLICA_CAP_MOVE) &&
+		   (job->box.caps & REPLICA_CAP_UIDPLUS) && eng_pair_find(job, p->replica_uid);
+	int rc;
+
+	free(job->move_to);
+	job->move_to = NULL;
+	if (can && store_txn_begin_read(job->st, &txn) == 0) {
+		rc = store_replica_get(txn, p->dst_folder_id, job->o.replica_id, &drs);
+		if (rc == 0 && drs.uidvalidity && drs.name && *drs.name &&
+		    store_pair_get_by_suid(txn, p->dst_folder_id, job->o.replica_id, p->store_uid,
+					   &dp) == STORE_ENOTFOUND)
+			job->move_to = xstrdup(drs.name);
+	}
+	store_txn_abort(txn);
+	if (!job->move_to) {
+		pend_resolve(job, pe, 0);
+		job->next_pend++;
+		return;
+	}
+	job->waiting++;
+	job->r->ops->move(job->r, p->replica_uid, job->move_to, move_cb, job);
+}
+
+typedef struct mv_collect {
+	engine_job_t *job;
+	uint32_t *suids;
+	size_t n;
+} mv_collect_t;
+
+static int mv_collect_cb(const store_pending_t *p, void *arg)
+{
+	mv_collect_t *mc = arg;
+
+	if (p->kind != STORE_PENDING_MOVE || p->replica_id != mc->job->o.replica_id ||
+	    p->dst_folder_id != mc->job->o.folder_id)
+		return 0;
+	mc->suids = xrealloc(mc->suids, (mc->n + 1) * sizeof(uint32_t));
+	mc->suids[mc->n++] = p->store_uid;
+	return 0;
+}
+
+int eng_move_targets(engine_job_t *job, uint32_t **suids, size_t *n)
+{
+	store_txn_t *txn = NULL;
+	mv_collect_t mc = { job, NULL, 0 };
+	int rc = store_txn_begin_read(job->st, &txn);
+
+	if (rc == 0)
+		rc = store_pending_list(txn, 0, mv_collect_cb, &mc);
+	store_txn_abort(txn);
+	*suids = mc.suids;
+	*n = mc.n;
+	return rc;
+}
+
 /* Resolve the next pending operation; stays in P_PENDING until all are. */
 void eng_do_pending(engine_job_t *job)
 {
@@ -216,6 +338,9 @@ void eng_do_pending(engine_job_t *job)
 		}
 		job->waiting++;
 		job->r->ops->delete_msgs(job->r, &p->replica_uid, 1, pend_delete_cb, job);
+		return;
+	case STORE_PENDING_MOVE:
+		move_pending(job, pe, ro);
 		return;
 	default:
 		/* Kinds this engine does not record: nothing to finish. */
@@ -344,6 +469,23 @@ void eng_do_upload(engine_job_t *job)
 	if (job->next_up >= job->n_ups && job->upload_step == 0)
 		return;
 	job->phase = P_UPLOAD;
+	if (job->upload_step == 0 && job->next_up == 0) {
+		/* Drop what needs no upload: paired with an identical replica
+		 * message meanwhile, or brought there by a pending MOVE. */
+		size_t k = 0;
+		for (size_t i = 0; i < job->n_ups; i++) {
+			if (job->ups[i].paired || job->ups[i].move_target) {
+				free(job->ups[i].kw);
+				continue;
+			}
+			job->ups[k++] = job->ups[i];
+		}
+		job->n_ups = k;
+		free(job->by_hash);
+		job->by_hash = NULL;
+		if (k == 0)
+			return;
+	}
 	if (job->upload_step == 0) {
 		store_txn_t *txn = NULL;
 		size_t bytes = 0;

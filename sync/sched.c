@@ -297,7 +297,8 @@ static void acct_maybe_start(sched_t *s)
 
 /* ------------------------------------------------------------ engine jobs */
 
-static void note_result(acct_state_t *a, const char *box, int rc, const engine_stats_t *st)
+static void note_result(acct_state_t *a, const char *box, bool maildir, int rc,
+			const engine_stats_t *st)
 {
 	a->folders++;
 	if (st->skipped)
@@ -319,10 +320,12 @@ static void note_result(acct_state_t *a, const char *box, int rc, const engine_s
 		snprintf(a->last_error, sizeof(a->last_error), "%s: %s", box,
 			 st->message[0] ? st->message : engine_strerror(rc));
 	} else if (st->downloaded || st->uploaded || st->deleted_store || st->deleted_replica ||
-		   st->flags_store || st->flags_replica) {
-		log_info("sync: acct=%s box=%s: %u new, %u sent, %u+%u deleted, %u+%u flag changes",
-			 a->name, box, st->downloaded, st->uploaded, st->deleted_store,
-			 st->deleted_replica, st->flags_store, st->flags_replica);
+		   st->flags_store || st->flags_replica || st->moved) {
+		log_info("sync: acct=%s box=%s %s: %u in, %u out, %u deleted here, %u deleted there, "
+			 "%u+%u flag changes, %u moved there",
+			 a->name, box, maildir ? "maildir" : "remote", st->downloaded, st->uploaded,
+			 st->deleted_store, st->deleted_replica, st->flags_store, st->flags_replica,
+			 st->moved);
 	}
 }
 
@@ -362,7 +365,7 @@ static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 	a->md_job = NULL;
 	if (cancelled)
 		return;
-	note_result(a, a->md_names[a->next_md], rc, st);
+	note_result(a, a->md_names[a->next_md], true, rc, st);
 	a->folders--; /* count folders once, for the remote pass */
 	a->next_md++;
 	run_step(a);
@@ -491,7 +494,7 @@ static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 	if (cancelled)
 		return;
 	a->busy--;
-	note_result(a, a->plan.jobs[c->job_idx].local, rc, st);
+	note_result(a, a->plan.jobs[c->job_idx].local, false, rc, st);
 	if (rc == ENGINE_REPLICA_ERR) {
 		replica_free(c->r);
 		c->r = NULL;

@@ -186,6 +186,48 @@ class SyncNoCondstore(SyncTestBase, unittest.TestCase):
     condstore = False
 
 
+class SyncMaildir(unittest.TestCase):
+    """remote <-> store <-> Maildir in one -o run, and a move by a mail reader
+    in the Maildir tree done on the server with UID MOVE."""
+
+    def test_maildir_round_trip_and_move(self):
+        with Dovecot() as dc:
+            a = make_message(subject="to be moved")
+            b = make_message(subject="stays")
+            dc.append("alice", "INBOX", a)
+            dc.append("alice", "INBOX", b)
+            dc.append("alice", "Archive", make_message(subject="archived"))
+            env = SyncEnv(dc, maildir=True)
+            try:
+                env.sync_ok(self)
+                inbox = os.path.join(env.maildir, "INBOX")
+                files = {}
+                for sub in ("cur", "new"):
+                    for name in os.listdir(os.path.join(inbox, sub)):
+                        with open(os.path.join(inbox, sub, name), "rb") as f:
+                            files[sha(f.read())] = os.path.join(inbox, sub, name)
+                self.assertEqual(set(files), {sha(a), sha(b)})
+                uid_before = server_uids(dc, "INBOX")[sha(a)]
+                # A mail reader moves a to Archive and writes a new message.
+                src = files[sha(a)]
+                os.rename(src, os.path.join(env.maildir, "Archive", "cur",
+                                            os.path.basename(src)))
+                c = make_message(subject="written in mutt")
+                with open(os.path.join(inbox, "new", "1.mutt"), "wb") as f:
+                    f.write(c)
+                log = env.sync_ok(self)
+                self.assertIn("1 moved there", log)
+                srv = server_msgs(dc)
+                self.assertEqual({h for h, _, _ in srv["INBOX"]}, {sha(b), sha(c)})
+                self.assertIn(sha(a), {h for h, _, _ in srv["Archive"]})
+                self.assertEqual(env.store_msgs("INBOX"), srv["INBOX"])
+                self.assertEqual(env.store_msgs("Archive"), srv["Archive"])
+                self.assertEqual(env.pending(), [])
+                self.assertNotIn(uid_before, server_uids(dc, "INBOX").values())
+            finally:
+                env.cleanup()
+
+
 class SyncReadonly(unittest.TestCase):
     def test_readonly_never_writes(self):
         with Dovecot() as dc:
