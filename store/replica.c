@@ -35,6 +35,9 @@ static int replica_decode(const MDB_val *k, const MDB_val *v, store_replica_t *o
 	out->highestmodseq = dec_u64(&d);
 	out->pushed_modseq = dec_u64(&d);
 	out->name = dec_str(&d);
+	out->synced_at = 0;
+	if (!d.bad && d.end - d.p >= 8)
+		out->synced_at = (int64_t)dec_u64(&d);
 	return d.bad || ver != REPLICA_REC_VERSION ? STORE_ECORRUPT : 0;
 }
 
@@ -61,6 +64,7 @@ int store_replica_set(store_txn_t *txn, const store_replica_t *r)
 	enc_u64(&b, r->highestmodseq);
 	enc_u64(&b, r->pushed_modseq);
 	enc_str(&b, r->name);
+	enc_u64(&b, (uint64_t)r->synced_at);
 	rc = db_put(txn, DB_REPLICAS, k, 8, b.data, b.len, 0);
 out:
 	buf_free(&b);

@@ -438,6 +438,7 @@ typedef struct store_replica {
 	uint32_t uidnext;	/* replica's UIDNEXT when last synced */
 	uint64_t highestmodseq; /* replica's HIGHESTMODSEQ; 0 = no CONDSTORE */
 	uint64_t pushed_modseq; /* store modseq up to which changes were pushed */
+	int64_t synced_at;	/* wall clock of the last full sync; 0 = never */
 } store_replica_t;
 
 /* Create or replace (name may be NULL for ""). */
