@@ -5,6 +5,7 @@
  */
 #include "store/store_p.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -581,6 +582,10 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	*out = NULL;
 	if (errbuf && errlen)
 		errbuf[0] = '\0';
+	if (!datadir || !*datadir) {
+		set_err(errbuf, errlen, "no data directory given; set datadir in the config");
+		return STORE_EINVAL;
+	}
 	int rc = 0;
 	store_t *st = xcalloc(1, sizeof(*st));
 	st->path = xasprintf("%s/store", datadir);
@@ -688,6 +693,7 @@ void store_close(store_t *st)
 {
 	if (!st)
 		return;
+	assert(st->ntxn == 0 && "store_close() with a transaction still open");
 	if (st->env)
 		mdb_env_close(st->env);
 	free(st->path);
