@@ -23,6 +23,7 @@ static const char usage_text[] =
     "usage: imapbridged [-c FILE] [-o] [-a A,B] [-1] [-d TYPES] [-u UI] [-s]\n"
     "       imapbridged --check [-c FILE]\n"
     "       imapbridged --probe [-c FILE] [-a A,B]\n"
+    "       imapbridged --recover ACCOUNT FOLDER [-c FILE]\n"
     "\n"
     "Keeps remote IMAP accounts in sync with a local store and serves it to mail\n"
     "readers (IMAP on 127.0.0.1:1143, Maildir). Runs in the foreground.\n"
@@ -36,13 +37,16 @@ static const char usage_text[] =
     "  -s          log to syslog instead of stderr\n"
     "  --check     validate the config, print every problem, exit 0 or 78\n"
     "  --probe     log in to each account's server, list its folders, exit\n"
+    "  --recover ACCOUNT FOLDER\n"
+    "              release a folder held for safety, re-pairing by content\n"
+    "              (the daemon must not be running; else use imapbridge(1))\n"
     "  -V          print the version\n"
     "  -h, --help  this help\n"
     "\n"
     "Signals: HUP reloads the config, USR1 syncs now, TERM/INT stop.\n"
     "Manage accounts with imapbridge(1); the config is described in imapbridge.conf(5).\n";
 
-enum { OPT_CHECK = 256, OPT_PROBE };
+enum { OPT_CHECK = 256, OPT_PROBE, OPT_RECOVER };
 
 static int bad_usage(const char *what)
 {
@@ -81,6 +85,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"check", no_argument, NULL, OPT_CHECK},
 	    {"probe", no_argument, NULL, OPT_PROBE},
+	    {"recover", required_argument, NULL, OPT_RECOVER},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -88,6 +93,7 @@ int main(int argc, char **argv)
 	const char *config_path = getenv("IMAPBRIDGE_CONFIG");
 	daemon_opts_t opts = {0};
 	bool check = false, probe = false, use_syslog = false;
+	const char *recover_account = NULL, *recover_folder = NULL;
 	enum log_ui ui = isatty(STDERR_FILENO) ? LOG_UI_TTY : LOG_UI_BASIC;
 	unsigned cats = 0;
 	int c, status;
@@ -146,6 +152,9 @@ int main(int argc, char **argv)
 		case OPT_PROBE:
 			probe = true;
 			break;
+		case OPT_RECOVER:
+			recover_account = optarg;
+			break;
 		case 'V':
 			printf("imapbridged %s\n", IMAPBRIDGE_VERSION);
 			return 0;
@@ -166,6 +175,12 @@ int main(int argc, char **argv)
 			return bad_usage(what);
 		}
 		}
+	}
+	if (recover_account) {
+		if (optind >= argc)
+			return bad_usage("--recover needs an ACCOUNT and a FOLDER");
+		recover_folder = argv[optind++];
+		opts.once = true;
 	}
 	if (optind < argc) {
 		char what[128];
@@ -240,7 +255,13 @@ int main(int argc, char **argv)
 		daemon_free(d);
 		return DAEMON_EXIT_ERRORS;
 	}
-	if (opts.once)
+	if (recover_account) {
+		void *sctx = NULL;
+		const daemon_sync_ops_t *sops = daemon_sync_ops(d, &sctx);
+		char msg[1024];
+		status = sops->folder_recover(sctx, d, recover_account, recover_folder, msg, sizeof(msg));
+		fprintf(status ? stderr : stdout, "imapbridged: %s\n", msg);
+	} else if (opts.once)
 		status = daemon_sync_once(d);
 	else
 		status = daemon_run(d);

@@ -64,6 +64,13 @@ accounts = ( {
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
         return p.returncode, p.stderr.decode(errors="replace")
 
+    def recover(self, account, folder, timeout=120):
+        """imapbridged --recover; returns (exit status, stdout+stderr text)."""
+        p = subprocess.run([DAEMON, "-u", "basic", "-c", self.config, "--recover", account,
+                            folder], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout)
+        return p.returncode, p.stdout.decode(errors="replace")
+
     def sync_ok(self, test, *args):
         rc, log = self.sync(*args)
         test.assertEqual(rc, 0, log)

@@ -161,6 +161,17 @@ class SyncTestBase:
         rc, log = self.env.sync()
         self.assertEqual(rc, 2, log)
         self.assertSame(folders={"INBOX", "Sent"})
+        # Recovery re-pairs by content: l0 is on both sides and stays one
+        # message; l1 and l2 go back to the server; nothing is deleted.
+        rc, out = self.env.recover("home", "Lists/dev")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("1 messages re-paired", out)
+        self.assertFalse(self.env.store_folders()["Lists/dev"]["held"])
+        self.assertSame()
+        self.assertEqual(sorted(h for h, _, _ in server_msgs(self.dc, folder="Lists/dev")),
+                         sorted(sha(self.msgs[k]) for k in ("l0", "l1", "l2")))
+        self.env.sync_ok(self)
+        self.assertSame()
 
     def test_mass_deletion_is_held(self):
         for i in range(12):
@@ -176,6 +187,15 @@ class SyncTestBase:
         self.assertIn("10 of 12", log)
         self.assertEqual(len(self.env.store_msgs("Bulk")), 12)
         self.assertTrue(self.env.store_folders()["Bulk"]["held"])
+        # Still held on the next run, until the operator confirms.
+        rc, log = self.env.sync()
+        self.assertEqual(rc, 2, log)
+        rc, out = self.env.recover("home", "Bulk")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("deletions accepted", out)
+        self.assertEqual(len(self.env.store_msgs("Bulk")), 2)
+        self.env.sync_ok(self)
+        self.assertSame()
 
 
 class SyncCondstore(SyncTestBase, unittest.TestCase):
