@@ -284,6 +284,25 @@ static void auth_cont(imap_client_t *c, struct cmd *cmd, const char *text)
 	imap_client_pump(c);
 }
 
+static void auth_send(imap_client_t *c, char *pw);
+
+/* The password arrived (at once, or when password_command finished). */
+static void auth_password_cb(int rc, char *pw, const char *errmsg, void *arg)
+{
+	imap_client_t *c = arg;
+	const config_remote_t *rm = &c->acct->remote;
+
+	c->pw_req = NULL;
+	if (rc < 0) {
+		imap_client_drop(c, IMAP_R_AUTH, "acct=%s: no password for %s: %s", c->name,
+				 rm->user ? rm->user : "?",
+				 errmsg ? errmsg : password_strerror(rc));
+		return;
+	}
+	imap_client_touch(c);
+	auth_send(c, pw);
+}
+
 static void do_auth(imap_client_t *c)
 {
 	const config_remote_t *rm = &c->acct->remote;
@@ -293,9 +312,7 @@ static void do_auth(imap_client_t *c)
 	    .cram_md5 = c->caps & IMAP_CAP_AUTH_CRAM_MD5,
 	    .logindisabled = c->caps & IMAP_CAP_LOGINDISABLED,
 	};
-	enum config_auth mech;
-	char *pw = NULL, *err = NULL;
-	int rc = imap_auth_choose(rm, &offer, &mech);
+	int rc = imap_auth_choose(rm, &offer, &c->auth_mech);
 
 	if (rc < 0) {
 		imap_client_drop(
@@ -306,24 +323,30 @@ static void do_auth(imap_client_t *c)
 			: "adjust remote.auth");
 		return;
 	}
-	if (password_get(rm, &pw, &err) < 0) {
-		imap_client_drop(c, IMAP_R_AUTH, "acct=%s: no password for %s: %s", c->name,
-				 rm->user ? rm->user : "?", err);
-		free(err);
-		return;
-	}
-	if (imap_auth_mech_plaintext(mech) && !imap_conn_is_tls(c->conn) &&
+	/* A password_command may take its time (a keyring prompt): the loop
+	 * goes on meanwhile. */
+	password_req_t *q = password_get_async(c->loop, rm, auth_password_cb, c);
+	if (q)
+		c->pw_req = q;
+}
+
+/* Send LOGIN or AUTHENTICATE with the chosen mechanism; takes pw. */
+static void auth_send(imap_client_t *c, char *pw)
+{
+	const config_remote_t *rm = &c->acct->remote;
+
+	if (imap_auth_mech_plaintext(c->auth_mech) && !imap_conn_is_tls(c->conn) &&
 	    !imap_conn_is_local(c->conn) && !c->warned_plaintext) {
 		/* A warning, not an error: the user chose tls = "none". */
 		c->warned_plaintext = true;
 		log_warn("acct=%s: sending the password to %s unencrypted (%s); set tls = "
 			 "\"starttls\" or \"implicit\"",
-			 c->name, imap_client_host(c), imap_auth_mech_name(mech));
+			 c->name, imap_client_host(c), imap_auth_mech_name(c->auth_mech));
 	}
 	struct cmd *cmd = imap_cmd_new(c);
 	cmd->internal = auth_done;
 	cmd->flags = CMD_AUTH;
-	if (mech == CONFIG_AUTH_LOGIN) {
+	if (c->auth_mech == CONFIG_AUTH_LOGIN) {
 		buf_t t = BUF_INIT;
 		buf_printf(&t, "%s LOGIN ", cmd->tag);
 		imap_cmd_put_string(c, cmd, &t, rm->user ? rm->user : "",
@@ -336,7 +359,7 @@ static void do_auth(imap_client_t *c)
 		memset(t.data, 0, t.cap);
 		buf_free(&t);
 		snprintf(cmd->name, sizeof(cmd->name), "LOGIN");
-	} else if (mech == CONFIG_AUTH_PLAIN && (c->caps & IMAP_CAP_SASL_IR)) {
+	} else if (c->auth_mech == CONFIG_AUTH_PLAIN && (c->caps & IMAP_CAP_SASL_IR)) {
 		char *ir = imap_auth_plain(rm->user ? rm->user : "", pw);
 		char *line = xasprintf("%s AUTHENTICATE PLAIN %s\r\n", cmd->tag, ir);
 		imap_cmd_add_data(cmd, line, strlen(line), TR_LINE);
@@ -346,13 +369,14 @@ static void do_auth(imap_client_t *c)
 		cmd->cont = auth_cont;
 		snprintf(cmd->name, sizeof(cmd->name), "PLAIN");
 	} else {
-		char *line =
-		    xasprintf("%s AUTHENTICATE %s\r\n", cmd->tag, imap_auth_mech_name(mech));
+		char *line = xasprintf("%s AUTHENTICATE %s\r\n", cmd->tag,
+				       imap_auth_mech_name(c->auth_mech));
 		imap_cmd_add_data(cmd, line, strlen(line), TR_LINE);
 		free(line);
 		imap_cmd_add_part(cmd, PART_WAIT_CONT, TR_LINE);
 		cmd->cont = auth_cont;
-		snprintf(cmd->name, sizeof(cmd->name), "%s", imap_auth_mech_name(mech));
+		snprintf(cmd->name, sizeof(cmd->name), "%s",
+			 imap_auth_mech_name(c->auth_mech));
 		cmd->secret = pw;
 		pw = NULL;
 	}

@@ -546,6 +546,8 @@ static double backoff_delay(imap_client_t *c)
 static void teardown(imap_client_t *c)
 {
 	c->gen++;
+	password_cancel(c->pw_req);
+	c->pw_req = NULL;
 	if (c->conn)
 		imap_conn_close(c->conn);
 	if (c->parser)
@@ -837,6 +839,12 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (!waiting)
 		return; /* nothing expected: re-armed by the next command */
 	double left = c->last_activity + limit - ev_now(loop);
+	if (c->pw_req) {
+		/* Waiting for password_command, not for the server: it has its
+		 * own deadline. */
+		imap_client_touch(c);
+		left = limit;
+	}
 	if (left > 0.01) {
 		ev_timer_set(w, left, 0.);
 		ev_timer_start(loop, w);

@@ -15,6 +15,7 @@
 #include "lib/buf.h"
 #include "sync/imap_client.h"
 #include "sync/imap_conn.h"
+#include "sync/password.h"
 
 enum part_kind {
 	PART_DATA,	/* bytes in memory */
@@ -100,6 +101,8 @@ struct imap_client {
 	bool preauth;
 	bool warned_plaintext;
 	bool compress_tried;
+	password_req_t *pw_req; /* password_command running for this login */
+	enum config_auth auth_mech;
 
 	/* connect */
 	imap_done_cb connect_done;

@@ -4,12 +4,17 @@
  * /bin/sh -c each time a login needs it, so a keyring or pass(1) prompt
  * stays in charge of the secret).
  *
+ * password_get() blocks until the command ends (at most
+ * PASSWORD_COMMAND_TIMEOUT); the IMAP client uses password_get_async().
+ *
  * Ownership: password_get() returns a new string in *out that the caller
  * wipes and frees with password_free(); on error *errmsg gets a new message
  * for people (never containing the password) that the caller frees.
  */
 #ifndef IB_SYNC_PASSWORD_H
 #define IB_SYNC_PASSWORD_H
+
+#include <ev.h>
 
 #include "lib/config.h"
 
@@ -29,5 +34,19 @@ const char *password_strerror(int err);
  * exit status or empty output is an error, reported with its stderr. */
 int password_get(const config_remote_t *r, char **out, char **errmsg);
 void password_free(char *pw);
+
+/*
+ * The same without blocking the loop: a password_command runs while the
+ * loop goes on, and cb gets the result (rc as password_get(); pw is the
+ * callback's to keep and password_free(), errmsg valid during the call).
+ * Inline passwords and password_file answer at once: cb is called before
+ * this returns, which then returns NULL. Otherwise the returned request can
+ * be cancelled (the command is killed, cb is not called) until cb runs.
+ */
+typedef struct password_req password_req_t;
+typedef void (*password_cb)(int rc, char *pw, const char *errmsg, void *arg);
+password_req_t *password_get_async(struct ev_loop *loop, const config_remote_t *r, password_cb cb,
+				   void *arg);
+void password_cancel(password_req_t *req);
 
 #endif

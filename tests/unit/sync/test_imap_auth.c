@@ -1,4 +1,6 @@
 /* SASL pieces, password sources and fingerprint formatting of the IMAP client. */
+#include <ev.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +165,69 @@ static void test_password(void)
 	free(dir);
 }
 
+struct async_res {
+	bool called;
+	int rc;
+	char pw[64];
+	char err[256];
+};
+
+static void async_cb(int rc, char *pw, const char *errmsg, void *arg)
+{
+	struct async_res *r = arg;
+	r->called = true;
+	r->rc = rc;
+	snprintf(r->pw, sizeof(r->pw), "%s", pw ? pw : "");
+	snprintf(r->err, sizeof(r->err), "%s", errmsg ? errmsg : "");
+	password_free(pw);
+}
+
+/* Run one password_command through the loop and return what came back. */
+static struct async_res run_async(struct ev_loop *loop, const char *cmd)
+{
+	config_remote_t r = {0};
+	struct async_res res = {0};
+	r.password_command = (char *)cmd;
+	password_req_t *q = password_get_async(loop, &r, async_cb, &res);
+	CHECK(q != NULL);
+	for (int i = 0; i < 2000 && !res.called; i++)
+		ev_run(loop, EVRUN_ONCE);
+	return res;
+}
+
+static void test_password_async(void)
+{
+	/* The default loop reaps children itself; a private one does not.
+	 * Both must report the command's exit status. */
+	struct ev_loop *loops[2] = {ev_loop_new(EVFLAG_AUTO), ev_default_loop(0)};
+	for (int i = 0; i < 2; i++) {
+		struct async_res r = run_async(loops[i], "sleep 0.05; echo async-pw");
+		CHECK(r.called);
+		CHECK_EQ_INT(r.rc, 0);
+		CHECK(strcmp(r.pw, "async-pw") == 0);
+		r = run_async(loops[i], "echo locked >&2; exit 4");
+		CHECK(r.called);
+		CHECK_EQ_INT(r.rc, PASSWORD_ERR_COMMAND);
+		CHECK(strstr(r.err, "status 4: locked") != NULL);
+	}
+	/* Inline passwords answer at once. */
+	config_remote_t r = {0};
+	struct async_res res = {0};
+	r.password = "inline";
+	CHECK(password_get_async(loops[0], &r, async_cb, &res) == NULL);
+	CHECK(res.called && strcmp(res.pw, "inline") == 0);
+	/* A cancelled request never calls back. */
+	r.password = NULL;
+	r.password_command = "sleep 5";
+	memset(&res, 0, sizeof(res));
+	password_req_t *q = password_get_async(loops[0], &r, async_cb, &res);
+	CHECK(q != NULL);
+	password_cancel(q);
+	ev_run(loops[0], EVRUN_NOWAIT);
+	CHECK(!res.called);
+	ev_loop_destroy(loops[0]);
+}
+
 int main(void)
 {
 	test_cram_md5();
@@ -170,5 +235,6 @@ int main(void)
 	test_choose();
 	test_fingerprint();
 	test_password();
+	test_password_async();
 	return test_done("test_imap_auth");
 }
