@@ -94,8 +94,9 @@ static void logout_cb(imap_client_t *c, const imap_done_t *d, void *arg)
 
 static void summary(struct probe_acct *pa)
 {
-	log_info("probe: acct=%s: ok: %zu folders (%zu with STATUS), INBOX has %u messages%s%s%s",
-		 pa->acct->name, pa->n_folders, pa->status_ok, pa->inbox_exists,
+	log_info("probe: acct=%s: ok: %zu folder%s (%zu with STATUS), INBOX has %u message%s%s%s%s",
+		 pa->acct->name, pa->n_folders, pa->n_folders == 1 ? "" : "s", pa->status_ok,
+		 pa->inbox_exists, pa->inbox_exists == 1 ? "" : "s",
 		 pa->subject ? ", newest: \"" : "", pa->subject ? pa->subject : "",
 		 pa->subject ? "\"" : "");
 	if (imap_client_logout(pa->c, logout_cb, pa) != 0)

@@ -1,5 +1,6 @@
 """A small TCP proxy for tests: forwards 127.0.0.1:<port> to a target and can
-cut a connection in the middle of a server literal.
+cut a connection in the middle of a server literal. bind="::1" listens on
+IPv6 loopback (Dovecot in the tests listens on 127.0.0.1 only).
 
     with CutProxy(("127.0.0.1", dc.port), cut_after=b"BODY[HEADER] {") as p:
         ... connect to p.port ...
@@ -16,15 +17,16 @@ import threading
 
 
 class CutProxy:
-    def __init__(self, target, cut_after=None, extra=20):
+    def __init__(self, target, cut_after=None, extra=20, bind="127.0.0.1"):
         self.target = target
         self.cut_after = cut_after
         self.extra = extra
         self.connections = 0
         self.cut = False
-        self.sock = socket.socket()
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        self.sock = socket.socket(family)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((bind, 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.stopping = False

@@ -158,9 +158,9 @@ class ClientTest(unittest.TestCase):
         self.assert_ok(rc, out)
 
     def test_implicit_tls_hostname(self):
-        # "localhost" may resolve to ::1 first, where nothing listens: the
-        # next address is tried. The certificate names localhost, so the
-        # name check passes with the CA given.
+        # By name: the certificate names localhost, so SNI and the name check
+        # pass with the CA given. (Where localhost also resolves to ::1, on
+        # which nothing listens, the next address is tried.)
         rc, out = self.probe(self.remote(host="localhost", port=self.dc.tls_port, tls="implicit",
                                          ca_file=self.dc.cert_file))
         self.assert_ok(rc, out)
@@ -171,6 +171,12 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(rc, 1, out)
         self.assertIn("does not match the pinned fingerprint", out)
         self.assertIn(self.dc.fingerprint, out)
+
+    def test_ipv6(self):
+        with CutProxy(("127.0.0.1", self.dc.port), bind="::1") as px:
+            rc, out = self.probe(self.remote(host="::1", port=px.port))
+            self.assertEqual(px.connections, 1, out)
+        self.assert_ok(rc, out)
 
     def test_preauth_tunnel(self):
         rc, out = self.probe({"tunnel": self.dc.tunnel_command(USER), "user": USER})
