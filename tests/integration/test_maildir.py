@@ -306,7 +306,13 @@ accounts = (
         self.assertEqual(sorted(self.server("Lists/foo")), sorted(before))
 
         self.start_daemon()
-        r = self.admin("folder", "recover", "home", "Lists/foo")
+        # The daemon starts with a sync; recovery waits for it to end.
+        deadline = time.time() + 30
+        while True:
+            r = self.admin("folder", "recover", "home", "Lists/foo")
+            if r.returncode == 0 or "try again" not in r.stderr or time.time() > deadline:
+                break
+            time.sleep(0.2)
         self.assertEqual(r.returncode, 0, r.stderr + self.daemon_log())
         r = self.admin("sync", "home")
         self.assertEqual(r.returncode, 0, r.stderr + self.daemon_log())
