@@ -280,8 +280,17 @@ class ClientTest(unittest.TestCase):
     def test_compress_deflate(self):
         conf = "protocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n"
         with Dovecot(users={USER: PASSWORD}, extra_conf=conf) as dc:
-            dc.append(USER, "INBOX", make_message(subject="the newest one"))
+            # A 150 kB header: the literal spans many deflate blocks and TLS records.
+            filler = ["X-Filler-%d: %s" % (i, "z" * 60) for i in range(2000)]
+            dc.append(USER, "INBOX", make_message(subject="the newest one",
+                                                  extra_headers=filler))
             rc, out = self.probe(self.remote(port=dc.port))
+            # Deflate inside TLS: records carry compressed bytes.
+            rc2, out2 = self.probe(self.remote(port=dc.tls_port, tls="implicit",
+                                               fingerprint=dc.fingerprint))
+        self.assert_ok(rc2, out2)
+        self.assertRegex(out2, r"S: A\d+ OK Begin compression")
+        self.assertRegex(out2, r"BODY\[HEADER\] \{1[0-9]{5} bytes\}")
         self.assert_ok(rc, out)
         self.assertIn("COMPRESS=DEFLATE", out)
         self.assertRegex(out, r"C: A\d+ COMPRESS DEFLATE")
