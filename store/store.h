@@ -42,6 +42,9 @@
  *
  * Threads: the environment is opened with MDB_NOTLS, but a store_t and its
  * transactions are meant for one thread (the daemon's libev loop).
+ *
+ * The on-disk layout (named databases, key formats) is described in
+ * store/store_p.h; records carry a version byte so fields can be added.
  */
 #ifndef IB_STORE_H
 #define IB_STORE_H
@@ -397,7 +400,9 @@ typedef int (*store_change_cb)(const store_change_t *c, void *arg);
  */
 int store_changes_since(store_txn_t *txn, uint32_t folder_id, uint64_t since, store_change_cb cb,
 			void *arg);
-/* Drop tombstones with modseq <= upto (once every replica has seen them). */
+/* Drop tombstones with modseq <= upto (clamped to highestmodseq), once
+ * every replica has seen them: the daemon passes the lowest pushed_modseq of
+ * the folder's replicas (and of QRESYNC sessions it wants to keep exact). */
 int store_changes_prune(store_txn_t *txn, uint32_t folder_id, uint64_t upto);
 
 /* ----------------------------------------------------------------- blobs */
