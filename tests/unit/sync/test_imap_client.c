@@ -656,6 +656,105 @@ static void scenario5(void)
 	t_done(&t);
 }
 
+/* == scenario 6: PREAUTH, QRESYNC/CONDSTORE parameters, CHANGEDSINCE ===== */
+
+static void server6(int lfd)
+{
+	char t1[16], t2[16], t3[16], t4[16];
+	srv_accept(lfd);
+	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC LITERAL+] welcome\r\n");
+	/* PREAUTH: no login; straight to the caller's commands, pipelined. */
+	srv_expect(t1, "ENABLE QRESYNC");
+	srv_expect(t2, "SELECT \"INBOX\" (QRESYNC (7 12345678901 1:5))");
+	srv_expect(t3, "EXAMINE \"Sent\" (CONDSTORE)");
+	srv_expect(t4, "UID FETCH 1:* (FLAGS) (CHANGEDSINCE 99)");
+	srv_send("* ENABLED QRESYNC\r\n%s OK enabled\r\n", t1);
+	srv_send("* VANISHED (EARLIER) 3\r\n%s OK selected\r\n", t2);
+	srv_send("%s OK examined\r\n", t3);
+	srv_send("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (100))\r\n%s OK fetched\r\n", t4);
+	/* A string with a line break goes as a literal; LITERAL+ is offered. */
+	srv_expect(t1, "SEARCH HEADER Subject {4+}");
+	while (srv_len < 6)
+		SRV_CHECK(srv_fill(5000) > 0, "short literal");
+	SRV_CHECK(memcmp(srv_in, "a\r\nb\r\n", 6) == 0, "literal \"%.*s\"", 6, srv_in);
+	srv_consume(6);
+	srv_send("* SEARCH\r\n%s OK searched\r\n", t1);
+	SRV_CHECK(srv_fill(5000) == 0, "client did not hang up");
+}
+
+static bool s6_untagged_cb(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	struct t *t = arg;
+	if (r->name && strcmp(r->name, "VANISHED") == 0)
+		note(t, 'V');
+	if (r->name && strcmp(r->name, "FETCH") == 0)
+		note(t, 'F');
+	return false; /* let the connection handler see them too */
+}
+
+static bool s6_conn_untagged_cb(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	note(arg, 'c');
+	return true;
+}
+
+static void s6_step_cb(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	CHECK_EQ_INT(d->result, IMAP_R_OK);
+	note(arg, '.');
+}
+
+static void s6_search_cb(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	struct t *t = arg;
+	CHECK_EQ_INT(d->result, IMAP_R_OK);
+	note(t, 'S');
+	imap_client_close(c);
+	t->finished = true;
+}
+
+static void s6_fetch_cb(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	s6_step_cb(c, d, arg);
+	imap_client_cmd(c, s6_search_cb, NULL, arg, "SEARCH HEADER Subject %q", "a\r\nb");
+}
+
+static void s6_connect_cb(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	struct t *t = arg;
+	t->connect_result = d->result;
+	if (d->result != IMAP_R_OK) {
+		t->finished = true;
+		return;
+	}
+	imap_qresync_t qr = {7, 12345678901ull, "1:5"};
+	imap_client_cmd(c, s6_step_cb, NULL, t, "ENABLE %s", "QRESYNC");
+	imap_client_select(c, "INBOX", false, &qr, false, s6_step_cb, s6_untagged_cb, t);
+	imap_client_select(c, "Sent", true, NULL, true, s6_step_cb, NULL, t);
+	imap_client_uid_fetch(c, "1:*", "(FLAGS)", 99, s6_fetch_cb, s6_untagged_cb, t);
+}
+
+static void scenario6(void)
+{
+	int port;
+	pid_t pid = serve(server6, &port);
+	struct t t;
+
+	t_init(&t, port, NULL); /* PREAUTH needs no password */
+	t.c = imap_client_new(t.loop, &t.acct, NULL);
+	imap_client_set_untagged_cb(t.c, s6_conn_untagged_cb, &t);
+	imap_client_connect(t.c, s6_connect_cb, &t);
+	t_run(&t);
+	CHECK_EQ_INT(t.connect_result, IMAP_R_OK);
+	/* ENABLED reaches the connection handler (c). VANISHED is offered to
+	 * every command in flight in tag order (SELECT, then UID FETCH: V V),
+	 * which pass it on (c); the FETCH comes after SELECT completed; the
+	 * SEARCH command has no handler, so "* SEARCH" goes to c. */
+	CHECK(strcmp(t.order, "c.VVc..Fc.cS") == 0);
+	CHECK_EQ_INT(wait_server(pid), 0);
+	t_done(&t);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -664,5 +763,6 @@ int main(void)
 	scenario3();
 	scenario4();
 	scenario5();
+	scenario6();
 	return test_done("test_imap_client");
 }
