@@ -44,7 +44,7 @@ static int walk_dbi(MDB_txn *t, MDB_dbi dbi)
 	(void)sum;
 	if (rc == MDB_NOTFOUND)
 		return PROBE_OK;
-	return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ? PROBE_BAD_TREE : PROBE_LMDB_ERR;
+	return store_map_mdb(rc) == STORE_ECORRUPT ? PROBE_BAD_TREE : PROBE_LMDB_ERR;
 }
 
 static int probe_child(const char *path)
@@ -71,7 +71,8 @@ static int probe_child(const char *path)
 		if (mrc == MDB_NOTFOUND)
 			continue; /* the open reports missing databases */
 		if (mrc != MDB_SUCCESS)
-			return mrc == MDB_CORRUPTED ? PROBE_BAD_TREE : PROBE_LMDB_ERR;
+			return store_map_mdb(mrc) == STORE_ECORRUPT ? PROBE_BAD_TREE
+								    : PROBE_LMDB_ERR;
 		rc = walk_dbi(t, dbi);
 	}
 	/* Leave without cleanup: the process ends here. */

@@ -560,7 +560,7 @@ static int store_init_txn(store_t *st, char *errbuf, size_t errlen)
 mdb_fail:
 	if (t)
 		mdb_txn_abort(t);
-	if (mrc == MDB_MAP_FULL)
+	if (store_map_mdb(mrc) == STORE_EAGAIN)
 		return STORE_EAGAIN;
 	if (store_map_mdb(mrc) == STORE_ECORRUPT)
 		set_err(errbuf, errlen,
@@ -650,8 +650,7 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 		flags |= MDB_NOSYNC;
 	mrc = mdb_env_open(st->env, st->path, flags, 0600);
 	if (mrc != MDB_SUCCESS) {
-		if (mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH || mrc == MDB_CORRUPTED ||
-		    mrc == MDB_PAGE_NOTFOUND)
+		if (store_map_mdb(mrc) == STORE_ECORRUPT)
 			set_err(errbuf, errlen,
 				"%s is not an imapbridge store (%s); move it away, restore it "
 				"from backup, or use another datadir",
