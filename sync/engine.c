@@ -443,7 +443,7 @@ static int store_msg_scan_cb(const store_msg_t *m, void *arg)
 	store_scan_t *ss = arg;
 	engine_job_t *job = ss->job;
 	suid_idx_t key = { m->uid, 0 };
-	suid_idx_t *hit = bsearch(&key, ss->idx, ss->n, sizeof(*ss->idx), suid_cmp);
+	suid_idx_t *hit = ss->n ? bsearch(&key, ss->idx, ss->n, sizeof(*ss->idx), suid_cmp) : NULL;
 
 	if (hit) {
 		pair_ent_t *e = &job->pairs[hit->pi];
@@ -545,7 +545,8 @@ static void do_decide(engine_job_t *job)
 		ss.idx[i].pi = (uint32_t)i;
 	}
 	ss.n = job->n_pairs;
-	qsort(ss.idx, ss.n, sizeof(*ss.idx), suid_cmp);
+	if (ss.n)
+		qsort(ss.idx, ss.n, sizeof(*ss.idx), suid_cmp);
 	rc = store_txn_begin_read(job->st, &txn);
 	if (rc == 0) {
 		store_folder_t f;
@@ -624,7 +625,8 @@ static void do_decide(engine_job_t *job)
 	}
 	job->stats.deleted_store += as.expunged;
 	job->stats.flags_store += as.flagged;
-	qsort(job->newuids, job->n_new, sizeof(*job->newuids), u32_cmp);
+	if (job->n_new)
+		qsort(job->newuids, job->n_new, sizeof(*job->newuids), u32_cmp);
 	{
 		uint32_t *mv = NULL;
 		size_t n_mv = 0;
@@ -637,7 +639,8 @@ static void do_decide(engine_job_t *job)
 		job->by_hash = xmalloc((job->n_ups ? job->n_ups : 1) * sizeof(uint32_t));
 		for (size_t i = 0; i < job->n_ups; i++)
 			job->by_hash[i] = (uint32_t)i;
-		qsort_r(job->by_hash, job->n_ups, sizeof(uint32_t), hash_idx_cmp, job);
+		if (job->n_ups)
+			qsort_r(job->by_hash, job->n_ups, sizeof(uint32_t), hash_idx_cmp, job);
 	}
 	if (ro) {
 		/* Never upload in read-only mode. */

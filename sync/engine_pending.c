@@ -504,7 +504,8 @@ void eng_do_upload(engine_job_t *job)
 			if (rc)
 				break;
 			u->data = xmalloc(l ? l : 1);
-			memcpy(u->data, d, l);
+			if (l)
+				memcpy(u->data, d, l);
 			u->len = l;
 			engine_message_id(u->data, l, u->message_id, sizeof(u->message_id));
 			bytes += l;

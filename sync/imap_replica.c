@@ -792,7 +792,8 @@ static void ir_scan(replica_t *r, const replica_scan_opts_t *o, const replica_sc
 	op->cb = cb;
 	op->ctx = ctx;
 	op->known = xmalloc((o->n_known ? o->n_known : 1) * sizeof(uint32_t));
-	memcpy(op->known, o->known, o->n_known * sizeof(uint32_t));
+	if (o->n_known)
+		memcpy(op->known, o->known, o->n_known * sizeof(uint32_t));
 	op->o.known = op->known;
 	op->present = xcalloc(o->n_known ? o->n_known : 1, sizeof(bool));
 	snprintf(items, sizeof(items), "(UID FLAGS%s%s%s%s)", modseq ? " MODSEQ" : "",
@@ -1097,7 +1098,8 @@ static void find_done(imap_client_t *c, const imap_done_t *d, void *arg)
 	find_op_t *op = arg;
 	int st = ir_status(op->ir, d, false);
 
-	qsort(op->uids, op->n, sizeof(*op->uids), cmp_u32);
+	if (op->n)
+		qsort(op->uids, op->n, sizeof(*op->uids), cmp_u32);
 	if (!op->ir->freed)
 		op->cb(st, op->uids, st == REPLICA_OK ? op->n : 0, op->ctx);
 	free(op->uids);

@@ -106,7 +106,8 @@ char *replica_kw_join(const char *const *v, size_t n)
 		s[i] = v[i];
 		total += strlen(v[i]) + 1;
 	}
-	qsort(s, n, sizeof(*s), kw_cmp);
+	if (n)
+		qsort(s, n, sizeof(*s), kw_cmp);
 	out = o = xmalloc(total);
 	*o = '\0';
 	for (size_t i = 0; i < n; i++) {
