@@ -791,7 +791,8 @@ static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 		return;
 	md_msg_t *m = md->selected ? msg_find(md, uid) : NULL;
 	char *tdir = maildir_folder_path(md->root, md->sep, to);
-	if (!m || !tdir || !maildir_is_folder(tdir)) {
+	/* A move into the open folder would hand out UIDs behind md->uids. */
+	if (!m || !tdir || !maildir_is_folder(tdir) || strcmp(to, md->folder) == 0) {
 		free(tdir);
 		cb(REPLICA_MSG_BAD, 0, ctx);
 		return;
