@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 
 enum conn_state {
 	CS_CLOSED,
+	CS_RESOLVING,
 	CS_CONNECTING,
 	CS_HANDSHAKE,
 	CS_OPEN,
@@ -46,6 +48,11 @@ struct imap_conn {
 	bool local;
 	ev_io rio, wio;
 	ev_timer timer;
+
+	/* Name lookup in glibc's resolver thread (getaddrinfo_a), so a slow
+	 * DNS server does not stall every other connection on the loop. */
+	struct resolve *resolve;
+	ev_async async_w;
 
 	/* TCP connect: remaining addresses to try. */
 	struct addrinfo *ai_list, *ai_next;
@@ -141,7 +148,69 @@ int imap_fingerprint_parse(const char *s, unsigned char md[32])
 	return n == 32 && half < 0 ? 0 : -1;
 }
 
+/*
+ * A lookup shared with the resolver's notification thread. Whoever comes
+ * second frees it: the loop when the lookup finished first, the
+ * notification when the connection gave up on it first (orphaned). The
+ * mutex orders the two and guards the ev_async_send().
+ */
+struct resolve {
+	pthread_mutex_t mu;
+	bool done;
+	bool orphaned;
+	struct ev_loop *loop;
+	ev_async *async;
+	struct gaicb gcb;
+	struct addrinfo hints;
+	char *host;
+	char port[16];
+};
+
+static void resolve_free(struct resolve *r)
+{
+	if (r->gcb.ar_result)
+		freeaddrinfo(r->gcb.ar_result);
+	pthread_mutex_destroy(&r->mu);
+	free(r->host);
+	free(r);
+}
+
+/* Runs in a resolver thread: touch nothing but r. */
+static void resolve_notify(union sigval sv)
+{
+	struct resolve *r = sv.sival_ptr;
+	bool free_it;
+
+	pthread_mutex_lock(&r->mu);
+	r->done = true;
+	free_it = r->orphaned;
+	if (!free_it)
+		ev_async_send(r->loop, r->async);
+	pthread_mutex_unlock(&r->mu);
+	if (free_it)
+		resolve_free(r);
+}
+
+/* Stop waiting for a lookup (the connection closes). */
+static void resolve_abandon(imap_conn_t *c)
+{
+	struct resolve *r = c->resolve;
+	bool done;
+
+	if (!r)
+		return;
+	c->resolve = NULL;
+	ev_async_stop(c->loop, &c->async_w);
+	pthread_mutex_lock(&r->mu);
+	done = r->done;
+	r->orphaned = true;
+	pthread_mutex_unlock(&r->mu);
+	if (done)
+		resolve_free(r);
+}
+
 static void rio_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void async_cb(struct ev_loop *loop, ev_async *w, int revents);
 static void wio_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
@@ -157,7 +226,8 @@ imap_conn_t *imap_conn_new(struct ev_loop *loop, const imap_conn_cbs_t *cbs, voi
 	ev_init(&c->rio, rio_cb);
 	ev_init(&c->wio, wio_cb);
 	ev_init(&c->timer, timer_cb);
-	c->rio.data = c->wio.data = c->timer.data = c;
+	ev_async_init(&c->async_w, async_cb);
+	c->rio.data = c->wio.data = c->timer.data = c->async_w.data = c;
 	return c;
 }
 
@@ -180,6 +250,7 @@ out:
 
 void imap_conn_close(imap_conn_t *c)
 {
+	resolve_abandon(c);
 	ev_io_stop(c->loop, &c->rio);
 	ev_io_stop(c->loop, &c->wio);
 	ev_timer_stop(c->loop, &c->timer);
@@ -350,27 +421,82 @@ int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port, const imap
 	c->pin = tls && tls->fingerprint ? xstrdup(tls->fingerprint) : NULL;
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_ADDRCONFIG;
+	hints.ai_flags = AI_NUMERICHOST;
 	snprintf(portstr, sizeof(portstr), "%d", port);
-	/* getaddrinfo blocks; name lookups are quick next to an IMAP session,
-	 * and a resolver thread is not worth its weight here. */
-	rc = getaddrinfo(host, portstr, &hints, &c->ai_list);
-	if (rc == EAI_ADDRFAMILY || rc == EAI_NONAME) {
-		hints.ai_flags = 0;
-		rc = getaddrinfo(host, portstr, &hints, &c->ai_list);
+	ev_timer_set(&c->timer, timeout, 0.);
+	/* An address needs no lookup. */
+	if (getaddrinfo(host, portstr, &hints, &c->ai_list) == 0) {
+		c->ai_next = c->ai_list;
+		c->state = CS_CONNECTING;
+		ev_timer_start(c->loop, &c->timer);
+		try_next_addr(c);
+		return 0;
 	}
+	c->ai_list = NULL;
+
+	struct resolve *r = xcalloc(1, sizeof(*r));
+	struct gaicb *list[1] = {&r->gcb};
+	struct sigevent sev = {0};
+	pthread_mutex_init(&r->mu, NULL);
+	r->loop = c->loop;
+	r->async = &c->async_w;
+	r->host = xstrdup(host);
+	snprintf(r->port, sizeof(r->port), "%s", portstr);
+	/* No AI_ADDRCONFIG: it hides "localhost" on a host with loopback only;
+	 * an address family we cannot reach fails fast and the next is tried. */
+	r->hints.ai_family = AF_UNSPEC;
+	r->hints.ai_socktype = SOCK_STREAM;
+	r->gcb.ar_name = r->host;
+	r->gcb.ar_service = r->port;
+	r->gcb.ar_request = &r->hints;
+	sev.sigev_notify = SIGEV_THREAD;
+	sev.sigev_notify_function = resolve_notify;
+	sev.sigev_value.sival_ptr = r;
+	ev_async_start(c->loop, &c->async_w);
+	rc = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
 	if (rc != 0) {
-		c->ai_list = NULL;
+		ev_async_stop(c->loop, &c->async_w);
+		resolve_free(r);
 		snprintf(c->errmsg, sizeof(c->errmsg), "cannot resolve %s (%s); check remote.host",
 			 host, gai_strerror(rc));
 		return IMAP_CONN_ERR_RESOLVE;
 	}
+	c->resolve = r;
+	c->state = CS_RESOLVING;
+	ev_timer_start(c->loop, &c->timer);
+	return 0;
+}
+
+/* The resolver thread finished: connect, or report. */
+static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	imap_conn_t *c = w->data;
+	struct resolve *r = c->resolve;
+	bool done;
+	int rc;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	done = r->done;
+	pthread_mutex_unlock(&r->mu);
+	if (!done)
+		return;
+	c->resolve = NULL;
+	ev_async_stop(loop, w);
+	rc = gai_error(&r->gcb);
+	if (rc != 0) {
+		resolve_free(r);
+		fail(c, IMAP_CONN_ERR_RESOLVE, "cannot resolve %s (%s); check remote.host", c->host,
+		     gai_strerror(rc));
+		return;
+	}
+	c->ai_list = r->gcb.ar_result;
+	r->gcb.ar_result = NULL;
+	resolve_free(r);
 	c->ai_next = c->ai_list;
 	c->state = CS_CONNECTING;
-	ev_timer_set(&c->timer, timeout, 0.);
-	ev_timer_start(c->loop, &c->timer);
 	try_next_addr(c);
-	return 0;
 }
 
 int imap_conn_connect_tunnel(imap_conn_t *c, const char *command)
@@ -833,7 +959,11 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	imap_conn_t *c = w->data;
-	if (c->state == CS_CONNECTING)
+	if (c->state == CS_RESOLVING)
+		fail(c, IMAP_CONN_ERR_TIMEOUT,
+		     "looking up %s took longer than %.0f s; check remote.host and the DNS setup",
+		     c->host, c->timeout);
+	else if (c->state == CS_CONNECTING)
 		fail(c, IMAP_CONN_ERR_TIMEOUT,
 		     "connecting to %s:%d timed out after %.0f s; check host, port and firewall",
 		     c->host, c->port, c->timeout);

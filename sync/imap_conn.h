@@ -1,7 +1,8 @@
 /*
  * IMAP transport: a byte stream to a server on the libev loop, whatever is
- * underneath. Plain TCP (IPv4/IPv6, non-blocking connect with a timeout,
- * every address getaddrinfo returns tried in turn), a PREAUTH tunnel (a
+ * underneath. Plain TCP (IPv4/IPv6; the name looked up in glibc's resolver
+ * thread with getaddrinfo_a so the loop never waits for DNS; non-blocking
+ * connect with a timeout, every address tried in turn), a PREAUTH tunnel (a
  * /bin/sh -c command on two pipes), TLS (implicit or started later for
  * STARTTLS) with certificate checks and fingerprint pinning, and
  * COMPRESS=DEFLATE on top of it all. Knows nothing about IMAP commands.
@@ -70,7 +71,7 @@ void imap_conn_free(imap_conn_t *c);
 void imap_conn_close(imap_conn_t *c);
 
 /* Connect over TCP; with tls != NULL, do the TLS handshake at once (implicit
- * TLS). timeout covers connecting and the handshake. Results come through
+ * TLS). timeout covers the lookup, connecting and the handshake. Results come through
  * connected_cb or error_cb; a negative return means error_cb will not be
  * called (bad arguments, nothing started) and errmsg is filled. */
 int imap_conn_connect_tcp(imap_conn_t *c, const char *host, int port, const imap_tls_opts_t *tls,

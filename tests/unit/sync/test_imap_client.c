@@ -615,6 +615,7 @@ static void scenario4(void)
 	struct t t;
 
 	t_init(&t, port, "pw");
+	t.acct.remote.host = "localhost"; /* a name: looked up off the loop */
 	t.acct.remote.tls = CONFIG_TLS_STARTTLS;
 	t.c = imap_client_new(t.loop, &t.acct, NULL);
 	imap_client_connect(t.c, s3_connect_cb, &t);
@@ -755,6 +756,45 @@ static void scenario6(void)
 	t_done(&t);
 }
 
+/* == scenario 7: name lookups that fail or are abandoned ================== */
+
+static void s7_quit_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void scenario7(void)
+{
+	struct t t;
+	imap_client_opts_t o;
+
+	t_init(&t, 143, "pw");
+	t.acct.remote.host = "nonexistent.invalid";
+	imap_client_opts_init(&o);
+	o.connect_timeout = 5;
+	t.c = imap_client_new(t.loop, &t.acct, &o);
+	imap_client_connect(t.c, s3_connect_cb, &t);
+	t_run(&t);
+	CHECK_EQ_INT(t.connect_result, IMAP_R_CONN);
+	CHECK(strstr(t.connect_text, "nonexistent.invalid") != NULL);
+	CHECK(strstr(t.connect_text, "check remote.host") != NULL);
+
+	/* Closed while the lookup runs: the resolver thread must find nothing
+	 * of ours when it finishes (ASan watches this). */
+	t.finished = false;
+	t.acct.remote.host = "localhost";
+	imap_client_clear_failed(t.c);
+	CHECK_EQ_INT(imap_client_connect(t.c, s3_connect_cb, &t), 0);
+	imap_client_close(t.c);
+	CHECK(t.finished);
+	CHECK_EQ_INT(t.connect_result, IMAP_R_CANCELLED);
+	ev_timer quit;
+	ev_timer_init(&quit, s7_quit_cb, 0.3, 0.);
+	ev_timer_start(t.loop, &quit);
+	ev_run(t.loop, 0);
+	t_done(&t);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -764,5 +804,6 @@ int main(void)
 	scenario4();
 	scenario5();
 	scenario6();
+	scenario7();
 	return test_done("test_imap_client");
 }
