@@ -75,6 +75,7 @@ accounts = (
   {{
     name = "home";
     autorefresh = {autorefresh};
+    idle = [ "INBOX" ];
     max_deletion_ratio = 0.5;
     remote = {{
       host = "127.0.0.1"; port = {self.dc.port}; tls = "none";
@@ -330,21 +331,40 @@ accounts = (
         self.assertIn("folder recover", log)
 
     def test_daemon_picks_up_changes(self):
-        # No periodic refresh: only the tree's watcher can start these syncs.
+        # No periodic refresh: only the tree's watcher (and IDLE on INBOX for
+        # the server's changes) can start these syncs.
         self.write_config(autorefresh=0)
         self.populate()
         self.start_daemon()
         wait_for(lambda: len(self.tree("INBOX")) == 5 and len(self.tree("Lists/foo")) == 6,
                  what="the first export")
         t = self.tree("INBOX")
+        # Flag one (mutt renames), delete one, move one to another folder,
+        # and deliver a new one through Python's mailbox module.
         path = t["<in4@t>"][2]
         base = os.path.basename(path).split(":2,")[0]
         os.rename(path, os.path.join(self.folder_dir("INBOX"), "cur", base + ":2,FS"))
+        os.unlink(t["<in3@t>"][2])
+        os.rename(t["<in2@t>"][2], os.path.join(self.folder_dir("Lists/foo"), "cur",
+                                                os.path.basename(t["<in2@t>"][2])))
         mailbox.Maildir(self.folder_dir("INBOX"), create=False).add(
             make_message("live", msgid="<live@t>"))
-        wait_for(lambda: self.server("INBOX").get("<in4@t>", (b"", ""))[1] == "FS"
-                 and "<live@t>" in self.server("INBOX"),
-                 timeout=15, what="tree changes on the server\n" + self.daemon_log())
+
+        def arrived():
+            s = self.server("INBOX")
+            return (s.get("<in4@t>", (b"", ""))[1] == "FS" and "<live@t>" in s
+                    and "<in3@t>" not in s and "<in2@t>" not in s
+                    and "<in2@t>" in self.server("Lists/foo"))
+        wait_for(arrived, timeout=15, what="tree changes on the server\n" + self.daemon_log())
+
+        # The server's changes reach the tree (IDLE on INBOX).
+        self.server_store("INBOX", "<in0@t>", "+FLAGS", "(\\Flagged)")
+        self.dc.append("alice", "INBOX", make_message("from server", msgid="<srv@t>"))
+        wait_for(lambda: "<srv@t>" in self.tree("INBOX")
+                 and "F" in self.tree("INBOX")["<in0@t>"][1],
+                 timeout=15, what="server changes in the tree\n" + self.daemon_log())
+        self.assert_same("INBOX")
+        self.assert_same("Lists/foo")
 
     def test_crash_while_writing_tree(self):
         for i in range(300):
