@@ -110,7 +110,8 @@ typedef bool (*imap_untagged_cb)(imap_client_t *c, const imap_resp_t *r, void *a
 typedef void (*imap_lost_cb)(imap_client_t *c, int result, const char *msg, void *arg);
 
 typedef struct imap_client_opts {
-	double connect_timeout; /* TCP connect, greeting, TLS handshake; default 30 s */
+	double connect_timeout; /* name lookup, TCP connect, TLS handshake, and each
+				   step of the login; default 30 s */
 	double cmd_timeout;	/* per command, restarted while bytes keep arriving
 				   or leaving; default 60 s */
 	double idle_renew;	/* re-issue IDLE after this long; default 29*60-60 s */
