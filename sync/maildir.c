@@ -111,10 +111,10 @@ static void flush_batch(maildir_replica_t *md)
 	md->gen++;
 }
 
-/* Deliver the callbacks whose batch is durable, in issue order. */
+/* Deliver the callbacks whose batch is durable, in issue order. A callback
+ * may free the session: the caller checks with leave() afterwards. */
 static void deliver(maildir_replica_t *md)
 {
-	md->delivering++;
 	while (md->q_head < md->q_len && md->q[md->q_head].gen <= md->flushed_gen && !md->dead) {
 		md_deferred_t d = md->q[md->q_head++];
 		if (d.uid_cb) {
@@ -129,9 +129,24 @@ static void deliver(maildir_replica_t *md)
 	}
 	if (md->q_head == md->q_len)
 		md->q_head = md->q_len = 0;
+}
+
+/* Callbacks may call replica_free(): md_free() then only marks the session
+ * dead while a delivery is on the stack, and the outermost one frees it. */
+static void enter(maildir_replica_t *md)
+{
+	md->delivering++;
+}
+
+/* Returns false when the session is gone (or going): do not touch it. */
+static bool leave(maildir_replica_t *md)
+{
 	md->delivering--;
-	if (md->dead && md->delivering == 0)
+	if (!md->dead)
+		return true;
+	if (md->delivering == 0)
 		md_really_free(md);
+	return false;
 }
 
 /* Flush and deliver everything queued: before any operation that is not
@@ -140,18 +155,18 @@ static void deliver(maildir_replica_t *md)
 static bool settle(maildir_replica_t *md)
 {
 	if (md->q_len == md->q_head && !md->dirty)
-		return true;
+		return !md->dead;
+	enter(md);
 	flush_batch(md);
 	deliver(md);
-	return !md->dead;
+	return leave(md);
 }
 
 static void flush_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	maildir_replica_t *md = t->data;
 	ev_timer_stop(loop, t);
-	flush_batch(md);
-	deliver(md);
+	settle(md);
 }
 
 /* Without a loop every deferred op settles at once. */
