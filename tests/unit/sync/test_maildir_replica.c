@@ -553,6 +553,49 @@ static void test_concurrent_rename(void)
 	free(nqpath);
 }
 
+typedef struct free_ctx {
+	replica_t *r;
+	int calls;
+	struct ev_loop *loop;
+} free_ctx_t;
+
+static void free_uid_cb(int status, uint32_t uid, void *ctx)
+{
+	free_ctx_t *f = ctx;
+	f->calls++;
+	CHECK_EQ_INT(status, REPLICA_OK);
+	if (f->r) {
+		replica_free(f->r); /* the other callbacks are then never called */
+		f->r = NULL;
+	}
+	ev_break(f->loop, EVBREAK_ALL);
+}
+
+/* Appends are answered from the loop once durable; a callback may free the
+ * session. */
+static void test_free_in_callback(void)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	free_ctx_t f = {NULL, 0, loop};
+	f.r = open_session(loop);
+	int status = -99;
+	f.r->ops->select(f.r, "INBOX", sel_cb, &status);
+	CHECK_EQ_INT(status, REPLICA_OK);
+	size_t before = tree_count("INBOX", NULL, NULL);
+	const char *m = "From: z@example.org\r\nSubject: z\r\n\r\nz\r\n";
+	replica_new_msg_t nm = {m, strlen(m), REPLICA_F_SEEN, "", 0};
+	f.r->ops->append(f.r, &nm, free_uid_cb, &f);
+	f.r->ops->append(f.r, &nm, free_uid_cb, &f);
+	CHECK_EQ_INT(f.calls, 0); /* not before the batch is on disk */
+	ev_run(loop, 0);
+	CHECK_EQ_INT(f.calls, 1);
+	CHECK(f.r == NULL);
+	/* Both files were made durable together; the engine would pair them
+	 * through its pending records, or find them by content. */
+	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), before + 2);
+	ev_loop_destroy(loop);
+}
+
 static maildir_sync_result_t g_round;
 static bool g_round_done;
 
@@ -695,6 +738,7 @@ int main(void)
 	test_tree_changes(inbox);
 	test_store_changes(inbox);
 	test_concurrent_rename();
+	test_free_in_callback();
 	test_move(inbox, lists);
 	test_mass_deletion_and_recover(lists);
 	test_vanished(inbox, lists);
