@@ -8,7 +8,9 @@ Everything lives under one directory (printed at the end):
     mail/             the Maildir tree imapbridge writes (one directory per folder)
 
 Steps: start Dovecot on free 127.0.0.1 ports and fill it; write the config;
-run `imapbridged -o` and check that the Maildir holds what the remote holds.
+run `imapbridged -o` and check that the Maildir holds what the remote holds;
+then flag and add a message in the Maildir, deliver one to the server, sync
+again and check that every change crossed over.
 If the one-shot sync is not available yet (it exits non-zero), fall back to
 `imapbridged --probe` and a short run of the daemon. Then, on a terminal,
 keep Dovecot up until Ctrl-C so the result can be explored.
@@ -136,6 +138,93 @@ def maildir_counts(root):
                 n += sum(1 for f in os.listdir(os.path.join(path, sub)) if not f.startswith("."))
         counts[folder] = n
     return counts
+
+
+def header(raw, name):
+    """The value of the first header called name in raw message bytes, or ""."""
+    for line in raw.split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n").split(b"\n"):
+        if line.lower().startswith(name.lower().encode() + b":"):
+            return line.split(b":", 1)[1].strip().decode(errors="replace")
+    return ""
+
+
+def maildir_has(folder_dir, msgid):
+    for sub in ("cur", "new"):
+        for name in os.listdir(os.path.join(folder_dir, sub)):
+            with open(os.path.join(folder_dir, sub, name), "rb") as f:
+                if header(f.read(8192), "Message-ID") == msgid:
+                    return True
+    return False
+
+
+def remote_flags(dc, msgid):
+    """FLAGS of the INBOX message with this Message-ID on the remote, or None if absent."""
+    imap = dc.login(REMOTE_USER)
+    try:
+        imap.select("INBOX", readonly=True)
+        typ, data = imap.uid("SEARCH", "HEADER", "Message-ID", '"%s"' % msgid)
+        uids = data[0].split()
+        if not uids:
+            return None
+        typ, data = imap.uid("FETCH", uids[0], "(FLAGS)")
+        return data[0].decode(errors="replace")
+    finally:
+        imap.logout()
+
+
+def round_trip(dc, daemon_bin, conf, mail_dir):
+    """Change both sides the way a user and a sender would, sync again, check both.
+
+    Returns a dict of results; "ok" is True when every change arrived.
+    """
+    res = {"ok": False}
+    inbox = os.path.join(mail_dir, "INBOX")
+    cur = os.path.join(inbox, "cur")
+    seen = [n for n in sorted(os.listdir(cur)) if n.endswith(":2,S")]
+    if not seen:
+        say("   no read, unflagged message in %s to flag; skipping the round trip" % cur)
+        return res
+    # A mail reader flags a message: it renames the file with the new info suffix.
+    with open(os.path.join(cur, seen[0]), "rb") as f:
+        raw = f.read()
+    flagged_id = header(raw, "Message-ID")
+    os.rename(os.path.join(cur, seen[0]), os.path.join(cur, seen[0][:-1] + "FS"))
+    say('   flagged in the Maildir:   "%s"' % header(raw, "Subject"))
+    # A mail reader saves a new message: tmp/ first, then rename into new/.
+    local_id = "<demo-local-1@imapbridge.example>"
+    msg = harness.make_message(subject="Written in the Maildir", sender="demo@example.org",
+                               msgid=local_id, body="Saved by a mail reader into the Maildir.\n")
+    tmp = os.path.join(inbox, "tmp", "demo-local-1.%d.demo" % os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(msg)
+    os.rename(tmp, os.path.join(inbox, "new", os.path.basename(tmp)))
+    say('   written into the Maildir: "Written in the Maildir"')
+    # Someone sends mail: it arrives on the server.
+    remote_id = "<demo-remote-1@imapbridge.example>"
+    dc.append(REMOTE_USER, "INBOX", harness.make_message(
+        subject="Arrived on the server", msgid=remote_id, body="New mail on the server.\n"))
+    say('   arrived on the server:    "Arrived on the server"')
+
+    rc, res["once_out"] = run([daemon_bin, "-c", conf, "-o"], timeout=300)
+    res["once"] = rc
+    flags = remote_flags(dc, flagged_id) or ""
+    res["flag_on_server"] = "\\Flagged" in flags
+    res["local_on_server"] = remote_flags(dc, local_id) is not None
+    res["remote_in_maildir"] = maildir_has(inbox, remote_id)
+    imap = dc.login(REMOTE_USER)
+    try:
+        res["remote_inbox"] = remote_counts(imap)["INBOX"]
+    finally:
+        imap.logout()
+    res["maildir_inbox"] = maildir_counts(mail_dir)["INBOX"]
+    yes = {True: "yes", False: "NO"}
+    say("   the server shows the flag:               %s" % yes[res["flag_on_server"]])
+    say("   the server has the Maildir's new mail:   %s" % yes[res["local_on_server"]])
+    say("   the Maildir has the server's new mail:   %s" % yes[res["remote_in_maildir"]])
+    say("   INBOX now: server %d, Maildir %s" % (res["remote_inbox"], res["maildir_inbox"]))
+    res["ok"] = (rc == 0 and res["flag_on_server"] and res["local_on_server"]
+                 and res["remote_in_maildir"] and res["remote_inbox"] == res["maildir_inbox"])
+    return res
 
 
 def hash_password(password):
@@ -347,8 +436,14 @@ def main():
                     % (folder, n, "-" if local[folder] is None else local[folder], mark))
             if ok:
                 report["synced"] = True
-                status = 0
                 say("The Maildir tree matches the remote.")
+                step("a round trip: change both sides, then `imapbridged -o` again")
+                rt = report["roundtrip"] = round_trip(dc, daemon_bin, conf, mail_dir)
+                if rt["ok"]:
+                    status = 0
+                    say("Both sides have every change.")
+                else:
+                    say("Some change did not make it across; see above.")
             else:
                 say("The Maildir tree does not match the remote; see the table above.")
         else:

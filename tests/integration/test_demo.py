@@ -2,8 +2,10 @@
 
 Runs the demo with --no-wait against the build under test and checks its
 JSON report: the sample mail reached Dovecot, the config it writes passes
---check, the daemon starts, answers the admin CLI and stops on SIGTERM, and
-`imapbridged -o` leaves a Maildir tree that matches the remote. While the
+--check, the daemon starts, answers the admin CLI and stops on SIGTERM,
+`imapbridged -o` leaves a Maildir tree that matches the remote, and a second
+-o carries a flag and a new message from the Maildir to the server and new
+server mail to the Maildir. While the
 build says the sync engine or the probe is "not available in this build",
 those two steps are reported and not failed; any other failure fails.
 """
@@ -63,6 +65,13 @@ class DemoTest(unittest.TestCase):
                     with open(os.path.join(inbox, sub, name), "rb") as f:
                         head = f.read(4096)
                     self.assertIn(b"@imapbridge.example>", head, name)
+            rt = rep["roundtrip"]
+            self.assertEqual(rt["once"], 0, "the second imapbridged -o failed")
+            self.assertTrue(rt["flag_on_server"], "a flag set in the Maildir did not reach the server")
+            self.assertTrue(rt["local_on_server"], "a message saved in the Maildir did not reach the server")
+            self.assertTrue(rt["remote_in_maildir"], "new mail on the server did not reach the Maildir")
+            self.assertEqual(rt["remote_inbox"], EXPECTED["INBOX"] + 2)
+            self.assertEqual(rt["maildir_inbox"], EXPECTED["INBOX"] + 2)
             self.assertEqual(rc, 0)
         elif NOT_BUILT not in rep["probe_out"]:
             self.assertEqual(rep["probe"], 0, "imapbridged --probe failed")
