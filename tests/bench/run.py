@@ -73,12 +73,21 @@ def corpus_path(workdir, preset, seed):
     done = os.path.join(path, ".bench-complete")
     if os.path.exists(done):
         return path
-    shutil.rmtree(path, ignore_errors=True)
     folders, messages = gen_corpus.PRESETS[preset]
     say("corpus: generating %s (%d folders, %d messages) in %s" % (preset, folders, messages, path))
     t0 = time.time()
-    gen_corpus.generate(path, folders, messages, seed, progress=True)
-    open(done, "w").close()
+    # Generated aside and renamed into place: a concurrent run never sees half a corpus.
+    tmp = tempfile.mkdtemp(prefix="gen.", dir=workdir)
+    gen_corpus.generate(os.path.join(tmp, "c"), folders, messages, seed, progress=True)
+    open(os.path.join(tmp, "c", ".bench-complete"), "w").close()
+    if os.path.isdir(path) and not os.path.exists(done):
+        shutil.rmtree(path)  # left by an interrupted generation
+    try:
+        os.rename(os.path.join(tmp, "c"), path)
+    except OSError:
+        if not os.path.exists(done):
+            raise
+    shutil.rmtree(tmp, ignore_errors=True)
     say("corpus: done in %.1fs" % (time.time() - t0))
     return path
 
@@ -693,13 +702,14 @@ def scaling(args, tool_names):
         info = corpus_info(corpus)
         rundir = tempfile.mkdtemp(prefix="scale.", dir=args.workdir)
         server = Server(rundir, corpus, args.condstore)
-        row = {"preset": preset, "info": info, "t": {}}
+        row = {"preset": preset, "info": info, "t": {}, "why": {}}
         try:
             for name in tool_names:
                 tool = TOOL_CLASSES[name](args, server.port, rundir)
                 err = tool.available()
                 if err:
                     row["t"][name] = "n/a"
+                    row["why"][name] = err
                     say("  %-20s %s" % (name, err))
                     continue
                 tool.fresh()
@@ -709,12 +719,14 @@ def scaling(args, tool_names):
                 say("  %-20s %-8s initial %s" % (name, preset, "%.1fs" % secs if ok else reason))
                 if not ok:
                     row["t"][name] = "n/a"
+                    row["why"][name] = "initial sync failed: " + reason
                     continue
                 times = []
                 for _ in range(args.repeat):
                     time.sleep(1.1)  # as in series(): not the same second as the last sync
                     ok, secs, rss, reason = run_child(cmd, env, log, args.timeout)
                     if not ok:
+                        row["why"][name] = "no-change resync failed: " + reason
                         break
                     times.append(secs)
                 row["t"][name] = fmt(median(times), "%.3f") if ok else "n/a"
@@ -735,6 +747,11 @@ def scaling(args, tool_names):
     for r in rows:
         print("%-8s %8d %9d" % (r["preset"], r["info"]["folders"], r["info"]["messages"]) +
               "".join(" %20s" % r["t"].get(t, "n/a") for t in tool_names))
+    if any(r["why"] for r in rows):
+        print()
+        for r in rows:
+            for t, w in sorted(r["why"].items()):
+                print("n/a %-8s %-20s %s" % (r["preset"], t, w))
 
 
 def main():
