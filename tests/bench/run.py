@@ -29,6 +29,7 @@ its cost should follow the number of folders, not of messages.
 """
 
 import argparse
+import collections
 import hashlib
 import imaplib
 import os
@@ -300,9 +301,10 @@ def compare(server, local):
         sh = sorted(h for h, _ in s)
         mh = sorted(h for h, _ in m)
         if sh != mh:
-            missing = len(sh) - len(set(sh) & set(mh)) if sh else 0
-            problems.append("%s: server %d, local %d messages (%d missing)" % (
-                name, len(sh), len(mh), missing))
+            missing = sum((collections.Counter(sh) - collections.Counter(mh)).values())
+            extra = sum((collections.Counter(mh) - collections.Counter(sh)).values())
+            problems.append("%s: server %d, local %d messages (%d missing, %d extra)" % (
+                name, len(sh), len(mh), missing, extra))
             continue
 
         def norm(entries):
