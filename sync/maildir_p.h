@@ -109,6 +109,10 @@ void maildir_prep_new_folders(maildir_replica_t *md);
 unsigned maildir_to_replica_flags(unsigned mflags);
 unsigned maildir_from_replica_flags(unsigned rflags, unsigned old_mflags);
 
+/* The name a file gets when it is given identity uid in the folder fmd5:
+ * its unique part and info kept. Returns a new string. */
+char *maildir_identity_name(const maildir_entry_t *e, uint32_t uid, const char *fmd5);
+
 /* SHA-256 of a file's bytes, as the store hashes blobs. 0 or -errno. */
 int maildir_hash_file(const char *path, store_hash_t *out);
 

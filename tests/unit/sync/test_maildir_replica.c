@@ -385,6 +385,35 @@ static void test_move(uint32_t inbox, uint32_t lists)
 	CHECK_EQ_INT(store_count(inbox).n, before - 1);
 	CHECK_EQ_INT(store_count(lists).n, 1);
 	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), before - 1);
+
+	/* Several at once, and a copy (cp keeps the name): the copy is a new
+	 * message where it landed, the original stays. */
+	const char *bodies[] = {"body 12\r\n", "body 13\r\n", "body 14\r\n"};
+	for (int i = 0; i < 3; i++) {
+		tree_count("INBOX", &p, bodies[i]);
+		CHECK(p != NULL);
+		if (!p)
+			return;
+		char *dst = xasprintf("%s/Lists/foo/cur/%s", root, strrchr(p, '/') + 1);
+		CHECK_EQ_INT(rename(p, dst), 0);
+		free(dst);
+		free(p);
+	}
+	tree_count("INBOX", &p, "body 15\r\n");
+	CHECK(p != NULL);
+	if (!p)
+		return;
+	char *dst = xasprintf("%s/Lists/foo/cur/%s", root, strrchr(p, '/') + 1);
+	CHECK_EQ_INT(link(p, dst), 0);
+	free(dst);
+	free(p);
+	sync_all(fids, names, 2, res);
+	CHECK_EQ_INT(res[0], ENGINE_OK);
+	CHECK_EQ_INT(res[1], ENGINE_OK);
+	CHECK_EQ_INT(store_count(inbox).n, before - 4);
+	CHECK_EQ_INT(store_count(lists).n, 5);
+	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), before - 4);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 5);
 }
 
 static void rmtree(const char *path)
@@ -402,7 +431,7 @@ static void test_mass_deletion_and_recover(uint32_t lists)
 	replica_t *r = open_session(NULL);
 	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_OK);
 	replica_free(r);
-	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
 	/* Remove most files: held, nothing deleted in the store. */
 	for (int i = 100; i < 108; i++) {
 		char needle[32], *p;
@@ -415,7 +444,7 @@ static void test_mass_deletion_and_recover(uint32_t lists)
 	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_HELD);
 	replica_free(r);
 	CHECK(store_held(lists));
-	CHECK_EQ_INT(store_count(lists).n, 11);
+	CHECK_EQ_INT(store_count(lists).n, 15);
 
 	char err[256] = "";
 	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/'};
@@ -423,13 +452,13 @@ static void test_mass_deletion_and_recover(uint32_t lists)
 	if (err[0])
 		fprintf(stderr, "recover: %s\n", err);
 	CHECK(!store_held(lists));
-	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
 	r = open_session(NULL);
 	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_OK);
 	CHECK_EQ_INT(g_stats.downloaded + g_stats.uploaded + g_stats.deleted_store, 0);
 	replica_free(r);
-	CHECK_EQ_INT(store_count(lists).n, 11);
-	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
+	CHECK_EQ_INT(store_count(lists).n, 15);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
 }
 
 static void test_vanished(uint32_t inbox, uint32_t lists)
@@ -450,7 +479,7 @@ static void test_vanished(uint32_t inbox, uint32_t lists)
 	CHECK(sync_one(r, NULL, lists, "Lists/foo") != ENGINE_OK);
 	replica_free(r);
 	CHECK(store_held(lists));
-	CHECK_EQ_INT(store_count(lists).n, 11);
+	CHECK_EQ_INT(store_count(lists).n, 15);
 	CHECK(access(root, F_OK) != 0);
 
 	char err[256] = "";
@@ -458,7 +487,7 @@ static void test_vanished(uint32_t inbox, uint32_t lists)
 	CHECK_EQ_INT(maildir_recover_folder(&o, inbox, true, err, sizeof(err)), 0);
 	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
 	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n_inbox);
-	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 11);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
 	uint32_t fids[2] = {inbox, lists};
 	const char *names[2] = {"INBOX", "Lists/foo"};
 	int res[2];
