@@ -408,11 +408,8 @@ static void md_create_folder(replica_t *r, const char *name, unsigned special, r
 		cb(REPLICA_OK, ctx);
 		return;
 	}
+	/* The UID file is select()'s business: it must notice a lost one. */
 	int rc = mkfolder(dir);
-	if (rc == 0) {
-		maildir_uids_t u;
-		rc = maildir_uids_load(dir, 0, &u);
-	}
 	if (rc != 0)
 		log_err(MD_PFX ": cannot create %s: %s", md->account, dir, strerror(-rc));
 	free(dir);
@@ -423,6 +420,16 @@ static int hold_fn(store_txn_t *txn, void *arg)
 {
 	void **a = arg;
 	return store_folder_hold(txn, *(uint32_t *)a[0], a[1]);
+}
+
+/* Hold folder fid for the operator with reason (freed here), and say so. */
+static void hold(maildir_replica_t *md, uint32_t fid, const char *name, char *reason)
+{
+	void *a[2] = {&fid, reason};
+	int rc = store_write(md->st, hold_fn, a);
+	log_err(MD_PFX " box=%s: %s%s", md->account, name, reason,
+		rc ? "; and the hold could not be recorded in the store" : "");
+	free(reason);
 }
 
 static void md_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx)
@@ -449,28 +456,41 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 			log_err(MD_PFX ": cannot create %s: %s", md->account, dir, strerror(-mrc));
 	}
 	if (stat(dir, &st) != 0 || !maildir_is_folder(dir)) {
-		if (have_rs) {
-			char *reason = xasprintf(
-			    "the Maildir folder %s vanished; nothing was deleted; mount the disk "
-			    "or restore it, or run 'imapbridge folder recover %s %s' to rebuild "
-			    "it from the store",
-			    dir, md->account, name);
-			void *a[2] = {&fid, reason};
-			int rc = store_write(md->st, hold_fn, a);
-			log_err(MD_PFX " box=%s: %s%s", md->account, name, reason,
-				rc ? "; and the hold could not be recorded in the store" : "");
-			free(reason);
-		}
+		if (have_rs)
+			hold(md, fid, name,
+			     xasprintf("the Maildir folder %s vanished; nothing was deleted; mount "
+				       "the disk or restore it, or run 'imapbridge folder recover "
+				       "%s %s' to rebuild it from the store",
+				       dir, md->account, name));
 		free(dir);
 		cb(REPLICA_FOLDER_BAD, NULL, ctx);
 		return;
 	}
 	maildir_uids_t u;
-	int rc = maildir_uids_load(dir, have_rs ? rs.uidvalidity : 0, &u);
-	if (rc == 0 && have_rs && u.uidvalidity != rs.uidvalidity)
-		log_warn(MD_PFX " box=%s: %s/%s is missing or was replaced; the folder gets a new "
-				"UIDVALIDITY and is held until recovered",
-			 md->account, name, dir, MAILDIR_UIDS_FILE);
+	int rc = maildir_uids_read(dir, &u);
+	if (rc != 0 && have_rs) {
+		/* Without it the files' UIDs mean nothing; the recovery re-pairs
+		 * them by U= and content and writes a new one. */
+		hold(md, fid, name,
+		     xasprintf("the Maildir folder %s lost its %s file; nothing was deleted; run "
+			       "'imapbridge folder recover %s %s' to re-pair its messages",
+			       dir, MAILDIR_UIDS_FILE, md->account, name));
+		free(dir);
+		cb(REPLICA_FOLDER_BAD, NULL, ctx);
+		return;
+	}
+	if (rc == 0 && have_rs && u.uidvalidity != rs.uidvalidity) {
+		hold(md, fid, name,
+		     xasprintf("the Maildir folder %s was replaced (its %s file changed); nothing "
+			       "was deleted; run 'imapbridge folder recover %s %s' to re-pair its "
+			       "messages",
+			       dir, MAILDIR_UIDS_FILE, md->account, name));
+		free(dir);
+		cb(REPLICA_FOLDER_BAD, NULL, ctx);
+		return;
+	}
+	if (rc != 0)
+		rc = maildir_uids_load(dir, 0, &u);
 	if (rc != 0) {
 		log_err(MD_PFX " box=%s: cannot read or write %s/%s: %s", md->account, name, dir,
 			MAILDIR_UIDS_FILE, strerror(-rc));
@@ -488,6 +508,18 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	if (rc != 0) {
 		log_err(MD_PFX " box=%s: cannot read %s: %s", md->account, name, dir,
 			strerror(-rc));
+		close_folder(md);
+		cb(REPLICA_FOLDER_BAD, NULL, ctx);
+		return;
+	}
+	double ratio = md->max_ratio > 0 ? md->max_ratio : 0.5;
+	if (ratio < 1 && md->n_vanished >= 5 && md->n_vanished > ratio * (double)md->n_paired) {
+		hold(
+		    md, fid, name,
+		    xasprintf("the Maildir folder %s lost %zu of its %zu messages at once; nothing "
+			      "was deleted; if the disk is not mounted, mount it; run 'imapbridge "
+			      "folder recover %s %s' to rebuild it from the store",
+			      md->dir, md->n_vanished, md->n_paired, md->account, name));
 		close_folder(md);
 		cb(REPLICA_FOLDER_BAD, NULL, ctx);
 		return;
@@ -816,7 +848,9 @@ static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 	store_replica_t rs;
 	bool have = stored_state(md, to, &tfid, &rs);
 	maildir_uids_t tu;
-	int rc = maildir_uids_load(tdir, have ? rs.uidvalidity : 0, &tu);
+	int rc = maildir_uids_read(tdir, &tu);
+	if (rc != 0 && !have) /* never synced: start its UIDs */
+		rc = maildir_uids_load(tdir, 0, &tu);
 	uint32_t nuid = tu.uidnext++;
 	if (rc == 0)
 		rc = maildir_uids_write(tdir, &tu);
@@ -913,6 +947,7 @@ replica_t *maildir_replica_open(const maildir_opts_t *o)
 	md->account = xstrdup(o->account ? o->account : "?");
 	md->root = xstrdup(o->root);
 	md->sep = o->sep == '.' ? '.' : '/';
+	md->max_ratio = o->max_deletion_ratio;
 	md->label = xasprintf("acct=%s maildir", md->account);
 	md->base.label = md->label;
 	md->batch = maildir_batch_new();

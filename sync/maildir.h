@@ -31,12 +31,14 @@
  * one (tests) before each callback.
  *
  * Safety: a folder whose directory vanished (rm -rf, an unmounted disk) after
- * it was synced is held in the store (store_folder_hold) with a message that
- * names the recovery command, and select() fails with REPLICA_FOLDER_BAD:
- * nothing is deleted anywhere. A folder that lost most of its files is held
- * by the engine's mass-deletion guard. Broken files (empty, unreadable, not a
- * message) are reported with a warning naming the file and skipped; they are
- * never deleted. Message bytes are never changed.
+ * it was synced, lost most of its files at once (max_deletion_ratio), or lost
+ * its UID file, is held in the store (store_folder_hold) with a reason that
+ * starts "the Maildir folder ..." and names the recovery command, and
+ * select() fails with REPLICA_FOLDER_BAD: nothing is deleted anywhere, and
+ * the recovery (maildir_recover_folder()) rebuilds it from the store. Broken
+ * files (empty, unreadable, not a message) are reported with a warning naming
+ * the file and skipped; they are never deleted. Message bytes are never
+ * changed.
  *
  * Ownership: the replica borrows the loop and the store (both must outlive
  * it) and copies the strings of maildir_opts_t. replica_free() releases it;
@@ -63,6 +65,10 @@ typedef struct maildir_opts {
 	const char *account; /* account name, for messages */
 	const char *root;    /* the tree's root, "~" already expanded */
 	char sep;	     /* '/' (nested directories) or '.' (flat) */
+	/* A folder that lost more than this share of its paired files at once
+	 * (and at least 5) is held for the operator, who rebuilds it from the
+	 * store with `imapbridge folder recover`; 0 = 0.5, >= 1 never. */
+	double max_deletion_ratio;
 } maildir_opts_t;
 
 /*

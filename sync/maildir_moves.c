@@ -212,7 +212,8 @@ static void moves_into(maildir_replica_t *md, folders_ctx_t *fc, const char *nam
 		store_txn_abort(txn);
 	}
 	maildir_uids_t u;
-	if (maildir_uids_load(dir, have_rs ? rs.uidvalidity : 0, &u) != 0)
+	/* A synced folder without its UID file is held by select(); leave it. */
+	if (maildir_uids_read(dir, &u) != 0 && (have_rs || maildir_uids_load(dir, 0, &u) != 0))
 		goto out;
 	for (size_t i = 0; i < n; i++)
 		c[i].dst_ruid = u.uidnext++;

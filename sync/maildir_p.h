@@ -54,6 +54,7 @@ typedef struct maildir_replica {
 	char *account;
 	char *root;
 	char sep;
+	double max_ratio; /* share of vanished files that holds the folder */
 	char *label;
 	uint64_t name_counter;
 
@@ -65,7 +66,9 @@ typedef struct maildir_replica {
 	uint32_t folder_id; /* store folder, 0 if none yet */
 	maildir_uids_t uids;
 	bool uids_dirty;
-	md_msg_t *msgs; /* sorted by uid */
+	size_t n_paired;   /* pairs the store has for it */
+	size_t n_vanished; /* ... whose file is gone */
+	md_msg_t *msgs;	   /* sorted by uid */
 	size_t n_msgs, cap_msgs;
 
 	maildir_batch_t *batch;

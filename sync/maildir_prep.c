@@ -310,6 +310,8 @@ int maildir_prep_folder(maildir_replica_t *md)
 		newnames[k] = maildir_identity_name(e, uid, md->fmd5);
 		free(path);
 	}
+	md->n_paired = pc.n;
+	md->n_vanished = n_missing;
 	/* The UID file first: a name must never carry a UID that could be
 	 * handed out again after a crash. */
 	if (md->uids_dirty) {

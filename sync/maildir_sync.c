@@ -193,6 +193,7 @@ maildir_sync_t *maildir_sync_account(struct ev_loop *loop, store_t *st, const co
 	    .account = acct->name,
 	    .root = acct->maildir_path,
 	    .sep = acct->maildir_sep && acct->maildir_sep[0] == '.' ? '.' : '/',
+	    .max_deletion_ratio = acct->max_deletion_ratio,
 	};
 	s->r = maildir_replica_open(&o);
 	unsigned caps = 0;

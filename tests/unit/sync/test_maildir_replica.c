@@ -172,7 +172,7 @@ static void op_cb(int status, void *ctx)
 
 static replica_t *open_session(struct ev_loop *loop)
 {
-	maildir_opts_t o = {loop, st, g_acct, "home", root, '/'};
+	maildir_opts_t o = {loop, st, g_acct, "home", root, '/', 0.5};
 	replica_t *r = maildir_replica_open(&o);
 	unsigned caps = 0;
 	int status = -99;
@@ -441,13 +441,13 @@ static void test_mass_deletion_and_recover(uint32_t lists)
 		free(p);
 	}
 	r = open_session(NULL);
-	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_HELD);
+	CHECK(sync_one(r, NULL, lists, "Lists/foo") != ENGINE_OK);
 	replica_free(r);
 	CHECK(store_held(lists));
 	CHECK_EQ_INT(store_count(lists).n, 15);
 
 	char err[256] = "";
-	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/'};
+	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5};
 	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
 	if (err[0])
 		fprintf(stderr, "recover: %s\n", err);
@@ -483,7 +483,7 @@ static void test_vanished(uint32_t inbox, uint32_t lists)
 	CHECK(access(root, F_OK) != 0);
 
 	char err[256] = "";
-	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/'};
+	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5};
 	CHECK_EQ_INT(maildir_recover_folder(&o, inbox, true, err, sizeof(err)), 0);
 	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
 	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n_inbox);
@@ -623,6 +623,34 @@ static void test_free_in_callback(void)
 	 * through its pending records, or find them by content. */
 	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), before + 2);
 	ev_loop_destroy(loop);
+}
+
+/* The UID file of a folder is lost: held; recovery re-pairs by U= and content
+ * without writing or uploading anything again. */
+static void test_lost_uids_file(uint32_t inbox)
+{
+	size_t n = store_count(inbox).n;
+	char *uf = xasprintf("%s/INBOX/%s", root, MAILDIR_UIDS_FILE);
+	CHECK_EQ_INT(unlink(uf), 0);
+	replica_t *r = open_session(NULL);
+	CHECK(sync_one(r, NULL, inbox, "INBOX") != ENGINE_OK);
+	replica_free(r);
+	CHECK(store_held(inbox));
+	CHECK(access(uf, F_OK) != 0);
+	char err[256] = "";
+	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5};
+	CHECK_EQ_INT(maildir_recover_folder(&o, inbox, true, err, sizeof(err)), 0);
+	CHECK(!store_held(inbox));
+	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n);
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(g_stats.downloaded + g_stats.uploaded + g_stats.deleted_store +
+			 g_stats.deleted_replica,
+		     0);
+	replica_free(r);
+	CHECK_EQ_INT(store_count(inbox).n, n);
+	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n);
+	free(uf);
 }
 
 static maildir_sync_result_t g_round;
@@ -771,6 +799,7 @@ int main(void)
 	test_move(inbox, lists);
 	test_mass_deletion_and_recover(lists);
 	test_vanished(inbox, lists);
+	test_lost_uids_file(inbox);
 	test_account_round(tmp);
 	test_flat_layout(tmp);
 
