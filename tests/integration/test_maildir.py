@@ -320,6 +320,32 @@ accounts = (
         self.assert_same("Lists/foo")
         self.assertEqual(sorted(self.server("Lists/foo")), sorted(before))
 
+    def test_most_files_removed(self):
+        self.populate()
+        self.sync_ok()
+        before = self.server("Lists/foo")
+        t = self.tree("Lists/foo")
+        for mid in sorted(t)[:5]:
+            os.unlink(t[mid][2])
+        rc, log = self.run_once()
+        self.assertEqual(rc, 2, log)
+        self.assertIn("imapbridge folder recover home Lists/foo", log)
+        self.assertEqual(sorted(self.server("Lists/foo")), sorted(before))
+        self.start_daemon()
+        deadline = time.time() + 30
+        while True:
+            r = self.admin("folder", "recover", "home", "Lists/foo")
+            if r.returncode == 0 or "try again" not in r.stderr or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(r.returncode, 0, r.stderr + self.daemon_log())
+        # Rebuilt from the store: the removed files are back, nothing was
+        # deleted on the server.
+        self.assertEqual(sorted(self.tree("Lists/foo")), sorted(before))
+        r = self.admin("sync", "home")
+        self.assertEqual(r.returncode, 0, r.stderr + self.daemon_log())
+        self.assert_same("Lists/foo")
+
     def test_rm_rf_tree(self):
         self.populate()
         self.sync_ok()
