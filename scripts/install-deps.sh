@@ -56,8 +56,16 @@ cleanup() {
 trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
+# Quiet on success; on failure show what apt said.
+log=$(mktemp /tmp/install-deps.XXXXXX.log)
+if ! { $SUDO apt-get update -qq &&
+	$SUDO apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"; } \
+	>"$log" 2>&1; then
+	tail -30 "$log" >&2
+	echo "install-deps: apt-get failed; full output in $log" >&2
+	exit 1
+fi
+rm -f "$log"
 
 # If the Dovecot service is (or was already) set to run, stop and disable it:
 # it would hold 143/993 and nothing here uses the system instance.
