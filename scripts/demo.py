@@ -493,6 +493,9 @@ def main():
         if daemon is not None and report.get("listener"):
             say("   local listener   127.0.0.1:%d, login %s / %s"
                 % (listen_port, ACCOUNT, LOCAL_PASSWORD))
+        if not args.wait:
+            say("\nEverything is stopped now. To keep Dovecot and the daemon up and sync again,"
+                "\nrun the demo on a terminal (or with --wait); Ctrl-C stops it.")
         if args.wait:
             what = "Dovecot and imapbridged (pid %d) keep" % daemon.pid if daemon else "Dovecot keeps"
             say("\n%s running. Press Ctrl-C to stop; the files stay in %s." % (what, demo_dir))
