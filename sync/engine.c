@@ -104,6 +104,7 @@ static void job_free(engine_job_t *job)
 	free(job->ups);
 	free(job->by_hash);
 	free(job->move_to);
+	free(job->deferred);
 	while (job->in_head) {
 		incoming_t *n = job->in_head->next;
 		eng_incoming_free(job->in_head);
@@ -243,6 +244,18 @@ out:
 
 /* ------------------------------------------------------------------ start */
 
+/* Skip without selecting: the replica reports the same counters and modseq
+ * as after the last sync, and the store did not change since. Without
+ * modseqs a flag change leaves the counters alone, so never skip then. */
+static bool unchanged(const engine_opts_t *o, const store_replica_t *rs, const store_folder_t *f,
+		      size_t n_pend)
+{
+	return o->has_counts && !o->force_full && rs && n_pend == 0 &&
+	       o->counts.highestmodseq != 0 && rs->highestmodseq == o->counts.highestmodseq &&
+	       rs->uidvalidity == o->counts.uidvalidity && rs->uidnext == o->counts.uidnext &&
+	       rs->pushed_modseq == f->highestmodseq;
+}
+
 static void do_start(engine_job_t *job)
 {
 	int rc = eng_load_state(job);
@@ -256,16 +269,38 @@ static void do_start(engine_job_t *job)
 		job->result = ENGINE_HELD;
 		return;
 	}
-	/* Skip without selecting: the replica reports the same counters and
-	 * modseq as after the last sync, and the store did not change since. */
-	if (job->o.has_counts && !job->o.force_full && job->have_rs && job->n_pend == 0 &&
-	    job->o.counts.highestmodseq != 0 && job->rs.highestmodseq == job->o.counts.highestmodseq &&
-	    job->rs.uidvalidity == job->o.counts.uidvalidity &&
-	    job->rs.uidnext == job->o.counts.uidnext &&
-	    job->rs.pushed_modseq == job->folder.highestmodseq) {
+	if (unchanged(&job->o, job->have_rs ? &job->rs : NULL, &job->folder, job->n_pend)) {
 		job->stats.skipped = true;
 		job->phase = P_END;
 	}
+}
+
+static int count_pend_cb(const store_pending_t *p, void *arg)
+{
+	void **a = arg;
+	const engine_opts_t *o = a[0];
+	if (p->replica_id == o->replica_id)
+		(*(size_t *)a[1])++;
+	return 0;
+}
+
+bool engine_unchanged(store_t *st, const engine_opts_t *o)
+{
+	store_txn_t *txn = NULL;
+	store_folder_t f;
+	store_replica_t rs;
+	size_t n_pend = 0;
+	void *a[2] = { (void *)o, &n_pend };
+	bool res = false;
+
+	if (!o->has_counts || store_txn_begin_read(st, &txn) != 0)
+		return false;
+	if (store_folder_get(txn, o->folder_id, &f) == 0 && f.state != STORE_FOLDER_HELD &&
+	    store_replica_get(txn, o->folder_id, o->replica_id, &rs) == 0 &&
+	    store_pending_list(txn, o->folder_id, count_pend_cb, a) == 0)
+		res = unchanged(o, &rs, &f, n_pend);
+	store_txn_abort(txn);
+	return res;
 }
 
 /* ----------------------------------------------------------------- select */
@@ -636,6 +671,10 @@ static void do_decide(engine_job_t *job)
 					if (job->ups[i].suid == mv[k])
 						job->ups[i].move_target = true;
 		free(mv);
+		for (size_t i = 0; i < job->n_ups; i++)
+			for (size_t k = 0; k < job->n_deferred; k++)
+				if (job->ups[i].suid == job->deferred[k])
+					job->ups[i].deferred = true;
 		job->by_hash = xmalloc((job->n_ups ? job->n_ups : 1) * sizeof(uint32_t));
 		for (size_t i = 0; i < job->n_ups; i++)
 			job->by_hash[i] = (uint32_t)i;

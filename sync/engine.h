@@ -57,6 +57,9 @@ typedef struct engine_opts {
 	unsigned fetch_batch;       /* messages per fetch() call; 0 = 200 */
 	size_t commit_bytes;        /* commit ingested messages every this many bytes; 0 = 4 MiB */
 	unsigned commit_msgs;       /* ... or this many messages; 0 = 100 */
+	int settle_secs;            /* an interrupted upload not found on the replica is
+	                               sent again only when older than this (the server
+	                               may still be storing it); 0 = 3 s, < 0 = at once */
 	/* Counters of the replica folder already known from STATUS/LIST-STATUS
 	 * (has_counts) let the job skip the folder without selecting it when
 	 * nothing changed on either side since the last sync. */
@@ -73,6 +76,8 @@ typedef struct engine_stats {
 	unsigned flags_replica;    /* flag changes applied to the replica */
 	unsigned failed;           /* messages that failed (retried next time) */
 	unsigned moved;            /* moved on the replica (UID MOVE) */
+	unsigned deferred;         /* uploads held back: an interrupted one may still
+	                              land; sync again in a few seconds */
 	bool skipped;              /* unchanged on both sides: not even selected */
 	bool full_scan;            /* compared every message (no modseq delta) */
 	char message[512];         /* for ENGINE_HELD / errors: a message for people */
@@ -91,6 +96,11 @@ typedef void (*engine_done_cb)(int result, const engine_stats_t *stats, void *ct
  */
 engine_job_t *engine_sync_folder(store_t *st, replica_t *r, const engine_opts_t *opts,
 				 engine_done_cb done, void *ctx);
+
+/* True when a job with these opts would skip the folder (counters and
+ * modseqs as after the last sync, no local change, nothing pending): lets
+ * the scheduler avoid opening connections for nothing. */
+bool engine_unchanged(store_t *st, const engine_opts_t *opts);
 
 /* Stop a running job: done runs with ENGINE_CANCELLED before this returns.
  * Operations already sent to the replica are resolved by the next job

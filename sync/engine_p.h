@@ -21,6 +21,10 @@
 /* Upload batch limits: pending records are committed per batch. */
 #define ENGINE_UPLOAD_MSGS 50
 #define ENGINE_UPLOAD_BYTES (8u << 20)
+/* An interrupted upload not found on the replica is retried only once its
+ * record is this old: the server may still be storing the APPEND the dead
+ * connection sent (it runs after the client is gone). */
+#define ENGINE_SETTLE_SECS 3
 enum phase {
 	P_START,
 	P_SELECT,
@@ -78,6 +82,7 @@ typedef struct upload_ent {
 	replica_new_msg_t nm; /* append() argument while in flight */
 	replica_find_t q;     /* find() argument while in flight */
 	bool move_target;     /* a pending MOVE brings it to the replica */
+	bool deferred;        /* an interrupted upload of it may still land */
 	bool paired;          /* paired with an identical new replica message */
 } upload_ent_t;
 
@@ -153,6 +158,8 @@ struct engine_job {
 	replica_body_sink_t hash_sink;
 	replica_find_t pend_q;
 	char *move_to;               /* move() target name while in flight */
+	uint32_t *deferred;          /* store UIDs whose upload waits (see engine_pending.c) */
+	size_t n_deferred;
 };
 
 /* Shared helpers (engine.c). */

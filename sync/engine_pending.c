@@ -108,6 +108,21 @@ static void pend_resolve(engine_job_t *job, pend_ent_t *pe, uint32_t ruid)
 			 job->log_prefix, store_strerror(rc));
 }
 
+/* Not found on the replica: forget the record and upload again, unless the
+ * interruption was moments ago (the APPEND may still be in the server's
+ * hands): then keep the record, hold the upload back and say so. */
+static void pend_not_found(engine_job_t *job, pend_ent_t *pe)
+{
+	int settle = job->o.settle_secs ? job->o.settle_secs : ENGINE_SETTLE_SECS;
+	if (settle > 0 && (int64_t)time(NULL) - pe->p.created < settle) {
+		job->deferred = xrealloc(job->deferred, (job->n_deferred + 1) * sizeof(uint32_t));
+		job->deferred[job->n_deferred++] = pe->p.store_uid;
+		job->stats.deferred++;
+		return;
+	}
+	pend_resolve(job, pe, 0);
+}
+
 static void pend_fetch_cb(int status, void *ctx)
 {
 	engine_job_t *job = ctx;
@@ -116,10 +131,13 @@ static void pend_fetch_cb(int status, void *ctx)
 	job->waiting--;
 	eng_op_fail(job, status, "fetch");
 	if (job->result == ENGINE_OK) {
-		if (job->cand_match)
+		if (job->cand_match) {
 			log_info("%s: an interrupted upload had reached the replica (UID %u); paired",
 				 job->log_prefix, job->cand_match);
-		pend_resolve(job, pe, job->cand_match);
+			pend_resolve(job, pe, job->cand_match);
+		} else {
+			pend_not_found(job, pe);
+		}
 	}
 	job->next_pend++;
 	eng_kick(job);
@@ -145,9 +163,9 @@ static void pend_find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
 	job->cand_match = 0;
 	job->cand_match_hash = pe->p.hash;
 	if (job->n_cands == 0) {
-		/* The upload never reached the replica: forget it; the message
-		 * is still unpaired in the store and is uploaded again. */
-		pend_resolve(job, pe, 0);
+		/* The upload did not reach the replica: the message is still
+		 * unpaired in the store and is uploaded again. */
+		pend_not_found(job, pe);
 		job->next_pend++;
 		eng_kick(job);
 		return;
@@ -474,7 +492,7 @@ void eng_do_upload(engine_job_t *job)
 		 * message meanwhile, or brought there by a pending MOVE. */
 		size_t k = 0;
 		for (size_t i = 0; i < job->n_ups; i++) {
-			if (job->ups[i].paired || job->ups[i].move_target) {
+			if (job->ups[i].paired || job->ups[i].move_target || job->ups[i].deferred) {
 				free(job->ups[i].kw);
 				continue;
 			}

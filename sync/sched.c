@@ -20,7 +20,7 @@
 
 enum conn_state { CONN_NONE, CONN_CONNECTING, CONN_READY, CONN_BUSY };
 
-enum run_phase { RUN_IDLE, RUN_MAILDIR_IN, RUN_REMOTE, RUN_MAILDIR_OUT, RUN_DONE };
+enum run_phase { RUN_IDLE, RUN_MAILDIR_IN, RUN_REMOTE, RUN_MAILDIR_OUT, RUN_DONE, RUN_WAIT };
 
 typedef struct waiter {
 	struct round *round;
@@ -85,7 +85,11 @@ struct acct_state {
 	size_t n_md, next_md;
 	engine_job_t *md_job;
 	/* stats of the run */
-	unsigned folders, skipped, down, up, del, flags, held, failed;
+	unsigned folders, skipped, down, up, del, flags, held, failed, deferred;
+	/* a run again shortly, for uploads held back after a crash */
+	ev_timer retry_w;
+	waiter_t *retry_waiters;
+	unsigned retries;
 	/* daemon */
 	ev_timer refresh_w;
 	idle_sess_t *idle;
@@ -194,6 +198,17 @@ static void md_free(acct_state_t *a)
 	a->n_md = a->next_md = 0;
 }
 
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	acct_state_t *a = w->data;
+
+	a->waiters = a->retry_waiters;
+	a->retry_waiters = NULL;
+	a->running = true;
+	a->phase = RUN_IDLE;
+	acct_maybe_start(a->s);
+}
+
 static void run_finish(acct_state_t *a)
 {
 	sched_t *s = a->s;
@@ -204,6 +219,25 @@ static void run_finish(acct_state_t *a)
 	folders_plan_free(&a->plan);
 	a->running = false;
 	a->phase = RUN_IDLE;
+	if (a->deferred && a->retries < 3 && !a->removed) {
+		/* A crash left uploads the server may still be storing: look
+		 * again once they have settled, within the same request. */
+		log_info("sync: acct=%s: %u interrupted upload%s may still be arriving on the "
+			 "server; checking again in a few seconds",
+			 a->name, a->deferred, a->deferred == 1 ? "" : "s");
+		a->retries++;
+		a->deferred = 0;
+		s->running--;
+		a->retry_waiters = a->waiters;
+		a->waiters = NULL;
+		a->running = true; /* keeps other requests waiting for this run */
+		a->phase = RUN_WAIT;
+		ev_timer_set(&a->retry_w, 3.5, 0.);
+		ev_timer_start(s->loop, &a->retry_w);
+		acct_maybe_start(s);
+		return;
+	}
+	a->retries = 0;
 	a->last_end = ev_now(s->loop);
 	a->last_status = a->status;
 	s->running--;
@@ -231,7 +265,7 @@ static void run_finish(acct_state_t *a)
 		s->running++;
 		a->started = ev_now(s->loop);
 		a->status = 0;
-		a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
+		a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
 			a->failed = 0;
 		run_step(a);
 		return;
@@ -272,7 +306,8 @@ static int count_active(sched_t *s)
 {
 	int n = 0;
 	for (size_t i = 0; i < s->n_accts; i++)
-		if (s->accts[i]->running && s->accts[i]->phase != RUN_IDLE)
+		if (s->accts[i]->running && s->accts[i]->phase != RUN_IDLE &&
+		    s->accts[i]->phase != RUN_WAIT)
 			n++;
 	return n;
 }
@@ -288,7 +323,7 @@ static void acct_maybe_start(sched_t *s)
 		s->running++;
 		a->started = ev_now(s->loop);
 		a->status = 0;
-		a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held = a->failed =
+		a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held = a->failed =
 			0;
 		a->last_error[0] = '\0';
 		run_step(a);
@@ -301,6 +336,7 @@ static void note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 			const engine_stats_t *st)
 {
 	a->folders++;
+	a->deferred += st->deferred;
 	if (st->skipped)
 		a->skipped++;
 	a->down += st->downloaded;
@@ -346,9 +382,23 @@ static void engine_opts_fill(acct_state_t *a, engine_opts_t *o, uint32_t fid, ui
 
 /* ---------------------------------------------------------------- Maildir */
 
+typedef struct md_list {
+	acct_state_t *a;
+	store_txn_t *txn;
+} md_list_t;
+
 static int md_list_cb(const store_folder_t *f, void *arg)
 {
-	acct_state_t *a = arg;
+	md_list_t *ml = arg;
+	acct_state_t *a = ml->a;
+	store_replica_t rs;
+
+	/* Going out, only folders the remote pass changed: the tree's own
+	 * changes were taken in moments ago. */
+	if (a->phase == RUN_MAILDIR_OUT && f->state != STORE_FOLDER_HELD &&
+	    store_replica_get(ml->txn, f->id, STORE_REPLICA_MAILDIR, &rs) == 0 &&
+	    rs.uidvalidity != 0 && rs.pushed_modseq == f->highestmodseq)
+		return 0;
 	a->md_folders = xrealloc(a->md_folders, (a->n_md + 1) * sizeof(uint32_t));
 	a->md_names = xrealloc(a->md_names, (a->n_md + 1) * sizeof(char *));
 	a->md_folders[a->n_md] = f->id;
@@ -402,8 +452,10 @@ static bool md_step(acct_state_t *a)
 			.sep = a->acct->maildir_sep && a->acct->maildir_sep[0] ? a->acct->maildir_sep[0]
 										: '/',
 		};
-		if (store_txn_begin_read(s->st, &txn) == 0)
-			store_folder_list(txn, a->account_id, md_list_cb, a);
+		if (store_txn_begin_read(s->st, &txn) == 0) {
+			md_list_t ml = { a, txn };
+			store_folder_list(txn, a->account_id, md_list_cb, &ml);
+		}
 		store_txn_abort(txn);
 		if (a->n_md == 0)
 			return false;
@@ -566,6 +618,32 @@ static void dispatch(acct_state_t *a)
 	}
 }
 
+/* Count the folders nothing happened to and drop them from the queue, so no
+ * session is opened for them. */
+static void skip_unchanged(acct_state_t *a)
+{
+	size_t k = a->next_job;
+
+	for (size_t i = a->next_job; i < a->plan.n; i++) {
+		folder_job_t *fj = &a->plan.jobs[i];
+		engine_opts_t o;
+		char prefix[256];
+		engine_opts_fill(a, &o, fj->folder_id, STORE_REPLICA_REMOTE, fj->remote, fj->local,
+				 prefix, sizeof(prefix));
+		o.has_counts = fj->has_counts;
+		o.counts = fj->counts;
+		if (!fj->create_remote && engine_unchanged(a->s->st, &o)) {
+			a->folders++;
+			a->skipped++;
+			free(fj->local);
+			free(fj->remote);
+			continue;
+		}
+		a->plan.jobs[k++] = *fj;
+	}
+	a->plan.n = k;
+}
+
 static void dispatch_once(acct_state_t *a)
 {
 	for (size_t i = 0; i < a->n_conns && a->next_job < a->plan.n; i++)
@@ -623,6 +701,7 @@ static void status_cb(int status, const replica_counts_t *counts, const bool *ok
 		}
 	}
 	a->conns[0].state = CONN_READY;
+	skip_unchanged(a);
 	dispatch(a);
 }
 
@@ -672,6 +751,7 @@ static void list_cb(int status, const replica_folder_t *folders, size_t n, void 
 		return;
 	}
 	c0->state = CONN_READY;
+	skip_unchanged(a);
 	dispatch(a);
 }
 
@@ -750,6 +830,8 @@ static void run_step(acct_state_t *a)
 		case RUN_DONE:
 			run_finish(a);
 			return;
+		case RUN_WAIT:
+			return; /* retry_cb() goes on */
 		}
 	}
 }
@@ -934,6 +1016,8 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 	a->name = xstrdup(acct->name);
 	ev_timer_init(&a->refresh_w, refresh_cb, 1., 0.);
 	a->refresh_w.data = a;
+	ev_timer_init(&a->retry_w, retry_cb, 3.5, 0.);
+	a->retry_w.data = a;
 	s->accts = xrealloc(s->accts, (s->n_accts + 1) * sizeof(*s->accts));
 	s->accts[s->n_accts++] = a;
 	return a;
@@ -941,6 +1025,15 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 
 static void acct_abort(acct_state_t *a)
 {
+	ev_timer_stop(a->s->loop, &a->retry_w);
+	if (a->retry_waiters) {
+		waiter_t *w = a->retry_waiters;
+		while (w->next)
+			w = w->next;
+		w->next = a->waiters;
+		a->waiters = a->retry_waiters;
+		a->retry_waiters = NULL;
+	}
 	conns_free(a);
 	md_free(a);
 	folders_plan_free(&a->plan);
