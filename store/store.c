@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,11 @@
 
 #define STORE_DEFAULT_MAPSIZE ((size_t)64 << 20)
 #define STORE_MIN_MAPSIZE ((size_t)64 << 10)
+/* Disk allocated beyond the estimate, for what the estimate leaves out
+ * (cursor deletions, the free list written at commit); and the step by which
+ * the allocation grows, so that small writes rarely cost a system call. */
+#define STORE_DISK_SLACK ((uint64_t)16 << 20)
+#define STORE_DISK_STEP ((uint64_t)32 << 20)
 
 const char *const store_db_names[DB_COUNT] = {
     [DB_META] = "meta",
@@ -152,6 +158,40 @@ int txn_enter(store_txn_t *txn, bool need_write)
 	return 0;
 }
 
+/*
+ * With MDB_WRITEMAP, make sure the data file has disk blocks for everything
+ * this write may touch: LMDB appends new pages after the last committed one,
+ * and a value of vlen bytes costs at most vlen plus a few copied branch and
+ * leaf pages. Without this a full disk shows up as SIGBUS on a store into the
+ * map instead of an error. Pages below the last committed one were written
+ * before, so they already have blocks.
+ */
+static int txn_reserve_disk(store_txn_t *txn, size_t vlen)
+{
+	store_t *st = txn->st;
+	if (!st->writemap)
+		return 0;
+	txn->disk_end += (uint64_t)vlen + 4 * (uint64_t)st->psize;
+	uint64_t want = txn->disk_end + STORE_DISK_SLACK;
+	if (want > st->mapsize)
+		want = st->mapsize;
+	if (want <= st->disk_ok)
+		return 0;
+	uint64_t to = st->disk_ok + STORE_DISK_STEP;
+	if (to < want)
+		to = want;
+	if (to > st->mapsize)
+		to = st->mapsize;
+	int e = posix_fallocate(st->fd, (off_t)st->disk_ok, (off_t)(to - st->disk_ok));
+	if (e == ENOSPC)
+		return STORE_ENOSPC;
+	if (e != 0 && e != EOPNOTSUPP && e != EINVAL)
+		return STORE_EIO;
+	/* EOPNOTSUPP/EINVAL: a file system without allocation; nothing to gain. */
+	st->disk_ok = to;
+	return 0;
+}
+
 int db_get(store_txn_t *txn, int db, const void *k, size_t klen, MDB_val *val)
 {
 	MDB_val key = {klen, (void *)k};
@@ -162,6 +202,9 @@ int db_put(store_txn_t *txn, int db, const void *k, size_t klen, const void *v, 
 	   unsigned flags)
 {
 	MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
+	int rrc = txn_reserve_disk(txn, vlen);
+	if (rrc)
+		return rrc;
 	int rc = mdb_put(txn->txn, txn->st->dbi[db], &key, &val, flags);
 	if (rc == MDB_SUCCESS)
 		txn->nwrites++;
@@ -171,6 +214,9 @@ int db_put(store_txn_t *txn, int db, const void *k, size_t klen, const void *v, 
 int db_reserve(store_txn_t *txn, int db, const void *k, size_t klen, size_t vlen, void **out)
 {
 	MDB_val key = {klen, (void *)k}, val = {vlen, NULL};
+	int rrc = txn_reserve_disk(txn, vlen);
+	if (rrc)
+		return rrc;
 	int rc = mdb_put(txn->txn, txn->st->dbi[db], &key, &val, MDB_RESERVE);
 	if (rc != MDB_SUCCESS)
 		return store_map_mdb(rc);
@@ -182,6 +228,9 @@ int db_reserve(store_txn_t *txn, int db, const void *k, size_t klen, size_t vlen
 int db_del(store_txn_t *txn, int db, const void *k, size_t klen)
 {
 	MDB_val key = {klen, (void *)k};
+	int rrc = txn_reserve_disk(txn, 0);
+	if (rrc)
+		return rrc;
 	int rc = mdb_del(txn->txn, txn->st->dbi[db], &key, NULL);
 	if (rc == MDB_SUCCESS)
 		txn->nwrites++;
@@ -338,6 +387,11 @@ static int txn_begin(store_t *st, bool write, store_txn_t **out)
 	txn->st = st;
 	txn->txn = t;
 	txn->write = write;
+	if (write && st->writemap) {
+		MDB_envinfo info;
+		mdb_env_info(st->env, &info);
+		txn->disk_end = ((uint64_t)info.me_last_pgno + 1) * st->psize;
+	}
 	st->ntxn++;
 	if (write)
 		st->writer_open = true;
@@ -648,6 +702,10 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 		flags |= MDB_RDONLY;
 	if (opts->nosync)
 		flags |= MDB_NOSYNC;
+	/* See struct store: keeps big messages out of the heap. LMDB sizes the
+	 * file to the map (sparse); no nested transactions are used. */
+	if (!opts->readonly)
+		flags |= MDB_WRITEMAP;
 	mrc = mdb_env_open(st->env, st->path, flags, 0600);
 	if (mrc != MDB_SUCCESS) {
 		if (store_map_mdb(mrc) == STORE_ECORRUPT)
@@ -664,6 +722,13 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	MDB_envinfo info;
 	mdb_env_info(st->env, &info);
 	st->mapsize = info.me_mapsize;
+	if (!opts->readonly) {
+		MDB_stat ms;
+		st->writemap = true;
+		mdb_env_get_fd(st->env, &st->fd);
+		mdb_env_stat(st->env, &ms);
+		st->psize = ms.ms_psize;
+	}
 	/* Free reader slots left behind by killed processes. */
 	int dead = 0;
 	mdb_reader_check(st->env, &dead);

@@ -61,6 +61,15 @@ struct store {
 	int ntxn;	   /* open transactions of this handle */
 	bool writer_open;  /* LMDB's writer lock is not recursive: guard it */
 	bool grow_pending; /* a write hit MDB_MAP_FULL; grow when ntxn == 0 */
+	/* MDB_WRITEMAP: a write txn's pages live in the shared file map, not in
+	 * malloc'd memory, so a 50 MB message costs no 50 MB of heap. A page
+	 * written into a hole of the sparse file on a full disk would raise
+	 * SIGBUS, so the data file is allocated (posix_fallocate) ahead of what
+	 * a transaction may write; see txn_reserve_disk(). */
+	bool writemap;
+	int fd;		   /* the data file (LMDB's descriptor) */
+	size_t psize;	   /* LMDB page size */
+	uint64_t disk_ok;  /* bytes at the start of the data file known allocated */
 	store_commit_cb commit_cb;
 	void *commit_arg;
 };
@@ -71,6 +80,7 @@ struct store_txn {
 	bool write;
 	int err;	       /* sticky error */
 	unsigned long nwrites; /* puts and deletes so far (see txn_ret) */
+	uint64_t disk_end;     /* write txn: file bytes this txn may have used */
 	/* Scratch blocks handed out to callers (keyword arrays); freed at end. */
 	void **scratch;
 	size_t nscratch, capscratch;
