@@ -894,8 +894,8 @@ static void ingest_flush(engine_job_t *job)
 static void in_done_flush(void *ctx, void *h, const replica_msg_t *m)
 {
 	engine_job_t *job = ctx;
-	size_t maxb = job->o.commit_bytes ? job->o.commit_bytes : (4u << 20);
-	unsigned maxn = job->o.commit_msgs ? job->o.commit_msgs : 100;
+	size_t maxb = job->o.commit_bytes ? job->o.commit_bytes : (16u << 20);
+	unsigned maxn = job->o.commit_msgs ? job->o.commit_msgs : 1000;
 
 	in_done(ctx, h, m);
 	if (job->in_bytes >= maxb || job->in_count >= maxn)

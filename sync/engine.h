@@ -55,8 +55,8 @@ typedef struct engine_opts {
 	bool readonly;              /* never write to the replica */
 	bool force_full;            /* ignore modseqs, compare everything */
 	unsigned fetch_batch;       /* messages per fetch() call; 0 = 200 */
-	size_t commit_bytes;        /* commit ingested messages every this many bytes; 0 = 4 MiB */
-	unsigned commit_msgs;       /* ... or this many messages; 0 = 100 */
+	size_t commit_bytes;        /* commit ingested messages every this many bytes; 0 = 16 MiB */
+	unsigned commit_msgs;       /* ... or this many messages; 0 = 1000 */
 	int settle_secs;            /* an interrupted upload not found on the replica is
 	                               sent again only when older than this (the server
 	                               may still be storing it); 0 = 3 s, < 0 = at once */

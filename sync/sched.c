@@ -16,6 +16,8 @@
 #include "sync/folders.h"
 #include "sync/imap_replica.h"
 #include "sync/maildir.h"
+#include "sync/maildir_watch.h"
+#include "sync/mbnames.h"
 #include "sync/replica.h"
 
 enum conn_state { CONN_NONE, CONN_CONNECTING, CONN_READY, CONN_BUSY };
@@ -84,6 +86,7 @@ struct acct_state {
 	char **md_names;
 	size_t n_md, next_md;
 	engine_job_t *md_job;
+	bool md_in_started, md_out_listed, md_connecting;
 	/* stats of the run */
 	unsigned folders, skipped, down, up, del, flags, held, failed, deferred;
 	/* a run again shortly, for uploads held back after a crash */
@@ -92,6 +95,7 @@ struct acct_state {
 	unsigned retries;
 	/* daemon */
 	ev_timer refresh_w;
+	maildir_watch_t *watch;      /* inotify on the Maildir tree */
 	idle_sess_t *idle;
 	size_t n_idle;
 	double last_end;
@@ -195,7 +199,24 @@ static void md_free(acct_state_t *a)
 	free(a->md_folders);
 	a->md_names = NULL;
 	a->md_folders = NULL;
+	a->md_in_started = a->md_out_listed = a->md_connecting = false;
 	a->n_md = a->next_md = 0;
+}
+
+/* The folder list file for mail readers, after every sync. */
+static void write_mbnames(sched_t *s)
+{
+	size_t n = 0;
+	bool changed = false;
+
+	if (!s->cfg->mbnames.enabled)
+		return;
+	mbnames_item_t *items = mbnames_items_from_config(s->cfg, &n);
+	int rc = mbnames_update(&s->cfg->mbnames, items, n, &changed);
+	if (rc < 0)
+		log_err("sync: cannot write the mbnames file %s: %s", s->cfg->mbnames.filename,
+			strerror(-rc));
+	mbnames_items_free(items, n);
 }
 
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -238,6 +259,9 @@ static void run_finish(acct_state_t *a)
 		return;
 	}
 	a->retries = 0;
+	write_mbnames(s);
+	if (a->watch)
+		maildir_watch_refresh(a->watch);
 	a->last_end = ev_now(s->loop);
 	a->last_status = a->status;
 	s->running--;
@@ -399,6 +423,9 @@ static int md_list_cb(const store_folder_t *f, void *arg)
 	    store_replica_get(ml->txn, f->id, STORE_REPLICA_MAILDIR, &rs) == 0 &&
 	    rs.uidvalidity != 0 && rs.pushed_modseq == f->highestmodseq)
 		return 0;
+	for (size_t i = a->next_md; i < a->n_md; i++)
+		if (a->md_folders[i] == f->id)
+			return 0; /* already queued */
 	a->md_folders = xrealloc(a->md_folders, (a->n_md + 1) * sizeof(uint32_t));
 	a->md_names = xrealloc(a->md_names, (a->n_md + 1) * sizeof(char *));
 	a->md_folders[a->n_md] = f->id;
@@ -406,6 +433,8 @@ static int md_list_cb(const store_folder_t *f, void *arg)
 	a->n_md++;
 	return 0;
 }
+
+static void md_pump(acct_state_t *a);
 
 static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 {
@@ -418,70 +447,120 @@ static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 	note_result(a, a->md_names[a->next_md], true, rc, st);
 	a->folders--; /* count folders once, for the remote pass */
 	a->next_md++;
-	run_step(a);
+	if (a->phase == RUN_REMOTE)
+		md_pump(a);
+	else
+		run_step(a);
 }
 
 static void md_connect_cb(int status, void *ctx)
 {
 	acct_state_t *a = ctx;
 
+	a->md_connecting = false;
 	if (status != REPLICA_OK) {
 		log_err("sync: acct=%s: cannot read the Maildir tree %s: %s", a->name,
 			a->acct->maildir_path, replica_strerror(status));
 		a->status = worse(a->status, 1);
-		md_free(a);
+		replica_free(a->md);
+		a->md = NULL;
 	}
-	run_step(a);
+	if (a->phase == RUN_REMOTE)
+		md_pump(a);
+	else
+		run_step(a);
 }
 
-/* Start the Maildir pass, or step it; returns true while it is running. */
+/* Start the next queued Maildir job when the session is free. */
+static void md_start_next(acct_state_t *a)
+{
+	engine_opts_t o;
+	char prefix[256];
+	uint32_t fid = a->md_folders[a->next_md];
+
+	engine_opts_fill(a, &o, fid, STORE_REPLICA_MAILDIR, a->md_names[a->next_md],
+			 a->md_names[a->next_md], prefix, sizeof(prefix));
+	/* Set md_job before starting: a synchronous replica may finish at once. */
+	a->md_job = (engine_job_t *)1;
+	engine_job_t *j = engine_sync_folder(a->s->st, a->md, &o, md_job_done, a);
+	if (a->md_job == (engine_job_t *)1)
+		a->md_job = j;
+}
+
+static void md_pump(acct_state_t *a)
+{
+	if (a->md && !a->md_job && !a->md_connecting && a->next_md < a->n_md)
+		md_start_next(a);
+}
+
+/* While the remote pass runs, a folder it finished goes out to the Maildir
+ * at once, so writing files overlaps with waiting for the network. */
+static void md_enqueue(acct_state_t *a, uint32_t fid, const char *name)
+{
+	if (!a->md)
+		return;
+	for (size_t i = a->next_md; i < a->n_md; i++)
+		if (a->md_folders[i] == fid)
+			return;
+	a->md_folders = xrealloc(a->md_folders, (a->n_md + 1) * sizeof(uint32_t));
+	a->md_names = xrealloc(a->md_names, (a->n_md + 1) * sizeof(char *));
+	a->md_folders[a->n_md] = fid;
+	a->md_names[a->n_md] = xstrdup(name);
+	a->n_md++;
+	md_pump(a);
+}
+
+/* Step the Maildir pass of the current phase; true while it is running.
+ * In: every folder (the tree's changes first). Out: what changed in the
+ * store and did not go out during the remote pass. The session stays open
+ * from in to out. */
 static bool md_step(acct_state_t *a)
 {
 	sched_t *s = a->s;
+	bool list = false;
 
 	if (!a->acct->maildir_path)
 		return false;
-	if (!a->md && a->n_md == 0 && a->next_md == 0) {
+	if (a->phase == RUN_MAILDIR_IN && !a->md_in_started) {
+		a->md_in_started = list = true;
+	} else if (a->phase == RUN_MAILDIR_OUT && !a->md_out_listed) {
+		a->md_out_listed = list = true;
+	}
+	if (list) {
 		store_txn_t *txn = NULL;
-		maildir_opts_t mo = {
-			.loop = s->loop,
-			.st = s->st,
-			.account_id = a->account_id,
-			.account = a->name,
-			.root = a->acct->maildir_path,
-			.sep = a->acct->maildir_sep && a->acct->maildir_sep[0] ? a->acct->maildir_sep[0]
-										: '/',
-		};
 		if (store_txn_begin_read(s->st, &txn) == 0) {
 			md_list_t ml = { a, txn };
 			store_folder_list(txn, a->account_id, md_list_cb, &ml);
 		}
 		store_txn_abort(txn);
-		if (a->n_md == 0)
-			return false;
-		a->md = maildir_replica_open(&mo);
-		a->md->ops->connect(a->md, NULL, md_connect_cb, a);
-		return true;
+		if (!a->md && a->phase == RUN_MAILDIR_IN) {
+			maildir_opts_t mo = {
+				.loop = s->loop,
+				.st = s->st,
+				.account_id = a->account_id,
+				.account = a->name,
+				.root = a->acct->maildir_path,
+				.sep = a->acct->maildir_sep && a->acct->maildir_sep[0]
+					       ? a->acct->maildir_sep[0]
+					       : '/',
+			};
+			a->md = maildir_replica_open(&mo);
+			a->md_connecting = true;
+			/* md_connect_cb() drives the next step, now or later. */
+			a->md->ops->connect(a->md, NULL, md_connect_cb, a);
+			return true;
+		}
 	}
 	if (!a->md)
 		return false; /* failed to connect */
-	if (a->md_job)
+	if (a->md_job || a->md_connecting)
 		return true;
 	if (a->next_md >= a->n_md) {
-		md_free(a);
+		if (a->phase == RUN_MAILDIR_OUT)
+			md_free(a);
 		return false;
 	}
-	engine_opts_t o;
-	char prefix[256];
-	uint32_t fid = a->md_folders[a->next_md];
-	engine_opts_fill(a, &o, fid, STORE_REPLICA_MAILDIR, a->md_names[a->next_md],
-			 a->md_names[a->next_md], prefix, sizeof(prefix));
-	o.log_prefix = prefix;
-	/* Set md_job before starting: a synchronous replica may finish at once. */
-	a->md_job = (engine_job_t *)1;
-	engine_job_t *j = engine_sync_folder(s->st, a->md, &o, md_job_done, a);
-	if (a->md_job == (engine_job_t *)1)
-		a->md_job = j;
+	md_start_next(a);
 	return true;
 }
 
@@ -547,6 +626,8 @@ static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 		return;
 	a->busy--;
 	note_result(a, a->plan.jobs[c->job_idx].local, false, rc, st);
+	if (rc == ENGINE_OK && !st->skipped)
+		md_enqueue(a, a->plan.jobs[c->job_idx].folder_id, a->plan.jobs[c->job_idx].local);
 	if (rc == ENGINE_REPLICA_ERR) {
 		replica_free(c->r);
 		c->r = NULL;
@@ -992,9 +1073,26 @@ static void push_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 }
 
+static void tree_changed_cb(void *arg)
+{
+	acct_state_t *a = arg;
+	log_debug("sync: acct=%s: the Maildir tree changed", a->name);
+	acct_request(a, NULL);
+}
+
 static void acct_timers(acct_state_t *a)
 {
 	sched_t *s = a->s;
+
+	if (a->watch) {
+		maildir_watch_free(a->watch);
+		a->watch = NULL;
+	}
+	if (s->daemon && a->acct->maildir_path &&
+	    maildir_watch_new(s->loop, a->acct->maildir_path, 0, tree_changed_cb, a, &a->watch) != 0)
+		log_warn("sync: acct=%s: cannot watch %s (inotify); local changes are picked up "
+			 "at the next sync only",
+			 a->name, a->acct->maildir_path);
 
 	ev_timer_stop(s->loop, &a->refresh_w);
 	if (s->daemon && a->acct->autorefresh > 0) {
@@ -1057,6 +1155,8 @@ sched_t *sched_new(struct ev_loop *loop, store_t *st, const config_t *cfg, bool 
 static void acct_free(sched_t *s, acct_state_t *a)
 {
 	ev_timer_stop(s->loop, &a->refresh_w);
+	maildir_watch_free(a->watch);
+	a->watch = NULL;
 	acct_abort(a);
 	idle_stop_all(a);
 	for (waiter_t *w = a->waiters, *n; w; w = n) {
@@ -1107,6 +1207,8 @@ void sched_set_config(sched_t *s, const config_t *cfg)
 		if (!na) {
 			a->removed = true;
 			ev_timer_stop(s->loop, &a->refresh_w);
+			maildir_watch_free(a->watch);
+			a->watch = NULL;
 			a->acct = NULL;
 			a->running = false;
 			continue;
@@ -1235,6 +1337,8 @@ void sched_account_removed(sched_t *s, const char *account)
 	acct_abort(a);
 	idle_stop_all(a);
 	ev_timer_stop(s->loop, &a->refresh_w);
+	maildir_watch_free(a->watch);
+	a->watch = NULL;
 	if (was_running)
 		s->running--;
 	a->running = false;
