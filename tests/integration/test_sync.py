@@ -12,9 +12,10 @@ from synclib import SyncEnv, server_msgs, server_uids, sha
 
 class SyncTestBase:
     condstore = True
+    capability = None
 
     def setUp(self):
-        self.dc = Dovecot(condstore=self.condstore)
+        self.dc = Dovecot(condstore=self.condstore, capability=self.capability)
         self.dc.start()
         self.env = SyncEnv(self.dc)
 
@@ -204,6 +205,13 @@ class SyncCondstore(SyncTestBase, unittest.TestCase):
 
 class SyncNoCondstore(SyncTestBase, unittest.TestCase):
     condstore = False
+
+
+class SyncCondstoreWithoutQresync(SyncTestBase, unittest.TestCase):
+    """CHANGEDSINCE for flags, UID SEARCH for deletions (no VANISHED), pipelined
+    STATUS instead of LIST-STATUS."""
+    capability = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE "
+                  "UIDPLUS LIST-EXTENDED ESEARCH MOVE LITERAL+ SPECIAL-USE CONDSTORE")
 
 
 class SyncMaildir(unittest.TestCase):
