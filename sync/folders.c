@@ -247,11 +247,11 @@ static int plan_fn(store_txn_t *txn, void *arg)
 		j->counts = rf->counts;
 	}
 
-	/* Store-only folders. */
+	/* Store-only folders (never created on a read-only remote). */
 	rc2 = store_folder_list(txn, plan->account_id, list_store_cb, pc);
 	if (rc2)
 		return rc2;
-	for (size_t i = 0; i < pc->n_store; i++) {
+	for (size_t i = 0; i < pc->n_store && !rc->readonly; i++) {
 		bool have = false;
 		for (size_t k = 0; k < plan->n && !have; k++)
 			have = plan->jobs[k].folder_id == pc->store_ids[i];
