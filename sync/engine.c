@@ -1089,9 +1089,12 @@ static void do_delete(engine_job_t *job)
 
 /* ------------------------------------------------- flags to the replica */
 
+/* One flag update in flight: the pairs it covers. */
 typedef struct flag_ctx {
 	engine_job_t *job;
-	size_t idx;
+	size_t *idx;
+	size_t n;
+	uint32_t *uids;
 } flag_ctx_t;
 
 static void flags_cb(int status, void *ctx)
@@ -1100,13 +1103,43 @@ static void flags_cb(int status, void *ctx)
 	engine_job_t *job = fc->job;
 
 	job->waiting--;
-	if (status == REPLICA_OK)
-		job->pairs[fc->idx].ok = true;
-	else if (status == REPLICA_MSG_BAD)
-		job->stats.failed++;
+	for (size_t i = 0; i < fc->n; i++) {
+		if (status == REPLICA_OK)
+			job->pairs[fc->idx[i]].ok = true;
+		else if (status == REPLICA_MSG_BAD)
+			job->stats.failed++;
+	}
 	eng_op_fail(job, status, "flag update");
+	free(fc->idx);
+	free(fc->uids);
 	free(fc);
 	eng_kick(job);
+}
+
+static unsigned fl_add(const pair_ent_t *e)
+{
+	return e->n_flags & ~e->r_flags;
+}
+
+static unsigned fl_del(const pair_ent_t *e)
+{
+	return e->r_flags & ~e->n_flags;
+}
+
+/* Order pairs by the change they need, so equal changes are neighbours. */
+static int change_cmp(const void *a, const void *b, void *arg)
+{
+	const engine_job_t *job = arg;
+	const pair_ent_t *x = &job->pairs[*(const size_t *)a], *y = &job->pairs[*(const size_t *)b];
+	int c;
+
+	if (fl_add(x) != fl_add(y))
+		return fl_add(x) < fl_add(y) ? -1 : 1;
+	if (fl_del(x) != fl_del(y))
+		return fl_del(x) < fl_del(y) ? -1 : 1;
+	if ((c = strcmp(x->add_kw, y->add_kw)) != 0)
+		return c;
+	return strcmp(x->del_kw, y->del_kw);
 }
 
 static int flags_commit_fn(store_txn_t *txn, void *arg)
@@ -1130,24 +1163,51 @@ static int flags_commit_fn(store_txn_t *txn, void *arg)
 	return 0;
 }
 
+/* Push merged flags to the replica: one command per distinct change (a
+ * thousand messages marked read are one UID STORE), or per message when the
+ * replica has no bulk operation. */
 static void do_flags(engine_job_t *job)
 {
-	unsigned n = 0;
+	size_t *order = NULL, n = 0;
 
-	for (size_t i = 0; i < job->n_pairs && job->result == ENGINE_OK; i++) {
+	for (size_t i = 0; i < job->n_pairs; i++) {
 		pair_ent_t *e = &job->pairs[i];
 		if (!e->set_replica)
 			continue;
-		flag_ctx_t *fc = xmalloc(sizeof(*fc));
 		replica_kw_diff(e->r_kw, e->n_kw, &e->add_kw, &e->del_kw);
-		unsigned add = e->n_flags & ~e->r_flags, del = e->r_flags & ~e->n_flags;
-		fc->job = job;
-		fc->idx = i;
-		job->waiting++;
-		job->r->ops->set_flags(job->r, e->ruid, add, e->add_kw, del, e->del_kw, flags_cb, fc);
-		n++;
+		order = xrealloc(order, (n + 1) * sizeof(*order));
+		order[n++] = i;
 	}
-	job->stats.flags_replica += n;
+	if (n == 0)
+		return;
+	job->stats.flags_replica += (unsigned)n;
+	bool bulk = job->r->ops->set_flags_uids != NULL;
+	if (bulk)
+		qsort_r(order, n, sizeof(*order), change_cmp, job);
+	for (size_t i = 0; i < n && job->result == ENGINE_OK;) {
+		size_t j = i + 1;
+		while (bulk && j < n && change_cmp(&order[i], &order[j], job) == 0)
+			j++;
+		pair_ent_t *e = &job->pairs[order[i]];
+		flag_ctx_t *fc = xcalloc(1, sizeof(*fc));
+		fc->job = job;
+		fc->n = j - i;
+		fc->idx = xmalloc(fc->n * sizeof(size_t));
+		fc->uids = xmalloc(fc->n * sizeof(uint32_t));
+		for (size_t k = 0; k < fc->n; k++) {
+			fc->idx[k] = order[i + k];
+			fc->uids[k] = job->pairs[order[i + k]].ruid;
+		}
+		job->waiting++;
+		if (fc->n > 1)
+			job->r->ops->set_flags_uids(job->r, fc->uids, fc->n, fl_add(e), e->add_kw,
+						    fl_del(e), e->del_kw, flags_cb, fc);
+		else
+			job->r->ops->set_flags(job->r, e->ruid, fl_add(e), e->add_kw, fl_del(e),
+					       e->del_kw, flags_cb, fc);
+		i = j;
+	}
+	free(order);
 }
 
 static void do_flags_commit(engine_job_t *job)

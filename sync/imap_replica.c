@@ -1162,6 +1162,49 @@ static void ir_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *a
 	buf_free(&b);
 }
 
+static void ir_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsigned add,
+			      const char *add_kw, unsigned del, const char *del_kw,
+			      replica_done_cb cb, void *ctx)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	bool do_add = add || (add_kw && *add_kw), do_del = del || (del_kw && *del_kw);
+	buf_t set = BUF_INIT, b = BUF_INIT;
+	uint32_t *sorted;
+	simple_op_t *op;
+
+	if (ir->caps & REPLICA_CAP_READONLY) {
+		cb(REPLICA_FOLDER_BAD, ctx);
+		return;
+	}
+	if (n == 0 || (!do_add && !do_del)) {
+		cb(REPLICA_OK, ctx);
+		return;
+	}
+	sorted = xmalloc(n * sizeof(*sorted));
+	memcpy(sorted, uids, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), cmp_u32);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || sorted[k - 1] != sorted[i])
+			sorted[k++] = sorted[i];
+	imap_seqset_format(&set, sorted, k);
+	free(sorted);
+	op = simple_new(ir, cb, ctx, (do_add ? 1 : 0) + (do_del ? 1 : 0));
+	if (do_add) {
+		flags_list(&b, add, add_kw);
+		imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %s +FLAGS.SILENT %s",
+				buf_cstr(&set), buf_cstr(&b));
+	}
+	if (do_del) {
+		buf_reset(&b);
+		flags_list(&b, del, del_kw);
+		imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %s -FLAGS.SILENT %s",
+				buf_cstr(&set), buf_cstr(&b));
+	}
+	buf_free(&b);
+	buf_free(&set);
+}
+
 /* ------------------------------------------------------------------ delete */
 
 static void ir_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done_cb cb, void *ctx)
@@ -1381,6 +1424,7 @@ static const replica_ops_t imap_replica_ops = {
 	.unwatch = ir_unwatch,
 	.close = ir_close,
 	.free = ir_free,
+	.set_flags_uids = ir_set_flags_uids,
 };
 
 replica_t *imap_replica_new(struct ev_loop *loop, const config_account_t *acct, const char *label)

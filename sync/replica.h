@@ -290,6 +290,13 @@ typedef struct replica_ops {
 	/* Log out where possible and release everything. Pending callbacks are
 	 * not called. r is invalid afterwards. */
 	void (*free)(replica_t *r);
+
+	/* Optional (may be NULL): set_flags() for n messages at once, the same
+	 * change for all (one UID STORE over a UID set). uids need not be
+	 * sorted; the status covers them all. */
+	void (*set_flags_uids)(replica_t *r, const uint32_t *uids, size_t n, unsigned add,
+			       const char *add_keywords, unsigned del, const char *del_keywords,
+			       replica_done_cb cb, void *ctx);
 } replica_ops_t;
 
 /*

@@ -35,6 +35,7 @@ typedef struct afolder {
 	size_t n;
 	bool modseq;
 	bool uidplus;
+	bool bulk;      /* offer set_flags_uids() */
 } afolder_t;
 
 typedef struct arep {
@@ -265,6 +266,35 @@ static void a_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done_
 	cb(alive ? REPLICA_OK : REPLICA_BAD, ctx);
 }
 
+static void a_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsigned add,
+			     const char *add_kw, unsigned del, const char *del_kw,
+			     replica_done_cb cb, void *ctx)
+{
+	arep_t *a = (arep_t *)r;
+	int worst = REPLICA_OK;
+
+	if (a_dead(a)) {
+		cb(REPLICA_BAD, ctx);
+		return;
+	}
+	/* One operation (one tick) for the whole set. */
+	bool alive = a_tick(a);
+	for (size_t i = 0; i < n; i++) {
+		amsg_t *m = af_find(a->f, uids[i]);
+		if (!m)
+			continue;
+		char *nk = replica_kw_merge(del_kw, "", m->kw);
+		char *all = xasprintf("%s %s", nk, add_kw);
+		free(m->kw);
+		m->kw = replica_kw_canon(all);
+		free(all);
+		free(nk);
+		m->flags = (m->flags | add) & ~del;
+		m->modseq = ++a->f->hms;
+	}
+	cb(alive ? worst : REPLICA_BAD, ctx);
+}
+
 static void a_free(replica_t *r)
 {
 	free(r);
@@ -281,10 +311,22 @@ static const replica_ops_t a_ops = {
 	.free = a_free,
 };
 
+static const replica_ops_t a_ops_bulk = {
+	.select = a_select,
+	.scan = a_scan,
+	.fetch = a_fetch,
+	.append = a_append,
+	.find = a_find,
+	.set_flags = a_set_flags,
+	.delete_msgs = a_delete,
+	.free = a_free,
+	.set_flags_uids = a_set_flags_uids,
+};
+
 static replica_t *arep_new(afolder_t *f, int ops)
 {
 	arep_t *a = xcalloc(1, sizeof(*a));
-	a->base.ops = &a_ops;
+	a->base.ops = f->bulk ? &a_ops_bulk : &a_ops;
 	a->base.label = "test";
 	a->f = f;
 	a->ops_left = ops;
@@ -323,6 +365,7 @@ static void env_init(env_t *e, bool modseq, bool uidplus)
 	e->f.hms = 1;
 	e->f.modseq = modseq;
 	e->f.uidplus = uidplus;
+	e->f.bulk = modseq && uidplus;
 }
 
 static void env_free(env_t *e)
@@ -609,6 +652,14 @@ static void test_initial_and_two_way(bool modseq, bool uidplus)
 	s_set_flags(&e, su0, REPLICA_F_FLAGGED, "");
 	s_set_flags(&e, su1, 0, "");
 	s_set_flags(&e, su2, 0, "$Forwarded Junk work"); /* store adds work */
+	/* Two messages with the same change: one bulk update where offered. */
+	uint32_t su4 = 0;
+	snap_take(&e, &s);
+	for (size_t i = 0; i < s.n; i++)
+		if (strcmp(s.data[i], m[4]) == 0)
+			su4 = s.uid[i];
+	snap_free(&s);
+	s_set_flags(&e, su4, REPLICA_F_FLAGGED, "");
 	CHECK_EQ_INT(run_sync(&e, -1, 0.5, false, &res), ENGINE_OK);
 	check_same(&e, "flags");
 	CHECK_EQ_INT(r0->flags, REPLICA_F_SEEN | REPLICA_F_FLAGGED);
