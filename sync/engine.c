@@ -548,7 +548,9 @@ static int apply_store_fn(store_txn_t *txn, void *arg)
 		 * has it; otherwise after the replica accepted it (do_flags). In
 		 * read-only mode the replica never changes, so agreed stays at
 		 * the replica's value and local changes are simply kept. */
-		bool replica_differs = e->n_flags != e->r_flags || strcmp(e->n_kw, e->r_kw) != 0;
+		bool kw_ok = (job->box.caps & REPLICA_CAP_KEYWORDS) != 0;
+		bool replica_differs = e->n_flags != e->r_flags ||
+				       (kw_ok && strcmp(e->n_kw, e->r_kw) != 0);
 		if (!replica_differs && (e->n_flags != e->a_flags || strcmp(e->n_kw, e->a_kw) != 0)) {
 			store_pair_t p = { .replica_uid = e->ruid, .store_uid = e->suid,
 					   .flags = e->n_flags };
@@ -621,6 +623,13 @@ static void do_decide(engine_job_t *job)
 				continue;
 			}
 			e->r_flags = e->a_flags;
+			free(e->r_kw);
+			e->r_kw = xstrdup(e->a_kw);
+		}
+		if (!(job->box.caps & REPLICA_CAP_KEYWORDS)) {
+			/* The folder keeps no keywords (PERMANENTFLAGS without \*):
+			 * they live in the store only, and the replica's lack of
+			 * them is not a removal. */
 			free(e->r_kw);
 			e->r_kw = xstrdup(e->a_kw);
 		}
@@ -1174,7 +1183,12 @@ static void do_flags(engine_job_t *job)
 		pair_ent_t *e = &job->pairs[i];
 		if (!e->set_replica)
 			continue;
-		replica_kw_diff(e->r_kw, e->n_kw, &e->add_kw, &e->del_kw);
+		if (job->box.caps & REPLICA_CAP_KEYWORDS) {
+			replica_kw_diff(e->r_kw, e->n_kw, &e->add_kw, &e->del_kw);
+		} else {
+			e->add_kw = xstrdup("");
+			e->del_kw = xstrdup("");
+		}
 		order = xrealloc(order, (n + 1) * sizeof(*order));
 		order[n++] = i;
 	}

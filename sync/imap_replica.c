@@ -1049,7 +1049,8 @@ static void ir_append(replica_t *r, const replica_new_msg_t *m, replica_uid_cb c
 	op->ir = ir;
 	op->cb = cb;
 	op->ctx = ctx;
-	flags_list(&fl, m->flags, m->keywords);
+	/* A folder without \* in PERMANENTFLAGS may refuse keywords. */
+	flags_list(&fl, m->flags, (ir->box.caps & REPLICA_CAP_KEYWORDS) ? m->keywords : "");
 	if (m->internaldate)
 		format_internaldate(m->internaldate, date, sizeof(date));
 	imap_client_append(ir->c, ir->selected, buf_cstr(&fl), m->internaldate ? date : NULL,

@@ -36,6 +36,7 @@ typedef struct afolder {
 	bool modseq;
 	bool uidplus;
 	bool bulk;      /* offer set_flags_uids() */
+	bool no_kw;     /* keywords are not kept (PERMANENTFLAGS without \*) */
 } afolder_t;
 
 typedef struct arep {
@@ -120,7 +121,8 @@ static void a_select(replica_t *r, const char *name, replica_select_cb cb, void 
 	box.counts.uidnext = a->f->uidnext;
 	box.counts.messages = (uint32_t)a->f->n;
 	box.counts.highestmodseq = a->f->modseq ? a->f->hms : 0;
-	box.caps = (a->f->modseq ? REPLICA_CAP_MODSEQ : 0) | (a->f->uidplus ? REPLICA_CAP_UIDPLUS : 0);
+	box.caps = (a->f->modseq ? REPLICA_CAP_MODSEQ : 0) | (a->f->uidplus ? REPLICA_CAP_UIDPLUS : 0) |
+		   (a->f->no_kw ? 0 : REPLICA_CAP_KEYWORDS);
 	cb(alive ? REPLICA_OK : REPLICA_BAD, alive ? &box : NULL, ctx);
 }
 
@@ -196,7 +198,8 @@ static void a_append(replica_t *r, const replica_new_msg_t *nm, replica_uid_cb c
 	}
 	bool alive = a_tick(a);
 	char *d = xstrndup(nm->data, nm->len);
-	uint32_t uid = af_add(a->f, d, nm->flags, nm->keywords);
+	/* A folder without keywords drops them silently, as servers may. */
+	uint32_t uid = af_add(a->f, d, nm->flags, a->f->no_kw ? "" : nm->keywords);
 	free(d);
 	cb(alive ? REPLICA_OK : REPLICA_BAD, a->f->uidplus ? uid : 0, ctx);
 }
@@ -922,8 +925,39 @@ static void test_settle(void)
 	env_free(&e);
 }
 
+/* A folder that keeps no keywords: they stay in the store, flags still sync. */
+static void test_no_keywords(void)
+{
+	env_t e;
+	result_t res;
+	char *a = msg(1), *b = msg(2);
+
+	env_init(&e, true, true);
+	e.f.no_kw = true;
+	af_add(&e.f, a, 0, "");
+	CHECK_EQ_INT(run_sync(&e, -1, 0.5, false, NULL), ENGINE_OK);
+	snap_t s;
+	snap_take(&e, &s);
+	s_set_flags(&e, s.uid[0], REPLICA_F_SEEN, "work");
+	snap_free(&s);
+	s_add(&e, b, 0, "todo");
+	CHECK_EQ_INT(run_sync(&e, -1, 0.5, false, &res), ENGINE_OK);
+	CHECK_EQ_INT(run_sync(&e, -1, 0.5, false, &res), ENGINE_OK);
+	CHECK_EQ_INT(e.f.n, 2);
+	CHECK_EQ_INT(e.f.m[0].flags, REPLICA_F_SEEN);
+	CHECK(strcmp(e.f.m[0].kw, "") == 0 && strcmp(e.f.m[1].kw, "") == 0);
+	snap_take(&e, &s);
+	for (size_t i = 0; i < s.n; i++)
+		CHECK(strcmp(s.kw[i], strcmp(s.data[i], a) == 0 ? "work" : "todo") == 0);
+	snap_free(&s);
+	free(a);
+	free(b);
+	env_free(&e);
+}
+
 int main(void)
 {
+	test_no_keywords();
 	test_settle();
 	test_initial_and_two_way(true, true);
 	test_initial_and_two_way(false, true);
