@@ -413,11 +413,32 @@ void imap_client_pump(imap_client_t *c)
 			struct part *p = &cmd->parts[cmd->cur];
 			switch (p->kind) {
 			case PART_DATA:
-				trace_client(c, p, (cmd->flags & CMD_AUTH) && cmd->cur > 0);
+				if (cmd->data_sent == 0)
+					trace_client(c, p, (cmd->flags & CMD_AUTH) && cmd->cur > 0);
 				cmd->started = true;
-				imap_conn_write(c->conn, p->data, p->len);
-				if (gen != c->gen)
-					return;
+				if (p->len <= IMAP_CONN_LOW_WATER) {
+					imap_conn_write(c->conn, p->data, p->len);
+					if (gen != c->gen)
+						return;
+				} else {
+					/* A big literal goes out as the socket drains, like
+					 * PART_FD: queueing it whole would double its memory
+					 * in the connection's output buffer. */
+					while (cmd->data_sent < p->len &&
+					       imap_conn_outq(c->conn) < IMAP_CONN_LOW_WATER) {
+						size_t n = p->len - cmd->data_sent;
+						if (n > 65536)
+							n = 65536;
+						imap_conn_write(c->conn, p->data + cmd->data_sent, n);
+						if (gen != c->gen)
+							return;
+						cmd->data_sent += n;
+						imap_client_touch(c);
+					}
+					if (cmd->data_sent < p->len)
+						return; /* conn_drain_cb resumes */
+					cmd->data_sent = 0;
+				}
 				cmd->cur++;
 				imap_client_touch(c);
 				break;

@@ -56,6 +56,7 @@ struct cmd {
 	size_t n_parts, cap_parts;
 	size_t cur; /* next part to send */
 	uint64_t fd_sent;
+	size_t data_sent; /* bytes of a big PART_DATA (a literal) already sent */
 	bool got_cont;
 	bool done_req; /* IDLE: DONE requested */
 	bool started;  /* first byte sent */
