@@ -71,6 +71,10 @@ CASES = {
     "fetch_uid_zero": (FETCH_BODY, fetch_lit(b"* 1 FETCH (UID 0 FLAGS ()"), False,
                        r"UID 0|UID of 0|zero", False),
     "fetch_no_uid": (FETCH_BODY, fetch_lit(b"* 1 FETCH (FLAGS ()"), False, None, True),
+    "fetch_unrequested_uid": (FETCH_BODY, fetch_lit(b"* 1 FETCH (UID 999 FLAGS ()"), False,
+                              None, True),
+    "fetch_duplicate_uid": (FETCH_BODY, fetch_lit(b"* 1 FETCH (UID 1 FLAGS ()"), False,
+                            r"twice|duplicate|UID 1", False),
 }
 
 # The engine reports a lost session as "replica unreachable or session lost
@@ -81,7 +85,19 @@ CASES = {
 # These say-why checks fail until sync/engine.c / sync/imap_replica.c pass
 # the reason on.
 WHY_KNOWN_BAD = {"garbage_line", "line_2mb_no_crlf", "literal_1tb", "nul_in_line",
-                 "unbalanced_open", "unknown_tag", "exists_overflow", "fetch_uid_zero"}
+                 "unbalanced_open", "unknown_tag", "exists_overflow", "fetch_uid_zero",
+                 "fetch_duplicate_uid"}
+
+# Known bugs: imap_replica.c fetch_untagged() hands every FETCH carrying UID
+# and BODY[] to the engine, whatever was asked for.
+KNOWN_BAD = {
+    # A body for a UID not asked for (999) is stored and exported to the
+    # Maildir as a new message, and a clean run does not take it back out.
+    "fetch_unrequested_uid": "forged message for an unrequested UID is stored",
+    # The first body for UID 1 (the forged one) is stored and paired; the
+    # server's real UID 1 is dropped, and a clean run never fetches it again.
+    "fetch_duplicate_uid": "forged body kept for a duplicated UID, real one lost",
+}
 
 
 class HostileProxy:
@@ -293,6 +309,8 @@ def make_test(name, only_why=False):
             test = unittest.expectedFailure(test)
     else:
         test.__doc__ = "bad server input: %s: nothing lost, nothing half-written" % name
+        if name in KNOWN_BAD:
+            test = unittest.expectedFailure(test)
     return test
 
 
