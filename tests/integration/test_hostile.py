@@ -24,6 +24,7 @@ import select
 import socket
 import subprocess
 import threading
+import time
 import unittest
 
 from harness import Dovecot, make_message
@@ -32,6 +33,7 @@ from synclib import BUILD, SyncEnv, server_msgs
 FETCH_BODY = re.compile(rb"^(\S+) UID FETCH [^\r\n]*BODY(?:\.PEEK)?\[\]", re.M)
 SELECT = re.compile(rb"^(\S+) (?:SELECT|EXAMINE) \"?([^\"\r\n]*)\"?", re.M)
 LIST = re.compile(rb"^(\S+) LIST ", re.M)
+APPEND = re.compile(rb"^(\S+) APPEND ", re.M)
 
 FORGED = b"Subject: forged\r\nMessage-ID: <forged@hostile.test>\r\n\r\nforged body\r\n"
 
@@ -298,6 +300,63 @@ class Hostile(unittest.TestCase):
         self.assertEqual(self.server_shas(), self.before,
                          "%s: the server's mail changed" % name)
         return rc, log
+
+
+class HostileUpload(unittest.TestCase):
+    """The server's reply to an APPEND is garbage: the message may or may not
+    be stored there, and the daemon cannot tell. Nothing may be lost and
+    nothing sent twice: after a clean run the new message is on the server,
+    in the store and in the Maildir exactly once."""
+
+    def test_append_reply_garbage(self):
+        dc = Dovecot()
+        dc.start()
+        self.addCleanup(dc.stop)
+        dc.append("alice", "INBOX", make_message(subject="already there"))
+        proxy = HostileProxy(("127.0.0.1", dc.port), APPEND,
+                             b"@@ \x7f garbage instead of an APPEND reply\r\n", False)
+        self.addCleanup(proxy.stop)
+        env = SyncEnv(dc, maildir=True)
+        self.addCleanup(env.cleanup)
+        with open(env.config) as f:
+            text = f.read()
+        with open(env.config, "w") as f:
+            f.write(text.replace("port = %d;" % dc.port, "port = %d;" % proxy.port))
+        rc, log = env.sync(timeout=90)
+        self.assertEqual(rc, 0, log)
+        self.assertFalse(proxy.fired)
+
+        new = make_message(subject="written locally", msgid="<local-1@hostile.test>")
+        tmp = os.path.join(env.maildir, "INBOX", "tmp", "1767225600.M1P1.local")
+        with open(tmp, "wb") as f:
+            f.write(new)
+        os.rename(tmp, os.path.join(env.maildir, "INBOX", "new", "1767225600.M1P1.local"))
+        rc, log = env.sync(timeout=90)
+        self.assertTrue(proxy.fired, "the daemon never sent APPEND:\n" + log)
+        self.assertEqual(rc, 1, "garbage in reply to APPEND went unnoticed:\n" + log)
+        self.assertTrue(any("acct=home" in l and "INBOX" in l
+                            for l in log.splitlines() if "error:" in l), log)
+        store_check(self, env)
+
+        # Clean runs until nothing is pending (an upload whose fate is unknown
+        # may be held back for a few seconds before it is looked for).
+        for _ in range(10):
+            rc, log = env.sync(timeout=90)
+            self.assertIn(rc, (0, 1), log)
+            if rc == 0 and not env.pending():
+                break
+            time.sleep(1)
+        self.assertEqual(rc, 0, log)
+        store_check(self, env)
+        server = [h for h, _, _ in server_msgs(dc, "alice", "INBOX")]
+        self.assertEqual(server.count(hashlib.sha256(new).hexdigest()), 1,
+                         "the new message is on the server %d times"
+                         % server.count(hashlib.sha256(new).hexdigest()))
+        store = sorted(h for h, _, _ in env.store_msgs("INBOX"))
+        self.assertEqual(store, sorted(server))
+        md, leftovers = maildir_shas(env.maildir)
+        self.assertEqual(md.get("INBOX"), sorted(server))
+        self.assertEqual(leftovers, [])
 
 
 def make_test(name, only_why=False):
