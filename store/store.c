@@ -182,7 +182,10 @@ static int txn_reserve_disk(store_txn_t *txn, size_t vlen)
 		to = want;
 	if (to > st->mapsize)
 		to = st->mapsize;
-	int e = posix_fallocate(st->fd, (off_t)st->disk_ok, (off_t)(to - st->disk_ok));
+	int e;
+	do
+		e = posix_fallocate(st->fd, (off_t)st->disk_ok, (off_t)(to - st->disk_ok));
+	while (e == EINTR);
 	if (e == ENOSPC)
 		return STORE_ENOSPC;
 	if (e != 0 && e != EOPNOTSUPP && e != EINVAL)
