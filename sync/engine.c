@@ -35,6 +35,14 @@ const char *engine_strerror(int result)
 
 static void job_step(engine_job_t *job);
 
+void *eng_ctx(engine_job_t *job, size_t size)
+{
+	void *p = xcalloc(1, size ? size : 1);
+	job->ctxs = xrealloc(job->ctxs, (job->n_ctxs + 1) * sizeof(void *));
+	job->ctxs[job->n_ctxs++] = p;
+	return p;
+}
+
 void eng_fail(engine_job_t *job, int result, const char *fmt, ...)
 {
 	va_list ap;
@@ -105,6 +113,9 @@ static void job_free(engine_job_t *job)
 	free(job->by_hash);
 	free(job->move_to);
 	free(job->deferred);
+	for (size_t i = 0; i < job->n_ctxs; i++)
+		free(job->ctxs[i]);
+	free(job->ctxs);
 	while (job->in_head) {
 		incoming_t *n = job->in_head->next;
 		eng_incoming_free(job->in_head);
@@ -1119,9 +1130,6 @@ static void flags_cb(int status, void *ctx)
 			job->stats.failed++;
 	}
 	eng_op_fail(job, status, "flag update");
-	free(fc->idx);
-	free(fc->uids);
-	free(fc);
 	eng_kick(job);
 }
 
@@ -1203,11 +1211,11 @@ static void do_flags(engine_job_t *job)
 		while (bulk && j < n && change_cmp(&order[i], &order[j], job) == 0)
 			j++;
 		pair_ent_t *e = &job->pairs[order[i]];
-		flag_ctx_t *fc = xcalloc(1, sizeof(*fc));
+		flag_ctx_t *fc = eng_ctx(job, sizeof(*fc));
 		fc->job = job;
 		fc->n = j - i;
-		fc->idx = xmalloc(fc->n * sizeof(size_t));
-		fc->uids = xmalloc(fc->n * sizeof(uint32_t));
+		fc->idx = eng_ctx(job, fc->n * sizeof(size_t));
+		fc->uids = eng_ctx(job, fc->n * sizeof(uint32_t));
 		for (size_t k = 0; k < fc->n; k++) {
 			fc->idx[k] = order[i + k];
 			fc->uids[k] = job->pairs[order[i + k]].ruid;
@@ -1349,9 +1357,12 @@ void engine_cancel(engine_job_t *job)
 	snprintf(job->stats.message, sizeof(job->stats.message), "%s: cancelled", job->log_prefix);
 	job->done(ENGINE_CANCELLED, &job->stats, job->ctx);
 	job->finished = true;
-	if (job->waiting == 0 && !job->in_step)
+	/* The caller frees the replica session next, so the callbacks of
+	 * operations in flight never come: forget them. */
+	job->waiting = 0;
+	if (!job->in_step)
 		job_free(job);
-	/* Otherwise the outstanding callbacks free it (eng_kick). */
+	/* Otherwise eng_kick() frees it when the current step returns. */
 }
 
 /* ---------------------------------------------------------------- helpers */

@@ -102,9 +102,11 @@ engine_job_t *engine_sync_folder(store_t *st, replica_t *r, const engine_opts_t 
  * the scheduler avoid opening connections for nothing. */
 bool engine_unchanged(store_t *st, const engine_opts_t *opts);
 
-/* Stop a running job: done runs with ENGINE_CANCELLED before this returns.
- * Operations already sent to the replica are resolved by the next job
- * through the pending-operation records. */
+/* Stop a running job: done runs with ENGINE_CANCELLED before this returns,
+ * and the job is freed. The caller must then free the replica session (its
+ * callbacks for operations in flight must never arrive). Operations already
+ * sent to the replica are resolved by the next job through the
+ * pending-operation records. */
 void engine_cancel(engine_job_t *job);
 
 /*

@@ -158,6 +158,9 @@ struct engine_job {
 	replica_body_sink_t hash_sink;
 	replica_find_t pend_q;
 	char *move_to;               /* move() target name while in flight */
+	void **ctxs;                 /* callback contexts, freed with the job (a cancelled
+	                                job's callbacks never come) */
+	size_t n_ctxs;
 	uint32_t *deferred;          /* store UIDs whose upload waits (see engine_pending.c) */
 	size_t n_deferred;
 };
@@ -174,6 +177,8 @@ void eng_incoming_free(incoming_t *in);
 char *eng_kw_to_str(const store_keywords_t *kw);
 void eng_str_to_kw(const char *s, store_keywords_t *kw, char ***vec);
 int eng_load_state(engine_job_t *job);
+/* A zeroed callback context owned by the job. */
+void *eng_ctx(engine_job_t *job, size_t size);
 
 /* Pending operations and uploads (engine_pending.c). */
 /* Resolve the next pending operation; keeps the job in P_PENDING until all are. */

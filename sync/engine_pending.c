@@ -439,7 +439,6 @@ static void append_cb(int status, uint32_t uid, void *ctx)
 	engine_job_t *job = uc->job;
 	upload_ent_t *u = &job->ups[uc->idx];
 
-	free(uc);
 	job->waiting--;
 	free(u->data);
 	u->data = NULL;
@@ -461,7 +460,6 @@ static void find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
 	engine_job_t *job = uc->job;
 	upload_ent_t *u = &job->ups[uc->idx];
 
-	free(uc);
 	job->waiting--;
 	eng_op_fail(job, status, "search");
 	if (status == REPLICA_OK) {
@@ -542,7 +540,7 @@ void eng_do_upload(engine_job_t *job)
 		for (size_t i = job->batch_from; i < job->batch_to; i++) {
 			upload_ent_t *u = &job->ups[i];
 			replica_new_msg_t *m = &u->nm;
-			up_ctx_t *uc = xmalloc(sizeof(*uc));
+			up_ctx_t *uc = eng_ctx(job, sizeof(*uc));
 			uc->job = job;
 			uc->idx = i;
 			m->data = u->data;
@@ -568,7 +566,7 @@ void eng_do_upload(engine_job_t *job)
 				u->done = true;
 				continue;
 			}
-			up_ctx_t *uc = xmalloc(sizeof(*uc));
+			up_ctx_t *uc = eng_ctx(job, sizeof(*uc));
 			u->q.message_id = *u->message_id ? u->message_id : NULL;
 			u->q.size = u->size;
 			u->q.min_uid = job->box.counts.uidnext;

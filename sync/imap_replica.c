@@ -218,6 +218,11 @@ static void connect_done(imap_client_t *c, const imap_done_t *d, void *arg)
 	conn_op_t *op = arg;
 	imap_replica_t *ir = op->ir;
 
+	if (ir->freed) {
+		/* The account's config may be gone already: touch nothing. */
+		conn_finish(op, REPLICA_CANCELLED);
+		return;
+	}
 	if (d->result != IMAP_R_OK) {
 		snprintf(ir->err, sizeof(ir->err), "%s", d->text ? d->text : "connection failed");
 		ir->dead = true;
@@ -1401,8 +1406,11 @@ static void ir_free(replica_t *r)
 	if (ir->freed)
 		return;
 	ir->freed = true;
-	/* The client may be inside one of our callbacks right now: let the
-	 * loop free it. Callbacks that still arrive see ir->freed. */
+	/* Stop the connection now (the config it reads may be freed right
+	 * after this, e.g. on a reload); pending callbacks see ir->freed. The
+	 * client may be inside one of our callbacks right now: let the loop
+	 * free it. */
+	imap_client_close(ir->c);
 	ev_timer_init(&ir->free_w, free_cb, 0., 0.);
 	ir->free_w.data = ir;
 	ev_timer_start(ir->loop, &ir->free_w);
