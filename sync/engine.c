@@ -71,7 +71,7 @@ void eng_op_fail(engine_job_t *job, int status, const char *what)
 {
 	if (status == REPLICA_OK || status == REPLICA_MSG_BAD)
 		return;
-	eng_fail(job, replica_to_engine(status), "%s: %s failed: %s", job->log_prefix, what,
+	eng_fail(job, replica_to_engine(status), "%s failed: %s", what,
 		 replica_strerror(status));
 }
 
@@ -232,7 +232,7 @@ int eng_load_state(engine_job_t *job)
 	job->folder.held_reason = NULL;
 	if (f.state == STORE_FOLDER_HELD) {
 		snprintf(job->stats.message, sizeof(job->stats.message),
-			 "%s: held for safety: %s", job->log_prefix,
+			 "held for safety: %s",
 			 f.held_reason && *f.held_reason ? f.held_reason : job->recover_cmd);
 	}
 	rc = store_replica_get(txn, job->o.folder_id, job->o.replica_id, &rs);
@@ -272,7 +272,7 @@ static void do_start(engine_job_t *job)
 	int rc = eng_load_state(job);
 
 	if (rc) {
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "cannot read the store: %s",
 			 store_strerror(rc));
 		return;
 	}
@@ -324,8 +324,7 @@ static void select_cb(int status, const replica_box_t *box, void *ctx)
 	if (status == REPLICA_OK && box)
 		job->box = *box;
 	else if (status == REPLICA_FOLDER_BAD || status == REPLICA_MSG_BAD)
-		eng_fail(job, ENGINE_FOLDER_ERR, "%s: cannot open the folder on the replica",
-			 job->log_prefix);
+		eng_fail(job, ENGINE_FOLDER_ERR, "cannot open the folder on the replica");
 	else
 		eng_op_fail(job, status, "select");
 	eng_kick(job);
@@ -358,8 +357,7 @@ static void do_check(engine_job_t *job)
 	uint32_t uv = job->box.counts.uidvalidity;
 
 	if (uv == 0) {
-		eng_fail(job, ENGINE_FOLDER_ERR, "%s: the replica gave no UIDVALIDITY",
-			 job->log_prefix);
+		eng_fail(job, ENGINE_FOLDER_ERR, "the replica gave no UIDVALIDITY");
 		return;
 	}
 	if (job->have_rs && job->rs.uidvalidity != 0 && job->rs.uidvalidity != uv) {
@@ -414,8 +412,7 @@ static void scan_done_cb(int status, void *ctx)
 
 	job->waiting--;
 	if (status == REPLICA_FOLDER_BAD)
-		eng_fail(job, ENGINE_FOLDER_ERR, "%s: cannot list the folder's messages",
-			 job->log_prefix);
+		eng_fail(job, ENGINE_FOLDER_ERR, "cannot list the folder's messages");
 	else
 		eng_op_fail(job, status, "scan");
 	eng_kick(job);
@@ -436,8 +433,7 @@ static void do_scan(engine_job_t *job)
 	if (job->n_pend) {
 		int rc = eng_load_state(job);
 		if (rc) {
-			eng_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s",
-				 job->log_prefix, store_strerror(rc));
+			eng_fail(job, ENGINE_STORE_ERR, "cannot read the store: %s", store_strerror(rc));
 			return;
 		}
 	}
@@ -607,7 +603,7 @@ static void do_decide(engine_job_t *job)
 	store_txn_abort(txn);
 	free(ss.idx);
 	if (rc) {
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot read the store: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "cannot read the store: %s",
 			 store_strerror(rc));
 		return;
 	}
@@ -674,7 +670,7 @@ static void do_decide(engine_job_t *job)
 	apply_store_t as = { job, 0, 0 };
 	rc = store_write(job->st, apply_store_fn, &as);
 	if (rc) {
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot update the store: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "cannot update the store: %s",
 			 store_strerror(rc));
 		return;
 	}
@@ -897,8 +893,7 @@ static void ingest_flush(engine_job_t *job)
 		return;
 	rc = store_write(job->st, ingest_fn, &ig);
 	if (rc)
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot add messages to the store: %s",
-			 job->log_prefix, store_strerror(rc));
+		eng_fail(job, ENGINE_STORE_ERR, "cannot add messages to the store: %s", store_strerror(rc));
 	else
 		job->stats.downloaded += ig.added;
 	while (job->in_head) {
@@ -1067,8 +1062,7 @@ static void delete_cb(int status, void *ctx)
 			}
 		rc = store_write(job->st, del_resolve_fn, &d);
 		if (rc)
-			eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record deletions: %s",
-				 job->log_prefix, store_strerror(rc));
+			eng_fail(job, ENGINE_STORE_ERR, "cannot record deletions: %s", store_strerror(rc));
 		else
 			job->stats.deleted_replica += n;
 	}
@@ -1093,8 +1087,7 @@ static void do_delete(engine_job_t *job)
 	 * deletion the other way. */
 	rc = store_write(job->st, del_record_fn, &d);
 	if (rc) {
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record pending deletions: %s",
-			 job->log_prefix, store_strerror(rc));
+		eng_fail(job, ENGINE_STORE_ERR, "cannot record pending deletions: %s", store_strerror(rc));
 		return;
 	}
 	free(job->known);
@@ -1242,7 +1235,7 @@ static void do_flags_commit(engine_job_t *job)
 		return;
 	int rc = store_write(job->st, flags_commit_fn, job);
 	if (rc)
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record flags: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "cannot record flags: %s",
 			 store_strerror(rc));
 }
 
@@ -1284,8 +1277,7 @@ static void do_finish(engine_job_t *job)
 	int rc = store_write(job->st, finish_fn, job);
 
 	if (rc)
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot save the sync state: %s",
-			 job->log_prefix, store_strerror(rc));
+		eng_fail(job, ENGINE_STORE_ERR, "cannot save the sync state: %s", store_strerror(rc));
 }
 
 /* ---------------------------------------------------------- state machine */
@@ -1354,7 +1346,7 @@ void engine_cancel(engine_job_t *job)
 		return;
 	job->cancelled = true;
 	job->result = ENGINE_CANCELLED;
-	snprintf(job->stats.message, sizeof(job->stats.message), "%s: cancelled", job->log_prefix);
+	snprintf(job->stats.message, sizeof(job->stats.message), "cancelled");
 	job->done(ENGINE_CANCELLED, &job->stats, job->ctx);
 	job->finished = true;
 	/* The caller frees the replica session next, so the callbacks of

@@ -104,8 +104,7 @@ static void pend_resolve(engine_job_t *job, pend_ent_t *pe, uint32_t ruid)
 	int rc = store_write(job->st, pend_commit_fn, &pc);
 
 	if (rc)
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot resolve a pending operation: %s",
-			 job->log_prefix, store_strerror(rc));
+		eng_fail(job, ENGINE_STORE_ERR, "cannot resolve a pending operation: %s", store_strerror(rc));
 }
 
 /* Not found on the replica: forget the record and upload again, unless the
@@ -235,8 +234,7 @@ static void move_cb(int status, uint32_t uid, void *ctx)
 			move_commit_t mc = { job, pe, uid };
 			int rc = store_write(job->st, move_commit_fn, &mc);
 			if (rc)
-				eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record a move: %s",
-					 job->log_prefix, store_strerror(rc));
+				eng_fail(job, ENGINE_STORE_ERR, "cannot record a move: %s", store_strerror(rc));
 			else
 				job->stats.moved++;
 		} else {
@@ -531,8 +529,7 @@ void eng_do_upload(engine_job_t *job)
 		if (rc == 0)
 			rc = store_write(job->st, up_record_fn, job);
 		if (rc) {
-			eng_fail(job, ENGINE_STORE_ERR, "%s: cannot prepare uploads: %s",
-				 job->log_prefix, store_strerror(rc));
+			eng_fail(job, ENGINE_STORE_ERR, "cannot prepare uploads: %s", store_strerror(rc));
 			return;
 		}
 		job->next_up = job->batch_to;
@@ -580,7 +577,7 @@ void eng_do_upload(engine_job_t *job)
 	/* upload_step 2: record the pairs. */
 	int rc = store_write(job->st, up_commit_fn, job);
 	if (rc) {
-		eng_fail(job, ENGINE_STORE_ERR, "%s: cannot record uploads: %s", job->log_prefix,
+		eng_fail(job, ENGINE_STORE_ERR, "cannot record uploads: %s",
 			 store_strerror(rc));
 		return;
 	}
