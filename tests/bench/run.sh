@@ -24,11 +24,13 @@ if [ -n "$missing" ]; then
 fi
 
 # A broken build must not stop the peers' numbers: imapbridge then shows as n/a.
-if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$build.log" 2>&1 &&
-	cmake --build "$build" -j"$(nproc)" --target imapbridged >>"$build.log" 2>&1; then
+mkdir -p "$build"
+log="$build/bench-build.log"
+if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$log" 2>&1 &&
+	cmake --build "$build" -j"$(nproc)" --target imapbridged >>"$log" 2>&1; then
 	echo "bench: imapbridged built in $build" >&2
 else
-	echo "bench: building imapbridged failed (see $build.log); continuing without it" >&2
+	echo "bench: building imapbridged failed (see $log); continuing without it" >&2
 fi
 
 IMAPBRIDGE_BIN="$build/bin" exec python3 "$here/run.py" "$@"
