@@ -4,6 +4,7 @@
  * out. Every step is driven by replica or engine callbacks.
  */
 #include "sync/sched.h"
+#include "sync/sched_p.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,109 +21,8 @@
 #include "sync/mbnames.h"
 #include "sync/replica.h"
 
-enum conn_state { CONN_NONE, CONN_CONNECTING, CONN_READY, CONN_BUSY };
-
-enum run_phase { RUN_IDLE, RUN_MAILDIR_IN, RUN_REMOTE, RUN_MAILDIR_OUT, RUN_DONE, RUN_WAIT };
-
-typedef struct waiter {
-	struct round *round;
-	struct waiter *next;
-} waiter_t;
-
-/* One sched_sync() request over several accounts. */
-typedef struct round {
-	sched_t *s;
-	int status;
-	int left;
-	sched_done_cb cb;
-	void *arg;
-	unsigned held, failed, accounts;
-} round_t;
-
-typedef struct acct_state acct_state_t;
-
-typedef struct conn {
-	acct_state_t *a;
-	size_t idx;
-	replica_t *r;
-	enum conn_state state;
-	unsigned caps;
-	engine_job_t *job;
-	size_t job_idx;
-} conn_t;
-
-typedef struct idle_sess {
-	acct_state_t *a;
-	char *remote;
-	replica_t *r;
-	unsigned caps;
-	bool armed;
-} idle_sess_t;
-
-struct acct_state {
-	sched_t *s;
-	const config_account_t *acct;
-	char *name;
-	uint32_t account_id;
-	bool running;
-	bool again;              /* a sync was asked for while running */
-	bool removed;
-	enum run_phase phase;
-	waiter_t *waiters;       /* rounds waiting for the current run */
-	waiter_t *next_waiters;  /* rounds waiting for the next run */
-	int status;              /* exit status of the current run */
-	double started;
-	/* remote */
-	conn_t *conns;
-	size_t n_conns;
-	bool conn_failed;
-	folder_plan_t plan;
-	size_t next_job;
-	int busy;
-	bool in_dispatch, redispatch, remote_done;
-	/* maildir */
-	replica_t *md;
-	uint32_t *md_folders;
-	char **md_names;
-	size_t n_md, next_md;
-	engine_job_t *md_job;
-	bool md_in_started, md_out_listed, md_connecting;
-	/* stats of the run */
-	unsigned folders, skipped, down, up, del, flags, held, failed, deferred;
-	/* a run again shortly, for uploads held back after a crash */
-	ev_timer retry_w;
-	waiter_t *retry_waiters;
-	unsigned retries;
-	/* daemon */
-	ev_timer refresh_w;
-	maildir_watch_t *watch;      /* inotify on the Maildir tree */
-	idle_sess_t *idle;
-	size_t n_idle;
-	double last_end;
-	int last_status;
-	char last_error[1024];
-};
-
-struct sched {
-	struct ev_loop *loop;
-	store_t *st;
-	const config_t *cfg;
-	bool one;
-	bool daemon;
-	acct_state_t **accts;
-	size_t n_accts;
-	int running;
-	ev_timer push_w;
-	/* last store modseq that triggered a push, per folder id */
-	uint32_t *push_fid;
-	uint64_t *push_ms;
-	size_t n_push;
-	void *daemon_ref;        /* the daemon_t when attached */
-};
-
 static void run_step(acct_state_t *a);
 static void acct_maybe_start(sched_t *s);
-static void idle_arm_all(acct_state_t *a);
 
 static int worse(int a, int b)
 {
@@ -132,7 +32,7 @@ static int worse(int a, int b)
 
 /* --------------------------------------------------------------- accounts */
 
-static acct_state_t *acct_find(sched_t *s, const char *name)
+acct_state_t *sched_acct_find(sched_t *s, const char *name)
 {
 	for (size_t i = 0; i < s->n_accts; i++)
 		if (strcmp(s->accts[i]->name, name) == 0)
@@ -279,7 +179,7 @@ static void run_finish(acct_state_t *a)
 		w = n;
 	}
 	if (s->daemon && !a->removed)
-		idle_arm_all(a);
+		sched_idle_arm_all(a);
 	if (a->again && !a->removed) {
 		a->again = false;
 		a->waiters = a->next_waiters;
@@ -298,7 +198,7 @@ static void run_finish(acct_state_t *a)
 }
 
 /* Queue a run of a (joining the current one if it has not started yet). */
-static void acct_request(acct_state_t *a, round_t *r)
+void sched_acct_request(acct_state_t *a, round_t *r)
 {
 	waiter_t *w = NULL;
 
@@ -917,192 +817,6 @@ static void run_step(acct_state_t *a)
 	}
 }
 
-/* ------------------------------------------------------------------- IDLE */
-
-static void idle_fire_cb(int status, void *ctx);
-
-static void idle_free(idle_sess_t *is)
-{
-	replica_free(is->r);
-	is->r = NULL;
-	is->armed = false;
-}
-
-static void idle_select_cb(int status, const replica_box_t *box, void *ctx)
-{
-	idle_sess_t *is = ctx;
-
-	if (status != REPLICA_OK) {
-		idle_free(is);
-		return;
-	}
-	is->armed = true;
-	is->r->ops->watch(is->r, idle_fire_cb, is);
-}
-
-static void idle_connect_cb(int status, void *ctx)
-{
-	idle_sess_t *is = ctx;
-
-	if (status != REPLICA_OK || !(is->caps & REPLICA_CAP_IDLE)) {
-		idle_free(is);
-		return;
-	}
-	is->r->ops->select(is->r, is->remote, idle_select_cb, is);
-}
-
-static void idle_fire_cb(int status, void *ctx)
-{
-	idle_sess_t *is = ctx;
-	acct_state_t *a = is->a;
-
-	is->armed = false;
-	if (status == REPLICA_OK) {
-		log_debug("sync: acct=%s box=%s: change seen by IDLE", a->name, is->remote);
-		acct_request(a, NULL);
-		return;
-	}
-	if (status == REPLICA_BAD)
-		idle_free(is);
-}
-
-static void idle_arm_all(acct_state_t *a)
-{
-	const config_account_t *acct = a->acct;
-
-	if (a->n_idle == 0 && acct->n_idle) {
-		a->idle = xcalloc(acct->n_idle, sizeof(*a->idle));
-		a->n_idle = acct->n_idle;
-		for (size_t i = 0; i < acct->n_idle; i++) {
-			a->idle[i].a = a;
-			a->idle[i].remote = xstrdup(acct->idle[i]);
-		}
-	}
-	for (size_t i = 0; i < a->n_idle; i++) {
-		idle_sess_t *is = &a->idle[i];
-		if (is->armed)
-			continue;
-		if (is->r) {
-			is->armed = true;
-			is->r->ops->watch(is->r, idle_fire_cb, is);
-			continue;
-		}
-		char label[256];
-		snprintf(label, sizeof(label), "%s/idle", a->name);
-		is->r = imap_replica_new(a->s->loop, acct, label);
-		is->r->ops->connect(is->r, &is->caps, idle_connect_cb, is);
-	}
-}
-
-static void idle_stop_all(acct_state_t *a)
-{
-	for (size_t i = 0; i < a->n_idle; i++) {
-		idle_free(&a->idle[i]);
-		free(a->idle[i].remote);
-	}
-	free(a->idle);
-	a->idle = NULL;
-	a->n_idle = 0;
-}
-
-/* ----------------------------------------------------------------- timers */
-
-static void refresh_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	acct_state_t *a = w->data;
-	acct_request(a, NULL);
-}
-
-typedef struct push_scan {
-	sched_t *s;
-	acct_state_t *a;
-	store_txn_t *txn;
-	bool dirty;
-} push_scan_t;
-
-static int push_folder_cb(const store_folder_t *f, void *arg)
-{
-	push_scan_t *ps = arg;
-	sched_t *s = ps->s;
-	store_replica_t rs;
-
-	if (f->state == STORE_FOLDER_HELD)
-		return 0;
-	if (store_replica_get(ps->txn, f->id, STORE_REPLICA_REMOTE, &rs) != 0)
-		return 0;
-	if (rs.pushed_modseq == f->highestmodseq)
-		return 0;
-	/* Trigger once per new store state, so a folder that fails to sync
-	 * is not retried every few seconds. */
-	for (size_t i = 0; i < s->n_push; i++) {
-		if (s->push_fid[i] == f->id) {
-			if (s->push_ms[i] == f->highestmodseq)
-				return 0;
-			s->push_ms[i] = f->highestmodseq;
-			ps->dirty = true;
-			return 0;
-		}
-	}
-	s->push_fid = xrealloc(s->push_fid, (s->n_push + 1) * sizeof(uint32_t));
-	s->push_ms = xrealloc(s->push_ms, (s->n_push + 1) * sizeof(uint64_t));
-	s->push_fid[s->n_push] = f->id;
-	s->push_ms[s->n_push] = f->highestmodseq;
-	s->n_push++;
-	ps->dirty = true;
-	return 0;
-}
-
-/* Local changes (listener, Maildir watcher) reach the remote promptly. */
-static void push_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	sched_t *s = w->data;
-
-	for (size_t i = 0; i < s->n_accts; i++) {
-		acct_state_t *a = s->accts[i];
-		if (a->running || a->account_id == 0 || a->removed)
-			continue;
-		push_scan_t ps = { s, a, NULL, false };
-		if (store_txn_begin_read(s->st, &ps.txn) != 0)
-			continue;
-		store_folder_list(ps.txn, a->account_id, push_folder_cb, &ps);
-		store_txn_abort(ps.txn);
-		if (ps.dirty) {
-			log_debug("sync: acct=%s: local changes to send", a->name);
-			acct_request(a, NULL);
-		}
-	}
-}
-
-static void tree_changed_cb(void *arg)
-{
-	acct_state_t *a = arg;
-	log_debug("sync: acct=%s: the Maildir tree changed", a->name);
-	acct_request(a, NULL);
-}
-
-static void acct_timers(acct_state_t *a)
-{
-	sched_t *s = a->s;
-
-	if (a->watch) {
-		maildir_watch_free(a->watch);
-		a->watch = NULL;
-	}
-	if (s->daemon && a->acct->maildir_path &&
-	    maildir_watch_new(s->loop, a->acct->maildir_path, 0, tree_changed_cb, a, &a->watch) != 0)
-		log_warn("sync: acct=%s: cannot watch %s (inotify); local changes are picked up "
-			 "at the next sync only",
-			 a->name, a->acct->maildir_path);
-
-	ev_timer_stop(s->loop, &a->refresh_w);
-	if (s->daemon && a->acct->autorefresh > 0) {
-		double iv = a->acct->autorefresh * 60.0;
-		ev_timer_init(&a->refresh_w, refresh_cb, iv, iv);
-		a->refresh_w.data = a;
-		ev_timer_start(s->loop, &a->refresh_w);
-	}
-}
-
 /* ------------------------------------------------------------------ public */
 
 static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
@@ -1112,7 +826,7 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 	a->s = s;
 	a->acct = acct;
 	a->name = xstrdup(acct->name);
-	ev_timer_init(&a->refresh_w, refresh_cb, 1., 0.);
+	ev_timer_init(&a->refresh_w, sched_refresh_cb, 1., 0.);
 	a->refresh_w.data = a;
 	ev_timer_init(&a->retry_w, retry_cb, 3.5, 0.);
 	a->retry_w.data = a;
@@ -1147,7 +861,7 @@ sched_t *sched_new(struct ev_loop *loop, store_t *st, const config_t *cfg, bool 
 	s->one = one_at_a_time;
 	for (size_t i = 0; i < cfg->n_accounts; i++)
 		acct_new(s, &cfg->accounts[i]);
-	ev_timer_init(&s->push_w, push_cb, 2., 2.);
+	ev_timer_init(&s->push_w, sched_push_cb, 2., 2.);
 	s->push_w.data = s;
 	return s;
 }
@@ -1158,7 +872,7 @@ static void acct_free(sched_t *s, acct_state_t *a)
 	maildir_watch_free(a->watch);
 	a->watch = NULL;
 	acct_abort(a);
-	idle_stop_all(a);
+	sched_idle_stop_all(a);
 	for (waiter_t *w = a->waiters, *n; w; w = n) {
 		n = w->next;
 		round_account_done(w->round, 1);
@@ -1198,7 +912,7 @@ void sched_set_config(sched_t *s, const config_t *cfg)
 		bool was_running = a->running && a->phase != RUN_IDLE;
 		/* Sessions hold pointers into the old config: stop them all. */
 		acct_abort(a);
-		idle_stop_all(a);
+		sched_idle_stop_all(a);
 		if (was_running) {
 			a->running = false;
 			a->phase = RUN_IDLE;
@@ -1215,19 +929,19 @@ void sched_set_config(sched_t *s, const config_t *cfg)
 		}
 		a->acct = na;
 		a->removed = false;
-		acct_timers(a);
+		sched_acct_timers(a);
 		if (was_running || (a->running && a->phase == RUN_IDLE)) {
 			a->running = false;
-			acct_request(a, NULL);
+			sched_acct_request(a, NULL);
 		}
 	}
 	for (size_t k = 0; k < cfg->n_accounts; k++) {
-		if (acct_find(s, cfg->accounts[k].name))
+		if (sched_acct_find(s, cfg->accounts[k].name))
 			continue;
 		acct_state_t *a = acct_new(s, &cfg->accounts[k]);
 		if (s->daemon) {
-			acct_timers(a);
-			acct_request(a, NULL);
+			sched_acct_timers(a);
+			sched_acct_request(a, NULL);
 		}
 	}
 }
@@ -1283,7 +997,7 @@ int sched_sync(sched_t *s, const char *only, sched_done_cb done, void *arg)
 		r->left++;
 		r->accounts++;
 		n++;
-		acct_request(a, r);
+		sched_acct_request(a, r);
 	}
 	round_account_done(r, 0);
 	return 0;
@@ -1322,20 +1036,20 @@ void sched_start(sched_t *s)
 {
 	s->daemon = true;
 	for (size_t i = 0; i < s->n_accts; i++)
-		acct_timers(s->accts[i]);
+		sched_acct_timers(s->accts[i]);
 	ev_timer_start(s->loop, &s->push_w);
 	sched_sync(s, NULL, NULL, NULL);
 }
 
 void sched_account_removed(sched_t *s, const char *account)
 {
-	acct_state_t *a = acct_find(s, account);
+	acct_state_t *a = sched_acct_find(s, account);
 
 	if (!a)
 		return;
 	bool was_running = a->running && a->phase != RUN_IDLE;
 	acct_abort(a);
-	idle_stop_all(a);
+	sched_idle_stop_all(a);
 	ev_timer_stop(s->loop, &a->refresh_w);
 	maildir_watch_free(a->watch);
 	a->watch = NULL;
@@ -1355,7 +1069,7 @@ void sched_account_removed(sched_t *s, const char *account)
 
 void sched_status_json(sched_t *s, const char *account, buf_t *out)
 {
-	acct_state_t *a = acct_find(s, account);
+	acct_state_t *a = sched_acct_find(s, account);
 	const char *state = "unknown";
 
 	if (a)
@@ -1382,85 +1096,3 @@ void sched_status_json(sched_t *s, const char *account, buf_t *out)
 	buf_puts(out, "\"");
 }
 
-/* ------------------------------------------------------------ daemon glue */
-
-#include "server/daemon.h"
-#include "sync/recover.h"
-
-static int glue_sync_once(void *ctx, daemon_t *d, const char *only)
-{
-	return sched_sync_once(ctx, only);
-}
-
-static int glue_sync_now(void *ctx, daemon_t *d, const char *account, daemon_done_cb done,
-			 void *arg)
-{
-	return sched_sync(ctx, account, done, arg) == 0 ? 0 : -1;
-}
-
-static void glue_config_reloaded(void *ctx, daemon_t *d, const config_t *old_cfg,
-				 const config_t *new_cfg)
-{
-	sched_set_config(ctx, new_cfg);
-}
-
-static void glue_account_removed(void *ctx, daemon_t *d, const char *account, bool purge)
-{
-	sched_account_removed(ctx, account);
-}
-
-static int glue_folder_recover(void *ctx, daemon_t *d, const char *account, const char *folder,
-			       char *msg, size_t msglen)
-{
-	sched_t *s = ctx;
-	acct_state_t *a = acct_find(s, account);
-
-	if (!a || a->removed || !a->acct) {
-		snprintf(msg, msglen, "no account named %s; see 'imapbridge account list'", account);
-		return 1;
-	}
-	if (a->running && a->phase != RUN_IDLE) {
-		snprintf(msg, msglen, "account %s is syncing right now; try again in a moment",
-			 account);
-		return 1;
-	}
-	return recover_folder(s->loop, s->st, a->acct, folder, msg, msglen);
-}
-
-static void glue_status_json(void *ctx, daemon_t *d, const char *account, buf_t *out)
-{
-	sched_status_json(ctx, account, out);
-}
-
-static void glue_stop(void *ctx, daemon_t *d)
-{
-	sched_free(ctx);
-	daemon_set_sync(d, NULL, NULL);
-}
-
-static const daemon_sync_ops_t sched_daemon_ops = {
-	.sync_once = glue_sync_once,
-	.sync_now = glue_sync_now,
-	.config_reloaded = glue_config_reloaded,
-	.account_removed = glue_account_removed,
-	.folder_recover = glue_folder_recover,
-	.status_json = glue_status_json,
-	.stop = glue_stop,
-};
-
-int sched_attach_daemon(struct daemon *d)
-{
-	store_t *st = daemon_store(d);
-	const daemon_opts_t *o = daemon_opts(d);
-
-	if (!st) {
-		log_err("sync: the store is not open; cannot sync");
-		return -1;
-	}
-	sched_t *s = sched_new(daemon_loop(d), st, daemon_config(d), o->one_at_a_time);
-	s->daemon_ref = d;
-	daemon_set_sync(d, &sched_daemon_ops, s);
-	if (!o->once)
-		sched_start(s);
-	return 0;
-}

@@ -1,0 +1,129 @@
+/*
+ * Private to the scheduler (sched.c: account runs; sched_watch.c: IDLE,
+ * timers, pushes between runs; sched_daemon.c: the daemon hook). Nothing
+ * outside sync/sched*.c includes it.
+ */
+#ifndef IB_SYNC_SCHED_P_H
+#define IB_SYNC_SCHED_P_H
+
+#include "sync/engine.h"
+#include "sync/folders.h"
+#include "sync/maildir_watch.h"
+#include "sync/replica.h"
+#include "sync/sched.h"
+
+enum conn_state { CONN_NONE, CONN_CONNECTING, CONN_READY, CONN_BUSY };
+
+enum run_phase { RUN_IDLE, RUN_MAILDIR_IN, RUN_REMOTE, RUN_MAILDIR_OUT, RUN_DONE, RUN_WAIT };
+
+typedef struct waiter {
+	struct round *round;
+	struct waiter *next;
+} waiter_t;
+
+/* One sched_sync() request over several accounts. */
+typedef struct round {
+	sched_t *s;
+	int status;
+	int left;
+	sched_done_cb cb;
+	void *arg;
+	unsigned held, failed, accounts;
+} round_t;
+
+typedef struct acct_state acct_state_t;
+
+typedef struct conn {
+	acct_state_t *a;
+	size_t idx;
+	replica_t *r;
+	enum conn_state state;
+	unsigned caps;
+	engine_job_t *job;
+	size_t job_idx;
+} conn_t;
+
+typedef struct idle_sess {
+	acct_state_t *a;
+	char *remote;
+	replica_t *r;
+	unsigned caps;
+	bool armed;
+} idle_sess_t;
+
+struct acct_state {
+	sched_t *s;
+	const config_account_t *acct;
+	char *name;
+	uint32_t account_id;
+	bool running;
+	bool again;              /* a sync was asked for while running */
+	bool removed;
+	enum run_phase phase;
+	waiter_t *waiters;       /* rounds waiting for the current run */
+	waiter_t *next_waiters;  /* rounds waiting for the next run */
+	int status;              /* exit status of the current run */
+	double started;
+	/* remote */
+	conn_t *conns;
+	size_t n_conns;
+	bool conn_failed;
+	folder_plan_t plan;
+	size_t next_job;
+	int busy;
+	bool in_dispatch, redispatch, remote_done;
+	/* maildir */
+	replica_t *md;
+	uint32_t *md_folders;
+	char **md_names;
+	size_t n_md, next_md;
+	engine_job_t *md_job;
+	bool md_in_started, md_out_listed, md_connecting;
+	/* stats of the run */
+	unsigned folders, skipped, down, up, del, flags, held, failed, deferred;
+	/* a run again shortly, for uploads held back after a crash */
+	ev_timer retry_w;
+	waiter_t *retry_waiters;
+	unsigned retries;
+	/* daemon */
+	ev_timer refresh_w;
+	maildir_watch_t *watch;      /* inotify on the Maildir tree */
+	idle_sess_t *idle;
+	size_t n_idle;
+	double last_end;
+	int last_status;
+	char last_error[1024];
+};
+
+struct sched {
+	struct ev_loop *loop;
+	store_t *st;
+	const config_t *cfg;
+	bool one;
+	bool daemon;
+	acct_state_t **accts;
+	size_t n_accts;
+	int running;
+	ev_timer push_w;
+	/* last store modseq that triggered a push, per folder id */
+	uint32_t *push_fid;
+	uint64_t *push_ms;
+	size_t n_push;
+	void *daemon_ref;        /* the daemon_t when attached */
+};
+
+/* sched.c */
+/* Queue a run of a, joining a queued one; r (may be NULL) waits for it. */
+void sched_acct_request(acct_state_t *a, round_t *r);
+acct_state_t *sched_acct_find(sched_t *s, const char *name);
+
+/* sched_watch.c */
+/* Watch the account's idle folders (after every run, daemon mode). */
+void sched_idle_arm_all(acct_state_t *a);
+void sched_idle_stop_all(acct_state_t *a);
+/* (Re)start the autorefresh timer and the Maildir watcher of a. */
+void sched_acct_timers(acct_state_t *a);
+void sched_refresh_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void sched_push_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+#endif
