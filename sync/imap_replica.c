@@ -4,6 +4,7 @@
  * client's callbacks and are turned into replica statuses.
  */
 #include "sync/imap_replica.h"
+#include "sync/imap_replica_p.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,31 +20,6 @@
 /* Literals at least this big go to the body sink as they arrive. */
 #define IR_SINK_THRESHOLD (256u * 1024u)
 
-typedef struct fetch_op fetch_op_t;
-
-typedef struct imap_replica {
-	replica_t base;
-	struct ev_loop *loop;
-	const config_account_t *acct;
-	imap_client_t *c;
-	char *label;
-	char err[512];
-	unsigned caps;
-	bool qresync;           /* ENABLE QRESYNC succeeded */
-	bool dead;
-	bool freed;
-	char *selected;
-	replica_box_t box;
-	fetch_op_t *fq_head;    /* fetches in flight, oldest first */
-	fetch_op_t *fq_tail;
-	ev_timer free_w;
-	/* watch() */
-	replica_done_cb watch_cb;
-	void *watch_ctx;
-	bool watch_fired;
-	bool watching;
-} imap_replica_t;
-
 static int map_result(int result, bool per_message)
 {
 	switch (result) {
@@ -55,7 +31,7 @@ static int map_result(int result, bool per_message)
 	}
 }
 
-static int ir_status(imap_replica_t *ir, const imap_done_t *d, bool per_message)
+int ir_status(imap_replica_t *ir, const imap_done_t *d, bool per_message)
 {
 	int st = map_result(d->result, per_message);
 
@@ -67,7 +43,7 @@ static int ir_status(imap_replica_t *ir, const imap_done_t *d, bool per_message)
 	return st;
 }
 
-static const char *item_str(const imap_item_t *it)
+const char *ir_item_str(const imap_item_t *it)
 {
 	if (!it || !it->str)
 		return NULL;
@@ -77,7 +53,7 @@ static const char *item_str(const imap_item_t *it)
 	return NULL;
 }
 
-static bool item_num(const imap_item_t *it, uint64_t *out)
+bool ir_item_num(const imap_item_t *it, uint64_t *out)
 {
 	if (!it)
 		return false;
@@ -98,7 +74,7 @@ static unsigned parse_flags(const imap_item_t *list, buf_t *kw)
 	if (!list || list->type != IMAP_ITEM_LIST)
 		return 0;
 	for (const imap_item_t *it = list->child; it; it = it->next) {
-		const char *s = item_str(it);
+		const char *s = ir_item_str(it);
 		if (!s || !*s)
 			continue;
 		if (s[0] == '\\') {
@@ -166,9 +142,9 @@ static void flags_list(buf_t *b, unsigned flags, const char *kw)
 	buf_puts(b, ")");
 }
 
-static char *decode_name(const imap_item_t *it)
+char *ir_decode_name(const imap_item_t *it)
 {
-	const char *s = item_str(it);
+	const char *s = ir_item_str(it);
 	char *out = NULL;
 
 	if (!s)
@@ -176,6 +152,33 @@ static char *decode_name(const imap_item_t *it)
 	if (imap_mutf7_decode(s, it->len, &out) != 0)
 		return xstrndup(s, it->len); /* not valid mUTF-7: keep the bytes */
 	return out;
+}
+
+
+simple_op_t *ir_simple_new(imap_replica_t *ir, replica_done_cb cb, void *ctx, int left)
+{
+	simple_op_t *op = xcalloc(1, sizeof(*op));
+	op->ir = ir;
+	op->cb = cb;
+	op->ctx = ctx;
+	op->left = left;
+	return op;
+}
+
+void ir_simple_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	simple_op_t *op = arg;
+	int st = ir_status(op->ir, d, op->per_message);
+
+	if (st != REPLICA_OK && op->exists_ok && d->code && strcasecmp(d->code, "ALREADYEXISTS") == 0)
+		st = REPLICA_OK;
+	if (st < op->worst)
+		op->worst = st;
+	if (--op->left > 0)
+		return;
+	if (!op->ir->freed)
+		op->cb(op->worst, op->ctx);
+	free(op);
 }
 
 /* ----------------------------------------------------------------- connect */
@@ -266,292 +269,6 @@ static void ir_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *c
 	}
 }
 
-/* ------------------------------------------------------------ list folders */
-
-typedef struct list_op {
-	imap_replica_t *ir;
-	replica_folders_cb cb;
-	void *ctx;
-	replica_folder_t *f;
-	size_t n, cap;
-} list_op_t;
-
-static unsigned special_bit(const char *s)
-{
-	static const struct { const char *n; unsigned b; } t[] = {
-		{ "\\All", REPLICA_SPECIAL_ALL }, { "\\Archive", REPLICA_SPECIAL_ARCHIVE },
-		{ "\\Drafts", REPLICA_SPECIAL_DRAFTS }, { "\\Flagged", REPLICA_SPECIAL_FLAGGED },
-		{ "\\Junk", REPLICA_SPECIAL_JUNK }, { "\\Sent", REPLICA_SPECIAL_SENT },
-		{ "\\Trash", REPLICA_SPECIAL_TRASH },
-	};
-	for (size_t i = 0; i < IB_ARRAY_LEN(t); i++)
-		if (strcasecmp(s, t[i].n) == 0)
-			return t[i].b;
-	return 0;
-}
-
-static replica_folder_t *list_get(list_op_t *op, const char *name)
-{
-	for (size_t i = 0; i < op->n; i++)
-		if (strcmp(op->f[i].name, name) == 0)
-			return &op->f[i];
-	if (op->n == op->cap) {
-		op->cap = op->cap ? op->cap * 2 : 32;
-		op->f = xrealloc(op->f, op->cap * sizeof(*op->f));
-	}
-	replica_folder_t *f = &op->f[op->n++];
-	memset(f, 0, sizeof(*f));
-	f->name = xstrdup(name);
-	return f;
-}
-
-static void parse_status_attrs(const imap_item_t *list, replica_counts_t *c)
-{
-	if (!list || list->type != IMAP_ITEM_LIST)
-		return;
-	for (const imap_item_t *it = list->child; it && it->next; it = it->next->next) {
-		uint64_t v;
-		if (!item_num(it->next, &v))
-			continue;
-		if (imap_item_is(it, "UIDVALIDITY"))
-			c->uidvalidity = (uint32_t)v;
-		else if (imap_item_is(it, "UIDNEXT"))
-			c->uidnext = (uint32_t)v;
-		else if (imap_item_is(it, "MESSAGES"))
-			c->messages = (uint32_t)v;
-		else if (imap_item_is(it, "HIGHESTMODSEQ"))
-			c->highestmodseq = v;
-	}
-}
-
-static bool list_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
-{
-	list_op_t *op = arg;
-
-	if (!r->name)
-		return false;
-	if (strcmp(r->name, "LIST") == 0) {
-		const imap_item_t *attrs = r->args;
-		const imap_item_t *sep = attrs ? attrs->next : NULL;
-		const imap_item_t *name = sep ? sep->next : NULL;
-		char *n = decode_name(name);
-		if (!n)
-			return true;
-		replica_folder_t *f = list_get(op, n);
-		free(n);
-		const char *s = item_str(sep);
-		f->sep = s && sep->type == IMAP_ITEM_STRING ? s[0] : '\0';
-		if (attrs && attrs->type == IMAP_ITEM_LIST) {
-			for (const imap_item_t *a = attrs->child; a; a = a->next) {
-				const char *an = item_str(a);
-				if (!an)
-					continue;
-				if (strcasecmp(an, "\\Noselect") == 0 || strcasecmp(an, "\\NonExistent") == 0)
-					f->noselect = true;
-				f->special |= special_bit(an);
-			}
-		}
-		return true;
-	}
-	if (strcmp(r->name, "STATUS") == 0) {
-		char *n = decode_name(r->args);
-		if (!n)
-			return true;
-		replica_folder_t *f = list_get(op, n);
-		free(n);
-		parse_status_attrs(r->args->next, &f->counts);
-		f->has_counts = true;
-		return true;
-	}
-	return false;
-}
-
-static void list_done(imap_client_t *c, const imap_done_t *d, void *arg)
-{
-	list_op_t *op = arg;
-	int st = ir_status(op->ir, d, false);
-
-	if (!op->ir->freed)
-		op->cb(st, op->f, st == REPLICA_OK ? op->n : 0, op->ctx);
-	for (size_t i = 0; i < op->n; i++)
-		free((char *)op->f[i].name);
-	free(op->f);
-	free(op);
-}
-
-static void ir_list_folders(replica_t *r, replica_folders_cb cb, void *ctx)
-{
-	imap_replica_t *ir = (imap_replica_t *)r;
-	list_op_t *op = xcalloc(1, sizeof(*op));
-	uint32_t caps = imap_client_caps(ir->c);
-	const char *ref = ir->acct->remote.reference ? ir->acct->remote.reference : "";
-	bool ext = (caps & IMAP_CAP_LIST_EXTENDED) != 0;
-	bool lstatus = (caps & IMAP_CAP_LIST_STATUS) != 0;
-	bool su = (caps & IMAP_CAP_SPECIAL_USE) != 0;
-	bool ms = (caps & (IMAP_CAP_CONDSTORE | IMAP_CAP_QRESYNC)) != 0;
-
-	op->ir = ir;
-	op->cb = cb;
-	op->ctx = ctx;
-	if (ext && (lstatus || su)) {
-		char ret[160];
-		snprintf(ret, sizeof(ret), " RETURN (%s%s%s)", su ? "SPECIAL-USE" : "",
-			 su && lstatus ? " " : "",
-			 lstatus ? (ms ? "STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
-				       : "STATUS (UIDVALIDITY UIDNEXT MESSAGES)")
-				 : "");
-		imap_client_cmd(ir->c, list_done, list_untagged, op, "LIST %q \"*\"%s", ref, ret);
-	} else {
-		imap_client_cmd(ir->c, list_done, list_untagged, op, "LIST %q \"*\"", ref);
-	}
-}
-
-/* ------------------------------------------------------------------ status */
-
-typedef struct status_op {
-	imap_replica_t *ir;
-	replica_status_cb cb;
-	void *ctx;
-	char **names;
-	replica_counts_t *counts;
-	bool *ok;
-	size_t n;
-	size_t left;
-	int worst;
-} status_op_t;
-
-typedef struct status_one {
-	status_op_t *op;
-	size_t idx;
-} status_one_t;
-
-static bool status_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
-{
-	status_one_t *one = arg;
-	status_op_t *op = one->op;
-
-	if (!r->name || strcmp(r->name, "STATUS") != 0)
-		return false;
-	char *n = decode_name(r->args);
-	bool mine = n && strcmp(n, op->names[one->idx]) == 0;
-	free(n);
-	if (!mine)
-		return false; /* a later STATUS of the same pipeline */
-	parse_status_attrs(r->args->next, &op->counts[one->idx]);
-	return true;
-}
-
-static void status_done(imap_client_t *c, const imap_done_t *d, void *arg)
-{
-	status_one_t *one = arg;
-	status_op_t *op = one->op;
-	int st = ir_status(op->ir, d, false);
-
-	op->ok[one->idx] = st == REPLICA_OK;
-	if (st == REPLICA_BAD || st == REPLICA_CANCELLED)
-		op->worst = st;
-	free(one);
-	if (--op->left)
-		return;
-	if (!op->ir->freed)
-		op->cb(op->worst, op->counts, op->ok, op->n, op->ctx);
-	for (size_t i = 0; i < op->n; i++)
-		free(op->names[i]);
-	free(op->names);
-	free(op->counts);
-	free(op->ok);
-	free(op);
-}
-
-static void ir_status_op(replica_t *r, const char *const *names, size_t n, replica_status_cb cb,
-			 void *ctx)
-{
-	imap_replica_t *ir = (imap_replica_t *)r;
-	status_op_t *op = xcalloc(1, sizeof(*op));
-	bool ms = (imap_client_caps(ir->c) & (IMAP_CAP_CONDSTORE | IMAP_CAP_QRESYNC)) != 0;
-
-	op->ir = ir;
-	op->cb = cb;
-	op->ctx = ctx;
-	op->n = n;
-	op->left = n;
-	op->names = xcalloc(n ? n : 1, sizeof(char *));
-	op->counts = xcalloc(n ? n : 1, sizeof(*op->counts));
-	op->ok = xcalloc(n ? n : 1, sizeof(bool));
-	if (n == 0) {
-		cb(REPLICA_OK, op->counts, op->ok, 0, ctx);
-		free(op->names);
-		free(op->counts);
-		free(op->ok);
-		free(op);
-		return;
-	}
-	for (size_t i = 0; i < n; i++)
-		op->names[i] = xstrdup(names[i]);
-	for (size_t i = 0; i < n; i++) {
-		status_one_t *one = xmalloc(sizeof(*one));
-		one->op = op;
-		one->idx = i;
-		imap_client_cmd(ir->c, status_done, status_untagged, one, "STATUS %m (%s)", names[i],
-				ms ? "UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ"
-				   : "UIDVALIDITY UIDNEXT MESSAGES");
-	}
-}
-
-/* ---------------------------------------------------------- create folder */
-
-typedef struct simple_op {
-	imap_replica_t *ir;
-	replica_done_cb cb;
-	void *ctx;
-	int left;
-	int worst;
-	bool per_message;
-	bool exists_ok;
-} simple_op_t;
-
-static simple_op_t *simple_new(imap_replica_t *ir, replica_done_cb cb, void *ctx, int left)
-{
-	simple_op_t *op = xcalloc(1, sizeof(*op));
-	op->ir = ir;
-	op->cb = cb;
-	op->ctx = ctx;
-	op->left = left;
-	return op;
-}
-
-static void simple_done(imap_client_t *c, const imap_done_t *d, void *arg)
-{
-	simple_op_t *op = arg;
-	int st = ir_status(op->ir, d, op->per_message);
-
-	if (st != REPLICA_OK && op->exists_ok && d->code && strcasecmp(d->code, "ALREADYEXISTS") == 0)
-		st = REPLICA_OK;
-	if (st < op->worst)
-		op->worst = st;
-	if (--op->left > 0)
-		return;
-	if (!op->ir->freed)
-		op->cb(op->worst, op->ctx);
-	free(op);
-}
-
-static void ir_create(replica_t *r, const char *name, unsigned special, replica_done_cb cb,
-		      void *ctx)
-{
-	imap_replica_t *ir = (imap_replica_t *)r;
-	simple_op_t *op = simple_new(ir, cb, ctx, 1);
-
-	op->exists_ok = true;
-	if (ir->caps & REPLICA_CAP_READONLY) {
-		op->left = 0;
-		cb(REPLICA_FOLDER_BAD, ctx);
-		free(op);
-		return;
-	}
-	imap_client_cmd(ir->c, simple_done, NULL, op, "CREATE %m", name);
-}
-
 /* ------------------------------------------------------------------ select */
 
 typedef struct select_op {
@@ -570,11 +287,11 @@ static bool select_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 	uint64_t v;
 
 	if (r->code) {
-		if (strcmp(r->code, "UIDVALIDITY") == 0 && item_num(r->code_args, &v))
+		if (strcmp(r->code, "UIDVALIDITY") == 0 && ir_item_num(r->code_args, &v))
 			op->box.counts.uidvalidity = (uint32_t)v;
-		else if (strcmp(r->code, "UIDNEXT") == 0 && item_num(r->code_args, &v))
+		else if (strcmp(r->code, "UIDNEXT") == 0 && ir_item_num(r->code_args, &v))
 			op->box.counts.uidnext = (uint32_t)v;
-		else if (strcmp(r->code, "HIGHESTMODSEQ") == 0 && item_num(r->code_args, &v))
+		else if (strcmp(r->code, "HIGHESTMODSEQ") == 0 && ir_item_num(r->code_args, &v))
 			op->box.counts.highestmodseq = v;
 		else if (strcmp(r->code, "NOMODSEQ") == 0)
 			op->nomodseq = true;
@@ -705,23 +422,23 @@ static bool scan_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 		const imap_item_t *l = r->args;
 		uint64_t uid = 0, ms = 0, size = 0;
 		const imap_item_t *fl = imap_fetch_get(l, "FLAGS");
-		if (!item_num(imap_fetch_get(l, "UID"), &uid) || !fl)
+		if (!ir_item_num(imap_fetch_get(l, "UID"), &uid) || !fl)
 			return false; /* unsolicited, without UID: not ours */
 		replica_msg_t m;
 		memset(&m, 0, sizeof(m));
 		m.uid = (uint32_t)uid;
 		m.flags = parse_flags(fl, &op->kw);
 		m.keywords = kw_str(&op->kw);
-		if (item_num(imap_fetch_get(l, "MODSEQ"), &ms))
+		if (ir_item_num(imap_fetch_get(l, "MODSEQ"), &ms))
 			m.modseq = ms;
-		if (item_num(imap_fetch_get(l, "RFC822.SIZE"), &size))
+		if (ir_item_num(imap_fetch_get(l, "RFC822.SIZE"), &size))
 			m.size = size;
-		m.internaldate = parse_internaldate(item_str(imap_fetch_get(l, "INTERNALDATE")));
+		m.internaldate = parse_internaldate(ir_item_str(imap_fetch_get(l, "INTERNALDATE")));
 		const imap_item_t *env = imap_fetch_get(l, "ENVELOPE");
 		char *mid = NULL;
 		if (env && env->type == IMAP_ITEM_LIST) {
 			const imap_item_t *mi = imap_item_nth(env->child, 9);
-			if (mi && item_str(mi))
+			if (mi && ir_item_str(mi))
 				mid = xstrndup(mi->str, mi->len);
 		}
 		m.message_id = mid;
@@ -738,7 +455,7 @@ static bool scan_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 			earlier = it->child && imap_item_is(it->child, "EARLIER");
 			it = it->next;
 		}
-		const char *s = item_str(it);
+		const char *s = ir_item_str(it);
 		if (s && earlier && !op->by_absence)
 			report_set(op, s, it->len, true);
 		return earlier;
@@ -746,14 +463,14 @@ static bool scan_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 	if (strcmp(r->name, "SEARCH") == 0 && op->present) {
 		for (const imap_item_t *it = r->args; it; it = it->next) {
 			uint64_t v;
-			if (item_num(it, &v))
+			if (ir_item_num(it, &v))
 				mark_present(op, (uint32_t)v, (uint32_t)v);
 		}
 		return true;
 	}
 	if (strcmp(r->name, "ESEARCH") == 0 && op->present) {
 		for (const imap_item_t *it = r->args; it; it = it->next) {
-			if (imap_item_is(it, "ALL") && it->next && item_str(it->next))
+			if (imap_item_is(it, "ALL") && it->next && ir_item_str(it->next))
 				report_set(op, it->next->str, it->next->len, false);
 		}
 		return true;
@@ -904,7 +621,7 @@ static bool fetch_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 	const imap_item_t *l = r->args;
 	imap_item_t *body = (imap_item_t *)imap_fetch_get(l, "BODY[]");
 	uint64_t uid = 0, size = 0;
-	if (!body || !item_num(imap_fetch_get(l, "UID"), &uid))
+	if (!body || !ir_item_num(imap_fetch_get(l, "UID"), &uid))
 		return false;
 	if (op->ir->freed)
 		return true;
@@ -913,8 +630,8 @@ static bool fetch_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 	m.uid = (uint32_t)uid;
 	m.flags = parse_flags(imap_fetch_get(l, "FLAGS"), &op->kw);
 	m.keywords = kw_str(&op->kw);
-	m.internaldate = parse_internaldate(item_str(imap_fetch_get(l, "INTERNALDATE")));
-	if (item_num(imap_fetch_get(l, "RFC822.SIZE"), &size))
+	m.internaldate = parse_internaldate(ir_item_str(imap_fetch_get(l, "INTERNALDATE")));
+	if (ir_item_num(imap_fetch_get(l, "RFC822.SIZE"), &size))
 		m.size = size;
 	if (body->sink) {
 		lit_handle_t *lh = body->sink;
@@ -1082,7 +799,7 @@ static bool find_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 		return false;
 	for (const imap_item_t *it = r->args; it; it = it->next) {
 		uint64_t v;
-		if (!item_num(it, &v) || v < op->min_uid || v > UINT32_MAX)
+		if (!ir_item_num(it, &v) || v < op->min_uid || v > UINT32_MAX)
 			continue;
 		if (op->n == op->cap) {
 			op->cap = op->cap ? op->cap * 2 : 16;
@@ -1152,17 +869,17 @@ static void ir_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *a
 		cb(REPLICA_OK, ctx);
 		return;
 	}
-	op = simple_new(ir, cb, ctx, (do_add ? 1 : 0) + (do_del ? 1 : 0));
+	op = ir_simple_new(ir, cb, ctx, (do_add ? 1 : 0) + (do_del ? 1 : 0));
 	op->per_message = true;
 	if (do_add) {
 		flags_list(&b, add, add_kw);
-		imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %u +FLAGS.SILENT %s", uid,
+		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UID STORE %u +FLAGS.SILENT %s", uid,
 				buf_cstr(&b));
 	}
 	if (do_del) {
 		buf_reset(&b);
 		flags_list(&b, del, del_kw);
-		imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %u -FLAGS.SILENT %s", uid,
+		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UID STORE %u -FLAGS.SILENT %s", uid,
 				buf_cstr(&b));
 	}
 	buf_free(&b);
@@ -1195,16 +912,16 @@ static void ir_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsi
 			sorted[k++] = sorted[i];
 	imap_seqset_format(&set, sorted, k);
 	free(sorted);
-	op = simple_new(ir, cb, ctx, (do_add ? 1 : 0) + (do_del ? 1 : 0));
+	op = ir_simple_new(ir, cb, ctx, (do_add ? 1 : 0) + (do_del ? 1 : 0));
 	if (do_add) {
 		flags_list(&b, add, add_kw);
-		imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %s +FLAGS.SILENT %s",
+		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UID STORE %s +FLAGS.SILENT %s",
 				buf_cstr(&set), buf_cstr(&b));
 	}
 	if (do_del) {
 		buf_reset(&b);
 		flags_list(&b, del, del_kw);
-		imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %s -FLAGS.SILENT %s",
+		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UID STORE %s -FLAGS.SILENT %s",
 				buf_cstr(&set), buf_cstr(&b));
 	}
 	buf_free(&b);
@@ -1237,16 +954,16 @@ static void ir_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done
 			sorted[k++] = sorted[i];
 	imap_seqset_format(&set, sorted, k);
 	free(sorted);
-	op = simple_new(ir, cb, ctx, 2);
-	imap_client_cmd(ir->c, simple_done, NULL, op, "UID STORE %s +FLAGS.SILENT (\\Deleted)",
+	op = ir_simple_new(ir, cb, ctx, 2);
+	imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UID STORE %s +FLAGS.SILENT (\\Deleted)",
 			buf_cstr(&set));
 	if (imap_client_caps(ir->c) & IMAP_CAP_UIDPLUS)
-		imap_client_cmd(ir->c, simple_done, NULL, op, "UID EXPUNGE %s", buf_cstr(&set));
+		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UID EXPUNGE %s", buf_cstr(&set));
 	else
 		/* Without UIDPLUS there is no way to expunge only these; this
 		 * also removes messages another client marked \Deleted, which
 		 * is what that client asked for. */
-		imap_client_cmd(ir->c, simple_done, NULL, op, "EXPUNGE");
+		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "EXPUNGE");
 	buf_free(&set);
 }
 
@@ -1264,7 +981,7 @@ static uint32_t copyuid_dst(const imap_item_t *args)
 	/* [COPYUID uidvalidity src-set dst-set]: a single message -> a single UID */
 	const imap_item_t *dst = imap_item_nth(args, 2);
 	uint64_t v;
-	if (dst && item_num(dst, &v) && v <= UINT32_MAX)
+	if (dst && ir_item_num(dst, &v) && v <= UINT32_MAX)
 		return (uint32_t)v;
 	return 0;
 }
@@ -1371,8 +1088,8 @@ static void ir_close(replica_t *r, replica_done_cb cb, void *ctx)
 	free(ir->selected);
 	ir->selected = NULL;
 	if (imap_client_caps(ir->c) & IMAP_CAP_UNSELECT) {
-		simple_op_t *op = simple_new(ir, cb, ctx, 1);
-		imap_client_cmd(ir->c, simple_done, NULL, op, "UNSELECT");
+		simple_op_t *op = ir_simple_new(ir, cb, ctx, 1);
+		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UNSELECT");
 		return;
 	}
 	/* Never CLOSE: it would expunge. The next SELECT closes the folder. */
@@ -1472,3 +1189,4 @@ bool imap_replica_is(const replica_t *r)
 {
 	return r && r->ops == &imap_replica_ops;
 }
+
