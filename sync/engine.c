@@ -108,6 +108,8 @@ static void job_free(engine_job_t *job)
 	for (size_t i = 0; i < job->n_ups; i++) {
 		free(job->ups[i].kw);
 		free(job->ups[i].data);
+		if (job->ups[i].spool)
+			fclose(job->ups[i].spool);
 	}
 	free(job->ups);
 	free(job->by_hash);

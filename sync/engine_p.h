@@ -75,6 +75,7 @@ typedef struct upload_ent {
 	char message_id[256];
 	uint64_t pending_id;
 	char *data;           /* while the append is in flight */
+	FILE *spool;          /* instead of data for a big message (APPEND_FD) */
 	size_t len;
 	uint32_t ruid;        /* learnt */
 	int status;

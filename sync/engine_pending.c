@@ -440,6 +440,10 @@ static void append_cb(int status, uint32_t uid, void *ctx)
 	job->waiting--;
 	free(u->data);
 	u->data = NULL;
+	if (u->spool) {
+		fclose(u->spool);
+		u->spool = NULL;
+	}
 	u->status = status;
 	if (status == REPLICA_OK) {
 		u->ruid = uid;
@@ -517,12 +521,23 @@ void eng_do_upload(engine_job_t *job)
 			rc = store_blob_get(txn, &u->hash, &d, &l);
 			if (rc)
 				break;
-			u->data = xmalloc(l ? l : 1);
-			if (l)
-				memcpy(u->data, d, l);
+			engine_message_id(d, l, u->message_id, sizeof(u->message_id));
 			u->len = l;
-			engine_message_id(u->data, l, u->message_id, sizeof(u->message_id));
-			bytes += l;
+			if (l >= ENGINE_SPOOL_MIN && (job->box.caps & REPLICA_CAP_APPEND_FD) &&
+			    job->r->ops->append_fd) {
+				/* Big: streamed from a temporary file, not held in memory. */
+				u->spool = tmpfile();
+				if (u->spool && (fwrite(d, 1, l, u->spool) != l || fflush(u->spool) != 0)) {
+					fclose(u->spool);
+					u->spool = NULL;
+				}
+			}
+			if (!u->spool) {
+				u->data = xmalloc(l ? l : 1);
+				if (l)
+					memcpy(u->data, d, l);
+				bytes += l;
+			}
 			job->batch_to++;
 		}
 		store_txn_abort(txn);
@@ -546,7 +561,10 @@ void eng_do_upload(engine_job_t *job)
 			m->keywords = u->kw;
 			m->internaldate = (time_t)u->internaldate;
 			job->waiting++;
-			job->r->ops->append(job->r, m, append_cb, uc);
+			if (u->spool)
+				job->r->ops->append_fd(job->r, m, fileno(u->spool), append_cb, uc);
+			else
+				job->r->ops->append(job->r, m, append_cb, uc);
 			if (job->result != ENGINE_OK)
 				break;
 		}

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/buf.h"
 #include "lib/imap_lex.h"
@@ -234,7 +235,7 @@ static void connect_done(imap_client_t *c, const imap_done_t *d, void *arg)
 	}
 	ir->dead = false;
 	uint32_t caps = imap_client_caps(c);
-	ir->caps = REPLICA_CAP_STATUS | REPLICA_CAP_KEYWORDS;
+	ir->caps = REPLICA_CAP_STATUS | REPLICA_CAP_KEYWORDS | REPLICA_CAP_APPEND_FD;
 	if (caps & (IMAP_CAP_CONDSTORE | IMAP_CAP_QRESYNC))
 		ir->caps |= REPLICA_CAP_MODSEQ;
 	if (caps & IMAP_CAP_MOVE)
@@ -320,7 +321,8 @@ static void select_done(imap_client_t *c, const imap_done_t *d, void *arg)
 
 	if (st == REPLICA_OK) {
 		op->box.caps = ir->caps & (REPLICA_CAP_MOVE | REPLICA_CAP_UIDPLUS | REPLICA_CAP_IDLE |
-					   REPLICA_CAP_READONLY | REPLICA_CAP_VANISHED);
+					   REPLICA_CAP_READONLY | REPLICA_CAP_VANISHED |
+					   REPLICA_CAP_APPEND_FD);
 		if ((ir->caps & REPLICA_CAP_MODSEQ) && !op->nomodseq && op->box.counts.highestmodseq)
 			op->box.caps |= REPLICA_CAP_MODSEQ;
 		else
@@ -756,7 +758,22 @@ static void append_done(imap_client_t *c, const imap_append_result_t *res, void 
 	free(op);
 }
 
+static void append_any(replica_t *r, const replica_new_msg_t *m, int fd, replica_uid_cb cb,
+		       void *ctx);
+
 static void ir_append(replica_t *r, const replica_new_msg_t *m, replica_uid_cb cb, void *ctx)
+{
+	append_any(r, m, -1, cb, ctx);
+}
+
+static void ir_append_fd(replica_t *r, const replica_new_msg_t *m, int fd, replica_uid_cb cb,
+			 void *ctx)
+{
+	append_any(r, m, fd, cb, ctx);
+}
+
+static void append_any(replica_t *r, const replica_new_msg_t *m, int fd, replica_uid_cb cb,
+		       void *ctx)
 {
 	imap_replica_t *ir = (imap_replica_t *)r;
 	append_op_t *op;
@@ -775,8 +792,19 @@ static void ir_append(replica_t *r, const replica_new_msg_t *m, replica_uid_cb c
 	flags_list(&fl, m->flags, (ir->box.caps & REPLICA_CAP_KEYWORDS) ? m->keywords : "");
 	if (m->internaldate)
 		format_internaldate(m->internaldate, date, sizeof(date));
-	imap_client_append(ir->c, ir->selected, buf_cstr(&fl), m->internaldate ? date : NULL,
-			   m->data, m->len, append_done, op);
+	if (fd >= 0) {
+		if (lseek(fd, 0, SEEK_SET) != 0) {
+			free(op);
+			buf_free(&fl);
+			cb(REPLICA_MSG_BAD, 0, ctx);
+			return;
+		}
+		imap_client_append_fd(ir->c, ir->selected, buf_cstr(&fl),
+				      m->internaldate ? date : NULL, fd, m->len, append_done, op);
+	} else {
+		imap_client_append(ir->c, ir->selected, buf_cstr(&fl), m->internaldate ? date : NULL,
+				   m->data, m->len, append_done, op);
+	}
 	buf_free(&fl);
 }
 
@@ -1151,6 +1179,7 @@ static const replica_ops_t imap_replica_ops = {
 	.close = ir_close,
 	.free = ir_free,
 	.set_flags_uids = ir_set_flags_uids,
+	.append_fd = ir_append_fd,
 };
 
 replica_t *imap_replica_new(struct ev_loop *loop, const config_account_t *acct, const char *label)

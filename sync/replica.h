@@ -81,6 +81,7 @@ enum replica_cap {
 	                                     the folder was opened read-only) */
 	REPLICA_CAP_IDLE = 1 << 6,        /* watch() is supported */
 	REPLICA_CAP_KEYWORDS = 1 << 7,    /* arbitrary keywords can be stored (PERMANENTFLAGS \*) */
+	REPLICA_CAP_APPEND_FD = 1 << 8,   /* append_fd() is available */
 };
 
 /* SPECIAL-USE attributes (RFC 6154) of a folder. */
@@ -297,6 +298,12 @@ typedef struct replica_ops {
 	void (*set_flags_uids)(replica_t *r, const uint32_t *uids, size_t n, unsigned add,
 			       const char *add_keywords, unsigned del, const char *del_keywords,
 			       replica_done_cb cb, void *ctx);
+
+	/* Optional (REPLICA_CAP_APPEND_FD): append() with the bytes read from
+	 * fd (m->len of them, from offset 0; m->data is ignored), so a big
+	 * message never sits in memory. fd must stay open until cb runs. */
+	void (*append_fd)(replica_t *r, const replica_new_msg_t *m, int fd, replica_uid_cb cb,
+			  void *ctx);
 } replica_ops_t;
 
 /*

@@ -102,6 +102,9 @@ class SyncTestBase:
         st = self.env.store_uids("INBOX")
         new = make_message(subject="written locally")
         self.env.store_add("INBOX", new, "S", "$Label1")
+        # A big one is streamed to the server from a temporary file.
+        big = make_message(subject="big, local", body=("y" * 998 + "\n") * 2500)
+        self.env.store_add("INBOX", big)
         self.env.tool("flags", "home", "INBOX", st[sha(self.msgs["in0"])], "SF", "work")
         self.env.tool("expunge", "home", "INBOX", st[sha(self.msgs["in4"])])
         self.env.tool("move", "home", "INBOX", st[sha(self.msgs["in5"])], "Lists/dev")
@@ -114,6 +117,7 @@ class SyncTestBase:
         self.assertIn("Projects", srv)
         inbox = {h: (f, k) for h, f, k in srv["INBOX"]}
         self.assertEqual(inbox[sha(new)], (("\\Seen",), ("$Label1",)))
+        self.assertIn(sha(big), inbox)
         self.assertEqual(inbox[sha(self.msgs["in0"])], (("\\Flagged", "\\Seen"), ("work",)))
         self.assertNotIn(sha(self.msgs["in4"]), inbox)
         self.assertNotIn(sha(self.msgs["in5"]), inbox)
