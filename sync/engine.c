@@ -108,6 +108,7 @@ static void job_free(engine_job_t *job)
 	for (size_t i = 0; i < job->n_ups; i++) {
 		free(job->ups[i].kw);
 		free(job->ups[i].data);
+		free(job->ups[i].message_id);
 		if (job->ups[i].spool)
 			fclose(job->ups[i].spool);
 	}

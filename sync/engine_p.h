@@ -72,7 +72,7 @@ typedef struct upload_ent {
 	unsigned flags;
 	char *kw;
 	int64_t internaldate;
-	char message_id[256];
+	char *message_id;     /* while its batch is being uploaded */
 	uint64_t pending_id;
 	char *data;           /* while the append is in flight */
 	FILE *spool;          /* instead of data for a big message (APPEND_FD) */

@@ -521,7 +521,10 @@ void eng_do_upload(engine_job_t *job)
 			rc = store_blob_get(txn, &u->hash, &d, &l);
 			if (rc)
 				break;
-			engine_message_id(d, l, u->message_id, sizeof(u->message_id));
+			char mid[256];
+			engine_message_id(d, l, mid, sizeof(mid));
+			free(u->message_id);
+			u->message_id = xstrdup(mid);
 			u->len = l;
 			if (l >= ENGINE_SPOOL_MIN && (job->box.caps & REPLICA_CAP_APPEND_FD) &&
 			    job->r->ops->append_fd) {
@@ -599,9 +602,16 @@ void eng_do_upload(engine_job_t *job)
 			 store_strerror(rc));
 		return;
 	}
-	for (size_t i = job->batch_from; i < job->batch_to; i++)
-		if (job->ups[i].done)
+	for (size_t i = job->batch_from; i < job->batch_to; i++) {
+		upload_ent_t *u = &job->ups[i];
+		if (u->done)
 			job->stats.uploaded++;
+		/* Keep memory flat over a long series of batches. */
+		free(u->message_id);
+		u->message_id = NULL;
+		free(u->kw);
+		u->kw = NULL;
+	}
 	job->upload_step = 0;
 }
 
