@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STORE_DEFAULT_MAPSIZE ((size_t)64 << 20)
 #define STORE_MIN_MAPSIZE ((size_t)64 << 10)
@@ -681,8 +682,11 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 		rc = STORE_ECORRUPT;
 		goto out;
 	}
+	char marker[4096];
+	snprintf(marker, sizeof(marker), "%s/%s", st->path, STORE_OPEN_MARKER);
 	if (!opts->skip_probe && stat(datafile, &sb) == 0 && sb.st_size > 0) {
-		rc = store_probe(st->path, errbuf, errlen);
+		bool unclean = access(marker, F_OK) == 0;
+		rc = store_probe(st->path, opts->deep_probe || unclean, errbuf, errlen);
 		if (rc)
 			goto out;
 	}
@@ -749,6 +753,15 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	}
 	if (rc)
 		goto out;
+	if (!opts->readonly) {
+		/* Not being able to leave the marker only costs the deep probe
+		 * after a crash: not worth refusing to start over. */
+		int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			close(fd);
+			st->marked = true;
+		}
+	}
 	*out = st;
 	st = NULL;
 out:
@@ -763,6 +776,11 @@ void store_close(store_t *st)
 	assert(st->ntxn == 0 && "store_close() with a transaction still open");
 	if (st->env)
 		mdb_env_close(st->env);
+	if (st->marked) {
+		char marker[4096];
+		snprintf(marker, sizeof(marker), "%s/%s", st->path, STORE_OPEN_MARKER);
+		unlink(marker);
+	}
 	free(st->path);
 	free(st);
 }

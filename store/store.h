@@ -104,11 +104,16 @@ typedef struct store_open_opts {
 	bool readonly;
 	/* Skip fsync on commit (tests, benchmarks only: loses crash safety). */
 	bool nosync;
-	/* Skip the structure probe: by default an existing data.mdb is first
-	 * walked in a child process, so that a damaged file is refused with a
-	 * message instead of crashing the caller inside LMDB. The walk reads
-	 * every key once (not the message bytes). */
+	/* Skip the structure probe. By default an existing data.mdb is first
+	 * looked at in a child process, so that a damaged file is refused with
+	 * a message instead of crashing the caller inside LMDB. The probe opens
+	 * every database and follows the page tree to its first and last keys:
+	 * its cost does not grow with the number of messages. After a writer
+	 * did not close the store (it crashed or was killed: the open marker
+	 * it leaves in the store directory is still there), or with deep_probe,
+	 * the probe reads every key once instead (not the message bytes). */
 	bool skip_probe;
+	bool deep_probe;
 } store_open_opts_t;
 
 /*

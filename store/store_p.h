@@ -72,6 +72,8 @@ struct store {
 	uint64_t disk_ok;  /* bytes at the start of the data file known allocated */
 	store_commit_cb commit_cb;
 	void *commit_arg;
+	/* This handle created <path>/STORE_OPEN_MARKER and removes it at close. */
+	bool marked;
 };
 
 struct store_txn {
@@ -92,9 +94,16 @@ struct store_txn {
 	size_t ntouched, captouched;
 };
 
-/* Walk the environment at path in a child process before opening it; 0, or
- * STORE_ECORRUPT with a message if the walk crashed or found a bad tree. */
-int store_probe(const char *path, char *errbuf, size_t errlen);
+/* Present in the store directory while a writer has it open: found at open
+ * time, it says the last writer did not close (crash, SIGKILL, power loss). */
+#define STORE_OPEN_MARKER "open-marker"
+
+/* Look at the environment at path in a child process before opening it; 0,
+ * or STORE_ECORRUPT with a message if the child crashed or found a bad tree.
+ * deep = false: the databases' root-to-leaf paths to their first and last
+ * keys (a few pages each, whatever the size of the store); deep = true: every
+ * key of every database. */
+int store_probe(const char *path, bool deep, char *errbuf, size_t errlen);
 
 /* The one place LMDB codes become STORE_E* codes. */
 int store_map_mdb(int rc);

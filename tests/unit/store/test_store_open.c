@@ -253,6 +253,90 @@ static void test_check_detects(void)
 	free(dir);
 }
 
+/* The open marker is there while a writer has the store open, and gone after
+ * a clean close; a read-only open neither leaves nor removes it. */
+static void test_open_marker(void)
+{
+	char *dir = test_tmpdir("store-marker");
+	char err[512], marker[4096];
+	store_t *st = NULL, *ro_st = NULL;
+	snprintf(marker, sizeof(marker), "%s/store/open-marker", dir);
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), 0);
+	CHECK(access(marker, F_OK) == 0);
+	store_open_opts_t ro = {.readonly = true};
+	CHECK_EQ_INT(store_open(dir, &ro, &ro_st, err, sizeof(err)), 0);
+	store_close(ro_st);
+	CHECK(access(marker, F_OK) == 0);
+	store_close(st);
+	CHECK(access(marker, F_OK) != 0);
+	CHECK_EQ_INT(store_open(dir, &ro, &ro_st, err, sizeof(err)), 0);
+	CHECK(access(marker, F_OK) != 0);
+	store_close(ro_st);
+	test_rmtree(dir);
+	free(dir);
+}
+
+/* Pages ruined in the middle of a big tree (the outer paths intact): the
+ * every-key walk refuses the file, both when asked for and when the marker
+ * says the last writer did not close the store. */
+static void test_damaged_middle(void)
+{
+	char *dir = test_tmpdir("store-middle");
+	char err[512], path[4096], marker[4096];
+	store_t *st = NULL;
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), 0);
+	store_txn_t *txn;
+	uint32_t acct, f;
+	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+	CHECK_EQ_INT(store_account_add(txn, "d", &acct), 0);
+	CHECK_EQ_INT(store_folder_create(txn, acct, "INBOX", 0, &f), 0);
+	for (int i = 0; i < 3000; i++) {
+		char body[200];
+		int n = snprintf(body, sizeof(body), "Subject: %d\r\n\r\nbody %d\r\n", i, i * 7);
+		store_msg_new_t m = {0};
+		CHECK_EQ_INT(store_msg_append(txn, f, body, (size_t)n, &m, NULL, NULL), 0);
+	}
+	CHECK_EQ_INT(store_txn_commit(txn), 0);
+	store_close(st);
+
+	snprintf(path, sizeof(path), "%s/store", dir);
+	MDB_env *env;
+	MDB_envinfo info;
+	MDB_stat ms;
+	CHECK_EQ_INT(mdb_env_create(&env), 0);
+	CHECK_EQ_INT(mdb_env_set_maxdbs(env, 32), 0);
+	CHECK_EQ_INT(mdb_env_open(env, path, MDB_RDONLY, 0600), 0);
+	mdb_env_info(env, &info);
+	mdb_env_stat(env, &ms);
+	mdb_env_close(env);
+	long psize = (long)ms.ms_psize, mid = (long)info.me_last_pgno / 2;
+	CHECK(mid > 20);
+
+	snprintf(path, sizeof(path), "%s/store/data.mdb", dir);
+	FILE *fp = fopen(path, "r+b");
+	CHECK(fp != NULL);
+	if (!fp)
+		return;
+	fseek(fp, (mid - 4) * psize, SEEK_SET);
+	for (long i = (mid - 4) * psize; i < (mid + 4) * psize; i++)
+		fputc((int)((i * 2654435761u) >> 13) & 0xff, fp);
+	fclose(fp);
+
+	store_open_opts_t deep = {.deep_probe = true};
+	st = NULL;
+	CHECK_EQ_INT(store_open(dir, &deep, &st, err, sizeof(err)), STORE_ECORRUPT);
+	CHECK(st == NULL);
+	CHECK(strstr(err, "damaged") != NULL);
+
+	snprintf(marker, sizeof(marker), "%s/store/open-marker", dir);
+	write_file(marker, "", 0);
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), STORE_ECORRUPT);
+	CHECK(st == NULL);
+	CHECK(strstr(err, path) != NULL);
+	test_rmtree(dir);
+	free(dir);
+}
+
 static void test_strerror(void)
 {
 	for (int e = 0; e >= STORE_ETOOBIG; e--)
@@ -266,6 +350,8 @@ int main(void)
 	test_garbage_file();
 	test_foreign_lmdb();
 	test_damaged_pages();
+	test_open_marker();
+	test_damaged_middle();
 	test_not_a_dir();
 	test_check_detects();
 	test_strerror();
