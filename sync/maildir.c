@@ -189,6 +189,8 @@ static void close_folder(maildir_replica_t *md)
 	md->folder_id = 0;
 	md->selected = false;
 	md->uids_dirty = false;
+	md->loaded = false;
+	md->stamp = 0;
 }
 
 static md_msg_t *msg_find(maildir_replica_t *md, uint32_t uid)
@@ -263,6 +265,7 @@ static char *msg_path(const maildir_replica_t *md, const md_msg_t *m)
 /* ------------------------------------------------------------- operations */
 
 static bool any_maildir_state(maildir_replica_t *md);
+static bool ensure_loaded(maildir_replica_t *md);
 
 static void md_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *ctx)
 {
@@ -445,6 +448,8 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 		cb(REPLICA_FOLDER_BAD, NULL, ctx);
 		return;
 	}
+	/* Before anything reads the directories: see maildir_folder_stamp(). */
+	uint64_t stamp = maildir_folder_stamp(dir);
 	store_replica_t rs;
 	uint32_t fid = 0;
 	bool have_rs = stored_state(md, name, &fid, &rs);
@@ -504,31 +509,54 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	md->uids = u;
 	maildir_fmd5(name, md->fmd5);
 	md->selected = true;
-	rc = maildir_prep_folder(md);
-	if (rc != 0) {
-		log_err(MD_PFX " box=%s: cannot read %s: %s", md->account, name, dir,
-			strerror(-rc));
-		close_folder(md);
-		cb(REPLICA_FOLDER_BAD, NULL, ctx);
-		return;
-	}
-	double ratio = md->max_ratio > 0 ? md->max_ratio : 0.5;
-	if (ratio < 1 && md->n_vanished >= 5 && md->n_vanished > ratio * (double)md->n_paired) {
-		hold(
-		    md, fid, name,
-		    xasprintf("the Maildir folder %s lost %zu of its %zu messages at once; nothing "
-			      "was deleted; if the disk is not mounted, mount it; run 'imapbridge "
-			      "folder recover %s %s' to rebuild it from the store",
-			      md->dir, md->n_vanished, md->n_paired, md->account, name));
-		close_folder(md);
+	md->stamp = stamp;
+	/* Unchanged since the last completed sync (which settled every file's
+	 * identity and left the tree and the pairs in agreement): nothing to
+	 * read unless an operation needs the files. */
+	bool same = have_rs && maildir_stamp_valid(stamp) && stamp == rs.highestmodseq;
+	if (!same && !ensure_loaded(md)) {
 		cb(REPLICA_FOLDER_BAD, NULL, ctx);
 		return;
 	}
 	box.counts.uidvalidity = md->uids.uidvalidity;
 	box.counts.uidnext = md->uids.uidnext;
-	box.counts.messages = (uint32_t)md->n_msgs;
-	box.caps = REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS;
+	box.counts.messages = md->loaded ? (uint32_t)md->n_msgs : 0;
+	box.counts.highestmodseq = stamp;
+	box.caps = REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS |
+		   REPLICA_CAP_MODSEQ;
 	cb(REPLICA_OK, &box, ctx);
+}
+
+/* Read the open folder's files (maildir_prep_folder()) if select() left
+ * that for later; hold the folder when it lost too many at once. false when
+ * the folder cannot be used (it is closed then; logged). The first operation
+ * after select() calls this before it changes anything, so no write of this
+ * folder is pending in the batch while the directory is read. */
+static bool ensure_loaded(maildir_replica_t *md)
+{
+	if (!md->selected)
+		return false;
+	if (md->loaded)
+		return true;
+	int rc = maildir_prep_folder(md);
+	if (rc != 0) {
+		log_err(MD_PFX " box=%s: cannot read %s: %s", md->account, md->folder, md->dir,
+			strerror(-rc));
+		close_folder(md);
+		return false;
+	}
+	double ratio = md->max_ratio > 0 ? md->max_ratio : 0.5;
+	if (ratio < 1 && md->n_vanished >= 5 && md->n_vanished > ratio * (double)md->n_paired) {
+		hold(md, md->folder_id, md->folder,
+		     xasprintf("the Maildir folder %s lost %zu of its %zu messages at once; "
+			       "nothing was deleted; if the disk is not mounted, mount it; run "
+			       "'imapbridge folder recover %s %s' to rebuild it from the store",
+			       md->dir, md->n_vanished, md->n_paired, md->account, md->folder));
+		close_folder(md);
+		return false;
+	}
+	md->loaded = true;
+	return true;
 }
 
 /* The keywords to report for a message: those last agreed (the tree cannot
@@ -564,6 +592,18 @@ static void md_scan(replica_t *r, const replica_scan_opts_t *opts, const replica
 		cb(REPLICA_FOLDER_BAD, ctx);
 		return;
 	}
+	if (opts->changedsince && maildir_stamp_valid(md->stamp) &&
+	    opts->changedsince == md->stamp) {
+		/* The directory is as it was at the last completed sync. */
+		cb(REPLICA_OK, ctx);
+		return;
+	}
+	/* Otherwise every message and every vanished pair: a full scan, which
+	 * is also a correct answer to a scan since any other value. */
+	if (!ensure_loaded(md)) {
+		cb(REPLICA_FOLDER_BAD, ctx);
+		return;
+	}
 	store_txn_t *txn = NULL;
 	if (store_txn_begin_read(md->st, &txn) != 0)
 		txn = NULL;
@@ -593,6 +633,10 @@ static void md_fetch(replica_t *r, const uint32_t *uids, size_t n, const replica
 	maildir_replica_t *md = (maildir_replica_t *)r;
 	if (!settle(md))
 		return;
+	if (!ensure_loaded(md)) {
+		cb(REPLICA_FOLDER_BAD, ctx);
+		return;
+	}
 	int status = REPLICA_OK;
 	store_txn_t *txn = NULL;
 	if (store_txn_begin_read(md->st, &txn) != 0)
@@ -677,7 +721,7 @@ static bool kw_has(const char *kw, const char *word)
 static void md_append(replica_t *r, const replica_new_msg_t *nm, replica_uid_cb cb, void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
-	if (!md->selected) {
+	if (!ensure_loaded(md)) {
 		if (!settle(md))
 			return;
 		cb(REPLICA_FOLDER_BAD, 0, ctx);
@@ -719,6 +763,10 @@ static void md_find(replica_t *r, const replica_find_t *q, replica_uids_cb cb, v
 	maildir_replica_t *md = (maildir_replica_t *)r;
 	if (!settle(md))
 		return;
+	if (!ensure_loaded(md)) {
+		cb(REPLICA_FOLDER_BAD, NULL, 0, ctx);
+		return;
+	}
 	uint32_t *found = xmalloc((md->n_msgs ? md->n_msgs : 1) * sizeof(uint32_t));
 	size_t n = 0;
 	char head[65536];
@@ -751,7 +799,7 @@ static void md_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *a
 			 const char *del_kw, replica_done_cb cb, void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
-	md_msg_t *m = md->selected ? msg_find(md, uid) : NULL;
+	md_msg_t *m = ensure_loaded(md) ? msg_find(md, uid) : NULL;
 	md_deferred_t d = {.done = cb, .ctx = ctx};
 	if (!m) {
 		if (!settle(md))
@@ -800,7 +848,7 @@ static void md_delete_msgs(replica_t *r, const uint32_t *uids, size_t n, replica
 			   void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
-	if (!md->selected) {
+	if (!ensure_loaded(md)) {
 		if (!settle(md))
 			return;
 		cb(REPLICA_FOLDER_BAD, ctx);
@@ -836,7 +884,7 @@ static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 	maildir_replica_t *md = (maildir_replica_t *)r;
 	if (!settle(md))
 		return;
-	md_msg_t *m = md->selected ? msg_find(md, uid) : NULL;
+	md_msg_t *m = ensure_loaded(md) ? msg_find(md, uid) : NULL;
 	char *tdir = maildir_folder_path(md->root, md->sep, to);
 	/* A move into the open folder would hand out UIDs behind md->uids. */
 	if (!m || !tdir || !maildir_is_folder(tdir) || strcmp(to, md->folder) == 0) {

@@ -179,6 +179,24 @@ static void moves_into(maildir_replica_t *md, folders_ctx_t *fc, const char *nam
 	maildir_scan_t *s = NULL;
 	cand_t *c = NULL;
 	size_t n = 0;
+	uint32_t dst_id = 0;
+	store_replica_t rs;
+	bool have_rs = false;
+	store_txn_t *txn = NULL;
+	/* Before the directory is read: see maildir_folder_stamp(). */
+	uint64_t stamp = maildir_folder_stamp(dir);
+	if (store_txn_begin_read(md->st, &txn) == 0) {
+		store_folder_t f;
+		if (store_folder_find(txn, md->account_id, name, &f) == 0) {
+			dst_id = f.id;
+			have_rs = store_replica_get(txn, f.id, STORE_REPLICA_MAILDIR, &rs) == 0;
+		}
+		store_txn_abort(txn);
+	}
+	/* Nothing came into a folder whose directories did not change since
+	 * its last completed sync. */
+	if (have_rs && maildir_stamp_valid(stamp) && stamp == rs.highestmodseq)
+		return;
 	if (maildir_scan_folder(dir, &s) != 0)
 		return;
 	maildir_fmd5(name, dmd5);
@@ -199,18 +217,6 @@ static void moves_into(maildir_replica_t *md, folders_ctx_t *fc, const char *nam
 	if (n == 0)
 		goto out;
 
-	uint32_t dst_id = 0;
-	store_replica_t rs;
-	bool have_rs = false;
-	store_txn_t *txn = NULL;
-	if (store_txn_begin_read(md->st, &txn) == 0) {
-		store_folder_t f;
-		if (store_folder_find(txn, md->account_id, name, &f) == 0) {
-			dst_id = f.id;
-			have_rs = store_replica_get(txn, f.id, STORE_REPLICA_MAILDIR, &rs) == 0;
-		}
-		store_txn_abort(txn);
-	}
 	maildir_uids_t u;
 	/* A synced folder without its UID file is held by select(); leave it. */
 	if (maildir_uids_read(dir, &u) != 0 && (have_rs || maildir_uids_load(dir, 0, &u) != 0))

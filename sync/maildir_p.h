@@ -70,6 +70,14 @@ typedef struct maildir_replica {
 	size_t n_vanished; /* ... whose file is gone */
 	md_msg_t *msgs;	   /* sorted by uid */
 	size_t n_msgs, cap_msgs;
+	/* The folder's fingerprint at select() (maildir_folder_stamp()), given
+	 * to the engine as its HIGHESTMODSEQ. When it equals the one recorded
+	 * at the last completed sync, nothing changed in the directory since:
+	 * select() does not read it, a scan since that value reports nothing,
+	 * and the files are only read (ensure_loaded()) when an operation
+	 * needs them. */
+	uint64_t stamp;
+	bool loaded; /* msgs, n_paired and n_vanished are filled in */
 
 	maildir_batch_t *batch;
 	unsigned gen;	      /* current batch generation */

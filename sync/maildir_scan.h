@@ -55,6 +55,26 @@ const char *maildir_check_message(const char *path);
 bool maildir_is_folder(const char *dir);
 
 /*
+ * A fingerprint of the folder directory dir for skipping unchanged folders:
+ * device, inode and modification time (nanoseconds) of cur/ and new/. Every
+ * create, rename or unlink of a message file changes it. Take it BEFORE
+ * reading the directories, so a change made while they are read shows next
+ * time.
+ *
+ * A directory changed less than MAILDIR_STAMP_SETTLE_NS before now could
+ * change again within the same timestamp tick (coarse clocks, 1 s or 2 s
+ * file systems) without its time moving: such a folder gets
+ * MAILDIR_STAMP_RACY, which never matches, so it is read in full again next
+ * time (git's racy-timestamp rule). Valid fingerprints have the top bit set;
+ * 0 never comes back (the directories could not be looked at: RACY then).
+ */
+#define MAILDIR_STAMP_RACY 1u
+#define MAILDIR_STAMP_SETTLE_NS 1100000000ll
+uint64_t maildir_folder_stamp(const char *dir);
+/* True for a fingerprint that can say "unchanged" (not RACY, not 0). */
+bool maildir_stamp_valid(uint64_t stamp);
+
+/*
  * The folders of the tree under root, as store folder names ("INBOX",
  * "Lists/foo"), sorted. sep is '/' (nested) or '.' (flat). Directories whose
  * names cannot be mapped back to a folder are left out. Returns 0 or -errno

@@ -8,10 +8,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -772,6 +774,95 @@ static void test_flat_layout(const char *tmp)
 	g_acct = saved;
 }
 
+/* Set the modification time of <root>/<folder>/{cur,new} to now - ago_s. */
+static void age_dirs(const char *folder, int ago_s)
+{
+	static const char *const subs[] = {"cur", "new"};
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct timespec t[2] = {now, now};
+	t[1].tv_sec -= ago_s;
+	for (size_t i = 0; i < 2; i++) {
+		char *d = xasprintf("%s/%s/%s", root, folder, subs[i]);
+		CHECK_EQ_INT(utimensat(AT_FDCWD, d, t, 0), 0);
+		free(d);
+	}
+}
+
+/*
+ * A folder whose cur/ and new/ did not change since its last completed sync
+ * is not read again (only its fingerprint is looked at), a changed one is,
+ * and a fingerprint taken within the racy second is never trusted.
+ */
+static void test_unchanged_skip(uint32_t inbox)
+{
+	replica_t *r = open_session(NULL);
+	/* Settled directories: this sync reads them and records the print. */
+	age_dirs("INBOX", 10);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK(!g_stats.full_scan);
+	CHECK_EQ_INT(g_stats.downloaded + g_stats.uploaded + g_stats.flags_store, 0);
+
+	/* Proof that the files were not read: a file slipped in with the
+	 * directory times put back exactly is not seen... */
+	char *dir = xasprintf("%s/INBOX/new", root);
+	struct stat before_new, before_cur;
+	char *cur = xasprintf("%s/INBOX/cur", root);
+	CHECK_EQ_INT(stat(dir, &before_new), 0);
+	CHECK_EQ_INT(stat(cur, &before_cur), 0);
+	char *nf = xasprintf("%s/1700000100.M1P1.sneaky", dir);
+	write_file(nf, "From: s@example.org\r\nSubject: sneaky\r\n\r\nunseen\r\n");
+	struct timespec tn[2] = {before_new.st_atim, before_new.st_mtim};
+	CHECK_EQ_INT(utimensat(AT_FDCWD, dir, tn, 0), 0);
+	size_t n0 = store_count(inbox).n;
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(store_count(inbox).n, n0);
+	/* ... a store change makes the folder read (to write the flag) but
+	 * the delta still reports no tree change ... */
+	flag_arg_t a = {inbox, 7};
+	CHECK_EQ_INT(store_write(st, flag_fn, &a), 0);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(g_stats.flags_replica, 1);
+	CHECK_EQ_INT(g_stats.downloaded, 0);
+	replica_free(r);
+
+	/* ... and a settled but different directory time brings it in. */
+	age_dirs("INBOX", 5);
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(g_stats.downloaded, 1);
+	CHECK_EQ_INT(store_count(inbox).n, n0 + 1);
+	/* A mail reader flags a message now: the folder is read (its print is
+	 * racy), and recorded as racy. Then it flags another one within the
+	 * same tick (the directory time put back to what it was): still read. */
+	for (int round = 0; round < 2; round++) {
+		char *p;
+		tree_count("INBOX", &p, round ? "body 9\r\n" : "unseen");
+		CHECK(p != NULL);
+		if (!p)
+			break;
+		struct stat was;
+		CHECK_EQ_INT(stat(cur, &was), 0);
+		char *q = maildir_name_with_flags(strrchr(p, '/') + 1, MAILDIR_F_FLAGGED);
+		char *np = xasprintf("%s/%s", cur, q);
+		CHECK_EQ_INT(rename(p, np), 0);
+		if (round) {
+			struct timespec tc[2] = {was.st_atim, was.st_mtim};
+			CHECK_EQ_INT(utimensat(AT_FDCWD, cur, tc, 0), 0);
+		}
+		free(q);
+		free(np);
+		free(p);
+		CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+		CHECK_EQ_INT(g_stats.flags_store, 1);
+	}
+	replica_free(r);
+	free(nf);
+	free(dir);
+	free(cur);
+}
+
 int main(void)
 {
 	log_setup("test_maildir_replica", LOG_UI_BASIC, false);
@@ -794,6 +885,7 @@ int main(void)
 	test_export_with_loop(inbox);
 	test_tree_changes(inbox);
 	test_store_changes(inbox);
+	test_unchanged_skip(inbox);
 	test_concurrent_rename();
 	test_free_in_callback();
 	test_move(inbox, lists);
