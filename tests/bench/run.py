@@ -55,6 +55,9 @@ USER = "bench"
 PASSWORD = "bench-pass"
 PHASES = ("initial", "nochange", "incremental")
 ALL_TOOLS = ("ceiling", "mbsync", "offlineimap", "imapbridge", "imapbridge-noexport")
+# Another build of imapbridged (--base-bin DIR) timed in the same run, for
+# before/after comparisons of a change; not in the default tool list.
+BASE_TOOLS = ("imapbridge-base", "imapbridge-base-noexport")
 MUTATION_SEED = 4242
 NEW_MESSAGES = 100
 FLAG_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
@@ -479,6 +482,25 @@ class ImapbridgeNoExport(Imapbridge):
     checkable = False
 
 
+class ImapbridgeBase(Imapbridge):
+    """imapbridged from --base-bin, with the Maildir export."""
+    name = "imapbridge-base"
+
+    def binary(self):
+        return os.path.join(self.args.base_bin or "", "imapbridged")
+
+    def available(self):
+        if not self.args.base_bin:
+            return "no --base-bin given"
+        return Imapbridge.available(self)
+
+
+class ImapbridgeBaseNoExport(ImapbridgeBase):
+    name = "imapbridge-base-noexport"
+    export = False
+    checkable = False
+
+
 class Ceiling(Tool):
     name = "ceiling"
     checkable = False
@@ -488,7 +510,8 @@ class Ceiling(Tool):
                 USER, PASSWORD], None
 
 
-TOOL_CLASSES = {c.name: c for c in (Ceiling, Mbsync, Offlineimap, Imapbridge, ImapbridgeNoExport)}
+TOOL_CLASSES = {c.name: c for c in (Ceiling, Mbsync, Offlineimap, Imapbridge, ImapbridgeNoExport,
+                                     ImapbridgeBase, ImapbridgeBaseNoExport)}
 
 
 TIME = "/usr/bin/time"
@@ -613,24 +636,24 @@ def print_table(res, tools, args, info):
     if info["mutation"]:
         print("mutation: %(flags)d flag changes, %(expunged)d expunged, %(appended)d appended"
               % info["mutation"])
-    hdr = "%-20s" % "tool"
+    hdr = "%-24s" % "tool"
     for ph in PHASES:
         hdr += " %12s %8s" % (ph + " s", "RSS MB")
     print(hdr)
     print("-" * len(hdr))
     for t in tools:
-        row = "%-20s" % t
+        row = "%-24s" % t
         for ph in PHASES:
             row += " %12s %8s" % (fmt(median(res.times.get((t, ph)))),
                                   fmt(median(res.rss.get((t, ph))), "%.0f"))
         print(row)
     print()
     print("ratio to mbsync (tool time / mbsync time; < 1 is faster than mbsync)")
-    hdr = "%-20s" % "tool" + "".join(" %12s" % ph for ph in PHASES)
+    hdr = "%-24s" % "tool" + "".join(" %12s" % ph for ph in PHASES)
     print(hdr)
     print("-" * len(hdr))
     for t in tools:
-        row = "%-20s" % t
+        row = "%-24s" % t
         for ph in PHASES:
             a, b = median(res.times.get((t, ph))), median(res.times.get(("mbsync", ph)))
             row += " %12s" % (fmt(a / b) if a is not None and b else "n/a")
@@ -762,7 +785,10 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per phase; the median is shown")
     ap.add_argument("--tools", default=",".join(ALL_TOOLS),
-                    help="comma-separated subset of: " + ", ".join(ALL_TOOLS))
+                    help="comma-separated subset of: " + ", ".join(ALL_TOOLS + BASE_TOOLS))
+    ap.add_argument("--base-bin", default="",
+                    help="directory of another imapbridged build, timed as imapbridge-base and "
+                         "imapbridge-base-noexport (before/after a change, in one run)")
     ap.add_argument("--no-condstore", dest="condstore", action="store_false",
                     help="serve without CONDSTORE/QRESYNC")
     ap.add_argument("--scaling", action="store_true",
@@ -777,7 +803,7 @@ def main():
     tool_names = [t for t in args.tools.split(",") if t]
     for t in tool_names:
         if t not in TOOL_CLASSES:
-            ap.error("unknown tool %r; pick from %s" % (t, ", ".join(ALL_TOOLS)))
+            ap.error("unknown tool %r; pick from %s" % (t, ", ".join(ALL_TOOLS + BASE_TOOLS)))
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
     if os.geteuid() != 0:
