@@ -105,12 +105,12 @@ static void job_free(engine_job_t *job)
 		free(job->pend[i].message_id);
 	free(job->pend);
 	free(job->cands);
-	for (size_t i = 0; i < job->n_ups; i++) {
-		free(job->ups[i].kw);
-		free(job->ups[i].data);
-		free(job->ups[i].message_id);
-		if (job->ups[i].spool)
-			fclose(job->ups[i].spool);
+	for (size_t i = 0; i < job->n_batch; i++) {
+		free(job->batch[i].kw);
+		free(job->batch[i].data);
+		free(job->batch[i].message_id);
+		if (job->batch[i].spool)
+			fclose(job->batch[i].spool);
 	}
 	free(job->ups);
 	free(job->by_hash);
@@ -502,11 +502,7 @@ static int store_msg_scan_cb(const store_msg_t *m, void *arg)
 	upload_ent_t *u = &job->ups[job->n_ups++];
 	memset(u, 0, sizeof(*u));
 	u->suid = m->uid;
-	u->size = m->size;
 	u->hash = m->hash;
-	u->flags = m->flags & STORE_F_ALL;
-	u->kw = eng_kw_to_str(&m->kw);
-	u->internaldate = m->internaldate;
 	return 0;
 }
 
@@ -702,8 +698,6 @@ static void do_decide(engine_job_t *job)
 	}
 	if (ro) {
 		/* Never upload in read-only mode. */
-		for (size_t i = 0; i < job->n_ups; i++)
-			free(job->ups[i].kw);
 		free(job->ups);
 		job->ups = NULL;
 		job->n_ups = 0;
@@ -1105,14 +1099,6 @@ static void do_delete(engine_job_t *job)
 
 /* ------------------------------------------------- flags to the replica */
 
-/* One flag update in flight: the pairs it covers. */
-typedef struct flag_ctx {
-	engine_job_t *job;
-	size_t *idx;
-	size_t n;
-	uint32_t *uids;
-} flag_ctx_t;
-
 static void flags_cb(int status, void *ctx)
 {
 	flag_ctx_t *fc = ctx;
@@ -1207,11 +1193,19 @@ static void do_flags(engine_job_t *job)
 		while (bulk && j < n && change_cmp(&order[i], &order[j], job) == 0)
 			j++;
 		pair_ent_t *e = &job->pairs[order[i]];
-		flag_ctx_t *fc = eng_ctx(job, sizeof(*fc));
+		flag_ctx_t *fc;
+		if (j - i == 1) {
+			/* The common case needs no allocation. */
+			fc = &e->fc;
+			fc->idx = &fc->idx1;
+			fc->uids = &fc->uid1;
+		} else {
+			fc = eng_ctx(job, sizeof(*fc));
+			fc->idx = eng_ctx(job, (j - i) * sizeof(size_t));
+			fc->uids = eng_ctx(job, (j - i) * sizeof(uint32_t));
+		}
 		fc->job = job;
 		fc->n = j - i;
-		fc->idx = eng_ctx(job, fc->n * sizeof(size_t));
-		fc->uids = eng_ctx(job, fc->n * sizeof(uint32_t));
 		for (size_t k = 0; k < fc->n; k++) {
 			fc->idx[k] = order[i + k];
 			fc->uids[k] = job->pairs[order[i + k]].ruid;

@@ -40,6 +40,16 @@ enum phase {
 	P_END,
 };
 
+/* One flag update in flight: the pairs it covers. */
+typedef struct flag_ctx {
+	struct engine_job *job;
+	size_t *idx;
+	size_t n;
+	uint32_t *uids;
+	size_t idx1;          /* storage when n == 1 */
+	uint32_t uid1;
+} flag_ctx_t;
+
 typedef struct pair_ent {
 	uint32_t ruid, suid;
 	unsigned a_flags;
@@ -58,6 +68,7 @@ typedef struct pair_ent {
 	char *n_kw;
 	bool ok;              /* replica op succeeded */
 	char *add_kw, *del_kw; /* set_flags arguments while in flight */
+	flag_ctx_t fc;        /* callback context of a single update */
 } pair_ent_t;
 
 typedef struct pend_ent {
@@ -65,27 +76,42 @@ typedef struct pend_ent {
 	char *message_id;
 } pend_ent_t;
 
+/* A store message with no pair: a candidate for upload (kept small: one
+ * per message of the folder). */
 typedef struct upload_ent {
 	uint32_t suid;
-	uint64_t size;
 	store_hash_t hash;
+	bool move_target;     /* a pending MOVE brings it to the replica */
+	bool deferred;        /* an interrupted upload of it may still land */
+	bool paired;          /* paired with an identical new replica message */
+} upload_ent_t;
+
+/* Context of one upload callback (lives in its batch entry). */
+typedef struct up_ctx {
+	struct engine_job *job;
+	size_t idx;
+} up_ctx_t;
+
+/* One message of the upload batch in flight. */
+typedef struct batch_ent {
+	uint32_t suid;
+	store_hash_t hash;
+	uint64_t size;
 	unsigned flags;
 	char *kw;
 	int64_t internaldate;
-	char *message_id;     /* while its batch is being uploaded */
+	char *message_id;
 	uint64_t pending_id;
-	char *data;           /* while the append is in flight */
-	FILE *spool;          /* instead of data for a big message (APPEND_FD) */
+	char *data;           /* the bytes, or */
+	FILE *spool;          /* a temporary file with them (append_fd) */
 	size_t len;
 	uint32_t ruid;        /* learnt */
 	int status;
 	bool done;
 	replica_new_msg_t nm; /* append() argument while in flight */
 	replica_find_t q;     /* find() argument while in flight */
-	bool move_target;     /* a pending MOVE brings it to the replica */
-	bool deferred;        /* an interrupted upload of it may still land */
-	bool paired;          /* paired with an identical new replica message */
-} upload_ent_t;
+	up_ctx_t uc;          /* callback context */
+} batch_ent_t;
 
 /* One message arriving from the replica. */
 typedef struct incoming {
@@ -141,7 +167,9 @@ struct engine_job {
 	uint32_t cand_match;
 
 	upload_ent_t *ups;
-	size_t n_ups, next_up, batch_from, batch_to;
+	size_t n_ups, next_up;
+	batch_ent_t batch[ENGINE_UPLOAD_MSGS];
+	size_t n_batch;
 	uint32_t *by_hash;           /* ups indexes sorted by hash */
 	int upload_step;             /* 0 record+send, 1 find, 2 commit */
 

@@ -368,13 +368,20 @@ void eng_do_pending(engine_job_t *job)
 
 /* ----------------------------------------------------------------- upload */
 
+/*
+ * New store messages go up in batches of ENGINE_UPLOAD_MSGS: the job keeps
+ * only a small candidate entry per message (job->ups), and the details of a
+ * batch (flags, keywords, bytes, pending record) live in job->batch while it
+ * is in flight.
+ */
+
 static int up_record_fn(store_txn_t *txn, void *arg)
 {
 	engine_job_t *job = arg;
 	int rc;
 
-	for (size_t i = job->batch_from; i < job->batch_to; i++) {
-		upload_ent_t *u = &job->ups[i];
+	for (size_t i = 0; i < job->n_batch; i++) {
+		batch_ent_t *u = &job->batch[i];
 		store_pending_t p;
 		memset(&p, 0, sizeof(p));
 		p.kind = STORE_PENDING_UPLOAD;
@@ -397,8 +404,8 @@ static int up_commit_fn(store_txn_t *txn, void *arg)
 	engine_job_t *job = arg;
 	int rc;
 
-	for (size_t i = job->batch_from; i < job->batch_to; i++) {
-		upload_ent_t *u = &job->ups[i];
+	for (size_t i = 0; i < job->n_batch; i++) {
+		batch_ent_t *u = &job->batch[i];
 		if (!u->done)
 			continue;
 		if (u->ruid) {
@@ -424,18 +431,11 @@ static int up_commit_fn(store_txn_t *txn, void *arg)
 	return 0;
 }
 
-static void append_cb(int status, uint32_t uid, void *ctx);
-
-typedef struct up_ctx {
-	engine_job_t *job;
-	size_t idx;
-} up_ctx_t;
-
 static void append_cb(int status, uint32_t uid, void *ctx)
 {
 	up_ctx_t *uc = ctx;
 	engine_job_t *job = uc->job;
-	upload_ent_t *u = &job->ups[uc->idx];
+	batch_ent_t *u = &job->batch[uc->idx];
 
 	job->waiting--;
 	free(u->data);
@@ -460,7 +460,7 @@ static void find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
 {
 	up_ctx_t *uc = ctx;
 	engine_job_t *job = uc->job;
-	upload_ent_t *u = &job->ups[uc->idx];
+	batch_ent_t *u = &job->batch[uc->idx];
 
 	job->waiting--;
 	eng_op_fail(job, status, "search");
@@ -469,8 +469,8 @@ static void find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
 		for (size_t i = n; i-- > 0;) {
 			if (!eng_pair_find(job, uids[i])) {
 				bool taken = false;
-				for (size_t j = job->batch_from; j < job->batch_to; j++)
-					taken |= job->ups[j].ruid == uids[i];
+				for (size_t j = 0; j < job->n_batch; j++)
+					taken |= job->batch[j].ruid == uids[i];
 				if (!taken) {
 					u->ruid = uids[i];
 					break;
@@ -482,80 +482,101 @@ static void find_cb(int status, const uint32_t *uids, size_t n, void *ctx)
 	eng_kick(job);
 }
 
+static void batch_clear(engine_job_t *job)
+{
+	for (size_t i = 0; i < job->n_batch; i++) {
+		batch_ent_t *u = &job->batch[i];
+		free(u->kw);
+		free(u->data);
+		free(u->message_id);
+		if (u->spool)
+			fclose(u->spool);
+	}
+	memset(job->batch, 0, sizeof(job->batch));
+	job->n_batch = 0;
+}
+
+/* Fill the next batch from the store (only this batch's bytes in memory;
+ * big messages go to a temporary file for append_fd()). */
+static int batch_fill(engine_job_t *job)
+{
+	store_txn_t *txn = NULL;
+	size_t bytes = 0;
+	bool use_fd = (job->box.caps & REPLICA_CAP_APPEND_FD) && job->r->ops->append_fd;
+	int rc = store_txn_begin_read(job->st, &txn);
+
+	while (rc == 0 && job->next_up < job->n_ups && job->n_batch < ENGINE_UPLOAD_MSGS &&
+	       (bytes < ENGINE_UPLOAD_BYTES || job->n_batch == 0)) {
+		upload_ent_t *c = &job->ups[job->next_up++];
+		store_msg_t m;
+		const void *d;
+		size_t l;
+		if (c->paired || c->move_target || c->deferred)
+			continue;
+		rc = store_msg_get(txn, job->o.folder_id, c->suid, &m);
+		if (rc == STORE_ENOTFOUND) {
+			rc = 0; /* expunged meanwhile: nothing to send */
+			continue;
+		}
+		if (rc == 0)
+			rc = store_blob_get(txn, &m.hash, &d, &l);
+		if (rc)
+			break;
+		batch_ent_t *u = &job->batch[job->n_batch++];
+		char mid[256];
+		u->suid = c->suid;
+		u->hash = m.hash;
+		u->flags = m.flags & STORE_F_ALL;
+		u->kw = eng_kw_to_str(&m.kw);
+		u->internaldate = m.internaldate;
+		u->size = l;
+		u->len = l;
+		engine_message_id(d, l, mid, sizeof(mid));
+		u->message_id = xstrdup(mid);
+		if (l >= ENGINE_SPOOL_MIN && use_fd) {
+			u->spool = tmpfile();
+			if (u->spool && (fwrite(d, 1, l, u->spool) != l || fflush(u->spool) != 0)) {
+				fclose(u->spool);
+				u->spool = NULL;
+			}
+		}
+		if (!u->spool) {
+			u->data = xmalloc(l ? l : 1);
+			if (l)
+				memcpy(u->data, d, l);
+			bytes += l;
+		}
+	}
+	store_txn_abort(txn);
+	return rc;
+}
+
 void eng_do_upload(engine_job_t *job)
 {
-	if (job->next_up >= job->n_ups && job->upload_step == 0)
-		return;
-	job->phase = P_UPLOAD;
-	if (job->upload_step == 0 && job->next_up == 0) {
-		/* Drop what needs no upload: paired with an identical replica
-		 * message meanwhile, or brought there by a pending MOVE. */
-		size_t k = 0;
-		for (size_t i = 0; i < job->n_ups; i++) {
-			if (job->ups[i].paired || job->ups[i].move_target || job->ups[i].deferred) {
-				free(job->ups[i].kw);
-				continue;
-			}
-			job->ups[k++] = job->ups[i];
-		}
-		job->n_ups = k;
-		free(job->by_hash);
-		job->by_hash = NULL;
-		if (k == 0)
-			return;
-	}
 	if (job->upload_step == 0) {
-		store_txn_t *txn = NULL;
-		size_t bytes = 0;
 		int rc;
 
-		job->batch_from = job->next_up;
-		job->batch_to = job->next_up;
-		rc = store_txn_begin_read(job->st, &txn);
-		while (rc == 0 && job->batch_to < job->n_ups &&
-		       job->batch_to - job->batch_from < ENGINE_UPLOAD_MSGS &&
-		       (bytes < ENGINE_UPLOAD_BYTES || job->batch_to == job->batch_from)) {
-			upload_ent_t *u = &job->ups[job->batch_to];
-			const void *d;
-			size_t l;
-			rc = store_blob_get(txn, &u->hash, &d, &l);
-			if (rc)
-				break;
-			char mid[256];
-			engine_message_id(d, l, mid, sizeof(mid));
-			free(u->message_id);
-			u->message_id = xstrdup(mid);
-			u->len = l;
-			if (l >= ENGINE_SPOOL_MIN && (job->box.caps & REPLICA_CAP_APPEND_FD) &&
-			    job->r->ops->append_fd) {
-				/* Big: streamed from a temporary file, not held in memory. */
-				u->spool = tmpfile();
-				if (u->spool && (fwrite(d, 1, l, u->spool) != l || fflush(u->spool) != 0)) {
-					fclose(u->spool);
-					u->spool = NULL;
-				}
-			}
-			if (!u->spool) {
-				u->data = xmalloc(l ? l : 1);
-				if (l)
-					memcpy(u->data, d, l);
-				bytes += l;
-			}
-			job->batch_to++;
+		batch_clear(job);
+		if (job->next_up >= job->n_ups) {
+			free(job->by_hash);
+			job->by_hash = NULL;
+			return;
 		}
-		store_txn_abort(txn);
-		if (rc == 0)
+		job->phase = P_UPLOAD;
+		rc = batch_fill(job);
+		if (rc == 0 && job->n_batch)
 			rc = store_write(job->st, up_record_fn, job);
 		if (rc) {
 			eng_fail(job, ENGINE_STORE_ERR, "cannot prepare uploads: %s", store_strerror(rc));
 			return;
 		}
-		job->next_up = job->batch_to;
+		if (job->n_batch == 0)
+			return; /* all skipped; P_UPLOAD runs again for the rest */
 		job->upload_step = 1;
-		for (size_t i = job->batch_from; i < job->batch_to; i++) {
-			upload_ent_t *u = &job->ups[i];
+		for (size_t i = 0; i < job->n_batch; i++) {
+			batch_ent_t *u = &job->batch[i];
 			replica_new_msg_t *m = &u->nm;
-			up_ctx_t *uc = eng_ctx(job, sizeof(*uc));
+			up_ctx_t *uc = &u->uc;
 			uc->job = job;
 			uc->idx = i;
 			m->data = u->data;
@@ -573,18 +594,19 @@ void eng_do_upload(engine_job_t *job)
 		}
 		return;
 	}
+	job->phase = P_UPLOAD;
 	if (job->upload_step == 1) {
 		/* Learn UIDs the replica did not report. */
 		job->upload_step = 2;
-		for (size_t i = job->batch_from; i < job->batch_to; i++) {
-			upload_ent_t *u = &job->ups[i];
+		for (size_t i = 0; i < job->n_batch; i++) {
+			batch_ent_t *u = &job->batch[i];
 			if (u->status != REPLICA_OK || u->done)
 				continue;
 			if (!job->r->ops->find) {
 				u->done = true;
 				continue;
 			}
-			up_ctx_t *uc = eng_ctx(job, sizeof(*uc));
+			up_ctx_t *uc = &u->uc;
 			u->q.message_id = *u->message_id ? u->message_id : NULL;
 			u->q.size = u->size;
 			u->q.min_uid = job->box.counts.uidnext;
@@ -598,20 +620,12 @@ void eng_do_upload(engine_job_t *job)
 	/* upload_step 2: record the pairs. */
 	int rc = store_write(job->st, up_commit_fn, job);
 	if (rc) {
-		eng_fail(job, ENGINE_STORE_ERR, "cannot record uploads: %s",
-			 store_strerror(rc));
+		eng_fail(job, ENGINE_STORE_ERR, "cannot record uploads: %s", store_strerror(rc));
 		return;
 	}
-	for (size_t i = job->batch_from; i < job->batch_to; i++) {
-		upload_ent_t *u = &job->ups[i];
-		if (u->done)
+	for (size_t i = 0; i < job->n_batch; i++)
+		if (job->batch[i].done)
 			job->stats.uploaded++;
-		/* Keep memory flat over a long series of batches. */
-		free(u->message_id);
-		u->message_id = NULL;
-		free(u->kw);
-		u->kw = NULL;
-	}
+	batch_clear(job);
 	job->upload_step = 0;
 }
-
