@@ -186,9 +186,8 @@ class LargeMessages(unittest.TestCase):
     def test_upload_from_maildir_bytes(self):
         self.upload_from_maildir("up50")
 
-    # engine_pending.c eng_do_upload copies the blob to the heap and hands it to
-    # imap_client_append(), which copies it again; imap_client_append_fd() would not.
-    @unittest.expectedFailure
+    # Uploads of big messages stream from a temporary file (append_fd), so the
+    # heap does not hold the message.
     def test_upload_from_maildir_memory(self):
         peak = self.upload_from_maildir("up50b")
         self.assertLess(peak, LARGE_BOUND, "a 50 MB upload cost %d KiB of heap" % peak)
@@ -251,9 +250,7 @@ class ManyMessages(unittest.TestCase):
     def test_many_messages_into_store(self):
         self.compare(maildir=False)
 
-    # The engine allocates a 440-byte upload_ent_t (256-byte Message-ID buffer
-    # inline) for every message of the folder to push, not per batch of 50.
-    @unittest.expectedFailure
+    # Upload bookkeeping is kept per batch, not per message of the folder.
     def test_many_messages_into_maildir(self):
         self.compare(maildir=True)
 
