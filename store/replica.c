@@ -65,6 +65,12 @@ int store_replica_set(store_txn_t *txn, const store_replica_t *r)
 	enc_u64(&b, r->pushed_modseq);
 	enc_str(&b, r->name);
 	enc_u64(&b, (uint64_t)r->synced_at);
+	/* A sync that changed nothing records the same state again: leave the
+	 * page alone, so that its commit writes and syncs nothing. */
+	MDB_val old;
+	if (db_get(txn, DB_REPLICAS, k, 8, &old) == 0 && old.mv_size == b.len &&
+	    memcmp(old.mv_data, b.data, b.len) == 0)
+		goto out;
 	rc = db_put(txn, DB_REPLICAS, k, 8, b.data, b.len, 0);
 out:
 	buf_free(&b);

@@ -239,7 +239,7 @@ static bool refind(maildir_replica_t *md, md_msg_t *m)
 {
 	maildir_scan_t *s = NULL;
 	bool found = false;
-	if (maildir_scan_folder(md->dir, &s) != 0)
+	if (maildir_scan_folder_quick(md->dir, &s) != 0)
 		return false;
 	for (size_t i = 0; i < s->n && !found; i++) {
 		maildir_entry_t *e = &s->entries[i];
@@ -614,7 +614,7 @@ static void md_scan(replica_t *r, const replica_scan_opts_t *opts, const replica
 		    .uid = m->uid,
 		    .flags = maildir_to_replica_flags(m->mflags),
 		    .keywords = kw,
-		    .size = m->size,
+		    .size = m->size == UINT64_MAX ? 0 : m->size, /* 0: unknown */
 		    .internaldate = m->mtime,
 		};
 		sink->msg_cb(sink->ctx, &rm);
@@ -692,7 +692,7 @@ static void md_fetch(replica_t *r, const uint32_t *uids, size_t n, const replica
 		    .flags = maildir_to_replica_flags(m->mflags),
 		    .keywords = kw,
 		    .size = (uint64_t)st.st_size,
-		    .internaldate = m->mtime,
+		    .internaldate = m->mtime ? m->mtime : st.st_mtime,
 		};
 		sink->done(sink->ctx, h, &rm);
 		free(kw);
@@ -772,7 +772,17 @@ static void md_find(replica_t *r, const replica_find_t *q, replica_uids_cb cb, v
 	char head[65536];
 	for (size_t i = 0; i < md->n_msgs; i++) {
 		md_msg_t *m = &md->msgs[i];
-		if (m->uid < q->min_uid || (q->size && m->size != q->size))
+		if (m->uid < q->min_uid)
+			continue;
+		if (q->size && m->size == UINT64_MAX) {
+			/* Not looked at by the scan: now. */
+			char *path = msg_path(md, m);
+			struct stat st;
+			if (stat(path, &st) == 0)
+				m->size = (uint64_t)st.st_size;
+			free(path);
+		}
+		if (q->size && m->size != q->size)
 			continue;
 		if (q->message_id) {
 			char *path = msg_path(md, m);

@@ -197,7 +197,7 @@ static void moves_into(maildir_replica_t *md, folders_ctx_t *fc, const char *nam
 	 * its last completed sync. */
 	if (have_rs && maildir_stamp_valid(stamp) && stamp == rs.highestmodseq)
 		return;
-	if (maildir_scan_folder(dir, &s) != 0)
+	if (maildir_scan_folder_quick(dir, &s) != 0)
 		return;
 	maildir_fmd5(name, dmd5);
 	for (size_t k = 0; k < s->n; k++) {

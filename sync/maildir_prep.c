@@ -238,7 +238,7 @@ int maildir_prep_folder(maildir_replica_t *md)
 {
 	maildir_scan_t *s = NULL;
 	clean_tmp(md);
-	int rc = maildir_scan_folder(md->dir, &s);
+	int rc = maildir_scan_folder_quick(md->dir, &s);
 	if (rc != 0)
 		return rc;
 	pairs_ctx_t pc = {0};

@@ -21,7 +21,8 @@ static bool owner_readable(const struct stat *st, uid_t euid)
 	return st->st_uid == euid && (st->st_mode & S_IRUSR);
 }
 
-static int scan_sub(const char *dir, const char *sub, bool in_new, maildir_scan_t *s, size_t *cap)
+static int scan_sub(const char *dir, const char *sub, bool in_new, bool quick, maildir_scan_t *s,
+		    size_t *cap)
 {
 	uid_t euid = geteuid();
 	char *path = xasprintf("%s/%s", dir, sub);
@@ -35,10 +36,13 @@ static int scan_sub(const char *dir, const char *sub, bool in_new, maildir_scan_
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
+		maildir_name_t parsed;
+		maildir_name_parse(de->d_name, &parsed);
 		struct stat st;
-		if (fstatat(dirfd(d), de->d_name, &st, 0) != 0)
+		bool skip_stat = quick && de->d_type == DT_REG && parsed.uid;
+		if (!skip_stat && fstatat(dirfd(d), de->d_name, &st, 0) != 0)
 			continue; /* renamed away since readdir: the next scan sees it */
-		if (S_ISDIR(st.st_mode))
+		if (!skip_stat && S_ISDIR(st.st_mode))
 			continue;
 		if (s->n == *cap) {
 			*cap = *cap ? *cap * 2 : 64;
@@ -48,9 +52,13 @@ static int scan_sub(const char *dir, const char *sub, bool in_new, maildir_scan_
 		memset(e, 0, sizeof(*e));
 		e->name = xstrdup(de->d_name);
 		e->in_new = in_new;
+		e->parsed = parsed;
+		if (skip_stat) {
+			e->size = -1;
+			continue;
+		}
 		e->size = st.st_size;
 		e->mtime = st.st_mtime;
-		maildir_name_parse(e->name, &e->parsed);
 		if (!S_ISREG(st.st_mode))
 			e->bad = "not a regular file";
 		else if (st.st_size == 0)
@@ -75,13 +83,13 @@ static int entry_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-int maildir_scan_folder(const char *dir, maildir_scan_t **out)
+static int scan_folder(const char *dir, bool quick, maildir_scan_t **out)
 {
 	maildir_scan_t *s = xcalloc(1, sizeof(*s));
 	size_t cap = 0;
-	int rc = scan_sub(dir, "cur", false, s, &cap);
+	int rc = scan_sub(dir, "cur", false, quick, s, &cap);
 	if (rc == 0) {
-		rc = scan_sub(dir, "new", true, s, &cap);
+		rc = scan_sub(dir, "new", true, quick, s, &cap);
 		/* A folder without new/ is still a folder; mail readers recreate it. */
 		if (rc == -ENOENT)
 			rc = 0;
@@ -94,6 +102,16 @@ int maildir_scan_folder(const char *dir, maildir_scan_t **out)
 		qsort(s->entries, s->n, sizeof(*s->entries), entry_cmp);
 	*out = s;
 	return 0;
+}
+
+int maildir_scan_folder(const char *dir, maildir_scan_t **out)
+{
+	return scan_folder(dir, false, out);
+}
+
+int maildir_scan_folder_quick(const char *dir, maildir_scan_t **out)
+{
+	return scan_folder(dir, true, out);
 }
 
 void maildir_scan_free(maildir_scan_t *s)

@@ -19,8 +19,8 @@ typedef struct maildir_entry {
 	char *name;	       /* file name in cur/ or new/ (owned by the scan) */
 	bool in_new;	       /* found in new/ (not yet seen by a mail reader) */
 	maildir_name_t parsed; /* U=, FMD5=, flags */
-	off_t size;
-	time_t mtime;	 /* arrival time by Maildir convention */
+	off_t size;	 /* -1: not looked at (maildir_scan_folder_quick()) */
+	time_t mtime;	 /* arrival time by Maildir convention; 0 with size -1 */
 	const char *bad; /* non-NULL: why this file is skipped (static string) */
 } maildir_entry_t;
 
@@ -38,6 +38,13 @@ typedef struct maildir_scan {
  * the caller frees with maildir_scan_free().
  */
 int maildir_scan_folder(const char *dir, maildir_scan_t **out);
+/*
+ * The same without a stat() of the files that already carry a U= and that
+ * readdir() says are regular files (size -1, mtime 0, never bad): the bulk
+ * of a folder, whose size and time only matter when a message is read, which
+ * looks at the file anyway. Other files are checked as above.
+ */
+int maildir_scan_folder_quick(const char *dir, maildir_scan_t **out);
 void maildir_scan_free(maildir_scan_t *s);
 
 /* The entry for store UID uid, or NULL (binary search; several files with the
