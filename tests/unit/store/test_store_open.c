@@ -337,6 +337,65 @@ static void test_damaged_middle(void)
 	free(dir);
 }
 
+/* LMDB's last committed transaction id of the store under dir. */
+static size_t last_txnid(const char *dir)
+{
+	char path[4096];
+	MDB_env *env;
+	MDB_envinfo info = {0};
+	snprintf(path, sizeof(path), "%s/store", dir);
+	CHECK_EQ_INT(mdb_env_create(&env), 0);
+	CHECK_EQ_INT(mdb_env_set_maxdbs(env, 32), 0);
+	CHECK_EQ_INT(mdb_env_open(env, path, MDB_RDONLY, 0600), 0);
+	mdb_env_info(env, &info);
+	mdb_env_close(env);
+	return info.me_last_txnid;
+}
+
+static int set_rs_fn(store_txn_t *txn, void *arg)
+{
+	return store_replica_set(txn, arg);
+}
+
+/* Recording the same replica state again commits nothing (a sync that
+ * changed nothing costs no write to disk); a different one is recorded. */
+static void test_replica_same_state(void)
+{
+	char *dir = test_tmpdir("store-rs");
+	char err[512];
+	store_t *st = NULL;
+	store_txn_t *txn;
+	uint32_t acct = 0, f = 0;
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), 0);
+	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+	CHECK_EQ_INT(store_account_add(txn, "r", &acct), 0);
+	CHECK_EQ_INT(store_folder_create(txn, acct, "INBOX", 0, &f), 0);
+	CHECK_EQ_INT(store_txn_commit(txn), 0);
+	store_replica_t rs = {.folder_id = f, .replica_id = 2, .name = "INBOX", .uidvalidity = 7,
+			      .uidnext = 10, .highestmodseq = 1ull << 63 | 5, .pushed_modseq = 1};
+	CHECK_EQ_INT(store_write(st, set_rs_fn, &rs), 0);
+	store_close(st);
+	size_t t0 = last_txnid(dir);
+
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), 0);
+	CHECK_EQ_INT(store_write(st, set_rs_fn, &rs), 0);
+	store_close(st);
+	CHECK_EQ_INT((int)last_txnid(dir), (int)t0);
+
+	rs.highestmodseq++;
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), 0);
+	CHECK_EQ_INT(store_write(st, set_rs_fn, &rs), 0);
+	store_replica_t got;
+	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	CHECK_EQ_INT(store_replica_get(txn, f, 2, &got), 0);
+	CHECK(got.highestmodseq == rs.highestmodseq);
+	store_txn_abort(txn);
+	store_close(st);
+	CHECK_EQ_INT((int)last_txnid(dir), (int)t0 + 1);
+	test_rmtree(dir);
+	free(dir);
+}
+
 static void test_strerror(void)
 {
 	for (int e = 0; e >= STORE_ETOOBIG; e--)
@@ -352,6 +411,7 @@ int main(void)
 	test_damaged_pages();
 	test_open_marker();
 	test_damaged_middle();
+	test_replica_same_state();
 	test_not_a_dir();
 	test_check_detects();
 	test_strerror();
