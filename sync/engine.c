@@ -19,6 +19,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "sync/imap_replica.h"
 
 const char *engine_strerror(int result)
 {
@@ -66,13 +67,20 @@ static int replica_to_engine(int status)
 	}
 }
 
-/* A replica operation that can only fail the folder or the session. */
+/* A replica operation that can only fail the folder or the session. The
+ * message says why when the replica knows (the IMAP client's reason: "127.0.0.1
+ * sent a malformed response (NUL byte in a line)"), else the status. */
 void eng_op_fail(engine_job_t *job, int status, const char *what)
 {
+	char why[512];
+	const char *reason = NULL;
+
 	if (status == REPLICA_OK || status == REPLICA_MSG_BAD)
 		return;
+	if ((status == REPLICA_BAD || status == REPLICA_FOLDER_BAD) && imap_replica_is(job->r))
+		reason = imap_replica_reason(job->r, why, sizeof(why));
 	eng_fail(job, replica_to_engine(status), "%s failed: %s", what,
-		 replica_strerror(status));
+		 reason ? reason : replica_strerror(status));
 }
 
 void eng_incoming_free(incoming_t *in)
@@ -708,12 +716,26 @@ static void do_decide(engine_job_t *job)
 
 /* ------------------------------------------------------- fetch + ingest */
 
+static size_t commit_max_bytes(const engine_job_t *job)
+{
+	return job->o.commit_bytes ? job->o.commit_bytes : (16u << 20);
+}
+
+/* One fetch() call: the slice newuids[first, first + n) it asked for. */
+typedef struct fetch_ctx {
+	engine_job_t *job;
+	size_t first, n;
+} fetch_ctx_t;
+
 static void *in_open(void *ctx, uint64_t size)
 {
+	engine_job_t *job = ctx;
 	incoming_t *in = xcalloc(1, sizeof(*in));
 
 	in->size = size;
-	if (size >= ENGINE_SPOOL_MIN) {
+	/* Bodies wait in the queue until their fetch completes (see
+	 * fetch_cb()): past the commit size the rest go to disk. */
+	if (size >= ENGINE_SPOOL_MIN || job->in_bytes >= commit_max_bytes(job)) {
 		in->spool = tmpfile();
 		if (!in->spool) {
 			free(in);
@@ -737,6 +759,22 @@ static int in_write(void *ctx, void *h, const char *data, size_t len)
 	return 0;
 }
 
+/* Index of uid in the sorted newuids[], or SIZE_MAX. Replies to pipelined
+ * fetches may interleave: this tells which call a message belongs to. */
+static size_t newuid_index(const engine_job_t *job, uint32_t uid)
+{
+	size_t a = 0, b = job->n_new;
+
+	while (a < b) {
+		size_t m = (a + b) / 2;
+		if (job->newuids[m] < uid)
+			a = m + 1;
+		else
+			b = m;
+	}
+	return a < job->n_new && job->newuids[a] == uid ? a : SIZE_MAX;
+}
+
 static void in_done(void *ctx, void *h, const replica_msg_t *m)
 {
 	engine_job_t *job = ctx;
@@ -749,6 +787,7 @@ static void in_done(void *ctx, void *h, const replica_msg_t *m)
 		return;
 	}
 	in->m = *m;
+	in->new_idx = newuid_index(job, m->uid);
 	in->kw = replica_kw_canon(m->keywords);
 	in->m.keywords = NULL;
 	in->m.message_id = NULL;
@@ -828,6 +867,8 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 		char **vec;
 		store_pair_t pair;
 
+		if (!in->confirmed)
+			continue;
 		/* A UID already paired (a repeated fetch): never twice. */
 		rc = store_pair_get_by_ruid(txn, job->o.folder_id, job->o.replica_id, in->m.uid,
 					    &pair);
@@ -880,51 +921,77 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 	return 0;
 }
 
-/* Commit what arrived so far. */
+/* Free the queued messages that match (all confirmed ones, or those of one
+ * fetch call), and recount what stays queued. */
+static void in_drop(engine_job_t *job, bool confirmed, const fetch_ctx_t *fc)
+{
+	incoming_t **pp = &job->in_head;
+
+	job->in_tail = NULL;
+	job->in_bytes = 0;
+	job->in_count = 0;
+	while (*pp) {
+		incoming_t *in = *pp;
+		if (confirmed ? in->confirmed
+			      : in->new_idx >= fc->first && in->new_idx - fc->first < fc->n) {
+			*pp = in->next;
+			eng_incoming_free(in);
+			continue;
+		}
+		job->in_bytes += in->written;
+		job->in_count++;
+		job->in_tail = in;
+		pp = &in->next;
+	}
+}
+
+/* Commit the messages whose fetch completed; the others stay queued. A
+ * message is never committed while its fetch may still turn out to be a
+ * broken answer (a second body for the same UID: which one is real cannot
+ * be told, so neither is kept). */
 static void ingest_flush(engine_job_t *job)
 {
 	ingest_t ig = { job, 0 };
+	bool any = false;
 	int rc;
 
-	if (!job->in_head)
+	for (incoming_t *in = job->in_head; in && !any; in = in->next)
+		any = in->confirmed;
+	if (!any)
 		return;
 	rc = store_write(job->st, ingest_fn, &ig);
 	if (rc)
 		eng_fail(job, ENGINE_STORE_ERR, "cannot add messages to the store: %s", store_strerror(rc));
 	else
 		job->stats.downloaded += ig.added;
-	while (job->in_head) {
-		incoming_t *n = job->in_head->next;
-		eng_incoming_free(job->in_head);
-		job->in_head = n;
-	}
-	job->in_tail = NULL;
-	job->in_bytes = 0;
-	job->in_count = 0;
+	in_drop(job, true, NULL);
 }
 
-static void in_done_flush(void *ctx, void *h, const replica_msg_t *m)
+static bool in_over_limit(const engine_job_t *job)
 {
-	engine_job_t *job = ctx;
-	size_t maxb = job->o.commit_bytes ? job->o.commit_bytes : (16u << 20);
 	unsigned maxn = job->o.commit_msgs ? job->o.commit_msgs : 1000;
-
-	in_done(ctx, h, m);
-	if (job->in_bytes >= maxb || job->in_count >= maxn)
-		ingest_flush(job);
+	return job->in_bytes >= commit_max_bytes(job) || job->in_count >= maxn;
 }
 
 static void fetch_cb(int status, void *ctx)
 {
-	engine_job_t *job = ctx;
+	fetch_ctx_t *fc = ctx;
+	engine_job_t *job = fc->job;
 
 	job->waiting--;
 	if (status == REPLICA_MSG_BAD) {
 		job->incomplete = true;
 		status = REPLICA_OK;
 	}
+	if (status == REPLICA_OK) {
+		for (incoming_t *in = job->in_head; in; in = in->next)
+			if (in->new_idx >= fc->first && in->new_idx - fc->first < fc->n)
+				in->confirmed = true;
+	} else {
+		in_drop(job, false, fc);
+	}
 	eng_op_fail(job, status, "fetch");
-	if (job->waiting == 0)
+	if (job->waiting == 0 || in_over_limit(job))
 		ingest_flush(job);
 	eng_kick(job);
 }
@@ -932,7 +999,7 @@ static void fetch_cb(int status, void *ctx)
 static void do_fetch(engine_job_t *job)
 {
 	static const replica_body_sink_t sink_tmpl = {
-		.open = in_open, .write = in_write, .done = in_done_flush, .abort = in_abort,
+		.open = in_open, .write = in_write, .done = in_done, .abort = in_abort,
 	};
 	unsigned batch = job->o.fetch_batch ? job->o.fetch_batch : 200;
 
@@ -945,9 +1012,13 @@ static void do_fetch(engine_job_t *job)
 		size_t n = job->n_new - job->next_new;
 		if (n > batch)
 			n = batch;
+		fetch_ctx_t *fc = eng_ctx(job, sizeof(*fc));
+		fc->job = job;
+		fc->first = job->next_new;
+		fc->n = n;
 		job->waiting++;
 		job->r->ops->fetch(job->r, job->newuids + job->next_new, n, &job->fetch_sink,
-				   fetch_cb, job);
+				   fetch_cb, fc);
 		job->next_new += n;
 		if (job->result != ENGINE_OK)
 			break;

@@ -120,6 +120,8 @@ typedef struct incoming {
 	FILE *spool;          /* big messages */
 	uint64_t written;
 	bool complete;
+	size_t new_idx;       /* its UID's index in newuids[] (SIZE_MAX: none) */
+	bool confirmed;       /* the fetch that asked for it completed OK */
 	replica_msg_t m;      /* uid, flags, internaldate (keywords copied) */
 	char *kw;
 	EVP_MD_CTX *md;       /* hash-only sinks (pending resolution) */

@@ -6,6 +6,7 @@
 #include "sync/imap_replica.h"
 #include "sync/imap_replica_p.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,13 @@ static int map_result(int result, bool per_message)
 	case IMAP_R_CANCELLED: return REPLICA_CANCELLED;
 	default: return REPLICA_BAD;
 	}
+}
+
+/* The server as messages name it (as the IMAP client does). */
+static const char *ir_host(const imap_replica_t *ir)
+{
+	const config_remote_t *r = &ir->acct->remote;
+	return r->tunnel ? "the tunnel" : r->host ? r->host : "the server";
 }
 
 int ir_status(imap_replica_t *ir, const imap_done_t *d, bool per_message)
@@ -263,6 +271,7 @@ static void ir_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *c
 	op->cb = cb;
 	op->ctx = ctx;
 	ir->err[0] = '\0';
+	ir->ferr[0] = '\0';
 	ir->qresync = false;
 	if (imap_client_connect(ir->c, connect_done, op) != 0) {
 		snprintf(ir->err, sizeof(ir->err), "%s: already connected", ir->label);
@@ -352,6 +361,7 @@ static void ir_select(replica_t *r, const char *name, replica_select_cb cb, void
 	op->ctx = ctx;
 	free(ir->selected);
 	ir->selected = xstrdup(name);
+	ir->ferr[0] = '\0';
 	memset(&ir->box, 0, sizeof(ir->box));
 	imap_client_select(ir->c, name, ro, NULL, (ir->caps & REPLICA_CAP_MODSEQ) != 0, select_done,
 			   select_untagged, op);
@@ -370,6 +380,7 @@ typedef struct scan_op {
 	bool by_absence;        /* vanished = known and not present */
 	int left;
 	int worst;
+	bool proto_bad;         /* a FETCH with an impossible UID: fail the folder */
 	buf_t kw;
 } scan_op_t;
 
@@ -426,6 +437,14 @@ static bool scan_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 		const imap_item_t *fl = imap_fetch_get(l, "FLAGS");
 		if (!ir_item_num(imap_fetch_get(l, "UID"), &uid) || !fl)
 			return false; /* unsolicited, without UID: not ours */
+		if (uid == 0 || uid > UINT32_MAX) {
+			if (!op->proto_bad && !op->ir->freed)
+				snprintf(op->ir->ferr, sizeof(op->ir->ferr),
+					 "%s sent a FETCH with UID %llu (UIDs are 1 to 4294967295)",
+					 ir_host(op->ir), (unsigned long long)uid);
+			op->proto_bad = true;
+			return true;
+		}
 		replica_msg_t m;
 		memset(&m, 0, sizeof(m));
 		m.uid = (uint32_t)uid;
@@ -489,6 +508,8 @@ static void scan_done(imap_client_t *c, const imap_done_t *d, void *arg)
 		op->worst = st;
 	if (--op->left > 0)
 		return;
+	if (op->proto_bad && op->worst == REPLICA_OK)
+		op->worst = REPLICA_FOLDER_BAD;
 	if (op->worst == REPLICA_OK && op->by_absence && !op->ir->freed) {
 		for (size_t i = 0; i < op->o.n_known; i++)
 			if (!op->present[i])
@@ -566,6 +587,14 @@ struct fetch_op {
 	void *ctx;
 	int worst;
 	bool msg_failed;
+	/* The server broke the FETCH contract (a body for a UID not asked
+	 * for, or twice for one UID): the whole command fails the folder, and
+	 * no body after that is delivered. */
+	bool proto_bad;
+	char why[256];
+	uint32_t *uids;         /* asked for, sorted, unique */
+	size_t n_uids;
+	bool *answered;         /* per uids[]: a body was delivered */
 	buf_t kw;
 	fetch_op_t *next;
 };
@@ -614,9 +643,55 @@ static void lit_release(void *ctx, void *handle)
 	free(lh);
 }
 
+/* Index of uid in op->uids[], or -1 when it was not asked for. */
+static long fetch_asked(const fetch_op_t *op, uint64_t uid)
+{
+	size_t a = 0, b = op->n_uids;
+
+	while (a < b) {
+		size_t m = (a + b) / 2;
+		if (op->uids[m] < uid)
+			a = m + 1;
+		else
+			b = m;
+	}
+	return a < op->n_uids && op->uids[a] == uid ? (long)a : -1;
+}
+
+/* A body the server had no business sending: never delivered (a literal
+ * already diverted is aborted through the sink that opened it). op's
+ * command fails the folder; the first reason is the one reported. */
+static void fetch_reject(fetch_op_t *op, imap_item_t *body, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (body->sink) {
+		lit_handle_t *lh = body->sink;
+		body->sink = NULL;
+		if (!lh->failed && lh->h && !op->ir->freed)
+			lh->op->sink.abort(lh->op->sink.ctx, lh->h);
+		free(lh);
+	}
+	if (op->proto_bad || !fmt)
+		return;
+	op->proto_bad = true;
+	va_start(ap, fmt);
+	vsnprintf(op->why, sizeof(op->why), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Untagged FETCH responses are not tied to a command, and a server may
+ * interleave the replies to pipelined UID FETCHes: the first fetch in flight
+ * sees every FETCH and hands each body to the fetch that asked for its UID.
+ * Only a body for a UID some fetch in flight asked for, once, is delivered:
+ * anything else would store a message under a UID that holds different
+ * bytes (a forged or confused answer) and lose the real one.
+ */
 static bool fetch_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 {
-	fetch_op_t *op = arg;
+	fetch_op_t *first = arg;
+	imap_replica_t *ir = first->ir;
 
 	if (!r->name || strcmp(r->name, "FETCH") != 0)
 		return false;
@@ -625,8 +700,55 @@ static bool fetch_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 	uint64_t uid = 0, size = 0;
 	if (!body || !ir_item_num(imap_fetch_get(l, "UID"), &uid))
 		return false;
-	if (op->ir->freed)
+	if (ir->freed)
 		return true;
+	const char *host = ir_host(ir);
+	fetch_op_t *head = ir->fq_head ? ir->fq_head : first;
+	fetch_op_t *op = NULL, *dup = NULL;
+	long idx = -1;
+	for (fetch_op_t *p = head; p && uid != 0; p = p->next) {
+		long i = fetch_asked(p, uid);
+		if (i < 0)
+			continue;
+		if (!p->answered[i]) {
+			op = p;
+			idx = i;
+			break;
+		}
+		if (!dup)
+			dup = p;
+	}
+	if (uid == 0) {
+		fetch_reject(head, body, "%s sent a message body with UID 0 (UIDs start at 1)", host);
+		return true;
+	}
+	if (!op && dup) {
+		fetch_reject(dup, body, "%s sent UID %llu twice in one FETCH (duplicate message body)",
+			     host, (unsigned long long)uid);
+		return true;
+	}
+	if (!op) {
+		fetch_reject(head, body,
+			     "%s sent a message body for UID %llu, which was not asked for", host,
+			     (unsigned long long)uid);
+		return true;
+	}
+	if (op->proto_bad) {
+		/* That batch fails anyway: deliver nothing more from it. */
+		fetch_reject(op, body, NULL);
+		return true;
+	}
+	op->answered[idx] = true;
+	if (body->sink) {
+		lit_handle_t *lh = body->sink;
+		if (lh->op != op && memcmp(&lh->op->sink, &op->sink, sizeof(op->sink)) != 0) {
+			/* Opened through another fetch's sink: it cannot be
+			 * completed through this one. */
+			fetch_reject(op, body, NULL);
+			op->msg_failed = true;
+			return true;
+		}
+	}
 	replica_msg_t m;
 	memset(&m, 0, sizeof(m));
 	m.uid = (uint32_t)uid;
@@ -687,9 +809,15 @@ static void fetch_done(imap_client_t *c, const imap_done_t *d, void *arg)
 	}
 	if (st == REPLICA_OK && op->msg_failed)
 		st = REPLICA_MSG_BAD;
+	if (op->proto_bad && (st == REPLICA_OK || st == REPLICA_MSG_BAD)) {
+		st = REPLICA_FOLDER_BAD;
+		snprintf(ir->ferr, sizeof(ir->ferr), "%s", op->why);
+	}
 	if (!ir->freed)
 		op->cb(st, op->ctx);
 	buf_free(&op->kw);
+	free(op->uids);
+	free(op->answered);
 	free(op);
 }
 
@@ -713,14 +841,20 @@ static void ir_fetch(replica_t *r, const uint32_t *uids, size_t n, const replica
 			sorted[j] = sorted[j - 1];
 			sorted[j - 1] = t;
 		}
-	if (imap_seqset_format(&set, sorted, n) != 0) {
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || sorted[k - 1] != sorted[i])
+			sorted[k++] = sorted[i];
+	if (imap_seqset_format(&set, sorted, k) != 0) {
 		free(sorted);
 		buf_free(&set);
 		cb(REPLICA_MSG_BAD, ctx);
 		return;
 	}
-	free(sorted);
 	op = xcalloc(1, sizeof(*op));
+	op->uids = sorted;
+	op->n_uids = k;
+	op->answered = xcalloc(k, sizeof(bool));
 	op->ir = ir;
 	op->sink = *sink;
 	op->cb = cb;
@@ -1211,7 +1345,31 @@ replica_t *imap_replica_new(struct ev_loop *loop, const config_account_t *acct, 
 const char *imap_replica_error(const replica_t *r)
 {
 	const imap_replica_t *ir = (const imap_replica_t *)r;
-	return ir->err;
+	return ir->err[0] ? ir->err : ir->ferr;
+}
+
+const char *imap_replica_reason(const replica_t *r, char *out, size_t len)
+{
+	const char *e = imap_replica_error(r);
+	const char *tail;
+	size_t n;
+
+	if (!e[0])
+		return NULL;
+	/* The client's messages read "acct=NAME: ...; reconnecting": the
+	 * caller's line names the account already, and for it the session is
+	 * over. */
+	if (strncmp(e, "acct=", 5) == 0) {
+		const char *p = strstr(e, ": ");
+		if (p)
+			e = p + 2;
+	}
+	n = strlen(e);
+	tail = "; reconnecting";
+	if (n >= strlen(tail) && strcmp(e + n - strlen(tail), tail) == 0)
+		n -= strlen(tail);
+	snprintf(out, len, "%.*s", (int)n, e);
+	return out;
 }
 
 bool imap_replica_is(const replica_t *r)

@@ -18,6 +18,7 @@
 #define IB_SYNC_IMAP_REPLICA_H
 
 #include <ev.h>
+#include <stddef.h>
 
 #include "lib/config.h"
 #include "sync/replica.h"
@@ -27,8 +28,17 @@ replica_t *imap_replica_new(struct ev_loop *loop, const config_account_t *acct,
 			    const char *label);
 
 /* After a failed connect() or a REPLICA_BAD: the client's message for
- * people ("acct=home: login rejected; check the password"), or "". */
+ * people ("acct=home: login rejected; check the password"); after a
+ * REPLICA_FOLDER_BAD caused by a broken server answer (a FETCH body for a UID
+ * not asked for, twice, or UID 0): what the server sent, until the next
+ * select(); else "". */
 const char *imap_replica_error(const replica_t *r);
+
+/* The same for a log line that names the account already: without the
+ * "acct=NAME: " prefix and the "; reconnecting" note, copied into out; also
+ * set after a REPLICA_FOLDER_BAD caused by a broken server answer (until the
+ * next select()). NULL when there is nothing to say. */
+const char *imap_replica_reason(const replica_t *r, char *out, size_t len);
 
 /* True if r is an imap_replica (for code that handles several kinds). */
 bool imap_replica_is(const replica_t *r);

@@ -23,6 +23,8 @@ typedef struct imap_replica {
 	imap_client_t *c;
 	char *label;
 	char err[512];
+	char ferr[512];         /* why the last operation failed the folder (a
+	                           broken FETCH answer); cleared at select() */
 	unsigned caps;
 	bool qresync;           /* ENABLE QRESYNC succeeded */
 	bool dead;

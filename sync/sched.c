@@ -561,8 +561,10 @@ static void extra_connect_cb(int status, void *ctx)
 
 	a->busy--;
 	if (status != REPLICA_OK) {
+		char why[512];
+		const char *reason = imap_replica_reason(c->r, why, sizeof(why));
 		log_warn("sync: acct=%s: extra connection failed: %s; going on with fewer", a->name,
-			 imap_replica_error(c->r));
+			 reason ? reason : replica_strerror(status));
 		replica_free(c->r);
 		c->r = NULL;
 		c->state = CONN_NONE;
@@ -693,9 +695,10 @@ static void list_cb(int status, const replica_folder_t *folders, size_t n, void 
 
 	a->busy--;
 	if (status != REPLICA_OK) {
+		char why[512];
+		const char *reason = imap_replica_reason(c0->r, why, sizeof(why));
 		log_err("sync: acct=%s: cannot list folders on the server: %s", a->name,
-			imap_replica_error(c0->r)[0] ? imap_replica_error(c0->r)
-						      : replica_strerror(status));
+			reason ? reason : replica_strerror(status));
 		a->status = worse(a->status, 1);
 		a->phase = RUN_MAILDIR_OUT;
 		conns_free(a);
@@ -743,9 +746,9 @@ static void first_connect_cb(int status, void *ctx)
 
 	a->busy--;
 	if (status != REPLICA_OK) {
-		log_err("sync: acct=%s: %s", a->name,
-			imap_replica_error(c0->r)[0] ? imap_replica_error(c0->r)
-						      : "cannot connect to the server");
+		char why[512];
+		const char *reason = imap_replica_reason(c0->r, why, sizeof(why));
+		log_err("sync: acct=%s: %s", a->name, reason ? reason : "cannot connect to the server");
 		snprintf(a->last_error, sizeof(a->last_error), "%s", imap_replica_error(c0->r));
 		a->status = worse(a->status, 1);
 		a->phase = RUN_MAILDIR_OUT;

@@ -79,27 +79,16 @@ CASES = {
                             r"twice|duplicate|UID 1", False),
 }
 
-# The engine reports a lost session as "replica unreachable or session lost
-# (connection to the replica lost)" and drops the IMAP client's reason, which
-# imap_replica_error() holds (e.g. "127.0.0.1 sent a malformed response
-# (literal of 1099511627776 bytes exceeds the limit ...)"); a FETCH with UID 0
-# reaches the store and is reported as "invalid argument (store error)".
-# These say-why checks fail until sync/engine.c / sync/imap_replica.c pass
-# the reason on.
-WHY_KNOWN_BAD = {"garbage_line", "line_2mb_no_crlf", "literal_1tb", "nul_in_line",
-                 "unbalanced_open", "unknown_tag", "exists_overflow", "fetch_uid_zero",
-                 "fetch_duplicate_uid"}
+# Cases whose say-why check is known to fail (none now: the engine's error
+# line carries the IMAP client's reason, e.g. "127.0.0.1 sent a malformed
+# response (literal of 1099511627776 bytes exceeds the limit ...)"). A name
+# added here marks that check as an expected failure.
+WHY_KNOWN_BAD = set()
 
-# Known bugs: imap_replica.c fetch_untagged() hands every FETCH carrying UID
-# and BODY[] to the engine, whatever was asked for.
-KNOWN_BAD = {
-    # A body for a UID not asked for (999) is stored and exported to the
-    # Maildir as a new message, and a clean run does not take it back out.
-    "fetch_unrequested_uid": "forged message for an unrequested UID is stored",
-    # The first body for UID 1 (the forged one) is stored and paired; the
-    # server's real UID 1 is dropped, and a clean run never fetches it again.
-    "fetch_duplicate_uid": "forged body kept for a duplicated UID, real one lost",
-}
+# Cases known to lose or forge mail, name -> what goes wrong (none now: a FETCH
+# body is taken only for a UID the command asked for, once; anything else
+# fails the folder and nothing from that FETCH is committed).
+KNOWN_BAD = {}
 
 
 class HostileProxy:
