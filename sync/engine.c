@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -117,6 +118,8 @@ static void job_free(engine_job_t *job)
 		free(job->batch[i].kw);
 		free(job->batch[i].data);
 		free(job->batch[i].message_id);
+		if (job->batch[i].map)
+			munmap(job->batch[i].map, job->batch[i].len);
 		if (job->batch[i].spool)
 			fclose(job->batch[i].spool);
 	}

@@ -103,7 +103,9 @@ typedef struct batch_ent {
 	char *message_id;
 	uint64_t pending_id;
 	char *data;           /* the bytes, or */
-	FILE *spool;          /* a temporary file with them (append_fd) */
+	FILE *spool;          /* a temporary file with them (append_fd), */
+	void *map;            /* mapped read-only for a replica without append_fd
+	                         (file pages, not heap) */
 	size_t len;
 	uint32_t ruid;        /* learnt */
 	int status;

@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <openssl/evp.h>
@@ -440,6 +441,10 @@ static void append_cb(int status, uint32_t uid, void *ctx)
 	job->waiting--;
 	free(u->data);
 	u->data = NULL;
+	if (u->map) {
+		munmap(u->map, u->len);
+		u->map = NULL;
+	}
 	if (u->spool) {
 		fclose(u->spool);
 		u->spool = NULL;
@@ -489,6 +494,8 @@ static void batch_clear(engine_job_t *job)
 		free(u->kw);
 		free(u->data);
 		free(u->message_id);
+		if (u->map)
+			munmap(u->map, u->len);
 		if (u->spool)
 			fclose(u->spool);
 	}
@@ -497,7 +504,11 @@ static void batch_clear(engine_job_t *job)
 }
 
 /* Fill the next batch from the store (only this batch's bytes in memory;
- * big messages go to a temporary file for append_fd()). */
+ * big messages go to a temporary file, read by append_fd(), or mapped for a
+ * replica that only has append(): the Maildir writes from the mapping, so a
+ * 50 MB message costs page cache, not heap). The store's own pointer is not
+ * handed out: it is valid only while a read transaction stays open, and one
+ * must not stay open across a replica's callback. */
 static int batch_fill(engine_job_t *job)
 {
 	store_txn_t *txn = NULL;
@@ -533,11 +544,20 @@ static int batch_fill(engine_job_t *job)
 		u->len = l;
 		engine_message_id(d, l, mid, sizeof(mid));
 		u->message_id = xstrdup(mid);
-		if (l >= ENGINE_SPOOL_MIN && use_fd) {
+		if (l >= ENGINE_SPOOL_MIN) {
 			u->spool = tmpfile();
 			if (u->spool && (fwrite(d, 1, l, u->spool) != l || fflush(u->spool) != 0)) {
 				fclose(u->spool);
 				u->spool = NULL;
+			}
+			if (u->spool && !use_fd) {
+				void *p = mmap(NULL, l, PROT_READ, MAP_PRIVATE, fileno(u->spool), 0);
+				if (p == MAP_FAILED) {
+					fclose(u->spool);
+					u->spool = NULL;
+				} else {
+					u->map = p;
+				}
 			}
 		}
 		if (!u->spool) {
@@ -579,13 +599,13 @@ void eng_do_upload(engine_job_t *job)
 			up_ctx_t *uc = &u->uc;
 			uc->job = job;
 			uc->idx = i;
-			m->data = u->data;
+			m->data = u->map ? u->map : u->data;
 			m->len = u->len;
 			m->flags = u->flags;
 			m->keywords = u->kw;
 			m->internaldate = (time_t)u->internaldate;
 			job->waiting++;
-			if (u->spool)
+			if (u->spool && !u->map)
 				job->r->ops->append_fd(job->r, m, fileno(u->spool), append_cb, uc);
 			else
 				job->r->ops->append(job->r, m, append_cb, uc);
