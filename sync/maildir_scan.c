@@ -197,6 +197,8 @@ uint64_t maildir_folder_stamp(const char *dir)
 	if (clock_gettime(CLOCK_REALTIME, &now) != 0)
 		return MAILDIR_STAMP_RACY;
 	uint64_t h = 0;
+	int64_t newest = INT64_MIN;
+	bool fraction = false;
 	for (size_t i = 0; i < IB_ARRAY_LEN(subs); i++) {
 		char *p = xasprintf("%s/%s", dir, subs[i]);
 		struct stat st;
@@ -205,14 +207,18 @@ uint64_t maildir_folder_stamp(const char *dir)
 		if (rc != 0 || !S_ISDIR(st.st_mode))
 			return MAILDIR_STAMP_RACY;
 		int64_t m = ts_ns(&st.st_mtim);
-		/* A directory time in the future is as untrustworthy as a
-		 * recent one: the clock was set back, or it was restored. */
-		if (m > ts_ns(&now) - MAILDIR_STAMP_SETTLE_NS)
-			return MAILDIR_STAMP_RACY;
+		if (m > newest)
+			newest = m;
+		fraction |= st.st_mtim.tv_nsec != 0;
 		h = mix(h, (uint64_t)st.st_dev);
 		h = mix(h, (uint64_t)st.st_ino);
 		h = mix(h, (uint64_t)m);
 	}
+	/* A directory time in the future is as untrustworthy as a recent one:
+	 * the clock was set back, or the tree was restored. */
+	int64_t settle = fraction ? MAILDIR_STAMP_SETTLE_NS : MAILDIR_STAMP_SETTLE_COARSE_NS;
+	if (newest > ts_ns(&now) - settle)
+		return MAILDIR_STAMP_RACY;
 	return h | (1ull << 63);
 }
 

@@ -77,6 +77,9 @@ bool maildir_is_folder(const char *dir);
  */
 #define MAILDIR_STAMP_RACY 1u
 #define MAILDIR_STAMP_SETTLE_NS 1100000000ll
+/* Directory times without a fraction of a second may come from a file system
+ * with 2 s timestamps (FAT): wait out one more tick there. */
+#define MAILDIR_STAMP_SETTLE_COARSE_NS 2100000000ll
 uint64_t maildir_folder_stamp(const char *dir);
 /* True for a fingerprint that can say "unchanged" (not RACY, not 0). */
 bool maildir_stamp_valid(uint64_t stamp);

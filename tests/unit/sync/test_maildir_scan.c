@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/util.h"
@@ -342,6 +343,59 @@ static void test_mbnames(const char *root)
 	free(file);
 }
 
+/* Both directory times of folder dir set to now - ago_ns (nsec as given). */
+static void set_dir_times(const char *dir, int64_t ago_ns, bool whole_second)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t t = (int64_t)now.tv_sec * 1000000000ll + now.tv_nsec - ago_ns;
+	struct timespec ts[2];
+	ts[0].tv_sec = ts[1].tv_sec = (time_t)(t / 1000000000ll);
+	ts[0].tv_nsec = ts[1].tv_nsec = whole_second ? 0 : (long)(t % 1000000000ll) | 1;
+	for (int i = 0; i < 2; i++) {
+		char *p = xasprintf("%s/%s", dir, i ? "new" : "cur");
+		CHECK_EQ_INT(utimensat(AT_FDCWD, p, ts, 0), 0);
+		free(p);
+	}
+}
+
+/* The folder fingerprint: racy while the directories are fresh, stable while
+ * they do not change, different after any change. */
+static void test_stamp(const char *root)
+{
+	mkfolder(root, "Stamp");
+	char *dir = xasprintf("%s/Stamp", root);
+	CHECK(maildir_folder_stamp(dir) == MAILDIR_STAMP_RACY);
+	CHECK(!maildir_stamp_valid(MAILDIR_STAMP_RACY));
+	set_dir_times(dir, 5000000000ll, false);
+	uint64_t a = maildir_folder_stamp(dir);
+	CHECK(maildir_stamp_valid(a));
+	CHECK(maildir_folder_stamp(dir) == a);
+	/* A file arrives: the time moves (racy now), then settles elsewhere. */
+	char *f = xasprintf("%s/new/1700000000.M1P1.x", dir);
+	put(f, msg);
+	CHECK(maildir_folder_stamp(dir) == MAILDIR_STAMP_RACY);
+	set_dir_times(dir, 4000000000ll, false);
+	uint64_t b = maildir_folder_stamp(dir);
+	CHECK(maildir_stamp_valid(b) && b != a);
+	/* 1.5 s old: settled with sub-second times; with whole seconds (2 s
+	 * file systems) 1.05 to 2.05 s old is not. */
+	set_dir_times(dir, 1500000000ll, false);
+	CHECK(maildir_stamp_valid(maildir_folder_stamp(dir)));
+	set_dir_times(dir, 1050000000ll, true);
+	CHECK(maildir_folder_stamp(dir) == MAILDIR_STAMP_RACY);
+	set_dir_times(dir, 2500000000ll, true);
+	CHECK(maildir_stamp_valid(maildir_folder_stamp(dir)));
+	/* No new/: not a folder to trust. */
+	char *nw = xasprintf("%s/new", dir);
+	unlink(f);
+	CHECK_EQ_INT(rmdir(nw), 0);
+	CHECK(maildir_folder_stamp(dir) == MAILDIR_STAMP_RACY);
+	free(nw);
+	free(f);
+	free(dir);
+}
+
 int main(void)
 {
 	char *tmp = test_tmpdir("ib-maildir");
@@ -352,6 +406,7 @@ int main(void)
 	test_scan_and_batch(r1);
 	test_watch(r1);
 	test_mbnames(tmp);
+	test_stamp(r1);
 	free(r1);
 	free(r2);
 	test_rmtree(tmp);
