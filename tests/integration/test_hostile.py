@@ -246,6 +246,9 @@ class Hostile(unittest.TestCase):
             print("\n== %s rc=%d folder=%s\n%s" % (name, rc, proxy.folder, log))
         self.assertIn(rc, (0, 1) if tolerated else (1,),
                       "%s: exit status %d\n%s" % (name, rc, log))
+        for line in errors:
+            self.assertLessEqual(line.count("acct="), 1,
+                                 "%s: the account prefix is repeated: %s" % (name, line))
         if rc == 1:
             self.assertTrue(errors, "%s: exit 1 without an error line:\n%s" % (name, log))
             self.assertTrue(any("acct=home" in l for l in errors),
