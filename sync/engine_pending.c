@@ -551,7 +551,8 @@ static int batch_fill(engine_job_t *job)
 				u->spool = NULL;
 			}
 			if (u->spool && !use_fd) {
-				void *p = mmap(NULL, l, PROT_READ, MAP_PRIVATE, fileno(u->spool), 0);
+				void *p =
+				    mmap(NULL, l, PROT_READ, MAP_PRIVATE, fileno(u->spool), 0);
 				if (p == MAP_FAILED) {
 					fclose(u->spool);
 					u->spool = NULL;
