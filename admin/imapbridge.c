@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -64,16 +66,23 @@ static int usage_error(const char *fmt, ...)
 	return EXIT_FAIL;
 }
 
-/* Find the control socket: -S, else the datadir of the config. */
-static char *find_socket(const struct cli *cli)
+/* The config path the CLI works from: -c, $IMAPBRIDGE_CONFIG, the default. */
+static const char *config_path(const struct cli *cli)
 {
-	if (cli->socket)
-		return xstrdup(cli->socket);
 	const char *path = cli->config;
 	if (!path)
 		path = getenv("IMAPBRIDGE_CONFIG");
 	if (!path || !*path)
 		path = DEFAULT_CONFIG;
+	return path;
+}
+
+/* Find the control socket: -S, else the datadir of the config. */
+static char *find_socket(const struct cli *cli)
+{
+	if (cli->socket)
+		return xstrdup(cli->socket);
+	const char *path = config_path(cli);
 	char err[1024];
 	char *datadir = NULL, *sock = NULL;
 	if (config_read_datadir(path, &datadir, err, sizeof(err)) != CONFIG_OK) {
@@ -535,12 +544,72 @@ static int cmd_sync(struct cli *cli, int argc, char **argv)
 	return rc;
 }
 
+/* True when nothing listens on the daemon's control socket (no daemon). */
+static bool daemon_absent(const struct cli *cli)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char *sock = find_socket(cli);
+	bool absent = false;
+
+	if (!sock || strlen(sock) >= sizeof(sa.sun_path)) {
+		free(sock);
+		return false;
+	}
+	strcpy(sa.sun_path, sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		absent = errno == ENOENT || errno == ECONNREFUSED;
+	if (fd >= 0)
+		close(fd);
+	free(sock);
+	return absent;
+}
+
+/*
+ * Recovery works whether or not the daemon runs: without one, run
+ * `imapbridged --recover` on the same config (the daemon's own lock keeps
+ * a daemon that starts meanwhile from racing it). imapbridged is looked for
+ * next to this program first, then on $PATH.
+ */
+static int recover_offline(const struct cli *cli, char *name, char *folder)
+{
+	char self[PATH_MAX], prog[PATH_MAX + 32];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	const char *cfg = config_path(cli);
+
+	prog[0] = '\0';
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			snprintf(prog, sizeof(prog), "%s/imapbridged", self);
+			if (access(prog, X_OK) != 0)
+				snprintf(prog, sizeof(prog), "%s/../sbin/imapbridged", self);
+			if (access(prog, X_OK) != 0)
+				prog[0] = '\0';
+		}
+	}
+	char *args[] = {prog[0] ? prog : "imapbridged", "--recover", name, folder, "-c",
+			(char *)cfg, NULL};
+	fprintf(stderr, "imapbridge: the daemon is not running; recovering with %s\n", args[0]);
+	fflush(stderr);
+	execvp(args[0], args);
+	fprintf(stderr,
+		"imapbridge: cannot run imapbridged (%s); run `imapbridged --recover %s %s -c %s` "
+		"yourself\n",
+		strerror(errno), name, folder, cfg);
+	return EXIT_FAIL;
+}
+
 static int cmd_folder_recover(struct cli *cli, int argc, char **argv)
 {
 	json_t *resp = NULL;
 	buf_t b = BUF_INIT;
 	if (argc != 2)
 		return usage_error("folder recover needs an account NAME and a FOLDER");
+	if (!cli->socket && daemon_absent(cli))
+		return recover_offline(cli, argv[0], argv[1]);
 	buf_puts(&b, "{\"cmd\":\"folder.recover\"");
 	json_put_kv(&b, false, "name", argv[0]);
 	json_put_kv(&b, false, "folder", argv[1]);

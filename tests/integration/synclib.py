@@ -64,10 +64,16 @@ accounts = ( {
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
         return p.returncode, p.stderr.decode(errors="replace")
 
-    def recover(self, account, folder, timeout=120):
-        """imapbridged --recover; returns (exit status, stdout+stderr text)."""
-        p = subprocess.run([DAEMON, "-u", "basic", "-c", self.config, "--recover", account,
-                            folder], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    def recover(self, account, folder, timeout=120, cli=False):
+        """imapbridged --recover, or with cli=True `imapbridge folder recover`
+        (which runs the recovery itself when no daemon is running); returns
+        (exit status, stdout+stderr text)."""
+        if cli:
+            cmd = [os.path.join(os.path.dirname(DAEMON), "imapbridge"), "-c", self.config,
+                   "folder", "recover", account, folder]
+        else:
+            cmd = [DAEMON, "-u", "basic", "-c", self.config, "--recover", account, folder]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            timeout=timeout)
         return p.returncode, p.stdout.decode(errors="replace")
 
