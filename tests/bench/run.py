@@ -605,6 +605,9 @@ def series(tool, server, res, args, rundir, first):
             time.sleep(1.1)
         if ph == "incremental":
             server.mutation = mutate(server)
+        # Not timed: write back what the previous tool or the server restore left dirty
+        # (mbsync runs with FSync no), or the next tool's fsync/syncfs pays for it.
+        os.sync()
         ok, secs, rss, reason = run_child(cmd, env, log, args.timeout)
         res.add(name, ph, ok, secs, rss, reason)
         say("  %-20s %-12s %s" % (name, ph, "%.2fs %.0f MB" % (secs, rss) if ok
@@ -743,6 +746,7 @@ def scaling(args, tool_names):
                 tool.fresh()
                 log = os.path.join(rundir, name + ".log")
                 cmd, env = tool.command()
+                os.sync()  # as in series()
                 ok, secs, rss, reason = run_child(cmd, env, log, args.timeout)
                 say("  %-20s %-8s initial %s" % (name, preset, "%.1fs" % secs if ok else reason))
                 if not ok:
@@ -752,6 +756,7 @@ def scaling(args, tool_names):
                 times = []
                 for _ in range(args.repeat):
                     time.sleep(1.1)  # as in series(): not the same second as the last sync
+                    os.sync()
                     ok, secs, rss, reason = run_child(cmd, env, log, args.timeout)
                     if not ok:
                         row["why"][name] = "no-change resync failed: " + reason
