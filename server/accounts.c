@@ -1,5 +1,6 @@
 /* Runtime accounts and local passwords: see accounts.h. */
 #include "server/accounts.h"
+#include "server/json.h"
 
 #include <crypt.h>
 #include <errno.h>
@@ -48,32 +49,7 @@ bool accounts_is_runtime(const config_t *cfg, const config_account_t *a)
 
 void accounts_put_string(buf_t *b, const char *s)
 {
-	buf_puts(b, "\"");
-	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-		switch (*c) {
-		case '"':
-			buf_puts(b, "\\\"");
-			break;
-		case '\\':
-			buf_puts(b, "\\\\");
-			break;
-		case '\n':
-			buf_puts(b, "\\n");
-			break;
-		case '\r':
-			buf_puts(b, "\\r");
-			break;
-		case '\t':
-			buf_puts(b, "\\t");
-			break;
-		default:
-			if (*c < 0x20)
-				buf_printf(b, "\\x%02x", *c);
-			else
-				buf_append(b, c, 1);
-		}
-	}
-	buf_puts(b, "\"");
+	json_put_quoted(b, s, "\\x%02x");
 }
 
 /* Write data to path via a temporary file, mode 0600, fsync, rename. */

@@ -349,12 +349,8 @@ bool json_get_bool(const json_t *obj, const char *key, bool def)
 	return json_bool(json_get(obj, key), def);
 }
 
-void json_put_str(buf_t *b, const char *s)
+void json_put_quoted(buf_t *b, const char *s, const char *ctl_fmt)
 {
-	if (!s) {
-		buf_puts(b, "null");
-		return;
-	}
 	buf_puts(b, "\"");
 	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
 		switch (*c) {
@@ -375,12 +371,21 @@ void json_put_str(buf_t *b, const char *s)
 			break;
 		default:
 			if (*c < 0x20 || *c == 0x7f)
-				buf_printf(b, "\\u%04x", *c);
+				buf_printf(b, ctl_fmt, *c);
 			else
 				buf_append(b, c, 1);
 		}
 	}
 	buf_puts(b, "\"");
+}
+
+void json_put_str(buf_t *b, const char *s)
+{
+	if (!s) {
+		buf_puts(b, "null");
+		return;
+	}
+	json_put_quoted(b, s, "\\u%04x");
 }
 
 void json_put_kv(buf_t *b, bool first, const char *key, const char *val)

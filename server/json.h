@@ -51,6 +51,12 @@ bool json_get_bool(const json_t *obj, const char *key, bool def);
 
 /* Append s as a quoted, escaped JSON string (NULL becomes null). */
 void json_put_str(buf_t *b, const char *s);
+/*
+ * s as a double-quoted string with ", \, \n, \r and \t escaped and other
+ * control bytes written with ctl_fmt (a printf format taking the byte, e.g.
+ * "\\u%04x" for JSON, "\\x%02x" for libconfig).
+ */
+void json_put_quoted(buf_t *b, const char *s, const char *ctl_fmt);
 /* Append "key":"value", with a leading comma unless first. */
 void json_put_kv(buf_t *b, bool first, const char *key, const char *val);
 
