@@ -55,8 +55,12 @@ typedef struct engine_opts {
 	bool readonly;              /* never write to the replica */
 	bool force_full;            /* ignore modseqs, compare everything */
 	unsigned fetch_batch;       /* messages per fetch() call; 0 = 200 */
-	size_t commit_bytes;        /* commit ingested messages every this many bytes; 0 = 16 MiB */
-	unsigned commit_msgs;       /* ... or this many messages; 0 = 1000 */
+	/* Fetched messages are committed when the fetch that asked for them
+	 * has ended OK (so a server cannot slip in a body nobody asked for),
+	 * at the latest once this many bytes or messages of confirmed fetches
+	 * are queued; bodies past the byte limit wait in temporary files. */
+	size_t commit_bytes;        /* 0 = 16 MiB */
+	unsigned commit_msgs;       /* 0 = 1000 */
 	int settle_secs;            /* an interrupted upload not found on the replica is
 	                               sent again only when older than this (the server
 	                               may still be storing it); 0 = 3 s, < 0 = at once */
