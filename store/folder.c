@@ -234,12 +234,7 @@ int store_folder_list(store_txn_t *txn, uint32_t account_id, store_folder_cb cb,
 			break;
 		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
-	mdb_cursor_close(c);
-	if (stopped)
-		return rc;
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = store_map_mdb(mrc);
-	return txn_ret(txn, rc, txn->nwrites);
+	return txn_iter_end(txn, c, rc, mrc, stopped);
 }
 
 int store_folder_rename(store_txn_t *txn, uint32_t folder_id, const char *new_name)
@@ -434,10 +429,5 @@ int store_folder_keywords(store_txn_t *txn, uint32_t folder_id, store_keyword_cb
 			break;
 		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
-	mdb_cursor_close(c);
-	if (stopped)
-		return rc;
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = store_map_mdb(mrc);
-	return txn_ret(txn, rc, txn->nwrites);
+	return txn_iter_end(txn, c, rc, mrc, stopped);
 }

@@ -261,12 +261,7 @@ int store_msg_iter(store_txn_t *txn, uint32_t folder_id, uint32_t uid_from, stor
 			break;
 		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
-	mdb_cursor_close(c);
-	if (stopped)
-		return rc;
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = store_map_mdb(mrc);
-	return txn_ret(txn, rc, txn->nwrites);
+	return txn_iter_end(txn, c, rc, mrc, stopped);
 }
 
 struct find_hash {
@@ -529,12 +524,7 @@ int store_changes_since(store_txn_t *txn, uint32_t folder_id, uint64_t since, st
 			break;
 		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
-	mdb_cursor_close(c);
-	if (stopped)
-		return rc;
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = store_map_mdb(mrc);
-	return txn_ret(txn, rc, txn->nwrites);
+	return txn_iter_end(txn, c, rc, mrc, stopped);
 }
 
 int store_changes_prune(store_txn_t *txn, uint32_t folder_id, uint64_t upto)

@@ -117,12 +117,7 @@ int store_replica_list(store_txn_t *txn, uint32_t folder_id, store_replica_cb cb
 			break;
 		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
-	mdb_cursor_close(c);
-	if (stopped)
-		return rc;
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = store_map_mdb(mrc);
-	return txn_ret(txn, rc, txn->nwrites);
+	return txn_iter_end(txn, c, rc, mrc, stopped);
 }
 
 int store_replica_drop(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id)
@@ -322,12 +317,7 @@ int store_pair_iter(store_txn_t *txn, uint32_t folder_id, uint32_t replica_id, u
 			break;
 		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
-	mdb_cursor_close(c);
-	if (stopped)
-		return rc;
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = store_map_mdb(mrc);
-	return txn_ret(txn, rc, txn->nwrites);
+	return txn_iter_end(txn, c, rc, mrc, stopped);
 }
 
 /* ------------------------------------------------ pending operations */
@@ -438,12 +428,7 @@ int store_pending_list(store_txn_t *txn, uint32_t folder_id, store_pending_cb cb
 			break;
 		mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
-	mdb_cursor_close(c);
-	if (stopped)
-		return rc;
-	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
-		rc = store_map_mdb(mrc);
-	return txn_ret(txn, rc, txn->nwrites);
+	return txn_iter_end(txn, c, rc, mrc, stopped);
 }
 
 int store_pending_del(store_txn_t *txn, uint64_t id)

@@ -150,6 +150,16 @@ int txn_ret(store_txn_t *txn, int rc, unsigned long writes_before)
 	return rc;
 }
 
+int txn_iter_end(store_txn_t *txn, MDB_cursor *c, int rc, int mrc, bool stopped)
+{
+	mdb_cursor_close(c);
+	if (stopped)
+		return rc;
+	if (!rc && mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		rc = store_map_mdb(mrc);
+	return txn_ret(txn, rc, txn->nwrites);
+}
+
 int txn_enter(store_txn_t *txn, bool need_write)
 {
 	if (txn->err)

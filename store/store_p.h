@@ -114,6 +114,12 @@ int store_map_mdb(int rc);
  * else becomes the transaction's sticky error.
  */
 int txn_ret(store_txn_t *txn, int rc, unsigned long writes_before);
+/*
+ * Finish a cursor walk of a public iterator: close c; a callback's non-zero
+ * return (stopped) goes back to the caller as it is; a cursor error other
+ * than the end of the data becomes a store error, through txn_ret().
+ */
+int txn_iter_end(store_txn_t *txn, MDB_cursor *c, int rc, int mrc, bool stopped);
 /* Entry checks: sticky error, write access. */
 int txn_enter(store_txn_t *txn, bool need_write);
 
