@@ -304,6 +304,19 @@ typedef struct replica_ops {
 	 * message never sits in memory. fd must stay open until cb runs. */
 	void (*append_fd)(replica_t *r, const replica_new_msg_t *m, int fd, replica_uid_cb cb,
 			  void *ctx);
+
+	/* Optional (may be NULL): select() that also starts, in the same round
+	 * trip, the delta scan the caller expects to ask for next (*hint, with
+	 * hint->changedsince nonzero), where the replica can do that without
+	 * known[] (IMAP with QRESYNC: SELECT and UID FETCH CHANGEDSINCE ...
+	 * VANISHED pipelined). The next scan() with the same changedsince and
+	 * new_uid is answered from what arrived; any other scan() or operation
+	 * drops the early answer first. The replica also drops it when the SELECT
+	 * shows a UIDVALIDITY other than uidvalidity, or a HIGHESTMODSEQ below
+	 * hint->changedsince. hint->known is not used and need not stay valid
+	 * after the call. */
+	void (*select_scan)(replica_t *r, const char *name, uint32_t uidvalidity,
+			    const replica_scan_opts_t *hint, replica_select_cb cb, void *ctx);
 } replica_ops_t;
 
 /*
