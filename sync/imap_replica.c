@@ -34,7 +34,7 @@ static int map_result(int result, bool per_message)
 }
 
 /* The server as messages name it (as the IMAP client does). */
-static const char *ir_host(const imap_replica_t *ir)
+const char *ir_host(const imap_replica_t *ir)
 {
 	const config_remote_t *r = &ir->acct->remote;
 	return r->tunnel ? "the tunnel" : r->host ? r->host : "the server";
@@ -75,7 +75,7 @@ bool ir_item_num(const imap_item_t *it, uint64_t *out)
 }
 
 /* Flags list -> bits + keywords (buf, space-separated). */
-static unsigned parse_flags(const imap_item_t *list, buf_t *kw)
+unsigned ir_parse_flags(const imap_item_t *list, buf_t *kw)
 {
 	unsigned bits = 0;
 
@@ -98,12 +98,12 @@ static unsigned parse_flags(const imap_item_t *list, buf_t *kw)
 	return bits;
 }
 
-static const char *kw_str(buf_t *kw)
+const char *ir_kw_str(buf_t *kw)
 {
 	return buf_avail(kw) ? buf_cstr(kw) : "";
 }
 
-static time_t parse_internaldate(const char *s)
+time_t ir_parse_internaldate(const char *s)
 {
 	static const char *mons = "JanFebMarAprMayJunJulAugSepOctNovDec";
 	int day, year, hh, mm, ss;
@@ -266,6 +266,7 @@ static void ir_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *c
 	imap_replica_t *ir = (imap_replica_t *)r;
 	conn_op_t *op = xcalloc(1, sizeof(*op));
 
+	ir_early_drop(ir);
 	op->ir = ir;
 	op->caps = caps;
 	op->cb = cb;
@@ -289,6 +290,7 @@ typedef struct select_op {
 	bool nomodseq;
 	bool perm_star;
 	bool perm_seen;
+	bool always_cb;         /* call cb even after replica_free() (select_scan) */
 } select_op_t;
 
 static bool select_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
@@ -345,20 +347,21 @@ static void select_done(imap_client_t *c, const imap_done_t *d, void *arg)
 		free(ir->selected);
 		ir->selected = NULL;
 	}
-	if (!ir->freed)
+	if (!ir->freed || op->always_cb)
 		op->cb(st, st == REPLICA_OK ? &op->box : NULL, op->ctx);
 	free(op);
 }
 
-static void ir_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx)
+void ir_select_start(imap_replica_t *ir, const char *name, replica_select_cb cb, void *ctx,
+		     bool always_cb)
 {
-	imap_replica_t *ir = (imap_replica_t *)r;
 	select_op_t *op = xcalloc(1, sizeof(*op));
 	bool ro = (ir->caps & REPLICA_CAP_READONLY) != 0;
 
 	op->ir = ir;
 	op->cb = cb;
 	op->ctx = ctx;
+	op->always_cb = always_cb;
 	free(ir->selected);
 	ir->selected = xstrdup(name);
 	ir->ferr[0] = '\0';
@@ -367,215 +370,12 @@ static void ir_select(replica_t *r, const char *name, replica_select_cb cb, void
 			   select_untagged, op);
 }
 
-/* -------------------------------------------------------------------- scan */
-
-typedef struct scan_op {
-	imap_replica_t *ir;
-	replica_scan_opts_t o;
-	replica_scan_sink_t sink;
-	replica_done_cb cb;
-	void *ctx;
-	uint32_t *known;
-	bool *present;          /* per known[], when absence means vanished */
-	bool by_absence;        /* vanished = known and not present */
-	int left;
-	int worst;
-	bool proto_bad;         /* a FETCH with an impossible UID: fail the folder */
-	buf_t kw;
-} scan_op_t;
-
-static void mark_present(scan_op_t *op, uint32_t lo, uint32_t hi)
-{
-	/* known[] is sorted: binary search the first >= lo. */
-	size_t a = 0, b = op->o.n_known;
-	while (a < b) {
-		size_t m = (a + b) / 2;
-		if (op->known[m] < lo)
-			a = m + 1;
-		else
-			b = m;
-	}
-	for (size_t i = a; i < op->o.n_known && op->known[i] <= hi; i++)
-		op->present[i] = true;
-}
-
-static void report_set(scan_op_t *op, const char *set, size_t len, bool vanished)
-{
-	imap_seq_range_t *rg = NULL;
-	size_t n = 0;
-
-	if (imap_seqset_parse(set, len, 1u << 20, &rg, &n) != 0)
-		return;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t lo = rg[i].lo, hi = rg[i].hi;
-		if (lo == IMAP_SEQ_STAR)
-			lo = UINT32_MAX;
-		if (hi == IMAP_SEQ_STAR)
-			hi = UINT32_MAX;
-		if (lo > hi) {
-			uint32_t t = lo;
-			lo = hi;
-			hi = t;
-		}
-		if (vanished)
-			op->sink.vanished_cb(op->sink.ctx, lo, hi);
-		else
-			mark_present(op, lo, hi);
-	}
-	free(rg);
-}
-
-static bool scan_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
-{
-	scan_op_t *op = arg;
-
-	if (!r->name)
-		return false;
-	if (strcmp(r->name, "FETCH") == 0) {
-		const imap_item_t *l = r->args;
-		uint64_t uid = 0, ms = 0, size = 0;
-		const imap_item_t *fl = imap_fetch_get(l, "FLAGS");
-		if (!ir_item_num(imap_fetch_get(l, "UID"), &uid) || !fl)
-			return false; /* unsolicited, without UID: not ours */
-		if (uid == 0 || uid > UINT32_MAX) {
-			if (!op->proto_bad && !op->ir->freed)
-				snprintf(op->ir->ferr, sizeof(op->ir->ferr),
-					 "%s sent a FETCH with UID %llu (UIDs are 1 to 4294967295)",
-					 ir_host(op->ir), (unsigned long long)uid);
-			op->proto_bad = true;
-			return true;
-		}
-		replica_msg_t m;
-		memset(&m, 0, sizeof(m));
-		m.uid = (uint32_t)uid;
-		m.flags = parse_flags(fl, &op->kw);
-		m.keywords = kw_str(&op->kw);
-		if (ir_item_num(imap_fetch_get(l, "MODSEQ"), &ms))
-			m.modseq = ms;
-		if (ir_item_num(imap_fetch_get(l, "RFC822.SIZE"), &size))
-			m.size = size;
-		m.internaldate = parse_internaldate(ir_item_str(imap_fetch_get(l, "INTERNALDATE")));
-		const imap_item_t *env = imap_fetch_get(l, "ENVELOPE");
-		char *mid = NULL;
-		if (env && env->type == IMAP_ITEM_LIST) {
-			const imap_item_t *mi = imap_item_nth(env->child, 9);
-			if (mi && ir_item_str(mi))
-				mid = xstrndup(mi->str, mi->len);
-		}
-		m.message_id = mid;
-		if (op->present)
-			mark_present(op, m.uid, m.uid);
-		op->sink.msg_cb(op->sink.ctx, &m);
-		free(mid);
-		return true;
-	}
-	if (strcmp(r->name, "VANISHED") == 0) {
-		const imap_item_t *it = r->args;
-		bool earlier = false;
-		if (it && it->type == IMAP_ITEM_LIST) {
-			earlier = it->child && imap_item_is(it->child, "EARLIER");
-			it = it->next;
-		}
-		const char *s = ir_item_str(it);
-		if (s && earlier && !op->by_absence)
-			report_set(op, s, it->len, true);
-		return earlier;
-	}
-	if (strcmp(r->name, "SEARCH") == 0 && op->present) {
-		for (const imap_item_t *it = r->args; it; it = it->next) {
-			uint64_t v;
-			if (ir_item_num(it, &v))
-				mark_present(op, (uint32_t)v, (uint32_t)v);
-		}
-		return true;
-	}
-	if (strcmp(r->name, "ESEARCH") == 0 && op->present) {
-		for (const imap_item_t *it = r->args; it; it = it->next) {
-			if (imap_item_is(it, "ALL") && it->next && ir_item_str(it->next))
-				report_set(op, it->next->str, it->next->len, false);
-		}
-		return true;
-	}
-	return false;
-}
-
-static void scan_done(imap_client_t *c, const imap_done_t *d, void *arg)
-{
-	scan_op_t *op = arg;
-	int st = ir_status(op->ir, d, false);
-
-	if (st < op->worst)
-		op->worst = st;
-	if (--op->left > 0)
-		return;
-	if (op->proto_bad && op->worst == REPLICA_OK)
-		op->worst = REPLICA_FOLDER_BAD;
-	if (op->worst == REPLICA_OK && op->by_absence && !op->ir->freed) {
-		for (size_t i = 0; i < op->o.n_known; i++)
-			if (!op->present[i])
-				op->sink.vanished_cb(op->sink.ctx, op->known[i], op->known[i]);
-	}
-	if (!op->ir->freed)
-		op->cb(op->worst, op->ctx);
-	free(op->known);
-	free(op->present);
-	buf_free(&op->kw);
-	free(op);
-}
-
-static void ir_scan(replica_t *r, const replica_scan_opts_t *o, const replica_scan_sink_t *sink,
-		    replica_done_cb cb, void *ctx)
+void ir_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx)
 {
 	imap_replica_t *ir = (imap_replica_t *)r;
-	scan_op_t *op = xcalloc(1, sizeof(*op));
-	bool modseq = (ir->box.caps & REPLICA_CAP_MODSEQ) != 0;
-	char items[160];
 
-	op->ir = ir;
-	op->o = *o;
-	op->sink = *sink;
-	op->cb = cb;
-	op->ctx = ctx;
-	op->known = xmalloc((o->n_known ? o->n_known : 1) * sizeof(uint32_t));
-	if (o->n_known)
-		memcpy(op->known, o->known, o->n_known * sizeof(uint32_t));
-	op->o.known = op->known;
-	op->present = xcalloc(o->n_known ? o->n_known : 1, sizeof(bool));
-	snprintf(items, sizeof(items), "(UID FLAGS%s%s%s%s)", modseq ? " MODSEQ" : "",
-		 o->want_size ? " RFC822.SIZE" : "", o->want_internaldate ? " INTERNALDATE" : "",
-		 o->want_message_id ? " ENVELOPE" : "");
-
-	if (ir->box.counts.messages == 0 && !o->changedsince) {
-		/* Empty folder: "1:*" is an error on some servers. */
-		op->by_absence = true;
-		op->left = 1;
-		imap_client_cmd(ir->c, scan_done, NULL, op, "NOOP");
-		return;
-	}
-	if (o->changedsince && modseq && ir->qresync) {
-		op->left = 1;
-		free(op->present);
-		op->present = NULL;
-		imap_client_cmd(ir->c, scan_done, scan_untagged, op,
-				"UID FETCH 1:* %s (CHANGEDSINCE %U VANISHED)", items, o->changedsince);
-		return;
-	}
-	if (o->changedsince && modseq) {
-		/* CONDSTORE without QRESYNC: changed flags from CHANGEDSINCE, and
-		 * what still exists from a UID SEARCH. */
-		op->by_absence = true;
-		op->left = 2;
-		imap_client_cmd(ir->c, scan_done, scan_untagged, op,
-				"UID FETCH 1:* %s (CHANGEDSINCE %U)", items, o->changedsince);
-		if (imap_client_caps(ir->c) & IMAP_CAP_ESEARCH)
-			imap_client_cmd(ir->c, scan_done, scan_untagged, op, "UID SEARCH RETURN (ALL) ALL");
-		else
-			imap_client_cmd(ir->c, scan_done, scan_untagged, op, "UID SEARCH ALL");
-		return;
-	}
-	op->by_absence = true;
-	op->left = 1;
-	imap_client_cmd(ir->c, scan_done, scan_untagged, op, "UID FETCH 1:* %s", items);
+	ir_early_drop(ir);
+	ir_select_start(ir, name, cb, ctx, false);
 }
 
 /* ------------------------------------------------------------------- fetch */
@@ -752,9 +552,9 @@ static bool fetch_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 	replica_msg_t m;
 	memset(&m, 0, sizeof(m));
 	m.uid = (uint32_t)uid;
-	m.flags = parse_flags(imap_fetch_get(l, "FLAGS"), &op->kw);
-	m.keywords = kw_str(&op->kw);
-	m.internaldate = parse_internaldate(ir_item_str(imap_fetch_get(l, "INTERNALDATE")));
+	m.flags = ir_parse_flags(imap_fetch_get(l, "FLAGS"), &op->kw);
+	m.keywords = ir_kw_str(&op->kw);
+	m.internaldate = ir_parse_internaldate(ir_item_str(imap_fetch_get(l, "INTERNALDATE")));
 	if (ir_item_num(imap_fetch_get(l, "RFC822.SIZE"), &size))
 		m.size = size;
 	if (body->sink) {
@@ -829,6 +629,7 @@ static void ir_fetch(replica_t *r, const uint32_t *uids, size_t n, const replica
 	buf_t set = BUF_INIT;
 	uint32_t *sorted;
 
+	ir_early_drop(ir);
 	if (n == 0) {
 		cb(REPLICA_OK, ctx);
 		return;
@@ -914,6 +715,7 @@ static void append_any(replica_t *r, const replica_new_msg_t *m, int fd, replica
 	buf_t fl = BUF_INIT;
 	char date[64];
 
+	ir_early_drop(ir);
 	if ((ir->caps & REPLICA_CAP_READONLY) || !ir->selected) {
 		cb(REPLICA_FOLDER_BAD, 0, ctx);
 		return;
@@ -997,6 +799,7 @@ static void ir_find(replica_t *r, const replica_find_t *q, replica_uids_cb cb, v
 	find_op_t *op = xcalloc(1, sizeof(*op));
 	char sz[64] = "";
 
+	ir_early_drop(ir);
 	op->ir = ir;
 	op->cb = cb;
 	op->ctx = ctx;
@@ -1023,6 +826,7 @@ static void ir_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *a
 	simple_op_t *op;
 	buf_t b = BUF_INIT;
 
+	ir_early_drop(ir);
 	if (ir->caps & REPLICA_CAP_READONLY) {
 		cb(REPLICA_FOLDER_BAD, ctx);
 		return;
@@ -1057,6 +861,7 @@ static void ir_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsi
 	uint32_t *sorted;
 	simple_op_t *op;
 
+	ir_early_drop(ir);
 	if (ir->caps & REPLICA_CAP_READONLY) {
 		cb(REPLICA_FOLDER_BAD, ctx);
 		return;
@@ -1099,6 +904,7 @@ static void ir_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done
 	uint32_t *sorted;
 	simple_op_t *op;
 
+	ir_early_drop(ir);
 	if (ir->caps & REPLICA_CAP_READONLY) {
 		cb(REPLICA_FOLDER_BAD, ctx);
 		return;
@@ -1176,6 +982,7 @@ static void ir_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 	imap_replica_t *ir = (imap_replica_t *)r;
 	move_op_t *op;
 
+	ir_early_drop(ir);
 	if (ir->caps & REPLICA_CAP_READONLY) {
 		cb(REPLICA_FOLDER_BAD, 0, ctx);
 		return;
@@ -1226,6 +1033,7 @@ static void ir_watch(replica_t *r, replica_done_cb cb, void *ctx)
 {
 	imap_replica_t *ir = (imap_replica_t *)r;
 
+	ir_early_drop(ir);
 	ir->watch_cb = cb;
 	ir->watch_ctx = ctx;
 	ir->watch_fired = false;
@@ -1247,6 +1055,7 @@ static void ir_close(replica_t *r, replica_done_cb cb, void *ctx)
 {
 	imap_replica_t *ir = (imap_replica_t *)r;
 
+	ir_early_drop(ir);
 	free(ir->selected);
 	ir->selected = NULL;
 	if (imap_client_caps(ir->c) & IMAP_CAP_UNSELECT) {
@@ -1282,6 +1091,7 @@ static void ir_free(replica_t *r)
 {
 	imap_replica_t *ir = (imap_replica_t *)r;
 
+	ir_early_drop(ir);
 	if (ir->freed)
 		return;
 	ir->freed = true;
@@ -1314,6 +1124,7 @@ static const replica_ops_t imap_replica_ops = {
 	.free = ir_free,
 	.set_flags_uids = ir_set_flags_uids,
 	.append_fd = ir_append_fd,
+	.select_scan = ir_select_scan,
 };
 
 replica_t *imap_replica_new(struct ev_loop *loop, const config_account_t *acct, const char *label)

@@ -134,6 +134,7 @@ void ir_list_folders(replica_t *r, replica_folders_cb cb, void *ctx)
 	bool su = (caps & IMAP_CAP_SPECIAL_USE) != 0;
 	bool ms = (caps & (IMAP_CAP_CONDSTORE | IMAP_CAP_QRESYNC)) != 0;
 
+	ir_early_drop(ir);
 	op->ir = ir;
 	op->cb = cb;
 	op->ctx = ctx;
@@ -214,6 +215,7 @@ void ir_status_op(replica_t *r, const char *const *names, size_t n, replica_stat
 	status_op_t *op = xcalloc(1, sizeof(*op));
 	bool ms = (imap_client_caps(ir->c) & (IMAP_CAP_CONDSTORE | IMAP_CAP_QRESYNC)) != 0;
 
+	ir_early_drop(ir);
 	op->ir = ir;
 	op->cb = cb;
 	op->ctx = ctx;
@@ -250,6 +252,7 @@ void ir_create(replica_t *r, const char *name, unsigned special, replica_done_cb
 	imap_replica_t *ir = (imap_replica_t *)r;
 	simple_op_t *op = ir_simple_new(ir, cb, ctx, 1);
 
+	ir_early_drop(ir);
 	op->exists_ok = true;
 	if (ir->caps & REPLICA_CAP_READONLY) {
 		op->left = 0;

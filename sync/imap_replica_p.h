@@ -1,6 +1,7 @@
 /*
  * Private to the IMAP replica (imap_replica.c: session, messages;
- * imap_replica_folders.c: LIST, STATUS, CREATE). Nothing else includes it.
+ * imap_replica_scan.c: scan and select_scan; imap_replica_folders.c: LIST,
+ * STATUS, CREATE). Nothing else includes it.
  */
 #ifndef IB_SYNC_IMAP_REPLICA_P_H
 #define IB_SYNC_IMAP_REPLICA_P_H
@@ -8,6 +9,7 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "lib/buf.h"
 #include "lib/config.h"
@@ -15,6 +17,7 @@
 #include "sync/replica.h"
 
 typedef struct fetch_op fetch_op_t;
+typedef struct ir_early ir_early_t;
 
 typedef struct imap_replica {
 	replica_t base;
@@ -33,6 +36,8 @@ typedef struct imap_replica {
 	replica_box_t box;
 	fetch_op_t *fq_head;    /* fetches in flight, oldest first */
 	fetch_op_t *fq_tail;
+	ir_early_t *early;      /* select_scan()'s delta scan, until a scan()
+	                           takes it or another operation drops it */
 	ev_timer free_w;
 	/* watch() */
 	replica_done_cb watch_cb;
@@ -63,6 +68,32 @@ char *ir_decode_name(const imap_item_t *it);
 /* A completion shared by left commands; the worst status wins. */
 simple_op_t *ir_simple_new(imap_replica_t *ir, replica_done_cb cb, void *ctx, int left);
 void ir_simple_done(imap_client_t *c, const imap_done_t *d, void *arg);
+
+/* The server as messages name it ("the tunnel", the host). */
+const char *ir_host(const imap_replica_t *ir);
+/* A FLAGS list -> system flag bits; keywords go to kw (space-separated). */
+unsigned ir_parse_flags(const imap_item_t *list, buf_t *kw);
+/* kw as a C string ("" when empty). */
+const char *ir_kw_str(buf_t *kw);
+/* An INTERNALDATE string -> time_t, 0 if it does not parse. */
+time_t ir_parse_internaldate(const char *s);
+
+/* imap_replica.c: the select operation, and its SELECT alone (no early
+ * answer dropped); with always_cb, cb also runs after replica_free() (ir->freed
+ * set; box NULL unless the SELECT succeeded), so select_scan can release
+ * its state. */
+void ir_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx);
+void ir_select_start(imap_replica_t *ir, const char *name, replica_select_cb cb, void *ctx,
+		     bool always_cb);
+
+/* imap_replica_scan.c */
+void ir_scan(replica_t *r, const replica_scan_opts_t *o, const replica_scan_sink_t *sink,
+	     replica_done_cb cb, void *ctx);
+void ir_select_scan(replica_t *r, const char *name, uint32_t uidvalidity,
+		    const replica_scan_opts_t *hint, replica_select_cb cb, void *ctx);
+/* Every operation but scan() calls this first: an early scan answer no
+ * longer matches what the caller will ask. */
+void ir_early_drop(imap_replica_t *ir);
 
 /* imap_replica_folders.c */
 void ir_list_folders(replica_t *r, replica_folders_cb cb, void *ctx);
