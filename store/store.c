@@ -714,7 +714,7 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 		rc = store_map_mdb(mrc);
 		goto out;
 	}
-	unsigned flags = MDB_NOTLS;
+	unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
 	if (opts->readonly)
 		flags |= MDB_RDONLY;
 	if (opts->nosync)

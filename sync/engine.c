@@ -347,6 +347,20 @@ static void select_cb(int status, const replica_box_t *box, void *ctx)
 static void do_select(engine_job_t *job)
 {
 	job->waiting++;
+	/* The delta scan do_scan() will most likely ask for can travel with the
+	 * SELECT. Not when pending operations run in between: they change the
+	 * folder after the early answer was taken. */
+	if (job->r->ops->select_scan && job->have_rs && job->rs.highestmodseq &&
+	    !job->o.force_full && job->n_pend == 0) {
+		replica_scan_opts_t hint = job->scan_opts;
+		hint.changedsince = job->rs.highestmodseq;
+		hint.new_uid = job->rs.uidnext;
+		hint.known = NULL;
+		hint.n_known = 0;
+		job->r->ops->select_scan(job->r, job->replica_name, job->rs.uidvalidity, &hint,
+					 select_cb, job);
+		return;
+	}
 	job->r->ops->select(job->r, job->replica_name, select_cb, job);
 }
 
@@ -517,22 +531,22 @@ static int store_msg_scan_cb(const store_msg_t *m, void *arg)
 	return 0;
 }
 
-typedef struct apply_store {
-	engine_job_t *job;
-	unsigned expunged, flagged;
-} apply_store_t;
-
-/* Store side of the decisions, in one transaction: expunge what the replica
- * deleted, apply the replica's flag changes, record agreed values. */
-static int apply_store_fn(store_txn_t *txn, void *arg)
+/* The merged flags are not what the replica has: they go to the replica. */
+static bool replica_differs(const engine_job_t *job, const pair_ent_t *e)
 {
-	apply_store_t *as = arg;
-	engine_job_t *job = as->job;
+	bool kw_ok = (job->box.caps & REPLICA_CAP_KEYWORDS) != 0;
+	return e->n_flags != e->r_flags || (kw_ok && strcmp(e->n_kw, e->r_kw) != 0);
+}
+
+/* Store side of the decisions: expunge what the replica deleted, apply the
+ * replica's flag changes, record agreed values. Deferred to the job's next
+ * commit (see eng_write()). */
+static int apply_store_fn(store_txn_t *txn, engine_job_t *job)
+{
 	uint32_t fid = job->o.folder_id, rid = job->o.replica_id;
-	bool ro = (job->box.caps & REPLICA_CAP_READONLY) != 0;
 	int rc;
 
-	as->expunged = as->flagged = 0;
+	job->apply_expunged = job->apply_flagged = 0;
 	for (size_t i = 0; i < job->n_pairs; i++) {
 		pair_ent_t *e = &job->pairs[i];
 		if (e->vanished) {
@@ -540,7 +554,7 @@ static int apply_store_fn(store_txn_t *txn, void *arg)
 				rc = store_msg_expunge(txn, fid, e->suid, NULL);
 				if (rc && rc != STORE_ENOTFOUND)
 					return rc;
-				as->expunged++;
+				job->apply_expunged++;
 			}
 			rc = store_pair_del(txn, fid, rid, e->ruid);
 			if (rc && rc != STORE_ENOTFOUND)
@@ -559,16 +573,14 @@ static int apply_store_fn(store_txn_t *txn, void *arg)
 			replica_kw_free_vec(vec, kw.n);
 			if (rc)
 				return rc;
-			as->flagged++;
+			job->apply_flagged++;
 		}
 		/* Agreed moves to the merged value now when the replica already
 		 * has it; otherwise after the replica accepted it (do_flags). In
 		 * read-only mode the replica never changes, so agreed stays at
 		 * the replica's value and local changes are simply kept. */
-		bool kw_ok = (job->box.caps & REPLICA_CAP_KEYWORDS) != 0;
-		bool replica_differs = e->n_flags != e->r_flags ||
-				       (kw_ok && strcmp(e->n_kw, e->r_kw) != 0);
-		if (!replica_differs && (e->n_flags != e->a_flags || strcmp(e->n_kw, e->a_kw) != 0)) {
+		if (!replica_differs(job, e) &&
+		    (e->n_flags != e->a_flags || strcmp(e->n_kw, e->a_kw) != 0)) {
 			store_pair_t p = { .replica_uid = e->ruid, .store_uid = e->suid,
 					   .flags = e->n_flags };
 			char **vec;
@@ -578,9 +590,74 @@ static int apply_store_fn(store_txn_t *txn, void *arg)
 			if (rc)
 				return rc;
 		}
-		e->set_replica = replica_differs && !ro;
 	}
 	return 0;
+}
+
+static int del_resolve_job(store_txn_t *txn, engine_job_t *job);
+static int ingest_job(store_txn_t *txn, engine_job_t *job);
+struct fetch_ctx;
+static void in_drop(engine_job_t *job, bool confirmed, const struct fetch_ctx *fc);
+static int flags_commit_fn(store_txn_t *txn, void *arg);
+
+typedef struct eng_write_ctx {
+	engine_job_t *job;
+	store_txn_fn fn;
+	void *arg;
+} eng_write_ctx_t;
+
+static int eng_write_fn(store_txn_t *txn, void *arg)
+{
+	eng_write_ctx_t *w = arg;
+	engine_job_t *job = w->job;
+	int rc = 0;
+
+	if (job->deferred_w & EW_APPLY)
+		rc = apply_store_fn(txn, job);
+	if (rc == 0 && (job->deferred_w & EW_DELETES))
+		rc = del_resolve_job(txn, job);
+	if (rc == 0 && (job->deferred_w & EW_FLAGS))
+		rc = flags_commit_fn(txn, job);
+	if (rc == 0 && (job->deferred_w & EW_INGEST))
+		rc = ingest_job(txn, job);
+	if (rc == 0 && (job->deferred_w & EW_UPLOADS))
+		rc = eng_up_commit_fn(txn, job);
+	if (rc == 0 && w->fn)
+		rc = w->fn(txn, w->arg);
+	return rc;
+}
+
+/*
+ * Every store write of a job goes through here. Writes that only record what
+ * both sides already agree on (the replica's deletions and flags applied to
+ * the store, finished deletions, flags the replica accepted) wait in
+ * job->deferred_w and ride along with the job's next commit, instead of one
+ * commit (and fsync) each. Losing them in a crash costs nothing: the next run
+ * sees the same differences and reaches the same result, because the sync
+ * state (finish_fn) is never committed before them. Intents (pending
+ * records) are never deferred: they commit before their replica operation.
+ */
+int eng_write(engine_job_t *job, store_txn_fn fn, void *arg)
+{
+	eng_write_ctx_t w = { job, fn, arg };
+	unsigned had = job->deferred_w;
+	int rc;
+
+	if (!fn && !had)
+		return 0;
+	rc = store_write(job->st, eng_write_fn, &w);
+	if (rc == 0) {
+		job->deferred_w = 0;
+		if (had & EW_APPLY) {
+			job->stats.deleted_store += job->apply_expunged;
+			job->stats.flags_store += job->apply_flagged;
+		}
+		if (had & EW_INGEST) {
+			job->stats.downloaded += job->ingest_added;
+			in_drop(job, true, NULL);
+		}
+	}
+	return rc;
 }
 
 static int hash_idx_cmp(const void *a, const void *b, void *arg);
@@ -677,15 +754,12 @@ static void do_decide(engine_job_t *job)
 		}
 	}
 
-	apply_store_t as = { job, 0, 0 };
-	rc = store_write(job->st, apply_store_fn, &as);
-	if (rc) {
-		eng_fail(job, ENGINE_STORE_ERR, "cannot update the store: %s",
-			 store_strerror(rc));
-		return;
+	for (size_t i = 0; i < job->n_pairs; i++) {
+		pair_ent_t *e = &job->pairs[i];
+		if (!e->vanished && e->s_live && e->n_kw)
+			e->set_replica = !ro && replica_differs(job, e);
 	}
-	job->stats.deleted_store += as.expunged;
-	job->stats.flags_store += as.flagged;
+	job->deferred_w |= EW_APPLY;
 	if (job->n_new)
 		qsort(job->newuids, job->n_new, sizeof(*job->newuids), u32_cmp);
 	{
@@ -924,6 +998,15 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 	return 0;
 }
 
+static int ingest_job(store_txn_t *txn, engine_job_t *job)
+{
+	ingest_t ig = { job, 0 };
+	int rc = ingest_fn(txn, &ig);
+
+	job->ingest_added = ig.added;
+	return rc;
+}
+
 /* Free the queued messages that match (all confirmed ones, or those of one
  * fetch call), and recount what stays queued. */
 static void in_drop(engine_job_t *job, bool confirmed, const fetch_ctx_t *fc)
@@ -962,7 +1045,7 @@ static void ingest_flush(engine_job_t *job)
 		any = in->confirmed;
 	if (!any)
 		return;
-	rc = store_write(job->st, ingest_fn, &ig);
+	rc = eng_write(job, ingest_fn, &ig);
 	if (rc)
 		eng_fail(job, ENGINE_STORE_ERR, "cannot add messages to the store: %s", store_strerror(rc));
 	else
@@ -994,8 +1077,20 @@ static void fetch_cb(int status, void *ctx)
 		in_drop(job, false, fc);
 	}
 	eng_op_fail(job, status, "fetch");
-	if (job->waiting == 0 || in_over_limit(job))
+	if (in_over_limit(job)) {
 		ingest_flush(job);
+	} else if (job->waiting == 0) {
+		/* The last ones wait for the job's next commit, unless an
+		 * upload follows: it must know first which store messages
+		 * found their twin here (ingest_fn), or it sends them too. */
+		bool any = false;
+		for (incoming_t *in = job->in_head; in && !any; in = in->next)
+			any = in->confirmed;
+		if (any && job->n_ups == 0 && job->result == ENGINE_OK)
+			job->deferred_w |= EW_INGEST;
+		else
+			ingest_flush(job);
+	}
 	eng_kick(job);
 }
 
@@ -1116,11 +1211,15 @@ static int del_resolve_fn(store_txn_t *txn, void *arg)
 	return rc;
 }
 
+static int del_resolve_job(store_txn_t *txn, engine_job_t *job)
+{
+	del_rec_t d = { job, NULL, 0, 0, true };
+	return del_resolve_fn(txn, &d);
+}
+
 static void delete_cb(int status, void *ctx)
 {
 	engine_job_t *job = ctx;
-	del_rec_t d = { job, NULL, 0, 0, true };
-	int rc;
 
 	job->waiting--;
 	eng_op_fail(job, status, "delete");
@@ -1131,11 +1230,10 @@ static void delete_cb(int status, void *ctx)
 				job->pairs[i].ok = true;
 				n++;
 			}
-		rc = store_write(job->st, del_resolve_fn, &d);
-		if (rc)
-			eng_fail(job, ENGINE_STORE_ERR, "cannot record deletions: %s", store_strerror(rc));
-		else
-			job->stats.deleted_replica += n;
+		/* Dropping the pairs and the intents can wait: an intent left
+		 * after a crash is finished by the next run. */
+		job->deferred_w |= EW_DELETES;
+		job->stats.deleted_replica += n;
 	}
 	free(job->known);
 	job->known = NULL;
@@ -1156,7 +1254,7 @@ static void do_delete(engine_job_t *job)
 	/* Intent first: a crash after the replica deleted and before the pair
 	 * was dropped is finished by the next run, not mistaken for a new
 	 * deletion the other way. */
-	rc = store_write(job->st, del_record_fn, &d);
+	rc = eng_write(job, del_record_fn, &d);
 	if (rc) {
 		eng_fail(job, ENGINE_STORE_ERR, "cannot record pending deletions: %s", store_strerror(rc));
 		return;
@@ -1302,12 +1400,8 @@ static void do_flags_commit(engine_job_t *job)
 
 	for (size_t i = 0; i < job->n_pairs; i++)
 		any |= job->pairs[i].set_replica;
-	if (!any || job->result != ENGINE_OK)
-		return;
-	int rc = store_write(job->st, flags_commit_fn, job);
-	if (rc)
-		eng_fail(job, ENGINE_STORE_ERR, "cannot record flags: %s",
-			 store_strerror(rc));
+	if (any && job->result == ENGINE_OK)
+		job->deferred_w |= EW_FLAGS;
 }
 
 /* ----------------------------------------------------------------- finish */
@@ -1345,7 +1439,7 @@ static int finish_fn(store_txn_t *txn, void *arg)
 
 static void do_finish(engine_job_t *job)
 {
-	int rc = store_write(job->st, finish_fn, job);
+	int rc = eng_write(job, finish_fn, job);
 
 	if (rc)
 		eng_fail(job, ENGINE_STORE_ERR, "cannot save the sync state: %s", store_strerror(rc));
@@ -1359,6 +1453,10 @@ static void job_step(engine_job_t *job)
 		if (job->waiting > 0)
 			return;
 		if (job->result != ENGINE_OK || job->phase == P_END) {
+			/* A failed job still keeps what was agreed before it failed. */
+			if (job->deferred_w && !job->cancelled && job->result != ENGINE_STORE_ERR &&
+			    eng_write(job, NULL, NULL) != 0)
+				log_warn("%s: cannot save the changes made so far", job->log_prefix);
 			job->finished = true;
 			return;
 		}

@@ -58,7 +58,8 @@ typedef struct engine_opts {
 	/* Fetched messages are committed when the fetch that asked for them
 	 * has ended OK (so a server cannot slip in a body nobody asked for),
 	 * at the latest once this many bytes or messages of confirmed fetches
-	 * are queued; bodies past the byte limit wait in temporary files. */
+	 * are queued, and the last ones with the job's final commit; bodies
+	 * past the byte limit wait in temporary files. */
 	size_t commit_bytes;        /* 0 = 16 MiB */
 	unsigned commit_msgs;       /* 0 = 1000 */
 	int settle_secs;            /* an interrupted upload not found on the replica is

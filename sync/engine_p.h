@@ -19,12 +19,20 @@
  * they arrive, so memory stays bounded. */
 #define ENGINE_SPOOL_MIN (1u << 20)
 /* Upload batch limits: pending records are committed per batch. */
-#define ENGINE_UPLOAD_MSGS 50
+#define ENGINE_UPLOAD_MSGS 500
 #define ENGINE_UPLOAD_BYTES (8u << 20)
 /* An interrupted upload not found on the replica is retried only once its
  * record is this old: the server may still be storing the APPEND the dead
  * connection sent (it runs after the client is gone). */
 #define ENGINE_SETTLE_SECS 3
+/* Store writes that wait for the job's next commit (eng_write()). */
+enum {
+	EW_APPLY = 1,    /* the replica's deletions and flags, agreed values */
+	EW_DELETES = 2,  /* deletions the replica confirmed: pairs and intents */
+	EW_FLAGS = 4,    /* flags the replica accepted: agreed values */
+	EW_INGEST = 8,   /* the last fetched messages (nothing to upload) */
+	EW_UPLOADS = 16, /* the last upload batch: pairs, intents dropped */
+};
 enum phase {
 	P_START,
 	P_SELECT,
@@ -182,6 +190,8 @@ struct engine_job {
 	unsigned in_count;
 
 	uint64_t decided_modseq;     /* store HIGHESTMODSEQ when decisions were made */
+	unsigned deferred_w;         /* EW_* writes waiting for the next commit */
+	unsigned apply_expunged, apply_flagged, ingest_added;
 
 	/* Arguments of operations in flight (replica.h: valid until the
 	 * callback), kept here so concurrent jobs share nothing. */
@@ -210,6 +220,10 @@ void eng_incoming_free(incoming_t *in);
 char *eng_kw_to_str(const store_keywords_t *kw);
 void eng_str_to_kw(const char *s, store_keywords_t *kw, char ***vec);
 int eng_load_state(engine_job_t *job);
+/* A store write of the job, with the writes deferred so far (engine.c). */
+int eng_write(engine_job_t *job, store_txn_fn fn, void *arg);
+/* The pairs of the upload batch (engine_pending.c). */
+int eng_up_commit_fn(store_txn_t *txn, void *arg);
 /* A zeroed callback context owned by the job. */
 void *eng_ctx(engine_job_t *job, size_t size);
 

@@ -102,7 +102,7 @@ static int pend_commit_fn(store_txn_t *txn, void *arg)
 static void pend_resolve(engine_job_t *job, pend_ent_t *pe, uint32_t ruid)
 {
 	pend_commit_t pc = { job, pe, ruid };
-	int rc = store_write(job->st, pend_commit_fn, &pc);
+	int rc = eng_write(job, pend_commit_fn, &pc);
 
 	if (rc)
 		eng_fail(job, ENGINE_STORE_ERR, "cannot resolve a pending operation: %s", store_strerror(rc));
@@ -233,7 +233,7 @@ static void move_cb(int status, uint32_t uid, void *ctx)
 	if (job->result == ENGINE_OK) {
 		if (status == REPLICA_OK && uid) {
 			move_commit_t mc = { job, pe, uid };
-			int rc = store_write(job->st, move_commit_fn, &mc);
+			int rc = eng_write(job, move_commit_fn, &mc);
 			if (rc)
 				eng_fail(job, ENGINE_STORE_ERR, "cannot record a move: %s", store_strerror(rc));
 			else
@@ -400,7 +400,7 @@ static int up_record_fn(store_txn_t *txn, void *arg)
 	return 0;
 }
 
-static int up_commit_fn(store_txn_t *txn, void *arg)
+int eng_up_commit_fn(store_txn_t *txn, void *arg)
 {
 	engine_job_t *job = arg;
 	int rc;
@@ -577,6 +577,8 @@ void eng_do_upload(engine_job_t *job)
 	if (job->upload_step == 0) {
 		int rc;
 
+		if (job->deferred_w & EW_UPLOADS)
+			return; /* the last batch commits with the sync state */
 		batch_clear(job);
 		if (job->next_up >= job->n_ups) {
 			free(job->by_hash);
@@ -586,7 +588,7 @@ void eng_do_upload(engine_job_t *job)
 		job->phase = P_UPLOAD;
 		rc = batch_fill(job);
 		if (rc == 0 && job->n_batch)
-			rc = store_write(job->st, up_record_fn, job);
+			rc = eng_write(job, up_record_fn, job);
 		if (rc) {
 			eng_fail(job, ENGINE_STORE_ERR, "cannot prepare uploads: %s", store_strerror(rc));
 			return;
@@ -638,15 +640,21 @@ void eng_do_upload(engine_job_t *job)
 		}
 		return;
 	}
-	/* upload_step 2: record the pairs. */
-	int rc = store_write(job->st, up_commit_fn, job);
+	/* upload_step 2: record the pairs; those of the last batch with the
+	 * sync state (a crash before that leaves the intents, which the next
+	 * run resolves by finding the copies). */
+	for (size_t i = 0; i < job->n_batch; i++)
+		if (job->batch[i].done)
+			job->stats.uploaded++;
+	job->upload_step = 0;
+	if (job->next_up >= job->n_ups) {
+		job->deferred_w |= EW_UPLOADS;
+		return;
+	}
+	int rc = eng_write(job, eng_up_commit_fn, job);
 	if (rc) {
 		eng_fail(job, ENGINE_STORE_ERR, "cannot record uploads: %s", store_strerror(rc));
 		return;
 	}
-	for (size_t i = 0; i < job->n_batch; i++)
-		if (job->batch[i].done)
-			job->stats.uploaded++;
 	batch_clear(job);
-	job->upload_step = 0;
 }
