@@ -99,6 +99,8 @@ typedef struct config {
 	char *tls_cert;
 	char *tls_key;
 	int maxsyncaccounts;
+	bool fsync;                  /* make writes durable before recording them
+	                                (default true); read at start only */
 	config_mbnames_t mbnames;
 	config_account_t *accounts;
 	size_t n_accounts;

@@ -14,7 +14,7 @@
 
 /* The schema: every option each group may hold. */
 static const char *const root_keys[] = {
-    "datadir", "listen", "tls_cert", "tls_key", "maxsyncaccounts", "mbnames", "accounts", NULL,
+    "datadir", "listen", "tls_cert", "tls_key", "maxsyncaccounts", "fsync", "mbnames", "accounts", NULL,
 };
 static const char *const listen_keys[] = {"address", "port", "tls", NULL};
 static const char *const mbnames_keys[] = {
@@ -620,6 +620,8 @@ int config_load(const char *path, config_t **out, config_msgs_t *msgs)
 	config_get_str(&L, root, "", "tls_key", &cfg->tls_key, true);
 	if (!config_get_int(&L, root, "", "maxsyncaccounts", &cfg->maxsyncaccounts, 1, 1000))
 		cfg->maxsyncaccounts = 3;
+	cfg->fsync = true;
+	config_get_bool(&L, root, "", "fsync", &cfg->fsync);
 
 	if ((s = config_member(root, "listen")) != NULL)
 		load_listen(&L, cfg, s);

@@ -224,7 +224,8 @@ static int sync_store_accounts(daemon_t *d)
 static int open_store(daemon_t *d)
 {
 	char err[512] = "";
-	int rc = store_open(d->cfg->datadir, NULL, &d->store, err, sizeof(err));
+	store_open_opts_t so = { .nosync = !d->cfg->fsync };
+	int rc = store_open(d->cfg->datadir, &so, &d->store, err, sizeof(err));
 	if (rc != STORE_OK) {
 		log_err("cannot open the store: %s", err[0] ? err : store_strerror(rc));
 		return DAEMON_E_STORE;

@@ -102,7 +102,9 @@ typedef struct store_open_opts {
 	size_t initial_mapsize;
 	/* Open read-only (admin tools, checks): no schema upgrade, no writes. */
 	bool readonly;
-	/* Skip fsync on commit (tests, benchmarks only: loses crash safety). */
+	/* Skip fsync on commit (the config's fsync = false). A killed process
+	 * loses nothing (the pages are in the page cache); a power failure can
+	 * lose the last commits or damage the file. */
 	bool nosync;
 	/* Skip the structure probe. By default an existing data.mdb is first
 	 * looked at in a child process, so that a damaged file is refused with

@@ -57,7 +57,15 @@ PASSWORD = "bench-pass"
 # folder of a Maildir export within the last seconds, which cannot be trusted unread (see
 # README); the second shows the steady state a resync every few minutes sees.
 PHASES = ("initial", "nochange", "nochange2", "incremental")
-ALL_TOOLS = ("ceiling", "mbsync", "offlineimap", "imapbridge", "imapbridge-noexport")
+ALL_TOOLS = ("ceiling", "mbsync", "mbsync-fsync", "offlineimap", "imapbridge", "imapbridge-noexport",
+             "imapbridge-nofsync")
+# Which mbsync run a tool is compared with like for like: the same durability. imapbridge
+# makes every write durable before it records it (its default); mbsync does that only with
+# FSync yes (its default), and the plain mbsync row runs with FSync no.
+DURABLE_PEER = {"imapbridge": "mbsync-fsync", "imapbridge-noexport": "mbsync-fsync",
+                "imapbridge-base": "mbsync-fsync", "imapbridge-base-noexport": "mbsync-fsync",
+                "imapbridge-nofsync": "mbsync", "mbsync-fsync": "mbsync-fsync",
+                "mbsync": "mbsync", "offlineimap": "mbsync"}
 # Another build of imapbridged (--base-bin DIR) timed in the same run, for
 # before/after comparisons of a change; not in the default tool list.
 BASE_TOOLS = ("imapbridge-base", "imapbridge-base-noexport")
@@ -361,6 +369,7 @@ class Mbsync(Tool):
     # mbsync writes an "X-TUID:" line into each message it propagates, to find it
     # again after an interruption.
     added_header = b"X-TUID: "
+    fsync = "no"
 
     def available(self):
         return "" if shutil.which("mbsync") else "mbsync not installed (apt-get install isync)"
@@ -369,7 +378,7 @@ class Mbsync(Tool):
         self.rc = os.path.join(self.dir, "mbsyncrc")
         with open(self.rc, "w") as f:
             f.write("""# Fastest sensible settings. PipelineDepth is left unset: unlimited.
-FSync no
+FSync %s
 
 IMAPAccount remote
 Host 127.0.0.1
@@ -395,10 +404,16 @@ Create Near
 Expunge Both
 SyncState *
 Sync All
-""" % (self.port, USER, PASSWORD, self.target, self.target))
+""" % (self.fsync, self.port, USER, PASSWORD, self.target, self.target))
 
     def command(self):
         return ["mbsync", "-c", self.rc, "-a"], None
+
+
+class MbsyncFsync(Mbsync):
+    """mbsync with its default FSync yes: every message and the state durable."""
+    name = "mbsync-fsync"
+    fsync = "yes"
 
 
 class Offlineimap(Tool):
@@ -444,6 +459,7 @@ usecompression = no
 class Imapbridge(Tool):
     name = "imapbridge"
     export = True
+    extra = ""
 
     def binary(self):
         return os.path.join(harness.BIN, "imapbridged")
@@ -457,7 +473,7 @@ class Imapbridge(Tool):
         self.rc = os.path.join(self.dir, "imapbridge.conf")
         maildir = 'maildir = { path = "%s"; };' % self.target if self.export else ""
         with open(self.rc, "w") as f:
-            f.write("""datadir = "%s/data";
+            f.write(self.extra + """datadir = "%s/data";
 listen = ( );
 accounts = (
   {
@@ -477,6 +493,13 @@ accounts = (
 
     def command(self):
         return [self.binary(), "-o", "-u", "quiet", "-c", self.rc], None
+
+
+class ImapbridgeNoFsync(Imapbridge):
+    """imapbridge with fsync = false, as mbsync's FSync no: safe against a crash of the
+    process, not against a power failure."""
+    name = "imapbridge-nofsync"
+    extra = "fsync = false;\n"
 
 
 class ImapbridgeNoExport(Imapbridge):
@@ -513,8 +536,9 @@ class Ceiling(Tool):
                 USER, PASSWORD], None
 
 
-TOOL_CLASSES = {c.name: c for c in (Ceiling, Mbsync, Offlineimap, Imapbridge, ImapbridgeNoExport,
-                                     ImapbridgeBase, ImapbridgeBaseNoExport)}
+TOOL_CLASSES = {c.name: c for c in (Ceiling, Mbsync, MbsyncFsync, Offlineimap, Imapbridge,
+                                     ImapbridgeNoExport, ImapbridgeNoFsync, ImapbridgeBase,
+                                     ImapbridgeBaseNoExport)}
 
 
 TIME = "/usr/bin/time"
@@ -664,6 +688,21 @@ def print_table(res, tools, args, info):
             a, b = median(res.times.get((t, ph))), median(res.times.get(("mbsync", ph)))
             row += " %12s" % (fmt(a / b) if a is not None and b else "n/a")
         print(row)
+    peers = [t for t in tools if DURABLE_PEER.get(t) in tools and DURABLE_PEER[t] != t]
+    if peers:
+        print()
+        print("like for like: ratio to the mbsync run with the same durability (fsync on: "
+              "mbsync-fsync; fsync off: mbsync)")
+        hdr = "%-24s %-14s" % ("tool", "compared with") + "".join(" %12s" % ph for ph in PHASES)
+        print(hdr)
+        print("-" * len(hdr))
+        for t in peers:
+            row = "%-24s %-14s" % (t, DURABLE_PEER[t])
+            for ph in PHASES:
+                a = median(res.times.get((t, ph)))
+                b = median(res.times.get((DURABLE_PEER[t], ph)))
+                row += " %12s" % (fmt(a / b) if a is not None and b else "n/a")
+            print(row)
     print()
     print("correctness (every folder holds exactly the server's messages, SHA-256 per message)")
     for t in tools:

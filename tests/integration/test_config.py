@@ -133,6 +133,16 @@ class ConfigCheck(unittest.TestCase):
         self.assertIn("option accounts.[0].remote.readonly: expected true or false, found an integer",
                       err)
 
+    def test_fsync_is_a_boolean(self):
+        ok = self.write('fsync = false;\n' + self.account('name = "home";\nremote = { host = "h"; user = "u"; };'))
+        rc, out, err = self.check(ok)
+        self.assertEqual(rc, 0, err)
+        bad = self.write('fsync = "no";\n' + self.account('name = "home";\nremote = { host = "h"; user = "u"; };'),
+                         name="bad.conf")
+        rc, out, err = self.check(bad)
+        self.assertEqual(rc, 78)
+        self.assertIn("%s:1: option fsync: expected true or false, found a string" % bad, err)
+
     def test_missing_required(self):
         path = self.write('accounts = ( { autorefresh = 1.0; remote = { port = 143; }; } );\n')
         rc, out, err = self.check(path)
