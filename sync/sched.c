@@ -560,6 +560,11 @@ static void extra_connect_cb(int status, void *ctx)
 	acct_state_t *a = c->a;
 
 	a->busy--;
+	if (status == REPLICA_OK && !a->discovered) {
+		/* Opened early: waits for the folder plan. */
+		c->state = CONN_READY;
+		return;
+	}
 	if (status != REPLICA_OK) {
 		char why[512];
 		const char *reason = imap_replica_reason(c->r, why, sizeof(why));
@@ -572,7 +577,40 @@ static void extra_connect_cb(int status, void *ctx)
 	} else {
 		c->state = CONN_READY;
 	}
-	dispatch(a);
+	if (a->discovered)
+		dispatch(a);
+}
+
+static void open_extra(acct_state_t *a, conn_t *c)
+{
+	char label[256];
+
+	snprintf(label, sizeof(label), "%s#%zu", a->name, c->idx);
+	c->r = imap_replica_new(a->s->loop, a->acct, label);
+	c->state = CONN_CONNECTING;
+	a->busy++;
+	c->r->ops->connect(c->r, &c->caps, extra_connect_cb, c);
+}
+
+/* A session still logging in that no folder will wait for: drop it now
+ * rather than make the run wait for its login. */
+static void cancel_connecting(acct_state_t *a, size_t waiting)
+{
+	size_t connecting = 0;
+
+	for (size_t i = 0; i < a->n_conns; i++)
+		if (a->conns[i].state == CONN_CONNECTING)
+			connecting++;
+	for (size_t i = a->n_conns; i-- > 0 && connecting > waiting;) {
+		conn_t *c = &a->conns[i];
+		if (c->state != CONN_CONNECTING)
+			continue;
+		replica_free(c->r); /* its connect callback is not called */
+		c->r = NULL;
+		c->state = CONN_NONE;
+		a->busy--;
+		connecting--;
+	}
 }
 
 static void dispatch_once(acct_state_t *a);
@@ -634,6 +672,7 @@ static void dispatch_once(acct_state_t *a)
 			run_on(&a->conns[i]);
 	/* Open more sessions for the folders still waiting. */
 	size_t waiting = a->plan.n - a->next_job;
+	cancel_connecting(a, waiting);
 	for (size_t i = 0; i < a->n_conns && waiting > 0 && !a->conn_failed; i++) {
 		conn_t *c = &a->conns[i];
 		if (c->state == CONN_CONNECTING) {
@@ -642,13 +681,8 @@ static void dispatch_once(acct_state_t *a)
 		}
 		if (c->state != CONN_NONE)
 			continue;
-		char label[256];
-		snprintf(label, sizeof(label), "%s#%zu", a->name, i);
-		c->r = imap_replica_new(a->s->loop, a->acct, label);
-		c->state = CONN_CONNECTING;
-		a->busy++;
+		open_extra(a, c);
 		waiting--;
-		c->r->ops->connect(c->r, &c->caps, extra_connect_cb, c);
 	}
 	if (a->busy > 0)
 		return;
@@ -662,6 +696,16 @@ static void dispatch_once(acct_state_t *a)
 		a->next_job = a->plan.n;
 	}
 	a->remote_done = true;
+}
+
+/* Discovery is over: drop the unchanged folders, remember how many are left
+ * for the next run's early sessions, and start. */
+static void plan_ready(acct_state_t *a)
+{
+	skip_unchanged(a);
+	a->discovered = true;
+	a->last_work = (long)(a->plan.n - a->next_job);
+	dispatch(a);
 }
 
 static void status_cb(int status, const replica_counts_t *counts, const bool *ok, size_t n,
@@ -684,8 +728,7 @@ static void status_cb(int status, const replica_counts_t *counts, const bool *ok
 		}
 	}
 	a->conns[0].state = CONN_READY;
-	skip_unchanged(a);
-	dispatch(a);
+	plan_ready(a);
 }
 
 static void list_cb(int status, const replica_folder_t *folders, size_t n, void *ctx)
@@ -735,8 +778,54 @@ static void list_cb(int status, const replica_folder_t *folders, size_t n, void 
 		return;
 	}
 	c0->state = CONN_READY;
-	skip_unchanged(a);
-	dispatch(a);
+	plan_ready(a);
+}
+
+static int count_folder_cb(const store_folder_t *f, void *arg)
+{
+	(void)f;
+	++*(size_t *)arg;
+	return 0;
+}
+
+/*
+ * The extra sessions log in while the first one lists the folders (LIST-STATUS
+ * can take tens of milliseconds on a big account), so they are ready when
+ * the plan is. How many: as many folders as the last discovery of this
+ * process left to sync, minus the first session's one; on the first run,
+ * every extra session when the store knows more than one folder of the
+ * account. A run that then finds fewer folders to sync drops the sessions it
+ * does not need (a login still in progress is cut). Only after the first
+ * login succeeded, so a wrong password costs one attempt, not one per
+ * session.
+ */
+static void open_early(acct_state_t *a)
+{
+	size_t want;
+
+	if (a->phase != RUN_REMOTE || a->discovered || a->n_conns < 2)
+		return;
+	want = a->n_conns - 1;
+	if (a->last_work >= 0) {
+		if (a->last_work <= 1)
+			return;
+		if ((size_t)a->last_work - 1 < want)
+			want = (size_t)a->last_work - 1;
+	} else {
+		store_txn_t *txn = NULL;
+		size_t known = 0;
+		if (store_txn_begin_read(a->s->st, &txn) == 0)
+			store_folder_list(txn, a->account_id, count_folder_cb, &known);
+		store_txn_abort(txn);
+		if (known <= 1)
+			return;
+	}
+	for (size_t i = 1; i < a->n_conns && want > 0; i++) {
+		if (a->conns[i].state != CONN_NONE)
+			continue;
+		open_extra(a, &a->conns[i]);
+		want--;
+	}
 }
 
 static void first_connect_cb(int status, void *ctx)
@@ -759,6 +848,7 @@ static void first_connect_cb(int status, void *ctx)
 	c0->state = CONN_BUSY;
 	a->busy++;
 	c0->r->ops->list_folders(c0->r, list_cb, a);
+	open_early(a);
 }
 
 static void remote_start(acct_state_t *a)
@@ -772,6 +862,7 @@ static void remote_start(acct_state_t *a)
 		a->conns[i].idx = i;
 	}
 	a->conn_failed = false;
+	a->discovered = false;
 	a->next_job = 0;
 	a->busy = 1;
 	char label[256];
@@ -829,6 +920,7 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 	a->s = s;
 	a->acct = acct;
 	a->name = xstrdup(acct->name);
+	a->last_work = -1;
 	ev_timer_init(&a->refresh_w, sched_refresh_cb, 1., 0.);
 	a->refresh_w.data = a;
 	ev_timer_init(&a->retry_w, retry_cb, 3.5, 0.);

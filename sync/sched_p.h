@@ -72,6 +72,10 @@ struct acct_state {
 	size_t next_job;
 	int busy;
 	bool in_dispatch, redispatch, remote_done;
+	bool discovered;         /* the folder plan of this run is known */
+	/* Folders the last discovery left to sync (-1: none yet); the next
+	 * run opens that many sessions before its own discovery ends. */
+	long last_work;
 	/* maildir */
 	replica_t *md;
 	uint32_t *md_folders;
