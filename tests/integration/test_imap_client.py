@@ -226,6 +226,16 @@ class ClientTest(unittest.TestCase):
         self.assert_ok(rc, out)
         self.assertIn("AUTHENTICATE CRAM-MD5", out)
 
+    def test_default_in_tls_is_plain_sasl_ir(self):
+        # Inside TLS the password is as safe with PLAIN, and SASL-IR makes
+        # the login one round trip instead of CRAM-MD5's two.
+        rc, out = self.probe(self.remote(port=self.dc.tls_port, tls="implicit",
+                                         ca_file=self.dc.cert_file))
+        self.assert_ok(rc, out)
+        self.assertRegex(out, r"C: A\d+ AUTHENTICATE PLAIN \*\*\*")
+        self.assertNotIn("AUTHENTICATE CRAM-MD5", out)
+        self.assert_no_secrets(out)
+
     def test_password_command(self):
         rc, out = self.probe(self.remote(password=None, password_command="printf '%s\\n'" % PASSWORD,
                                          auth=["plain"]))

@@ -62,6 +62,20 @@ static void test_choose(void)
 	CHECK_EQ_INT(imap_auth_choose(&r, &bare, &m), 0);
 	CHECK_EQ_INT(m, CONFIG_AUTH_LOGIN);
 	CHECK_EQ_INT(imap_auth_choose(&r, &nothing, &m), IMAP_AUTH_ERR_LOGINDISABLED);
+	/* Inside TLS, PLAIN with SASL-IR first (one round trip); in the clear,
+	 * or without SASL-IR, CRAM-MD5 still. */
+	imap_auth_offer_t all_tls = {.plain = true, .cram_md5 = true, .sasl_ir = true, .tls = true};
+	CHECK_EQ_INT(imap_auth_choose(&r, &all_tls, &m), 0);
+	CHECK_EQ_INT(m, CONFIG_AUTH_PLAIN);
+	all_tls.sasl_ir = false;
+	CHECK_EQ_INT(imap_auth_choose(&r, &all_tls, &m), 0);
+	CHECK_EQ_INT(m, CONFIG_AUTH_CRAM_MD5);
+	imap_auth_offer_t all_clear = {.plain = true, .cram_md5 = true, .sasl_ir = true};
+	CHECK_EQ_INT(imap_auth_choose(&r, &all_clear, &m), 0);
+	CHECK_EQ_INT(m, CONFIG_AUTH_CRAM_MD5);
+	imap_auth_offer_t cram_tls = {.cram_md5 = true, .sasl_ir = true, .tls = true};
+	CHECK_EQ_INT(imap_auth_choose(&r, &cram_tls, &m), 0);
+	CHECK_EQ_INT(m, CONFIG_AUTH_CRAM_MD5);
 
 	r.auth[0] = CONFIG_AUTH_LOGIN;
 	r.auth[1] = CONFIG_AUTH_PLAIN;
@@ -74,6 +88,10 @@ static void test_choose(void)
 	r.auth[0] = CONFIG_AUTH_CRAM_MD5;
 	r.n_auth = 1;
 	CHECK_EQ_INT(imap_auth_choose(&r, &plain_only, &m), IMAP_AUTH_ERR_NONE_USABLE);
+	/* An explicit list wins, in TLS too. */
+	all_tls.sasl_ir = true;
+	CHECK_EQ_INT(imap_auth_choose(&r, &all_tls, &m), 0);
+	CHECK_EQ_INT(m, CONFIG_AUTH_CRAM_MD5);
 }
 
 static void test_fingerprint(void)
