@@ -88,8 +88,10 @@ static void flush_batch(maildir_replica_t *md)
 		return;
 	md->dirty = false;
 	int rc = 0;
+	/* The UID file rides in the same batch: durable with the messages and
+	 * in place before any of them (see maildir_write.c). */
 	if (md->uids_dirty && md->dir) {
-		rc = maildir_uids_write(md->dir, &md->uids);
+		rc = maildir_uids_stage(md->batch, md->dir, &md->uids);
 		if (rc == 0)
 			md->uids_dirty = false;
 	}
@@ -105,6 +107,8 @@ static void flush_batch(maildir_replica_t *md)
 		 * the files must not appear later behind the engine's back. */
 		maildir_batch_free(md->batch);
 		md->batch = maildir_batch_new();
+		md->uids_dirty = md->dir != NULL; /* its staged copy may be gone */
+		maildir_seal_spoil(md->seal, md->seal_h);
 	}
 	md->flush_err = rc;
 	md->flushed_gen = md->gen;
@@ -118,8 +122,10 @@ static void deliver(maildir_replica_t *md)
 	while (md->q_head < md->q_len && md->q[md->q_head].gen <= md->flushed_gen && !md->dead) {
 		md_deferred_t d = md->q[md->q_head++];
 		if (d.uid_cb) {
+			/* A clean flush placed every file it was given; after a
+			 * failed one, each file is where it is or is not. */
 			int st = REPLICA_OK;
-			if (!d.final_path || access(d.final_path, F_OK) != 0)
+			if (!d.final_path || (md->flush_err && access(d.final_path, F_OK) != 0))
 				st = REPLICA_MSG_BAD;
 			d.uid_cb(st, st == REPLICA_OK ? d.uid : 0, d.ctx);
 		} else if (d.done) {
@@ -180,6 +186,13 @@ static void maybe_settle_now(maildir_replica_t *md)
 
 static void close_folder(maildir_replica_t *md)
 {
+	if (md->seal_h >= 0) {
+		maildir_seal_rec_t r = {md->stamp, 0, md->sel_uidnext, md->uids.uidnext};
+		maildir_seal_end(md->seal, md->seal_h, &r, md->sealed ? &md->seal_old : NULL);
+	}
+	md->seal_h = -1;
+	md->sealed = false;
+	md->same = false;
 	for (size_t i = 0; i < md->n_msgs; i++)
 		free(md->msgs[i].name);
 	md->n_msgs = 0;
@@ -448,8 +461,6 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 		cb(REPLICA_FOLDER_BAD, NULL, ctx);
 		return;
 	}
-	/* Before anything reads the directories: see maildir_folder_stamp(). */
-	uint64_t stamp = maildir_folder_stamp(dir);
 	store_replica_t rs;
 	uint32_t fid = 0;
 	bool have_rs = stored_state(md, name, &fid, &rs);
@@ -460,6 +471,11 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 		if (mrc != 0)
 			log_err(MD_PFX ": cannot create %s: %s", md->account, dir, strerror(-mrc));
 	}
+	/* The seal's watch, then the fingerprint, then anything that reads the
+	 * directories: see maildir_seal.h and maildir_folder_stamp(). */
+	maildir_seal_poll(md->seal, false);
+	int seal_h = maildir_seal_watch(md->seal, dir);
+	uint64_t stamp = maildir_folder_stamp(dir);
 	if (stat(dir, &st) != 0 || !maildir_is_folder(dir)) {
 		if (have_rs)
 			hold(md, fid, name,
@@ -509,11 +525,22 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	md->uids = u;
 	maildir_fmd5(name, md->fmd5);
 	md->selected = true;
-	md->stamp = stamp;
+	md->seal_h = seal_h;
 	/* Unchanged since the last completed sync (which settled every file's
 	 * identity and left the tree and the pairs in agreement): nothing to
-	 * read unless an operation needs the files. */
+	 * read unless an operation needs the files. Either the fingerprint is
+	 * the recorded one, or a seal proves that only that sync changed the
+	 * folder since (it then reports the recorded value again). */
 	bool same = have_rs && maildir_stamp_valid(stamp) && stamp == rs.highestmodseq;
+	if (!same && have_rs && maildir_stamp_valid(stamp) &&
+	    maildir_seal_matches(dir, rs.highestmodseq, rs.uidnext, stamp, &md->seal_old)) {
+		same = true;
+		md->sealed = true;
+		stamp = rs.highestmodseq;
+	}
+	md->stamp = stamp;
+	md->same = same;
+	md->sel_uidnext = md->uids.uidnext;
 	if (!same && !ensure_loaded(md)) {
 		cb(REPLICA_FOLDER_BAD, NULL, ctx);
 		return;
@@ -539,6 +566,8 @@ static bool ensure_loaded(maildir_replica_t *md)
 	if (md->loaded)
 		return true;
 	int rc = maildir_prep_folder(md);
+	if (rc != 0 || md->n_vanished)
+		maildir_seal_spoil(md->seal, md->seal_h);
 	if (rc != 0) {
 		log_err(MD_PFX " box=%s: cannot read %s: %s", md->account, md->folder, md->dir,
 			strerror(-rc));
@@ -592,12 +621,16 @@ static void md_scan(replica_t *r, const replica_scan_opts_t *opts, const replica
 		cb(REPLICA_FOLDER_BAD, ctx);
 		return;
 	}
-	if (opts->changedsince && maildir_stamp_valid(md->stamp) &&
-	    opts->changedsince == md->stamp) {
+	if (opts->changedsince && md->same && opts->changedsince == md->stamp) {
 		/* The directory is as it was at the last completed sync. */
 		cb(REPLICA_OK, ctx);
 		return;
 	}
+	/* A full read of a folder that select() found unchanged: the engine
+	 * wants to check everything again; a seal must not carry on what this
+	 * session's uncommitted decisions might depend on (maildir_seal.h). */
+	if (md->same)
+		maildir_seal_spoil(md->seal, md->seal_h);
 	/* Otherwise every message and every vanished pair: a full scan, which
 	 * is also a correct answer to a scan since any other value. */
 	if (!ensure_loaded(md)) {
@@ -732,7 +765,7 @@ static void md_append(replica_t *r, const replica_new_msg_t *nm, replica_uid_cb 
 		mf |= MAILDIR_F_PASSED;
 	uint32_t uid = md->uids.uidnext++;
 	md->uids_dirty = true;
-	char *base = maildir_name_unique(&md->name_counter);
+	char *base = maildir_name_unique_for(&md->name_counter, md->host, md->pid);
 	/* Unflagged messages go to new/ like a fresh delivery (mail readers show
 	 * them as new); the rest to cur/ with their info. */
 	bool to_new = mf == 0;
@@ -752,6 +785,7 @@ static void md_append(replica_t *r, const replica_new_msg_t *nm, replica_uid_cb 
 		free(name);
 	} else {
 		d.final_path = xasprintf("%s/%s/%s", md->dir, to_new ? "new" : "cur", name);
+		maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_APPEAR, to_new, name);
 		msg_add(md, uid, name, to_new, mf, nm->len, nm->internaldate);
 	}
 	queue_push(md, &d);
@@ -831,6 +865,11 @@ static void md_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *a
 		char *from = xasprintf("%s/%s", md->dir, m->in_new ? "new" : "cur");
 		char *to = xasprintf("%s/%s", md->dir, to_new ? "new" : "cur");
 		int rc = maildir_batch_rename(md->batch, from, m->name, to, newname);
+		if (rc == 0 && (to_new != m->in_new || strcmp(m->name, newname) != 0)) {
+			maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_DISAPPEAR, m->in_new,
+					    m->name);
+			maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_APPEAR, to_new, newname);
+		}
 		if (rc == 0) {
 			free(m->name);
 			m->name = newname;
@@ -877,6 +916,9 @@ static void md_delete_msgs(replica_t *r, const uint32_t *uids, size_t n, replica
 			dir = xasprintf("%s/%s", md->dir, m->in_new ? "new" : "cur");
 			rc = maildir_batch_unlink(md->batch, dir, m->name);
 		}
+		if (rc == 0)
+			maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_DISAPPEAR, m->in_new,
+					    m->name);
 		if (rc != 0 && rc != -ENOENT)
 			log_warn(MD_PFX " box=%s: cannot delete %s/%s: %s", md->account, md->folder,
 				 dir, m->name, maildir_strerror(rc));
@@ -925,6 +967,7 @@ static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 	if (rc == 0)
 		rc = maildir_batch_rename(md->batch, from, m->name, dest, nname);
 	if (rc == 0) {
+		maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_DISAPPEAR, m->in_new, m->name);
 		msg_remove(md, m);
 		md_deferred_t d = {.uid_cb = cb, .ctx = ctx, .uid = nuid};
 		d.final_path = xasprintf("%s/%s", dest, nname);
@@ -955,6 +998,9 @@ static void md_really_free(maildir_replica_t *md)
 	if (md->loop)
 		ev_timer_stop(md->loop, &md->flush_w);
 	close_folder(md);
+	/* Seal what can be proven by now; the rest stays unsealed. */
+	maildir_seal_poll(md->seal, true);
+	maildir_seal_free(md->seal);
 	free(md->msgs);
 	maildir_batch_free(md->batch);
 	for (size_t i = md->q_head; i < md->q_len; i++)
@@ -963,6 +1009,7 @@ static void md_really_free(maildir_replica_t *md)
 	free(md->account);
 	free(md->root);
 	free(md->label);
+	free(md->host);
 	free(md);
 }
 
@@ -1009,6 +1056,10 @@ replica_t *maildir_replica_open(const maildir_opts_t *o)
 	md->label = xasprintf("acct=%s maildir", md->account);
 	md->base.label = md->label;
 	md->batch = maildir_batch_new();
+	md->host = maildir_name_host();
+	md->seal = maildir_seal_new();
+	md->seal_h = -1;
+	md->pid = (int)getpid();
 	md->gen = 1;
 	md->flushed_gen = 0;
 	ev_init(&md->flush_w, flush_timer_cb);

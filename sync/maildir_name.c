@@ -113,19 +113,13 @@ void maildir_fmd5(const char *folder, char out[MAILDIR_FMD5_LEN + 1])
 	out[MAILDIR_FMD5_LEN] = '\0';
 }
 
-char *maildir_name_unique(uint64_t *counter)
+char *maildir_name_host(void)
 {
 	char host[256];
 	if (gethostname(host, sizeof(host)) != 0)
 		strcpy(host, "localhost");
 	host[sizeof(host) - 1] = '\0';
 	buf_t b = BUF_INIT;
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	/* Microseconds make a name unique across restarts that reuse a pid (pid 1 in a
-	 * container); the counter makes it unique within one process. */
-	buf_printf(&b, "%lld_M%06ldP%d_%llu.", (long long)tv.tv_sec, (long)tv.tv_usec,
-		   (int)getpid(), (unsigned long long)(*counter)++);
 	for (const char *p = host; *p; p++) {
 		if (*p == '/')
 			buf_puts(&b, "\\057");
@@ -138,6 +132,27 @@ char *maildir_name_unique(uint64_t *counter)
 	}
 	buf_cstr(&b);
 	return b.data;
+}
+
+char *maildir_name_unique_for(uint64_t *counter, const char *host, int pid)
+{
+	buf_t b = BUF_INIT;
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	/* Microseconds make a name unique across restarts that reuse a pid (pid 1 in a
+	 * container); the counter makes it unique within one process. */
+	buf_printf(&b, "%lld_M%06ldP%d_%llu.%s", (long long)tv.tv_sec, (long)tv.tv_usec, pid,
+		   (unsigned long long)(*counter)++, host);
+	buf_cstr(&b);
+	return b.data;
+}
+
+char *maildir_name_unique(uint64_t *counter)
+{
+	char *host = maildir_name_host();
+	char *name = maildir_name_unique_for(counter, host, (int)getpid());
+	free(host);
+	return name;
 }
 
 char *maildir_name_build(const char *base, size_t base_len, uint32_t uid, const char *fmd5,

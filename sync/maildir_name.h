@@ -71,6 +71,11 @@ void maildir_fmd5(const char *folder, char out[MAILDIR_FMD5_LEN + 1]);
  * and ':' escaped as the Maildir convention asks.
  */
 char *maildir_name_unique(uint64_t *counter);
+/* The same from a host name and pid the caller looked up once (a replica
+ * names thousands of files): host as maildir_name_host() returns it. */
+char *maildir_name_unique_for(uint64_t *counter, const char *host, int pid);
+/* This machine's host name, escaped for a file name. A new string. */
+char *maildir_name_host(void);
 
 /*
  * The full file name for a message: base (the unique part; may already carry

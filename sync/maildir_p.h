@@ -9,6 +9,7 @@
 #include "sync/maildir.h"
 #include "sync/maildir_name.h"
 #include "sync/maildir_scan.h"
+#include "sync/maildir_seal.h"
 #include "sync/maildir_write.h"
 
 /* UIDVALIDITY and UIDNEXT of one folder directory. */
@@ -21,6 +22,9 @@ typedef struct maildir_uids {
 int maildir_uids_read(const char *dir, maildir_uids_t *out);
 /* Write it atomically and durably. 0 or -errno. */
 int maildir_uids_write(const char *dir, const maildir_uids_t *u);
+/* Stage it in batch b instead (maildir_batch_replace()): durable with the
+ * batch's files, in place before any of them is renamed. 0 or -errno. */
+int maildir_uids_stage(maildir_batch_t *b, const char *dir, const maildir_uids_t *u);
 /* Read, or create with a fresh UIDVALIDITY different from avoid (the value
  * the store remembers, 0 if none). */
 int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out);
@@ -57,6 +61,8 @@ typedef struct maildir_replica {
 	double max_ratio; /* share of vanished files that holds the folder */
 	char *label;
 	uint64_t name_counter;
+	char *host; /* for new file names: looked up once */
+	int pid;
 
 	/* the open folder */
 	bool selected;
@@ -77,6 +83,14 @@ typedef struct maildir_replica {
 	 * and the files are only read (ensure_loaded()) when an operation
 	 * needs them. */
 	uint64_t stamp;
+	/* stamp says "unchanged since the last completed sync" (it equals the
+	 * recorded value, directly or through a seal, see maildir_seal.h) */
+	bool same;
+	uint32_t sel_uidnext;	    /* UIDNEXT given to the engine at select() */
+	bool sealed;		    /* select() accepted the folder's seal ... */
+	maildir_seal_rec_t seal_old; /* ... this one */
+	int seal_h;		    /* this session's watch (maildir_seal_watch()), or -1 */
+	maildir_seal_t *seal;
 	bool loaded; /* msgs, n_paired and n_vanished are filled in */
 
 	maildir_batch_t *batch;

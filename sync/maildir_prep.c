@@ -40,12 +40,24 @@ int maildir_uids_read(const char *dir, maildir_uids_t *out)
 	return 0;
 }
 
+static int uids_format(const maildir_uids_t *u, char line[64])
+{
+	return snprintf(line, 64, "%u %u\n", u->uidvalidity, u->uidnext);
+}
+
+int maildir_uids_stage(maildir_batch_t *b, const char *dir, const maildir_uids_t *u)
+{
+	char line[64];
+	int len = uids_format(u, line);
+	return maildir_batch_replace(b, dir, MAILDIR_UIDS_FILE, line, (size_t)len);
+}
+
 int maildir_uids_write(const char *dir, const maildir_uids_t *u)
 {
 	char *path = xasprintf("%s/%s", dir, MAILDIR_UIDS_FILE);
 	char *tmp = xasprintf("%s.tmp", path);
 	char line[64];
-	int len = snprintf(line, sizeof(line), "%u %u\n", u->uidvalidity, u->uidnext);
+	int len = uids_format(u, line);
 	int rc = 0;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {

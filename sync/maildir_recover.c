@@ -212,6 +212,8 @@ int maildir_recover_folder(const maildir_opts_t *o, uint32_t folder_id, bool rel
 			goto out;
 		}
 	}
+	/* The folder is rebuilt: no earlier seal may vouch for it. */
+	maildir_seal_remove(dir);
 	rc = maildir_uids_load(dir, 0, &r.uids);
 	if (rc == 0)
 		rc = maildir_scan_folder(dir, &s);

@@ -190,12 +190,10 @@ static int64_t ts_ns(const struct timespec *t)
 	return (int64_t)t->tv_sec * 1000000000ll + t->tv_nsec;
 }
 
-uint64_t maildir_folder_stamp(const char *dir)
+int maildir_folder_stamp_raw(const char *dir, uint64_t *stamp, int64_t *newest_ns,
+			     int64_t *settle_ns)
 {
 	static const char *const subs[] = {"cur", "new"};
-	struct timespec now;
-	if (clock_gettime(CLOCK_REALTIME, &now) != 0)
-		return MAILDIR_STAMP_RACY;
 	uint64_t h = 0;
 	int64_t newest = INT64_MIN;
 	bool fraction = false;
@@ -204,8 +202,10 @@ uint64_t maildir_folder_stamp(const char *dir)
 		struct stat st;
 		int rc = stat(p, &st);
 		free(p);
-		if (rc != 0 || !S_ISDIR(st.st_mode))
-			return MAILDIR_STAMP_RACY;
+		if (rc != 0)
+			return -errno;
+		if (!S_ISDIR(st.st_mode))
+			return -ENOTDIR;
 		int64_t m = ts_ns(&st.st_mtim);
 		if (m > newest)
 			newest = m;
@@ -214,12 +214,30 @@ uint64_t maildir_folder_stamp(const char *dir)
 		h = mix(h, (uint64_t)st.st_ino);
 		h = mix(h, (uint64_t)m);
 	}
+	*stamp = h | (1ull << 63);
+	*newest_ns = newest;
+	*settle_ns = fraction ? MAILDIR_STAMP_SETTLE_NS : MAILDIR_STAMP_SETTLE_COARSE_NS;
+	return 0;
+}
+
+uint64_t maildir_folder_stamp(const char *dir)
+{
+	struct timespec now;
+	if (clock_gettime(CLOCK_REALTIME, &now) != 0)
+		return MAILDIR_STAMP_RACY;
+	uint64_t h;
+	int64_t newest, settle;
+	if (maildir_folder_stamp_raw(dir, &h, &newest, &settle) != 0)
+		return MAILDIR_STAMP_RACY;
 	/* A directory time in the future is as untrustworthy as a recent one:
 	 * the clock was set back, or the tree was restored. */
-	int64_t settle = fraction ? MAILDIR_STAMP_SETTLE_NS : MAILDIR_STAMP_SETTLE_COARSE_NS;
-	if (newest > ts_ns(&now) - settle)
-		return MAILDIR_STAMP_RACY;
-	return h | (1ull << 63);
+	if (newest > ts_ns(&now) - settle) {
+		/* Unique (with the time), so a value recorded for this session
+		 * names this session only (see maildir_seal.h). */
+		uint64_t t = mix(h, (uint64_t)ts_ns(&now)) & ~(1ull << 63);
+		return t > MAILDIR_STAMP_RACY ? t : t + 2;
+	}
+	return h;
 }
 
 bool maildir_stamp_valid(uint64_t stamp)

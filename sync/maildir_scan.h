@@ -69,20 +69,33 @@ bool maildir_is_folder(const char *dir);
  * time.
  *
  * A directory changed less than MAILDIR_STAMP_SETTLE_NS before now could
- * change again within the same timestamp tick (coarse clocks, 1 s or 2 s
- * file systems) without its time moving: such a folder gets
- * MAILDIR_STAMP_RACY, which never matches, so it is read in full again next
- * time (git's racy-timestamp rule). Valid fingerprints have the top bit set;
- * 0 never comes back (the directories could not be looked at: RACY then).
+ * change again within the same timestamp tick without its time moving: such
+ * a folder gets a "racy" value, which is never valid and so never matches:
+ * it is read in full again next time (git's racy-timestamp rule). A racy
+ * value is unique to the call (it mixes in the time), so a sync state that
+ * records it names one sync (see maildir_seal.h). Valid fingerprints have
+ * the top bit set; 0 never comes back (the directories could not be looked
+ * at: MAILDIR_STAMP_RACY then).
+ *
+ * Directory times with a fraction of a second come from a file system with
+ * fine timestamps, which take the kernel's clock tick (at most 10 ms) or
+ * better: 0.1 s covers that with room to spare. Times without a fraction
+ * may come from a file system with 1 s or 2 s timestamps (FAT): wait out a
+ * full tick there.
  */
 #define MAILDIR_STAMP_RACY 1u
-#define MAILDIR_STAMP_SETTLE_NS 1100000000ll
-/* Directory times without a fraction of a second may come from a file system
- * with 2 s timestamps (FAT): wait out one more tick there. */
+#define MAILDIR_STAMP_SETTLE_NS 100000000ll
 #define MAILDIR_STAMP_SETTLE_COARSE_NS 2100000000ll
 uint64_t maildir_folder_stamp(const char *dir);
 /* True for a fingerprint that can say "unchanged" (not RACY, not 0). */
 bool maildir_stamp_valid(uint64_t stamp);
+/*
+ * The fingerprint without the racy rule (its valid form), the newest of the
+ * directories' times (ns since the epoch) and the settle time that applies
+ * to them. 0 or -errno.
+ */
+int maildir_folder_stamp_raw(const char *dir, uint64_t *stamp, int64_t *newest_ns,
+			     int64_t *settle_ns);
 
 /*
  * The folders of the tree under root, as store folder names ("INBOX",

@@ -4,6 +4,7 @@
 #include "sync/maildir_write.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,20 +15,68 @@
 
 #include "lib/util.h"
 
-/* Above this many files one syncfs() is cheaper than an fdatasync() each. */
-#define BATCH_SYNCFS_MIN 16
+/*
+ * How a flush makes a batch durable, and why it is safe at every crash point.
+ *
+ * Each file's writeback starts as soon as it is written (sync_file_range
+ * WRITE), so by flush time the data is mostly on its way and, on delayed-
+ * allocation file systems (ext4, XFS), its blocks are allocated in the
+ * journal transaction that is running. The flush then:
+ *
+ *   1. makes all data durable: fdatasync() of each file when the batch kept
+ *      every descriptor (the first one commits the one journal transaction
+ *      that holds all the allocations; the others find it committed and only
+ *      wait for their own I/O), else one syncfs();
+ *   2. renames the staged side files (the folder's UID file) over their
+ *      targets, then every message from tmp/ to its final name (never
+ *      replacing anything);
+ *   3. fsyncs the directories whose entries changed (folder directories
+ *      with a side file, cur/, new/). tmp/ is not fsynced: an entry
+ *      there that a crash keeps or loses is harmless (select() removes our
+ *      leftovers), only the final names matter. On a journaling file system
+ *      the first of these fsyncs commits every rename at once; the others
+ *      find nothing left to commit.
+ *
+ * The caller commits its state only after flush returned 0. Crash points
+ * (SIGKILL or power loss):
+ *   - before 1 completes: nothing has a final name; files in tmp/ are
+ *     leftovers, the old UID file is intact; the state was not committed,
+ *     so the next sync does the same work again.
+ *   - between 1 and 3: a rename may or may not have reached the disk; a
+ *     final name that did points at durable data (1 came first), never at an
+ *     empty or partial file. The state was not committed: the engine's
+ *     pending upload intents find such files again (by content) instead of
+ *     writing them twice; flag renames and unlinks are idempotent.
+ *   - the UID file: its new content is durable before its rename (1), so a
+ *     crash never leaves it empty or torn. Its rename is issued before any
+ *     message rename, and journaling file systems (ext4, XFS, btrfs) persist
+ *     metadata changes in issue order, so a file never carries a UID above
+ *     the UIDNEXT on disk. (Where the order is not kept, such a file is
+ *     merely taken as new at the next select() and found again by the
+ *     engine's intent: a gap, no loss, no copy.)
+ *   - after 3: everything is durable; the caller may commit.
+ * SIGKILL alone loses nothing the kernel accepted: only the unflushed
+ * renames and the uncommitted state are lost, as above.
+ */
+
+/* Batches up to this many files keep a descriptor each and fdatasync them;
+ * bigger ones (recovery of a large folder) use one syncfs() and must not run
+ * out of descriptors. */
+#define BATCH_FD_MAX 64
 
 typedef struct pending_file {
 	char *tmp_path;
 	char *final_path;
 	char *final_dir;
 	int fd;
+	bool side; /* a side file: replaces its target (maildir_batch_replace) */
 } pending_file_t;
 
 struct maildir_batch {
 	pending_file_t *files;
 	size_t n_files, cap_files;
-	char **dirs; /* directories to fsync at flush */
+	size_t n_nofd; /* files written without a kept descriptor */
+	char **dirs;   /* directories to fsync at flush */
 	size_t n_dirs, cap_dirs;
 };
 
@@ -94,6 +143,51 @@ size_t maildir_batch_pending(const maildir_batch_t *b)
 	return b->n_files;
 }
 
+/* Write all of data to fd. 0 or -errno. */
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static pending_file_t *push_file(maildir_batch_t *b)
+{
+	if (b->n_files == b->cap_files) {
+		b->cap_files = b->cap_files ? b->cap_files * 2 : 16;
+		b->files = xrealloc(b->files, b->cap_files * sizeof(*b->files));
+	}
+	pending_file_t *f = &b->files[b->n_files++];
+	memset(f, 0, sizeof(*f));
+	f->fd = -1;
+	return f;
+}
+
+/* Keep fd for the flush's fdatasync while the batch is small; beyond that
+ * the flush uses syncfs() and needs no descriptor. */
+static void keep_fd(maildir_batch_t *b, pending_file_t *f, int *fd)
+{
+	/* Start the writeback now: the flush then mostly waits for I/O that is
+	 * done, and the blocks are allocated before the first commit. Only a
+	 * hint: a failure is caught by the flush's own sync. */
+	sync_file_range(*fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	if (b->n_files <= BATCH_FD_MAX && b->n_nofd == 0) {
+		f->fd = *fd;
+		*fd = -1;
+	} else {
+		b->n_nofd++;
+	}
+}
+
 int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *sub,
 			const char *name, const void *data, size_t len, time_t mtime)
 {
@@ -104,49 +198,77 @@ int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *
 		rc = -errno;
 		goto out;
 	}
-	const char *p = data;
-	size_t left = len;
-	while (left > 0) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
-			goto out;
-		}
-		p += w;
-		left -= (size_t)w;
-	}
+	rc = write_all(fd, data, len);
+	if (rc != 0)
+		goto out;
 	if (mtime > 0) {
 		struct timespec ts[2] = {{mtime, 0}, {mtime, 0}};
 		futimens(fd, ts); /* cosmetic: a failure costs nothing */
 	}
-	if (b->n_files == b->cap_files) {
-		b->cap_files = b->cap_files ? b->cap_files * 2 : 16;
-		b->files = xrealloc(b->files, b->cap_files * sizeof(*b->files));
-	}
-	pending_file_t *f = &b->files[b->n_files++];
+	pending_file_t *f = push_file(b);
 	f->tmp_path = tmp;
 	tmp = NULL;
 	f->final_dir = xasprintf("%s/%s", folder_dir, sub);
 	f->final_path = xasprintf("%s/%s", f->final_dir, name);
-	/* Keep the descriptor for fdatasync in small batches; large batches use
-	 * syncfs and need no descriptor per file (and must not run out of them). */
-	if (b->n_files <= BATCH_SYNCFS_MIN) {
-		f->fd = fd;
-		fd = -1;
-	} else {
-		f->fd = -1;
-	}
-	char *tdir = xasprintf("%s/tmp", folder_dir);
-	add_dir(b, tdir);
-	free(tdir);
+	keep_fd(b, f, &fd);
 out:
 	if (fd >= 0)
 		close(fd);
 	if (rc != 0 && tmp)
 		unlink(tmp);
 	free(tmp);
+	return rc;
+}
+
+int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name, const void *data,
+			  size_t len)
+{
+	char *final = xasprintf("%s/%s", dir, name);
+	/* One staged copy per target: a later version replaces an earlier one
+	 * of the same batch. */
+	for (size_t i = 0; i < b->n_files; i++) {
+		pending_file_t *f = &b->files[i];
+		if (f->side && strcmp(f->final_path, final) == 0) {
+			int rc = 0;
+			if (f->fd < 0)
+				rc = -EBADF;
+			else if (ftruncate(f->fd, 0) != 0 || lseek(f->fd, 0, SEEK_SET) != 0)
+				rc = -errno;
+			if (rc == 0)
+				rc = write_all(f->fd, data, len);
+			free(final);
+			return rc;
+		}
+	}
+	char *tmp = xasprintf("%s.tmp", final);
+	int rc = 0;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = write_all(fd, data, len);
+	if (rc != 0)
+		goto out;
+	pending_file_t *f = push_file(b);
+	f->side = true;
+	f->tmp_path = tmp;
+	tmp = NULL;
+	f->final_dir = xstrdup(dir);
+	f->final_path = final;
+	final = NULL;
+	/* Side files always keep their descriptor (there is one per folder):
+	 * a later version is written into the same file. */
+	sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	f->fd = fd;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc != 0 && tmp)
+		unlink(tmp);
+	free(tmp);
+	free(final);
 	return rc;
 }
 
@@ -207,46 +329,68 @@ int maildir_batch_unlink(maildir_batch_t *b, const char *dir, const char *name)
 	return rc;
 }
 
+/* Step 1 (see the top of this file): all written data durable. */
+static int sync_data(maildir_batch_t *b)
+{
+	if (b->n_nofd > 0) {
+		int fd = open(b->files[0].final_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		int rc = syncfs(fd) == 0 ? 0 : -errno;
+		close(fd);
+		return rc; /* it covered the files with descriptors too */
+	}
+	for (size_t i = 0; i < b->n_files; i++) {
+		pending_file_t *f = &b->files[i];
+		if (f->fd >= 0 && fdatasync(f->fd) != 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Rename file i to its final name (step 2). */
+static int place(pending_file_t *f)
+{
+	if (f->side)
+		return rename(f->tmp_path, f->final_path) == 0 ? 0 : -errno;
+	return maildir_rename_noreplace(f->tmp_path, f->final_path);
+}
+
 int maildir_batch_flush(maildir_batch_t *b, size_t *moved)
 {
 	int rc = 0;
 	size_t done = 0;
-	/* 1. Data on disk before any name points at it. */
-	if (b->n_files > BATCH_SYNCFS_MIN) {
-		char *d = xasprintf("%s", b->files[0].final_dir);
-		int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		free(d);
-		if (fd < 0 || syncfs(fd) != 0) {
-			rc = -errno;
-			if (fd >= 0)
-				close(fd);
+	if (b->n_files > 0) {
+		rc = sync_data(b);
+		if (rc != 0)
 			goto out;
-		}
-		close(fd);
 	}
-	for (size_t i = 0; i < b->n_files; i++) {
-		pending_file_t *f = &b->files[i];
-		if (f->fd >= 0 && b->n_files <= BATCH_SYNCFS_MIN && fdatasync(f->fd) != 0) {
-			rc = -errno;
-			goto out;
-		}
-	}
-	/* 2. Final names, never replacing a file a mail reader put there. */
+	/* 2. Side files first, then the messages, never replacing a file a mail
+	 * reader put there. */
 	size_t keep = 0;
-	for (size_t i = 0; i < b->n_files; i++) {
-		pending_file_t *f = &b->files[i];
-		int r = maildir_rename_noreplace(f->tmp_path, f->final_path);
-		if (r == 0) {
-			add_dir(b, f->final_dir);
-			drop_file(f, false);
-			done++;
-		} else {
-			if (rc == 0)
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < b->n_files; i++) {
+			pending_file_t *f = &b->files[i];
+			if (!f->tmp_path || f->side != (pass == 0))
+				continue;
+			int r = place(f);
+			if (r == 0) {
+				add_dir(b, f->final_dir);
+				if (!f->side)
+					done++;
+				drop_file(f, false);
+			} else if (rc == 0) {
 				rc = r;
-			b->files[keep++] = *f;
+			}
 		}
 	}
+	for (size_t i = 0; i < b->n_files; i++)
+		if (b->files[i].tmp_path)
+			b->files[keep++] = b->files[i];
 	b->n_files = keep;
+	b->n_nofd = 0;
+	for (size_t i = 0; i < b->n_files; i++)
+		b->n_nofd += b->files[i].fd < 0;
 	/* 3. The names themselves durable. */
 	for (size_t i = 0; i < b->n_dirs; i++) {
 		int r = maildir_fsync_dir(b->dirs[i]);

@@ -8,10 +8,11 @@
  *
  *   1. maildir_batch_write() writes message bytes into <folder>/tmp/ (no fsync);
  *      maildir_batch_rename() / _unlink() change existing files at once;
- *   2. maildir_batch_flush() makes the written files durable (one syncfs for a
- *      big batch, else fdatasync each, all after writing them), renames them
- *      from tmp/ into cur/ or new/ without replacing anything, and fsyncs
- *      every directory the batch touched;
+ *   2. maildir_batch_flush() makes the written files durable (their writeback
+ *      started when they were written; then fdatasync each, or one syncfs for
+ *      a big batch), renames the staged side files over their targets and the
+ *      messages from tmp/ into cur/ or new/ without replacing anything, and
+ *      fsyncs every directory whose entries changed (not tmp/);
  *   3. only then does the caller commit its state.
  *
  * Message bytes are written exactly as given; nothing is added or converted.
@@ -40,6 +41,16 @@ void maildir_batch_free(maildir_batch_t *b);
  */
 int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *sub,
 			const char *name, const void *data, size_t len, time_t mtime);
+
+/*
+ * Stage a new version of the small file dir/name (the folder's UID file):
+ * written now to dir/name.tmp, made durable with the batch's data and renamed
+ * over dir/name at flush before any message is renamed, so it needs no sync
+ * of its own. A second call for the same file in one batch replaces the
+ * staged content. Returns 0 or -errno.
+ */
+int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name, const void *data,
+			  size_t len);
 
 /*
  * Rename from_dir/from_name to to_dir/to_name now (same file system), never

@@ -365,7 +365,7 @@ static void test_stamp(const char *root)
 {
 	mkfolder(root, "Stamp");
 	char *dir = xasprintf("%s/Stamp", root);
-	CHECK(maildir_folder_stamp(dir) == MAILDIR_STAMP_RACY);
+	CHECK(!maildir_stamp_valid(maildir_folder_stamp(dir)));
 	CHECK(!maildir_stamp_valid(MAILDIR_STAMP_RACY));
 	set_dir_times(dir, 5000000000ll, false);
 	uint64_t a = maildir_folder_stamp(dir);
@@ -374,23 +374,31 @@ static void test_stamp(const char *root)
 	/* A file arrives: the time moves (racy now), then settles elsewhere. */
 	char *f = xasprintf("%s/new/1700000000.M1P1.x", dir);
 	put(f, msg);
-	CHECK(maildir_folder_stamp(dir) == MAILDIR_STAMP_RACY);
+	CHECK(!maildir_stamp_valid(maildir_folder_stamp(dir)));
 	set_dir_times(dir, 4000000000ll, false);
 	uint64_t b = maildir_folder_stamp(dir);
 	CHECK(maildir_stamp_valid(b) && b != a);
-	/* 1.5 s old: settled with sub-second times; with whole seconds (2 s
-	 * file systems) 1.05 to 2.05 s old is not. */
+	/* 0.15 s old: settled with sub-second times (the tick of such file
+	 * systems is at most 10 ms); with whole seconds (2 s file systems)
+	 * 1.05 to 2.05 s old is not. A time in the future is never settled,
+	 * and each racy value is a new one (it names one sync). */
+	set_dir_times(dir, 150000000ll, false);
+	CHECK(maildir_stamp_valid(maildir_folder_stamp(dir)));
+	set_dir_times(dir, -10000000000ll, false);
+	uint64_t r1 = maildir_folder_stamp(dir), r2 = maildir_folder_stamp(dir);
+	CHECK(!maildir_stamp_valid(r1) && !maildir_stamp_valid(r2));
+	CHECK(r1 != r2 && r1 > MAILDIR_STAMP_RACY && r2 > MAILDIR_STAMP_RACY);
 	set_dir_times(dir, 1500000000ll, false);
 	CHECK(maildir_stamp_valid(maildir_folder_stamp(dir)));
 	set_dir_times(dir, 1050000000ll, true);
-	CHECK(maildir_folder_stamp(dir) == MAILDIR_STAMP_RACY);
+	CHECK(!maildir_stamp_valid(maildir_folder_stamp(dir)));
 	set_dir_times(dir, 2500000000ll, true);
 	CHECK(maildir_stamp_valid(maildir_folder_stamp(dir)));
 	/* No new/: not a folder to trust. */
 	char *nw = xasprintf("%s/new", dir);
 	unlink(f);
 	CHECK_EQ_INT(rmdir(nw), 0);
-	CHECK(maildir_folder_stamp(dir) == MAILDIR_STAMP_RACY);
+	CHECK(!maildir_stamp_valid(maildir_folder_stamp(dir)));
 	free(nw);
 	free(f);
 	free(dir);
