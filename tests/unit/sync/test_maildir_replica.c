@@ -23,6 +23,7 @@
 #include "sync/maildir.h"
 #include "sync/maildir_name.h"
 #include "sync/maildir_scan.h"
+#include "sync/maildir_seal.h"
 #include "sync/maildir_sync.h"
 #include "testutil.h"
 
@@ -863,6 +864,96 @@ static void test_unchanged_skip(uint32_t inbox)
 	free(cur);
 }
 
+
+static void select_cb_t(int status, const replica_box_t *box, void *ctx)
+{
+	*(int *)ctx = status;
+}
+
+static bool file_exists(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+/*
+ * Seals (maildir_seal.h): after an export the next sync trusts the folder
+ * without reading it (the seal proves the export was the only change), a
+ * change a mail reader makes while the folder is open is never sealed over,
+ * and a change made after the seal moves the fingerprint.
+ */
+static void test_seal(void)
+{
+	uint32_t fid = store_folder("Sealed");
+	for (int i = 0; i < 3; i++) {
+		char *m = msgtext(500 + i);
+		store_add(fid, m, 0, NULL);
+		free(m);
+	}
+	char *dir = xasprintf("%s/Sealed", root);
+	char *seal = xasprintf("%s/%s", dir, MAILDIR_SEAL_FILE);
+	char *newd = xasprintf("%s/new", dir);
+	replica_t *r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, fid, "Sealed"), ENGINE_OK);
+	CHECK_EQ_INT(tree_count("Sealed", NULL, NULL), 3);
+	replica_free(r);
+	CHECK(file_exists(seal));
+
+	/* The export is trusted once its directory times are settled: not read
+	 * (a file slipped in behind the directory's back, its time put back,
+	 * stays unseen). */
+	usleep(150000);
+	struct stat was;
+	CHECK_EQ_INT(stat(newd, &was), 0);
+	char *nf = xasprintf("%s/1700000200.M1P1.sneaky", newd);
+	write_file(nf, "From: s@example.org\r\nSubject: sneaky\r\n\r\nsealed\r\n");
+	struct timespec tn[2] = {was.st_atim, was.st_mtim};
+	CHECK_EQ_INT(utimensat(AT_FDCWD, newd, tn, 0), 0);
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, fid, "Sealed"), ENGINE_OK);
+	CHECK(!g_stats.full_scan);
+	CHECK_EQ_INT(store_count(fid).n, 3);
+	replica_free(r);
+	CHECK_EQ_INT(unlink(nf), 0);
+	CHECK_EQ_INT(utimensat(AT_FDCWD, newd, tn, 0), 0);
+
+	/* A mail reader delivers while the folder is open: the session proves
+	 * nothing, the seal is not renewed, and the next sync reads the folder
+	 * and takes the message in. */
+	r = open_session(NULL);
+	int status = -99;
+	r->ops->select(r, "Sealed", select_cb_t, &status);
+	CHECK_EQ_INT(status, REPLICA_OK);
+	char *nf2 = xasprintf("%s/1700000300.M1P1.reader", newd);
+	write_file(nf2, "From: r@example.org\r\nSubject: reader\r\n\r\nwhile open\r\n");
+	status = -99;
+	r->ops->close(r, op_cb, &status);
+	CHECK_EQ_INT(status, REPLICA_OK);
+	replica_free(r);
+	usleep(150000); /* settled: only the missing seal makes it read */
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, fid, "Sealed"), ENGINE_OK);
+	CHECK_EQ_INT(store_count(fid).n, 4);
+	replica_free(r);
+
+	/* Sealed again (that sync renamed the new file); a file dropped in
+	 * after the seal moves the fingerprint and is taken in. */
+	CHECK(file_exists(seal));
+	usleep(150000);
+	char *nf3 = xasprintf("%s/1700000400.M1P1.later", newd);
+	write_file(nf3, "From: l@example.org\r\nSubject: later\r\n\r\nafter the seal\r\n");
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, fid, "Sealed"), ENGINE_OK);
+	CHECK_EQ_INT(store_count(fid).n, 5);
+	replica_free(r);
+	free(nf3);
+	free(nf2);
+	free(nf);
+	free(newd);
+	free(seal);
+	free(dir);
+}
+
 int main(void)
 {
 	log_setup("test_maildir_replica", LOG_UI_BASIC, false);
@@ -894,6 +985,7 @@ int main(void)
 	test_lost_uids_file(inbox);
 	test_account_round(tmp);
 	test_flat_layout(tmp);
+	test_seal();
 
 	size_t nprob = 0;
 	CHECK_EQ_INT(store_check(st, NULL, NULL, &nprob), 0);
