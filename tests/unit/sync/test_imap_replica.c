@@ -1,0 +1,459 @@
+/*
+ * select_scan() of the IMAP replica against a scripted server (a forked
+ * child on 127.0.0.1) that checks every command:
+ *  A. SELECT and the delta scan leave together (both are read before any
+ *     answer is sent); the scan() that follows is answered from memory:
+ *     nothing more goes on the wire, and flags, keywords, modseqs, sizes
+ *     and vanished ranges arrive as the server sent them;
+ *  B. a scan() issued before the SELECT answered takes the answer in flight;
+ *     a FETCH with UID 0 in it fails the folder with the server's words;
+ *  C. a UIDVALIDITY other than the expected one drops the early answer: the
+ *     scan() asks again and sees only the second answer;
+ *  D. a scan() with other options drops it too;
+ *  E. without QRESYNC, select_scan() is a plain SELECT.
+ */
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "lib/util.h"
+#include "sync/imap_replica.h"
+#include "sync/replica.h"
+#include "testutil.h"
+
+/* ---- the scripted server (child process) ------------------------------- */
+
+static int srv_fd = -1;
+static char srv_in[1 << 16];
+static size_t srv_len;
+
+#define SRV_CHECK(cond, ...)                                                                       \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "server:%d: ", __LINE__);                                  \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fputc('\n', stderr);                                                       \
+			_exit(1);                                                                  \
+		}                                                                                  \
+	} while (0)
+
+static int srv_fill(int timeout_ms)
+{
+	struct pollfd pf = {srv_fd, POLLIN, 0};
+	if (poll(&pf, 1, timeout_ms) <= 0)
+		return -1;
+	ssize_t n = read(srv_fd, srv_in + srv_len, sizeof(srv_in) - srv_len);
+	if (n < 0)
+		return -1;
+	srv_len += (size_t)n;
+	return (int)n;
+}
+
+/* Read one command; its tag goes to tag, the rest must equal expect. */
+static void srv_expect(char *tag, const char *expect)
+{
+	char *lf;
+	while (!(lf = memchr(srv_in, '\n', srv_len)))
+		SRV_CHECK(srv_fill(5000) > 0, "no line (wanted \"%s\")", expect);
+	size_t n = (size_t)(lf - srv_in);
+	SRV_CHECK(n > 0 && srv_in[n - 1] == '\r', "line without CRLF");
+	char line[4096];
+	snprintf(line, sizeof(line), "%.*s", (int)(n - 1), srv_in);
+	memmove(srv_in, srv_in + n + 1, srv_len - n - 1);
+	srv_len -= n + 1;
+	size_t t = strcspn(line, " ");
+	SRV_CHECK(t > 0 && t < 16 && line[t] == ' ', "no tag in \"%s\"", line);
+	memcpy(tag, line, t);
+	tag[t] = '\0';
+	SRV_CHECK(strcmp(line + t + 1, expect) == 0, "got \"%s\", wanted \"%s\"", line + t + 1,
+		  expect);
+}
+
+/* Nothing may arrive for ms milliseconds. */
+static void srv_quiet(int ms)
+{
+	SRV_CHECK(srv_len == 0, "unexpected \"%.*s\"", (int)srv_len, srv_in);
+	SRV_CHECK(srv_fill(ms) < 0, "unexpected \"%.*s\"", (int)srv_len, srv_in);
+}
+
+static void srv_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void srv_send(const char *fmt, ...)
+{
+	char out[8192];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, sizeof(out), fmt, ap);
+	va_end(ap);
+	SRV_CHECK(write(srv_fd, out, (size_t)n) == n, "write failed");
+}
+
+#define EARLY_FETCH "UID FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE) (CHANGEDSINCE 10 VANISHED)"
+
+/* The SELECT answer of a folder with UIDVALIDITY uv. */
+static void srv_select_ok(const char *tag, unsigned uv)
+{
+	srv_send("* 3 EXISTS\r\n* OK [UIDVALIDITY %u] x\r\n* OK [UIDNEXT 9] x\r\n"
+		 "* OK [HIGHESTMODSEQ 12] x\r\n%s OK [READ-WRITE] done\r\n",
+		 uv, tag);
+}
+
+static void scenario_qresync(int lfd)
+{
+	char t1[16], t2[16], t3[16];
+	struct pollfd pf = {lfd, POLLIN, 0};
+
+	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
+	srv_fd = accept(lfd, NULL, NULL);
+	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS] hi\r\n");
+	srv_expect(t1, "ENABLE QRESYNC");
+	srv_send("* ENABLED QRESYNC\r\n%s OK enabled\r\n", t1);
+
+	/* A: both commands before any answer. */
+	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
+	srv_expect(t2, EARLY_FETCH);
+	srv_select_ok(t1, 7);
+	srv_send("* VANISHED (EARLIER) 2:3\r\n"
+		 "* 1 FETCH (UID 1 FLAGS (\\Seen $Junk) MODSEQ (11))\r\n"
+		 "* 3 FETCH (UID 5 FLAGS () MODSEQ (12) RFC822.SIZE 42)\r\n"
+		 "%s OK fetched\r\n",
+		 t2);
+
+	/* B: a broken answer, taken in flight. The next command is B's
+	 * SELECT: A's scan() was answered from memory. */
+	srv_expect(t1, "SELECT \"B\" (CONDSTORE)");
+	srv_expect(t2, EARLY_FETCH);
+	srv_select_ok(t1, 7);
+	srv_send("* 1 FETCH (UID 0 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t2);
+
+	/* C: another UIDVALIDITY: the scan() asks again. */
+	srv_expect(t1, "SELECT \"C\" (CONDSTORE)");
+	srv_expect(t2, EARLY_FETCH);
+	srv_select_ok(t1, 8);
+	srv_send("* 1 FETCH (UID 9 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t2);
+	srv_expect(t3, EARLY_FETCH);
+	srv_send("* 1 FETCH (UID 4 FLAGS (\\Flagged) MODSEQ (12))\r\n%s OK fetched\r\n", t3);
+
+	/* D: a scan() with other options: the early answer is thrown away. */
+	srv_expect(t1, "SELECT \"D\" (CONDSTORE)");
+	srv_expect(t2, EARLY_FETCH);
+	srv_select_ok(t1, 7);
+	srv_expect(t3, "UID FETCH 1:* (UID FLAGS MODSEQ) (CHANGEDSINCE 10 VANISHED)");
+	srv_send("* 1 FETCH (UID 7 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t2);
+	srv_send("* 2 FETCH (UID 8 FLAGS () MODSEQ (12))\r\n%s OK fetched\r\n", t3);
+
+	/* The client closes the connection. */
+	while (srv_fill(5000) > 0)
+		srv_len = 0;
+}
+
+static void scenario_condstore(int lfd)
+{
+	char t1[16], t2[16];
+	struct pollfd pf = {lfd, POLLIN, 0};
+
+	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
+	srv_fd = accept(lfd, NULL, NULL);
+	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 CONDSTORE UIDPLUS] hi\r\n");
+	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
+	srv_quiet(300); /* no early scan without QRESYNC */
+	srv_select_ok(t1, 7);
+	srv_expect(t1, "UID FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE) (CHANGEDSINCE 10)");
+	srv_expect(t2, "UID SEARCH ALL");
+	srv_send("* 1 FETCH (UID 2 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t1);
+	srv_send("* SEARCH 1 2\r\n%s OK searched\r\n", t2);
+	while (srv_fill(5000) > 0)
+		srv_len = 0;
+}
+
+typedef void (*scenario_fn)(int lfd);
+
+static pid_t serve(scenario_fn fn, int *port)
+{
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
+	listen(lfd, 4);
+	getsockname(lfd, (struct sockaddr *)&sa, &sl);
+	*port = ntohs(sa.sin_port);
+	pid_t pid = fork();
+	if (pid == 0) {
+		alarm(30);
+		fn(lfd);
+		_exit(0);
+	}
+	close(lfd);
+	return pid;
+}
+
+static int wait_server(pid_t pid)
+{
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 99;
+}
+
+/* ---- the client side ----------------------------------------------------- */
+
+struct t {
+	struct ev_loop *loop;
+	config_account_t acct;
+	replica_t *r;
+	unsigned caps;
+	int step;
+	bool finished;
+	ev_timer delay;
+	/* per step */
+	int sel_status[5];
+	uint32_t sel_uv[5];
+	int scan_status[5];
+	char seen[5][256];      /* "v2:3 u1/f1/kw$Junk/m11/s0 ..." */
+	char ferr[512];
+	bool select_before_scan[5];
+	bool plain;             /* test_condstore_only: one select_scan + scan */
+};
+
+/* A string check that prints both sides. */
+#define CHECK_STR(got, want)                                                                       \
+	do {                                                                                       \
+		if (strcmp((got), (want)) != 0)                                                    \
+			fprintf(stderr, "%s:%d: got \"%s\", wanted \"%s\"\n", __FILE__, __LINE__,     \
+				(got), (want));                                                    \
+		CHECK(strcmp((got), (want)) == 0);                                                 \
+	} while (0)
+
+static void t_note(struct t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void t_note(struct t *t, const char *fmt, ...)
+{
+	char *s = t->seen[t->step];
+	size_t n = strlen(s);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s + n, sizeof(t->seen[0]) - n, fmt, ap);
+	va_end(ap);
+}
+
+static void msg_cb(void *ctx, const replica_msg_t *m)
+{
+	struct t *t = ctx;
+	t_note(t, "u%u/f%u/kw%s/m%llu/s%llu ", m->uid, m->flags, m->keywords,
+	       (unsigned long long)m->modseq, (unsigned long long)m->size);
+}
+
+static void vanished_cb(void *ctx, uint32_t lo, uint32_t hi)
+{
+	struct t *t = ctx;
+	t_note(t, "v%u:%u ", lo, hi);
+}
+
+static const replica_scan_opts_t hint = {
+	.changedsince = 10,
+	.new_uid = 5,
+	.want_size = true,
+};
+
+static void next_step(struct t *t);
+
+static void scan_cb(int status, void *ctx)
+{
+	struct t *t = ctx;
+
+	t->scan_status[t->step] = status;
+	if (status == REPLICA_FOLDER_BAD)
+		snprintf(t->ferr, sizeof(t->ferr), "%s", imap_replica_error(t->r));
+	if (t->plain) {
+		t->finished = true;
+		return;
+	}
+	t->step++;
+	next_step(t);
+}
+
+static void do_scan(struct t *t, const replica_scan_opts_t *o)
+{
+	replica_scan_sink_t sink = {.ctx = t, .msg_cb = msg_cb, .vanished_cb = vanished_cb};
+	t->r->ops->scan(t->r, o, &sink, scan_cb, t);
+}
+
+static void delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct t *t = w->data;
+	do_scan(t, &hint);
+}
+
+static void select_cb(int status, const replica_box_t *box, void *ctx)
+{
+	struct t *t = ctx;
+
+	t->sel_status[t->step] = status;
+	t->sel_uv[t->step] = box ? box->counts.uidvalidity : 0;
+	t->select_before_scan[t->step] = t->scan_status[t->step] == 1;
+	if (t->step == 0) {
+		/* Let the early answer arrive whole first. */
+		ev_timer_init(&t->delay, delay_cb, 0.2, 0.);
+		t->delay.data = t;
+		ev_timer_start(t->loop, &t->delay);
+	} else if (t->step == 2) {
+		do_scan(t, &hint);
+	} else if (t->step == 3) {
+		replica_scan_opts_t other = hint;
+		other.want_size = false;
+		do_scan(t, &other);
+	}
+}
+
+static void next_step(struct t *t)
+{
+	static const char *names[] = {"A", "B", "C", "D"};
+
+	if (t->step >= 4) {
+		t->finished = true;
+		return;
+	}
+	t->scan_status[t->step] = 1; /* not called yet */
+	t->r->ops->select_scan(t->r, names[t->step], 7, &hint, select_cb, t);
+	if (t->step == 1)
+		do_scan(t, &hint); /* before the SELECT answered */
+}
+
+static void connect_cb(int status, void *ctx)
+{
+	struct t *t = ctx;
+
+	CHECK_EQ_INT(status, REPLICA_OK);
+	if (status != REPLICA_OK) {
+		t->finished = true;
+		return;
+	}
+	next_step(t);
+}
+
+static void guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void t_run(struct t *t)
+{
+	ev_timer guard;
+	ev_timer_init(&guard, guard_cb, 10., 0.);
+	ev_timer_start(t->loop, &guard);
+	while (!t->finished && ev_is_active(&guard))
+		ev_run(t->loop, EVRUN_ONCE);
+	ev_timer_stop(t->loop, &guard);
+}
+
+static void t_init(struct t *t, int port)
+{
+	memset(t, 0, sizeof(*t));
+	t->loop = ev_loop_new(EVFLAG_AUTO);
+	t->acct.name = "t";
+	t->acct.remote.host = "127.0.0.1";
+	t->acct.remote.port = port;
+	t->acct.remote.tls = CONFIG_TLS_NONE;
+	t->acct.remote.user = "alice";
+	t->r = imap_replica_new(t->loop, &t->acct, "t");
+}
+
+static void t_done(struct t *t)
+{
+	replica_free(t->r);
+	/* The session is released from the loop. */
+	ev_run(t->loop, EVRUN_NOWAIT);
+	ev_loop_destroy(t->loop);
+}
+
+static void test_qresync(void)
+{
+	struct t t;
+	int port;
+	pid_t pid = serve(scenario_qresync, &port);
+
+	t_init(&t, port);
+	t.r->ops->connect(t.r, &t.caps, connect_cb, &t);
+	t_run(&t);
+	CHECK(t.finished);
+	CHECK(t.caps & REPLICA_CAP_VANISHED);
+
+	/* A */
+	CHECK_EQ_INT(t.sel_status[0], REPLICA_OK);
+	CHECK_EQ_INT((int)t.sel_uv[0], 7);
+	CHECK_EQ_INT(t.scan_status[0], REPLICA_OK);
+	CHECK_STR(t.seen[0], "v2:3 u1/f1/kw$Junk/m11/s0 u5/f0/kw/m12/s42 ");
+	/* B */
+	CHECK_EQ_INT(t.sel_status[1], REPLICA_OK);
+	CHECK(t.select_before_scan[1]);
+	CHECK_EQ_INT(t.scan_status[1], REPLICA_FOLDER_BAD);
+	CHECK(strstr(t.ferr, "FETCH with UID 0") != NULL);
+	CHECK_STR(t.seen[1], "");
+	/* C */
+	CHECK_EQ_INT((int)t.sel_uv[2], 8);
+	CHECK_EQ_INT(t.scan_status[2], REPLICA_OK);
+	CHECK_STR(t.seen[2], "u4/f4/kw/m12/s0 ");
+	/* D */
+	CHECK_EQ_INT(t.scan_status[3], REPLICA_OK);
+	CHECK_STR(t.seen[3], "u8/f0/kw/m12/s0 ");
+
+	t_done(&t);
+	CHECK_EQ_INT(wait_server(pid), 0);
+}
+
+static void plain_select_cb(int status, const replica_box_t *box, void *ctx)
+{
+	struct t *t = ctx;
+
+	t->sel_status[0] = status;
+	t->sel_uv[0] = box ? box->counts.uidvalidity : 0;
+	t->step = 0;
+	t->scan_status[0] = 1;
+	replica_scan_opts_t o = hint;
+	uint32_t known[] = {1, 2};
+	o.known = known;
+	o.n_known = 2;
+	replica_scan_sink_t sink = {.ctx = t, .msg_cb = msg_cb, .vanished_cb = vanished_cb};
+	t->r->ops->scan(t->r, &o, &sink, scan_cb, t);
+}
+
+static void plain_connect_cb(int status, void *ctx)
+{
+	struct t *t = ctx;
+
+	CHECK_EQ_INT(status, REPLICA_OK);
+	CHECK(!(t->caps & REPLICA_CAP_VANISHED));
+	t->r->ops->select_scan(t->r, "A", 7, &hint, plain_select_cb, t);
+}
+
+static void test_condstore_only(void)
+{
+	struct t t;
+	int port;
+	pid_t pid = serve(scenario_condstore, &port);
+
+	t_init(&t, port);
+	t.plain = true;
+	t.r->ops->connect(t.r, &t.caps, plain_connect_cb, &t);
+	t_run(&t);
+	CHECK(t.finished);
+	CHECK_EQ_INT(t.sel_status[0], REPLICA_OK);
+	CHECK_EQ_INT(t.scan_status[0], REPLICA_OK);
+	CHECK_STR(t.seen[0], "u2/f0/kw/m11/s0 ");
+	t_done(&t);
+	CHECK_EQ_INT(wait_server(pid), 0);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	test_qresync();
+	test_condstore_only();
+	return test_done("test_imap_replica");
+}
