@@ -20,13 +20,15 @@
  *
  * Each file's writeback starts as soon as it is written (sync_file_range
  * WRITE), so by flush time the data is mostly on its way and, on delayed-
- * allocation file systems (ext4, XFS), its blocks are allocated in the
- * journal transaction that is running. The flush then:
+ * allocation file systems (ext4, XFS), its blocks are allocated. The flush
+ * then:
  *
- *   1. makes all data durable: fdatasync() of each file when the batch kept
- *      every descriptor (the first one commits the one journal transaction
- *      that holds all the allocations; the others find it committed and only
- *      wait for their own I/O), else one syncfs();
+ *   1. makes all data durable: fdatasync() of each file in a small batch,
+ *      else one syncfs(). Each fdatasync() ends with a flush of the disk's
+ *      cache (ext4 with or without a journal), so a batch of fifty paid
+ *      fifty; syncfs() pays one, but also writes whatever else is dirty on
+ *      the file system, which a small batch (a message delivered now and
+ *      then) should not wait for;
  *   2. renames the staged side files (the folder's UID file) over their
  *      targets, then every message from tmp/ to its final name (never
  *      replacing anything);
@@ -59,10 +61,10 @@
  * renames and the uncommitted state are lost, as above.
  */
 
-/* Batches up to this many files keep a descriptor each and fdatasync them;
- * bigger ones (recovery of a large folder) use one syncfs() and must not run
- * out of descriptors. */
-#define BATCH_FD_MAX 64
+/* Batches up to this many files (side files included) keep a descriptor
+ * each and fdatasync them; bigger ones use one syncfs() (see above) and need
+ * no descriptor per file. */
+#define BATCH_FD_MAX 4
 
 typedef struct pending_file {
 	char *tmp_path;
@@ -184,6 +186,12 @@ static void keep_fd(maildir_batch_t *b, pending_file_t *f, int *fd)
 		f->fd = *fd;
 		*fd = -1;
 	} else {
+		/* Past the limit: syncfs() at flush; the kept ones can go. */
+		for (size_t i = 0; i < b->n_files; i++)
+			if (b->files[i].fd >= 0 && !b->files[i].side) {
+				close(b->files[i].fd);
+				b->files[i].fd = -1;
+			}
 		b->n_nofd++;
 	}
 }
