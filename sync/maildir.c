@@ -540,17 +540,25 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	}
 	md->stamp = stamp;
 	md->same = same;
+	/* The UIDNEXT the engine records: after a sealed sync it is the value
+	 * recorded then (the engine records the one select() gave, and the
+	 * folder's own grew with that sync's appends). Reporting the recorded
+	 * one again keeps the engine from writing an unchanged folder's state
+	 * anew; a lower UIDNEXT only widens the search for an interrupted
+	 * upload (it is where such a search starts), it never narrows it. */
 	md->sel_uidnext = md->uids.uidnext;
+	if (md->sealed && rs.uidnext && rs.uidnext < md->uids.uidnext)
+		md->sel_uidnext = rs.uidnext;
 	if (!same && !ensure_loaded(md)) {
 		cb(REPLICA_FOLDER_BAD, NULL, ctx);
 		return;
 	}
 	box.counts.uidvalidity = md->uids.uidvalidity;
-	box.counts.uidnext = md->uids.uidnext;
+	box.counts.uidnext = md->sel_uidnext;
 	box.counts.messages = md->loaded ? (uint32_t)md->n_msgs : 0;
 	box.counts.highestmodseq = stamp;
-	box.caps = REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS |
-		   REPLICA_CAP_MODSEQ;
+	box.caps =
+	    REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS | REPLICA_CAP_MODSEQ;
 	cb(REPLICA_OK, &box, ctx);
 }
 
@@ -868,7 +876,8 @@ static void md_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *a
 		if (rc == 0 && (to_new != m->in_new || strcmp(m->name, newname) != 0)) {
 			maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_DISAPPEAR, m->in_new,
 					    m->name);
-			maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_APPEAR, to_new, newname);
+			maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_APPEAR, to_new,
+					    newname);
 		}
 		if (rc == 0) {
 			free(m->name);
@@ -967,7 +976,8 @@ static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 	if (rc == 0)
 		rc = maildir_batch_rename(md->batch, from, m->name, dest, nname);
 	if (rc == 0) {
-		maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_DISAPPEAR, m->in_new, m->name);
+		maildir_seal_expect(md->seal, md->seal_h, MAILDIR_SEAL_DISAPPEAR, m->in_new,
+				    m->name);
 		msg_remove(md, m);
 		md_deferred_t d = {.uid_cb = cb, .ctx = ctx, .uid = nuid};
 		d.final_path = xasprintf("%s/%s", dest, nname);

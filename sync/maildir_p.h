@@ -86,10 +86,10 @@ typedef struct maildir_replica {
 	/* stamp says "unchanged since the last completed sync" (it equals the
 	 * recorded value, directly or through a seal, see maildir_seal.h) */
 	bool same;
-	uint32_t sel_uidnext;	    /* UIDNEXT given to the engine at select() */
-	bool sealed;		    /* select() accepted the folder's seal ... */
+	uint32_t sel_uidnext;	     /* UIDNEXT given to the engine at select() */
+	bool sealed;		     /* select() accepted the folder's seal ... */
 	maildir_seal_rec_t seal_old; /* ... this one */
-	int seal_h;		    /* this session's watch (maildir_seal_watch()), or -1 */
+	int seal_h;		     /* this session's watch (maildir_seal_watch()), or -1 */
 	maildir_seal_t *seal;
 	bool loaded; /* msgs, n_paired and n_vanished are filled in */
 

@@ -19,9 +19,9 @@ typedef struct maildir_entry {
 	char *name;	       /* file name in cur/ or new/ (owned by the scan) */
 	bool in_new;	       /* found in new/ (not yet seen by a mail reader) */
 	maildir_name_t parsed; /* U=, FMD5=, flags */
-	off_t size;	 /* -1: not looked at (maildir_scan_folder_quick()) */
-	time_t mtime;	 /* arrival time by Maildir convention; 0 with size -1 */
-	const char *bad; /* non-NULL: why this file is skipped (static string) */
+	off_t size;	       /* -1: not looked at (maildir_scan_folder_quick()) */
+	time_t mtime;	       /* arrival time by Maildir convention; 0 with size -1 */
+	const char *bad;       /* non-NULL: why this file is skipped (static string) */
 } maildir_entry_t;
 
 /* The files of one folder, sorted by (uid, name); files without U= come first. */

@@ -290,7 +290,8 @@ static void read_events(maildir_seal_t *s)
 			if (ev->mask & (IN_CREATE | IN_MOVED_TO))
 				consume(ss, MAILDIR_SEAL_APPEAR, in_new, ev->len ? ev->name : "");
 			else if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
-				consume(ss, MAILDIR_SEAL_DISAPPEAR, in_new, ev->len ? ev->name : "");
+				consume(ss, MAILDIR_SEAL_DISAPPEAR, in_new,
+					ev->len ? ev->name : "");
 			else if ((ev->mask & IN_ATTRIB) && ev->len)
 				continue; /* a file's attributes: not in the fingerprint */
 			else
@@ -333,9 +334,9 @@ static void write_seal(const char *dir, const maildir_seal_rec_t *r)
 	char *path = xasprintf("%s/%s", dir, MAILDIR_SEAL_FILE);
 	char *tmp = xasprintf("%s.tmp", path);
 	char line[128];
-	int len = snprintf(line, sizeof(line),
-			   "%016" PRIx64 " %016" PRIx64 " %" PRIu32 " %" PRIu32 "\n", r->recorded,
-			   r->after, r->uidnext_sel, r->uidnext_end);
+	int len =
+	    snprintf(line, sizeof(line), "%016" PRIx64 " %016" PRIx64 " %" PRIu32 " %" PRIu32 "\n",
+		     r->recorded, r->after, r->uidnext_sel, r->uidnext_end);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	bool ok = fd >= 0 && write(fd, line, (size_t)len) == len;
 	if (fd >= 0 && close(fd) != 0)

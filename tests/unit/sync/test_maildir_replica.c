@@ -864,7 +864,6 @@ static void test_unchanged_skip(uint32_t inbox)
 	free(cur);
 }
 
-
 static void select_cb_t(int status, const replica_box_t *box, void *ctx)
 {
 	*(int *)ctx = status;
