@@ -211,18 +211,23 @@ static void conn_finish(conn_op_t *op, int st)
 	free(op);
 }
 
+/* ENABLE QRESYNC travels ahead of the caller's first commands (the server
+ * answers it before them), so connect() does not wait a round trip for it.
+ * A refusal only costs the fast path: it arrives before the answer of any
+ * SELECT sent after it, so the next select or scan sees qresync false. */
 static void enable_done(imap_client_t *c, const imap_done_t *d, void *arg)
 {
-	conn_op_t *op = arg;
+	imap_replica_t *ir = arg;
 
-	if (d->result == IMAP_R_OK) {
-		op->ir->qresync = true;
-		op->ir->caps |= REPLICA_CAP_VANISHED;
+	if (d->result == IMAP_R_OK || ir->freed)
+		return;
+	if (d->result == IMAP_R_NO || d->result == IMAP_R_BAD) {
+		ir->qresync = false;
+		ir->caps &= ~(unsigned)REPLICA_CAP_VANISHED;
+		ir_early_drop(ir);
+		return;
 	}
-	/* A refused ENABLE only costs the fast path. */
-	conn_finish(op, d->result == IMAP_R_OK || d->result == IMAP_R_NO || d->result == IMAP_R_BAD
-				? REPLICA_OK
-				: ir_status(op->ir, d, false));
+	ir_status(ir, d, false);
 }
 
 static void connect_done(imap_client_t *c, const imap_done_t *d, void *arg)
@@ -255,8 +260,9 @@ static void connect_done(imap_client_t *c, const imap_done_t *d, void *arg)
 	if (ir->acct->remote.readonly)
 		ir->caps |= REPLICA_CAP_READONLY;
 	if ((caps & IMAP_CAP_QRESYNC) && (caps & IMAP_CAP_ENABLE)) {
-		imap_client_cmd(c, enable_done, NULL, op, "ENABLE QRESYNC");
-		return;
+		ir->qresync = true;
+		ir->caps |= REPLICA_CAP_VANISHED;
+		imap_client_cmd(c, enable_done, NULL, ir, "ENABLE QRESYNC");
 	}
 	conn_finish(op, REPLICA_OK);
 }

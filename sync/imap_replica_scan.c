@@ -466,7 +466,8 @@ static void early_select_cb(int status, const replica_box_t *box, void *ctx)
 	imap_replica_t *ir = e->ir;
 
 	e->select_pending = false;
-	if (status != REPLICA_OK || box->counts.uidvalidity != e->uidvalidity ||
+	/* !ir->qresync: the server refused the ENABLE sent ahead of this. */
+	if (status != REPLICA_OK || !ir->qresync || box->counts.uidvalidity != e->uidvalidity ||
 	    !(box->caps & REPLICA_CAP_MODSEQ) || box->counts.highestmodseq < e->hint.changedsince) {
 		e->stale = true;
 		early_clear(e);

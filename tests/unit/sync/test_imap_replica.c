@@ -10,7 +10,10 @@
  *  C. a UIDVALIDITY other than the expected one drops the early answer: the
  *     scan() asks again and sees only the second answer;
  *  D. a scan() with other options drops it too;
- *  E. without QRESYNC, select_scan() is a plain SELECT.
+ *  E. without QRESYNC, select_scan() is a plain SELECT;
+ *  F. ENABLE QRESYNC does not hold up the first commands, and when the
+ *     server refuses it the early answer is not used: the scan() asks again
+ *     the CONDSTORE way.
  */
 #include <netinet/in.h>
 #include <poll.h>
@@ -170,6 +173,29 @@ static void scenario_condstore(int lfd)
 	srv_expect(t2, "UID SEARCH ALL");
 	srv_send("* 1 FETCH (UID 2 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t1);
 	srv_send("* SEARCH 1 2\r\n%s OK searched\r\n", t2);
+	while (srv_fill(5000) > 0)
+		srv_len = 0;
+}
+
+static void scenario_enable_refused(int lfd)
+{
+	char t0[16], t1[16], t2[16];
+	struct pollfd pf = {lfd, POLLIN, 0};
+
+	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
+	srv_fd = accept(lfd, NULL, NULL);
+	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS] hi\r\n");
+	/* All three before any answer. */
+	srv_expect(t0, "ENABLE QRESYNC");
+	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
+	srv_expect(t2, EARLY_FETCH);
+	srv_send("%s NO not today\r\n", t0);
+	srv_select_ok(t1, 7);
+	srv_send("%s BAD VANISHED needs ENABLE QRESYNC\r\n", t2);
+	srv_expect(t1, "UID FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE) (CHANGEDSINCE 10)");
+	srv_expect(t2, "UID SEARCH ALL");
+	srv_send("* 1 FETCH (UID 2 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t1);
+	srv_send("* SEARCH 2\r\n%s OK searched\r\n", t2);
 	while (srv_fill(5000) > 0)
 		srv_len = 0;
 }
@@ -428,7 +454,6 @@ static void plain_connect_cb(int status, void *ctx)
 	struct t *t = ctx;
 
 	CHECK_EQ_INT(status, REPLICA_OK);
-	CHECK(!(t->caps & REPLICA_CAP_VANISHED));
 	t->r->ops->select_scan(t->r, "A", 7, &hint, plain_select_cb, t);
 }
 
@@ -446,6 +471,26 @@ static void test_condstore_only(void)
 	CHECK_EQ_INT(t.sel_status[0], REPLICA_OK);
 	CHECK_EQ_INT(t.scan_status[0], REPLICA_OK);
 	CHECK_STR(t.seen[0], "u2/f0/kw/m11/s0 ");
+	CHECK(!(t.caps & REPLICA_CAP_VANISHED));
+	t_done(&t);
+	CHECK_EQ_INT(wait_server(pid), 0);
+}
+
+static void test_enable_refused(void)
+{
+	struct t t;
+	int port;
+	pid_t pid = serve(scenario_enable_refused, &port);
+
+	t_init(&t, port);
+	t.plain = true;
+	t.r->ops->connect(t.r, &t.caps, plain_connect_cb, &t);
+	t_run(&t);
+	CHECK(t.finished);
+	CHECK_EQ_INT(t.sel_status[0], REPLICA_OK);
+	CHECK_EQ_INT(t.scan_status[0], REPLICA_OK);
+	/* UID 1 is known and gone (the UID SEARCH did not list it). */
+	CHECK_STR(t.seen[0], "u2/f0/kw/m11/s0 v1:1 ");
 	t_done(&t);
 	CHECK_EQ_INT(wait_server(pid), 0);
 }
@@ -455,5 +500,6 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	test_qresync();
 	test_condstore_only();
+	test_enable_refused();
 	return test_done("test_imap_replica");
 }
