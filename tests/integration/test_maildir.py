@@ -275,6 +275,32 @@ accounts = (
         self.assertIn("<proj@t>", self.server("Projects"))
         self.assert_same("Projects")
 
+    def test_changes_after_a_sealed_export(self):
+        # The export seals each folder it wrote (only our own writes were
+        # seen), so the next sync need not read them; changes a mail reader
+        # makes afterwards must still all be found.
+        self.populate()
+        self.sync_ok()
+        for folder in ("INBOX", "Lists/foo"):
+            self.assertTrue(os.path.exists(os.path.join(self.folder_dir(folder),
+                                                        ".imapbridge-seal")), folder)
+        time.sleep(0.3)  # past the directories' settle time
+        self.sync_ok()   # trusted: nothing to do
+        self.assert_same("INBOX")
+        self.assert_same("Lists/foo")
+        t = self.tree("INBOX")
+        path = t["<in4@t>"][2]
+        base = os.path.basename(path).split(":2,")[0]
+        os.rename(path, os.path.join(self.folder_dir("INBOX"), "cur", base + ":2,F"))
+        with open(os.path.join(self.folder_dir("Lists/foo"), "new", "1700000000.M2P2.mta"),
+                  "wb") as f:
+            f.write(make_message("after seal", msgid="<after@t>"))
+        self.sync_ok()
+        s = self.assert_same("INBOX")
+        self.assertEqual(s["<in4@t>"][1], "F")
+        self.assertIn("<after@t>", self.server("Lists/foo"))
+        self.assert_same("Lists/foo")
+
     def test_broken_files_are_kept(self):
         self.populate()
         self.sync_ok()
