@@ -283,8 +283,13 @@ static int walk(const char *root, const char *rel, char sep, int depth, name_lis
 			continue;
 		char *sub = rel[0] ? xasprintf("%s/%s", rel, nm) : xstrdup(nm);
 		char *full = xasprintf("%s/%s", root, sub);
+		/* readdir() says what most entries are; ask only when it does
+		 * not know, or for a symbolic link (a folder may be one). */
 		struct stat st;
-		if (stat(full, &st) == 0 && S_ISDIR(st.st_mode)) {
+		bool isdir = de->d_type == DT_DIR;
+		if (de->d_type == DT_UNKNOWN || de->d_type == DT_LNK)
+			isdir = stat(full, &st) == 0 && S_ISDIR(st.st_mode);
+		if (isdir) {
 			if (maildir_is_folder(full)) {
 				char *f = maildir_dir_to_folder(sub, sep);
 				if (f)
