@@ -97,6 +97,7 @@ static void flush_batch(maildir_replica_t *md)
 	}
 	if (rc == 0)
 		rc = maildir_batch_flush(md->batch, NULL);
+	maildir_seal_drain(md->seal);
 	if (rc != 0)
 		log_err(MD_PFX " box=%s: cannot write to %s: %s; the changes are retried at the "
 			       "next sync",

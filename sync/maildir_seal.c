@@ -300,6 +300,12 @@ static void read_events(maildir_seal_t *s)
 	}
 }
 
+void maildir_seal_drain(maildir_seal_t *s)
+{
+	if (s->fd >= 0 && s->n > 0)
+		read_events(s);
+}
+
 void maildir_seal_end(maildir_seal_t *s, int h, const maildir_seal_rec_t *r,
 		      const maildir_seal_rec_t *old)
 {

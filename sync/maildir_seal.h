@@ -69,6 +69,11 @@ int maildir_seal_watch(maildir_seal_t *s, const char *dir);
  * handle h: kind, in new/ (else cur/), file name. */
 void maildir_seal_expect(maildir_seal_t *s, int h, int kind, bool in_new, const char *name);
 
+/* Read the events so far (matching them with the announced changes, which
+ * are then forgotten): after every batch of writes, so neither the kernel's
+ * queue nor the list of announced changes grows with the folder. */
+void maildir_seal_drain(maildir_seal_t *s);
+
 /* The session of h must not be sealed (it read an unchanged folder in full,
  * or a write failed half-way). */
 void maildir_seal_spoil(maildir_seal_t *s, int h);
