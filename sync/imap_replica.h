@@ -6,7 +6,9 @@
  *
  * Change detection: QRESYNC (UID FETCH ... (CHANGEDSINCE m VANISHED)) where
  * offered, CONDSTORE (CHANGEDSINCE + UID SEARCH ALL for deletions), else a
- * full UID FETCH 1:* (FLAGS). Deletions are UID EXPUNGE of exactly the
+ * full UID FETCH 1:* (FLAGS). With QRESYNC, select_scan() sends SELECT and
+ * the delta scan together and keeps the answer for the next matching scan()
+ * (imap_replica_scan.c). Deletions are UID EXPUNGE of exactly the
  * given UIDs where UIDPLUS exists. readonly = true in the account's config
  * makes every write fail with REPLICA_FOLDER_BAD and folders are EXAMINEd.
  *

@@ -7,6 +7,9 @@
  *    remote.maxconnections sessions (one with -1); the first session lists
  *    the folders and asks STATUS (or LIST-STATUS) for all of them in one
  *    pipelined round, so unchanged folders are skipped without a SELECT.
+ *    The other sessions log in meanwhile when the last discovery (or, on a
+ *    first run, the store's folder count) says they will be needed; those
+ *    the plan does not need are closed before they are used.
  *  - One account sync is: Maildir -> store (local changes first), remote <->
  *    store for every folder, store -> Maildir.
  *  - Daemon mode adds: a timer per account (autorefresh minutes), IDLE on the
