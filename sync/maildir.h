@@ -30,6 +30,13 @@
  * runs on the next loop iteration (a whole pipelined batch at once); without
  * one (tests) before each callback.
  *
+ * Unchanged folders: select() fingerprints cur/ and new/ and the engine
+ * records that value; a folder whose fingerprint is unchanged at the next
+ * sync is not read. A folder this session wrote into is sealed when the
+ * session could prove, with inotify, that its writes were the only changes
+ * (maildir_seal.h): the next sync then trusts it too, instead of reading
+ * every file only to find its own writes.
+ *
  * Safety: a folder whose directory vanished (rm -rf, an unmounted disk) after
  * it was synced, lost most of its files at once (max_deletion_ratio), or lost
  * its UID file, is held in the store (store_folder_hold) with a reason that
