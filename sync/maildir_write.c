@@ -18,10 +18,10 @@
 /*
  * How a flush makes a batch durable, and why it is safe at every crash point.
  *
- * Each file's writeback starts as soon as it is written (sync_file_range
- * WRITE), so by flush time the data is mostly on its way and, on delayed-
- * allocation file systems (ext4, XFS), its blocks are allocated. The flush
- * then:
+ * In a small batch each file's writeback starts as soon as it is written
+ * (sync_file_range WRITE), so by flush time the data is mostly on its way
+ * and, on delayed-allocation file systems (ext4, XFS), its blocks are
+ * allocated. The flush then:
  *
  *   1. makes all data durable: fdatasync() of each file in a small batch,
  *      else one syncfs(). Each fdatasync() ends with a flush of the disk's
@@ -178,11 +178,12 @@ static pending_file_t *push_file(maildir_batch_t *b)
  * the flush uses syncfs() and needs no descriptor. */
 static void keep_fd(maildir_batch_t *b, pending_file_t *f, int *fd)
 {
-	/* Start the writeback now: the flush then mostly waits for I/O that is
-	 * done, and the blocks are allocated before the first commit. Only a
-	 * hint: a failure is caught by the flush's own sync. */
-	sync_file_range(*fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	if (b->n_files <= BATCH_FD_MAX && b->n_nofd == 0) {
+		/* Start the writeback now: the flush's fdatasync() then mostly
+		 * waits for I/O that is done. Only a hint: a failure is caught
+		 * by the flush. (A big batch leaves it to syncfs(), which hands
+		 * it to the kernel's writeback threads all at once.) */
+		sync_file_range(*fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 		f->fd = *fd;
 		*fd = -1;
 	} else {

@@ -8,9 +8,9 @@
  *
  *   1. maildir_batch_write() writes message bytes into <folder>/tmp/ (no fsync);
  *      maildir_batch_rename() / _unlink() change existing files at once;
- *   2. maildir_batch_flush() makes the written files durable (their writeback
- *      started when they were written; then fdatasync each, or one syncfs for
- *      a big batch), renames the staged side files over their targets and the
+ *   2. maildir_batch_flush() makes the written files durable (fdatasync each
+ *      in a small batch, whose writeback started when they were written; one
+ *      syncfs for a big one), renames the staged side files over their targets and the
  *      messages from tmp/ into cur/ or new/ without replacing anything, and
  *      fsyncs every directory whose entries changed (not tmp/);
  *   3. only then does the caller commit its state.
