@@ -21,6 +21,9 @@
 #include "sync/mbnames.h"
 #include "sync/replica.h"
 
+/* See open_early(). */
+#define SCHED_EARLY_DELAY 0.010
+
 static void run_step(acct_state_t *a);
 static void acct_maybe_start(sched_t *s);
 
@@ -71,6 +74,7 @@ static void round_account_done(round_t *r, int status)
 
 static void conns_free(acct_state_t *a)
 {
+	ev_timer_stop(a->s->loop, &a->early_w);
 	for (size_t i = 0; i < a->n_conns; i++) {
 		if (a->conns[i].job) {
 			engine_job_t *j = a->conns[i].job;
@@ -702,6 +706,7 @@ static void dispatch_once(acct_state_t *a)
  * for the next run's early sessions, and start. */
 static void plan_ready(acct_state_t *a)
 {
+	ev_timer_stop(a->s->loop, &a->early_w);
 	skip_unchanged(a);
 	a->discovered = true;
 	a->last_work = (long)(a->plan.n - a->next_job);
@@ -788,44 +793,64 @@ static int count_folder_cb(const store_folder_t *f, void *arg)
 	return 0;
 }
 
-/*
- * The extra sessions log in while the first one lists the folders (LIST-STATUS
- * can take tens of milliseconds on a big account), so they are ready when
- * the plan is. How many: as many folders as the last discovery of this
- * process left to sync, minus the first session's one; on the first run,
- * every extra session when the store knows more than one folder of the
- * account. A run that then finds fewer folders to sync drops the sessions it
- * does not need (a login still in progress is cut). Only after the first
- * login succeeded, so a wrong password costs one attempt, not one per
- * session.
- */
-static void open_early(acct_state_t *a)
+/* Open up to want extra sessions that are not open yet. */
+static void open_extras(acct_state_t *a, size_t want)
 {
-	size_t want;
-
-	if (a->phase != RUN_REMOTE || a->discovered || a->n_conns < 2)
-		return;
-	want = a->n_conns - 1;
-	if (a->last_work >= 0) {
-		if (a->last_work <= 1)
-			return;
-		if ((size_t)a->last_work - 1 < want)
-			want = (size_t)a->last_work - 1;
-	} else {
-		store_txn_t *txn = NULL;
-		size_t known = 0;
-		if (store_txn_begin_read(a->s->st, &txn) == 0)
-			store_folder_list(txn, a->account_id, count_folder_cb, &known);
-		store_txn_abort(txn);
-		if (known <= 1)
-			return;
-	}
 	for (size_t i = 1; i < a->n_conns && want > 0; i++) {
 		if (a->conns[i].state != CONN_NONE)
 			continue;
 		open_extra(a, &a->conns[i]);
 		want--;
 	}
+}
+
+static void early_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	acct_state_t *a = w->data;
+
+	if (a->phase == RUN_REMOTE && !a->discovered && a->n_conns > 1)
+		open_extras(a, a->n_conns - 1);
+}
+
+/*
+ * The extra sessions log in while the first one lists the folders, so they
+ * are ready when the plan is (LIST-STATUS takes tens of milliseconds when
+ * folders changed: the server recomputes their counters).
+ *  - The last discovery of this process left more than one folder to sync:
+ *    that many sessions (minus the first one) start at once.
+ *  - No discovery yet (a first run, every -o run) and the store knows more
+ *    than one folder of the account: all of them start when the listing has
+ *    not answered within SCHED_EARLY_DELAY. An unchanged account answers
+ *    quicker than that on a nearby server, so a no-change run opens nothing
+ *    more and does not compete with the listing for the server's time.
+ *  - Otherwise (the last run found at most one folder to sync), sessions
+ *    open once the plan asks for them, as before.
+ * A run that finds fewer folders to sync cuts the logins it does not need.
+ * Only after the first login succeeded, so a wrong password costs one
+ * attempt, not one per session.
+ */
+static void open_early(acct_state_t *a)
+{
+	if (a->phase != RUN_REMOTE || a->discovered || a->n_conns < 2)
+		return;
+	if (a->last_work > 1) {
+		size_t want = a->n_conns - 1;
+		if ((size_t)a->last_work - 1 < want)
+			want = (size_t)a->last_work - 1;
+		open_extras(a, want);
+		return;
+	}
+	if (a->last_work >= 0)
+		return;
+	store_txn_t *txn = NULL;
+	size_t known = 0;
+	if (store_txn_begin_read(a->s->st, &txn) == 0)
+		store_folder_list(txn, a->account_id, count_folder_cb, &known);
+	store_txn_abort(txn);
+	if (known <= 1)
+		return;
+	ev_timer_set(&a->early_w, SCHED_EARLY_DELAY, 0.);
+	ev_timer_start(a->s->loop, &a->early_w);
 }
 
 static void first_connect_cb(int status, void *ctx)
@@ -921,6 +946,8 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 	a->acct = acct;
 	a->name = xstrdup(acct->name);
 	a->last_work = -1;
+	ev_timer_init(&a->early_w, early_cb, SCHED_EARLY_DELAY, 0.);
+	a->early_w.data = a;
 	ev_timer_init(&a->refresh_w, sched_refresh_cb, 1., 0.);
 	a->refresh_w.data = a;
 	ev_timer_init(&a->retry_w, retry_cb, 3.5, 0.);

@@ -76,6 +76,8 @@ struct acct_state {
 	/* Folders the last discovery left to sync (-1: none yet); the next
 	 * run opens that many sessions before its own discovery ends. */
 	long last_work;
+	ev_timer early_w;        /* opens the extra sessions while a slow
+	                            listing runs (first run) */
 	/* maildir */
 	replica_t *md;
 	uint32_t *md_folders;
