@@ -108,6 +108,8 @@ static void flush_batch(maildir_replica_t *md)
 		 * the files must not appear later behind the engine's back. */
 		maildir_batch_free(md->batch);
 		md->batch = maildir_batch_new();
+		if (md->nosync)
+			maildir_batch_nosync(md->batch);
 		md->uids_dirty = md->dir != NULL; /* its staged copy may be gone */
 		maildir_seal_spoil(md->seal, md->seal_h);
 	}
@@ -1064,9 +1066,12 @@ replica_t *maildir_replica_open(const maildir_opts_t *o)
 	md->root = xstrdup(o->root);
 	md->sep = o->sep == '.' ? '.' : '/';
 	md->max_ratio = o->max_deletion_ratio;
+	md->nosync = o->nosync;
 	md->label = xasprintf("acct=%s maildir", md->account);
 	md->base.label = md->label;
 	md->batch = maildir_batch_new();
+	if (md->nosync)
+		maildir_batch_nosync(md->batch);
 	md->host = maildir_name_host();
 	md->seal = maildir_seal_new();
 	md->seal_h = -1;

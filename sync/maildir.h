@@ -76,6 +76,8 @@ typedef struct maildir_opts {
 	 * (and at least 5) is held for the operator, who rebuilds it from the
 	 * store with `imapbridge folder recover`; 0 = 0.5, >= 1 never. */
 	double max_deletion_ratio;
+	/* The config's fsync = false: write files without any sync. */
+	bool nosync;
 } maildir_opts_t;
 
 /*

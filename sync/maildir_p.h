@@ -58,6 +58,7 @@ typedef struct maildir_replica {
 	char *account;
 	char *root;
 	char sep;
+	bool nosync; /* fsync = false */
 	double max_ratio; /* share of vanished files that holds the folder */
 	char *label;
 	uint64_t name_counter;

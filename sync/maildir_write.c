@@ -75,6 +75,7 @@ typedef struct pending_file {
 } pending_file_t;
 
 struct maildir_batch {
+	bool nosync;   /* fsync = false: no barriers at all */
 	pending_file_t *files;
 	size_t n_files, cap_files;
 	size_t n_nofd; /* files written without a kept descriptor */
@@ -106,6 +107,11 @@ static void add_dir(maildir_batch_t *b, const char *dir)
 maildir_batch_t *maildir_batch_new(void)
 {
 	return xcalloc(1, sizeof(maildir_batch_t));
+}
+
+void maildir_batch_nosync(maildir_batch_t *b)
+{
+	b->nosync = true;
 }
 
 static void drop_file(pending_file_t *f, bool remove_tmp)
@@ -178,6 +184,8 @@ static pending_file_t *push_file(maildir_batch_t *b)
  * the flush uses syncfs() and needs no descriptor. */
 static void keep_fd(maildir_batch_t *b, pending_file_t *f, int *fd)
 {
+	if (b->nosync)
+		return; /* nothing to sync: the caller closes it */
 	if (b->n_files <= BATCH_FD_MAX && b->n_nofd == 0) {
 		/* Start the writeback now: the flush's fdatasync() then mostly
 		 * waits for I/O that is done. Only a hint: a failure is caught
@@ -268,7 +276,8 @@ int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name,
 	final = NULL;
 	/* Side files always keep their descriptor (there is one per folder):
 	 * a later version is written into the same file. */
-	sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	if (!b->nosync)
+		sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	f->fd = fd;
 	fd = -1;
 out:
@@ -341,6 +350,8 @@ int maildir_batch_unlink(maildir_batch_t *b, const char *dir, const char *name)
 /* Step 1 (see the top of this file): all written data durable. */
 static int sync_data(maildir_batch_t *b)
 {
+	if (b->nosync)
+		return 0;
 	if (b->n_nofd > 0) {
 		int fd = open(b->files[0].final_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0)
@@ -401,7 +412,7 @@ int maildir_batch_flush(maildir_batch_t *b, size_t *moved)
 	for (size_t i = 0; i < b->n_files; i++)
 		b->n_nofd += b->files[i].fd < 0;
 	/* 3. The names themselves durable. */
-	for (size_t i = 0; i < b->n_dirs; i++) {
+	for (size_t i = 0; i < b->n_dirs && !b->nosync; i++) {
 		int r = maildir_fsync_dir(b->dirs[i]);
 		if (r != 0 && r != -ENOENT && rc == 0)
 			rc = r;

@@ -30,6 +30,10 @@ typedef struct maildir_batch maildir_batch_t;
 #define MAILDIR_E_EXISTS (-10001) /* the target name exists already */
 
 maildir_batch_t *maildir_batch_new(void);
+/* From now on the batch syncs nothing (the config's fsync = false): files and
+ * names reach the disk when the kernel writes them back. A killed process
+ * loses nothing; a power failure can. */
+void maildir_batch_nosync(maildir_batch_t *b);
 /* Frees the batch; files still in tmp/ (not flushed) are removed. */
 void maildir_batch_free(maildir_batch_t *b);
 

@@ -444,6 +444,7 @@ static bool md_step(acct_state_t *a)
 				.account_id = a->account_id,
 				.account = a->name,
 				.root = a->acct->maildir_path,
+				.nosync = !s->cfg->fsync,
 				.sep = a->acct->maildir_sep && a->acct->maildir_sep[0]
 					       ? a->acct->maildir_sep[0]
 					       : '/',

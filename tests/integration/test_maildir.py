@@ -65,9 +65,9 @@ class MaildirTest(unittest.TestCase):
         os.chmod(os.path.join(self.dir, "pw"), 0o600)
         self.write_config(autorefresh=0.05)
 
-    def write_config(self, autorefresh):
+    def write_config(self, autorefresh, extra=""):
         with open(self.config, "w") as f:
-            f.write(f"""datadir = "{self.datadir}";
+            f.write(extra + f"""datadir = "{self.datadir}";
 listen = ( {{ address = "127.0.0.1"; port = {free_port()}; tls = "none"; }} );
 mbnames = {{ enabled = true; filename = "{self.mbnames}"; header = "mailboxes ";
             peritem = "+%(accountname)s/%(foldername)s"; sep = " "; footer = "\\n"; }};
@@ -274,6 +274,30 @@ accounts = (
         self.sync_ok()
         self.assertIn("<proj@t>", self.server("Projects"))
         self.assert_same("Projects")
+
+    def test_fsync_false_round_trip(self):
+        # fsync = false skips every barrier; the results must be the same.
+        self.write_config(autorefresh=0.05, extra="fsync = false;\n")
+        self.populate()
+        self.sync_ok()
+        self.assert_same("INBOX")
+        self.assert_same("Lists/foo")
+        t = self.tree("INBOX")
+        path = t["<in0@t>"][2]
+        base = os.path.basename(path).split(":2,")[0]
+        os.rename(path, os.path.join(self.folder_dir("INBOX"), "cur", base + ":2,FS"))
+        os.unlink(t["<in1@t>"][2])
+        with open(os.path.join(self.folder_dir("INBOX"), "new", "1700000000.M3P3.mta"),
+                  "wb") as f:
+            f.write(make_message("no fsync", msgid="<nofsync@t>"))
+        self.dc.append("alice", "Lists/foo", make_message("late", msgid="<late2@t>"))
+        self.sync_ok()
+        s = self.assert_same("INBOX")
+        self.assert_same("Lists/foo")
+        self.assertEqual(s["<in0@t>"][1], "FS")
+        self.assertNotIn("<in1@t>", s)
+        self.assertIn("<nofsync@t>", s)
+        self.assertIn("<late2@t>", self.tree("Lists/foo"))
 
     def test_changes_after_a_sealed_export(self):
         # The export seals each folder it wrote (only our own writes were

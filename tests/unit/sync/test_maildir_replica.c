@@ -175,7 +175,7 @@ static void op_cb(int status, void *ctx)
 
 static replica_t *open_session(struct ev_loop *loop)
 {
-	maildir_opts_t o = {loop, st, g_acct, "home", root, '/', 0.5};
+	maildir_opts_t o = {loop, st, g_acct, "home", root, '/', 0.5, false};
 	replica_t *r = maildir_replica_open(&o);
 	unsigned caps = 0;
 	int status = -99;
@@ -450,7 +450,7 @@ static void test_mass_deletion_and_recover(uint32_t lists)
 	CHECK_EQ_INT(store_count(lists).n, 15);
 
 	char err[256] = "";
-	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5};
+	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5, false};
 	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
 	if (err[0])
 		fprintf(stderr, "recover: %s\n", err);
@@ -486,7 +486,7 @@ static void test_vanished(uint32_t inbox, uint32_t lists)
 	CHECK(access(root, F_OK) != 0);
 
 	char err[256] = "";
-	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5};
+	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5, false};
 	CHECK_EQ_INT(maildir_recover_folder(&o, inbox, true, err, sizeof(err)), 0);
 	CHECK_EQ_INT(maildir_recover_folder(&o, lists, true, err, sizeof(err)), 0);
 	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n_inbox);
@@ -641,7 +641,7 @@ static void test_lost_uids_file(uint32_t inbox)
 	CHECK(store_held(inbox));
 	CHECK(access(uf, F_OK) != 0);
 	char err[256] = "";
-	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5};
+	maildir_opts_t o = {NULL, st, g_acct, "home", root, '/', 0.5, false};
 	CHECK_EQ_INT(maildir_recover_folder(&o, inbox, true, err, sizeof(err)), 0);
 	CHECK(!store_held(inbox));
 	CHECK_EQ_INT(tree_count("INBOX", NULL, NULL), n);
