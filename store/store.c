@@ -482,10 +482,24 @@ int store_txn_commit(store_txn_t *txn)
 		store_txn_abort(txn);
 		return err;
 	}
+	/* A lazy commit syncs its data pages but not the meta page that
+	 * points at them: after a power failure the store is consistent and
+	 * at most this commit is undone. The next full commit's data sync
+	 * (it covers the whole map) makes it durable too. */
+	bool lazy = txn->lazy && !txn->st->nosync;
+	bool wrote = txn->nwrites > 0; /* LMDB syncs nothing for an empty commit */
+	if (lazy)
+		mdb_env_set_flags(txn->st->env, MDB_NOMETASYNC, 1);
 	int rc = store_map_mdb(mdb_txn_commit(txn->txn));
+	if (lazy)
+		mdb_env_set_flags(txn->st->env, MDB_NOMETASYNC, 0);
 	if (rc == STORE_EAGAIN)
 		txn->st->grow_pending = true;
 	store_t *st = txn->st;
+	if (rc == 0 && lazy && wrote)
+		st->lazy_dirty = true;
+	else if (rc == 0 && wrote)
+		st->lazy_dirty = false;
 	uint32_t *touched = txn->touched;
 	size_t n = txn->ntouched;
 	txn->touched = NULL;
@@ -498,13 +512,14 @@ int store_txn_commit(store_txn_t *txn)
 	return rc;
 }
 
-int store_write(store_t *st, store_txn_fn fn, void *arg)
+static int write_loop(store_t *st, store_txn_fn fn, void *arg, bool lazy)
 {
 	for (;;) {
 		store_txn_t *txn;
 		int rc = store_txn_begin_write(st, &txn);
 		if (rc)
 			return rc;
+		txn->lazy = lazy;
 		rc = fn(txn, arg);
 		/* Whatever fn made of it, a full map means: grow and run again. */
 		if (rc == STORE_EAGAIN || txn->err == STORE_EAGAIN) {
@@ -521,6 +536,26 @@ int store_write(store_t *st, store_txn_fn fn, void *arg)
 			continue;
 		return rc;
 	}
+}
+
+int store_write(store_t *st, store_txn_fn fn, void *arg)
+{
+	return write_loop(st, fn, arg, false);
+}
+
+int store_write_lazy(store_t *st, store_txn_fn fn, void *arg)
+{
+	return write_loop(st, fn, arg, true);
+}
+
+int store_sync(store_t *st)
+{
+	if (st->readonly || st->nosync || !st->lazy_dirty)
+		return 0;
+	int rc = store_map_mdb(mdb_env_sync(st->env, 1));
+	if (rc == 0)
+		st->lazy_dirty = false;
+	return rc;
 }
 
 /* ---------------------------------------------------------- open/close */
@@ -658,6 +693,7 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	store_t *st = xcalloc(1, sizeof(*st));
 	st->path = xasprintf("%s/store", datadir);
 	st->readonly = opts->readonly;
+	st->nosync = opts->nosync;
 	st->mapsize = opts->initial_mapsize ? opts->initial_mapsize : STORE_DEFAULT_MAPSIZE;
 	if (st->mapsize < STORE_MIN_MAPSIZE)
 		st->mapsize = STORE_MIN_MAPSIZE;
@@ -784,8 +820,10 @@ void store_close(store_t *st)
 	if (!st)
 		return;
 	assert(st->ntxn == 0 && "store_close() with a transaction still open");
-	if (st->env)
+	if (st->env) {
+		store_sync(st); /* the last lazy commit; nothing to report it to */
 		mdb_env_close(st->env);
+	}
 	if (st->marked) {
 		char marker[4096];
 		snprintf(marker, sizeof(marker), "%s/%s", st->path, STORE_OPEN_MARKER);

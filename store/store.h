@@ -176,6 +176,15 @@ void store_txn_abort(store_txn_t *txn);
  */
 typedef int (*store_txn_fn)(store_txn_t *txn, void *arg);
 int store_write(store_t *st, store_txn_fn fn, void *arg);
+/* store_write() for a commit that may wait for the next one to be durable:
+ * its data pages are synced, the meta page pointing at them is not, so a
+ * power failure can undo this commit (never half of it). Only for writes
+ * whose loss costs redoing work: never for an intent that must be on disk
+ * before a replica operation (use store_write() for those; it makes every
+ * earlier lazy commit durable as well). */
+int store_write_lazy(store_t *st, store_txn_fn fn, void *arg);
+/* Make the last lazy commit durable (a no-op if there is none). */
+int store_sync(store_t *st);
 
 /* -------------------------------------------------------------- accounts */
 

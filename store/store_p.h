@@ -58,6 +58,8 @@ struct store {
 	char *path; /* <datadir>/store */
 	size_t mapsize;
 	bool readonly;
+	bool nosync;	   /* opened with MDB_NOSYNC */
+	bool lazy_dirty;   /* a lazy commit is not durable yet (store_write_lazy) */
 	int ntxn;	   /* open transactions of this handle */
 	bool writer_open;  /* LMDB's writer lock is not recursive: guard it */
 	bool grow_pending; /* a write hit MDB_MAP_FULL; grow when ntxn == 0 */
@@ -80,6 +82,7 @@ struct store_txn {
 	store_t *st;
 	MDB_txn *txn;
 	bool write;
+	bool lazy;	       /* commit without the meta page sync */
 	int err;	       /* sticky error */
 	unsigned long nwrites; /* puts and deletes so far (see txn_ret) */
 	uint64_t disk_end;     /* write txn: file bytes this txn may have used */

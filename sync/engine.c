@@ -637,7 +637,7 @@ static int eng_write_fn(store_txn_t *txn, void *arg)
  * state (finish_fn) is never committed before them. Intents (pending
  * records) are never deferred: they commit before their replica operation.
  */
-int eng_write(engine_job_t *job, store_txn_fn fn, void *arg)
+static int write_with_deferred(engine_job_t *job, store_txn_fn fn, void *arg, bool intent)
 {
 	eng_write_ctx_t w = { job, fn, arg };
 	unsigned had = job->deferred_w;
@@ -645,7 +645,8 @@ int eng_write(engine_job_t *job, store_txn_fn fn, void *arg)
 
 	if (!fn && !had)
 		return 0;
-	rc = store_write(job->st, eng_write_fn, &w);
+	rc = intent ? store_write(job->st, eng_write_fn, &w)
+		    : store_write_lazy(job->st, eng_write_fn, &w);
 	if (rc == 0) {
 		job->deferred_w = 0;
 		if (had & EW_APPLY) {
@@ -658,6 +659,18 @@ int eng_write(engine_job_t *job, store_txn_fn fn, void *arg)
 		}
 	}
 	return rc;
+}
+
+/* Lazy (store_write_lazy()): losing the last such commit to a power failure
+ * costs the same as a crash before it, see above. */
+int eng_write(engine_job_t *job, store_txn_fn fn, void *arg)
+{
+	return write_with_deferred(job, fn, arg, false);
+}
+
+int eng_write_intent(engine_job_t *job, store_txn_fn fn, void *arg)
+{
+	return write_with_deferred(job, fn, arg, true);
 }
 
 static int hash_idx_cmp(const void *a, const void *b, void *arg);
@@ -1254,7 +1267,7 @@ static void do_delete(engine_job_t *job)
 	/* Intent first: a crash after the replica deleted and before the pair
 	 * was dropped is finished by the next run, not mistaken for a new
 	 * deletion the other way. */
-	rc = eng_write(job, del_record_fn, &d);
+	rc = eng_write_intent(job, del_record_fn, &d);
 	if (rc) {
 		eng_fail(job, ENGINE_STORE_ERR, "cannot record pending deletions: %s", store_strerror(rc));
 		return;

@@ -222,6 +222,9 @@ void eng_str_to_kw(const char *s, store_keywords_t *kw, char ***vec);
 int eng_load_state(engine_job_t *job);
 /* A store write of the job, with the writes deferred so far (engine.c). */
 int eng_write(engine_job_t *job, store_txn_fn fn, void *arg);
+/* The same for an intent (a pending record): durable when this returns, with
+ * every commit before it. */
+int eng_write_intent(engine_job_t *job, store_txn_fn fn, void *arg);
 /* The pairs of the upload batch (engine_pending.c). */
 int eng_up_commit_fn(store_txn_t *txn, void *arg);
 /* A zeroed callback context owned by the job. */

@@ -233,7 +233,7 @@ static void move_cb(int status, uint32_t uid, void *ctx)
 	if (job->result == ENGINE_OK) {
 		if (status == REPLICA_OK && uid) {
 			move_commit_t mc = { job, pe, uid };
-			int rc = eng_write(job, move_commit_fn, &mc);
+			int rc = eng_write_intent(job, move_commit_fn, &mc);
 			if (rc)
 				eng_fail(job, ENGINE_STORE_ERR, "cannot record a move: %s", store_strerror(rc));
 			else
@@ -588,7 +588,7 @@ void eng_do_upload(engine_job_t *job)
 		job->phase = P_UPLOAD;
 		rc = batch_fill(job);
 		if (rc == 0 && job->n_batch)
-			rc = eng_write(job, up_record_fn, job);
+			rc = eng_write_intent(job, up_record_fn, job);
 		if (rc) {
 			eng_fail(job, ENGINE_STORE_ERR, "cannot prepare uploads: %s", store_strerror(rc));
 			return;
