@@ -351,10 +351,23 @@ static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 	note_result(a, a->md_names[a->next_md], true, rc, st);
 	a->folders--; /* count folders once, for the remote pass */
 	a->next_md++;
-	if (a->phase == RUN_REMOTE)
+	if (a->phase == RUN_REMOTE) {
 		md_pump(a);
-	else
+	} else if (a->phase == RUN_MAILDIR_IN && a->pre_started && !a->pre_done) {
+		/* The first session is logging in: let its answers in between
+		 * two folders, so the login and the tree overlap. */
+		ev_idle_start(a->s->loop, &a->md_next_w);
+	} else {
 		run_step(a);
+	}
+}
+
+static void md_next_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	acct_state_t *a = w->data;
+
+	ev_idle_stop(loop, w);
+	run_step(a);
 }
 
 static void md_connect_cb(int status, void *ctx)
@@ -877,7 +890,21 @@ static void first_connect_cb(int status, void *ctx)
 	open_early(a);
 }
 
-static void remote_start(acct_state_t *a)
+/* The first session's connect answered while the Maildir pass still runs:
+ * keep the answer for remote_start(). */
+static void pre_connect_cb(int status, void *ctx)
+{
+	acct_state_t *a = ctx;
+
+	if (a->phase == RUN_REMOTE) {
+		first_connect_cb(status, a);
+		return;
+	}
+	a->pre_done = true;
+	a->pre_status = status;
+}
+
+static void conns_alloc(acct_state_t *a)
 {
 	size_t n = conn_limit(a);
 
@@ -890,11 +917,36 @@ static void remote_start(acct_state_t *a)
 	a->conn_failed = false;
 	a->discovered = false;
 	a->next_job = 0;
-	a->busy = 1;
 	char label[256];
 	snprintf(label, sizeof(label), "%s", a->name);
 	a->conns[0].r = imap_replica_new(a->s->loop, a->acct, label);
 	a->conns[0].state = CONN_CONNECTING;
+}
+
+/* Connect and log in while the Maildir pass reads the tree: the two overlap
+ * instead of adding up. */
+static void pre_connect(acct_state_t *a)
+{
+	a->pre_done = false;
+	a->pre_started = false;
+	if (!a->acct->maildir_path || a->conns)
+		return;
+	conns_alloc(a);
+	a->pre_started = true;
+	a->conns[0].r->ops->connect(a->conns[0].r, &a->conns[0].caps, pre_connect_cb, a);
+}
+
+static void remote_start(acct_state_t *a)
+{
+	a->busy = 1;
+	if (a->pre_started && a->conns) {
+		a->pre_started = false;
+		if (a->pre_done)
+			first_connect_cb(a->pre_status, a);
+		/* else pre_connect_cb() goes on */
+		return;
+	}
+	conns_alloc(a);
 	a->conns[0].r->ops->connect(a->conns[0].r, &a->conns[0].caps, first_connect_cb, a);
 }
 
@@ -914,6 +966,7 @@ static void run_step(acct_state_t *a)
 			}
 			a->phase = RUN_MAILDIR_IN;
 			md_free(a);
+			pre_connect(a);
 			continue;
 		case RUN_MAILDIR_IN:
 			if (md_step(a))
@@ -949,6 +1002,8 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 	a->last_work = -1;
 	ev_timer_init(&a->early_w, early_cb, SCHED_EARLY_DELAY, 0.);
 	a->early_w.data = a;
+	ev_idle_init(&a->md_next_w, md_next_cb);
+	a->md_next_w.data = a;
 	ev_timer_init(&a->refresh_w, sched_refresh_cb, 1., 0.);
 	a->refresh_w.data = a;
 	ev_timer_init(&a->retry_w, retry_cb, 3.5, 0.);
@@ -961,6 +1016,7 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 static void acct_abort(acct_state_t *a)
 {
 	ev_timer_stop(a->s->loop, &a->retry_w);
+	ev_idle_stop(a->s->loop, &a->md_next_w);
 	if (a->retry_waiters) {
 		waiter_t *w = a->retry_waiters;
 		while (w->next)
@@ -992,6 +1048,7 @@ sched_t *sched_new(struct ev_loop *loop, store_t *st, const config_t *cfg, bool 
 static void acct_free(sched_t *s, acct_state_t *a)
 {
 	ev_timer_stop(s->loop, &a->refresh_w);
+	ev_idle_stop(s->loop, &a->md_next_w);
 	maildir_watch_free(a->watch);
 	a->watch = NULL;
 	acct_abort(a);

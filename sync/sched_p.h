@@ -73,6 +73,11 @@ struct acct_state {
 	int busy;
 	bool in_dispatch, redispatch, remote_done;
 	bool discovered;         /* the folder plan of this run is known */
+	/* The first session connects while the Maildir pass runs (pre_*):
+	 * started, answered, and its status then. */
+	bool pre_started, pre_done;
+	int pre_status;
+	ev_idle md_next_w;       /* the next Maildir job, once the loop is idle */
 	/* Folders the last discovery left to sync (-1: none yet); the next
 	 * run opens that many sessions before its own discovery ends. */
 	long last_work;
