@@ -27,65 +27,10 @@
 #include "lib/util.h"
 #include "sync/imap_auth.h"
 #include "sync/imap_client.h"
+#include "scripted_server.h"
 #include "testutil.h"
 
 /* ---- the scripted server (child process) ------------------------------- */
-
-static int srv_fd = -1;
-static char srv_in[1 << 20];
-static size_t srv_len;
-
-#define SRV_CHECK(cond, ...)                                                                       \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "server:%d: ", __LINE__);                                  \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			_exit(1);                                                                  \
-		}                                                                                  \
-	} while (0)
-
-/* Read more input; returns bytes read, 0 on EOF, -1 when nothing came. */
-static int srv_fill(int timeout_ms)
-{
-	struct pollfd pf = {srv_fd, POLLIN, 0};
-	if (poll(&pf, 1, timeout_ms) <= 0)
-		return -1;
-	ssize_t n = read(srv_fd, srv_in + srv_len, sizeof(srv_in) - srv_len);
-	if (n < 0)
-		return -1;
-	srv_len += (size_t)n;
-	return (int)n;
-}
-
-static void srv_consume(size_t n)
-{
-	memmove(srv_in, srv_in + n, srv_len - n);
-	srv_len -= n;
-}
-
-/* Read one line; with tag != NULL split off the tag. The rest must equal
- * expect exactly. */
-static void srv_expect(char *tag, const char *expect)
-{
-	char *lf;
-	while (!(lf = memchr(srv_in, '\n', srv_len)))
-		SRV_CHECK(srv_fill(5000) > 0, "no line (wanted \"%s\")", expect);
-	size_t n = (size_t)(lf - srv_in);
-	SRV_CHECK(n > 0 && srv_in[n - 1] == '\r', "line without CRLF");
-	char line[4096];
-	snprintf(line, sizeof(line), "%.*s", (int)(n - 1), srv_in);
-	srv_consume(n + 1);
-	const char *rest = line;
-	if (tag) {
-		size_t t = strcspn(line, " ");
-		SRV_CHECK(t > 0 && t < 16 && line[t] == ' ', "no tag in \"%s\"", line);
-		memcpy(tag, line, t);
-		tag[t] = '\0';
-		rest = line + t + 1;
-	}
-	SRV_CHECK(strcmp(rest, expect) == 0, "got \"%s\", wanted \"%s\"", rest, expect);
-}
 
 static void srv_bytes(size_t n, unsigned seed)
 {
@@ -97,70 +42,10 @@ static void srv_bytes(size_t n, unsigned seed)
 	srv_consume(n);
 }
 
-/* Nothing may arrive for ms milliseconds. */
-static void srv_quiet(int ms)
-{
-	SRV_CHECK(srv_len == 0, "unexpected \"%.*s\"", (int)srv_len, srv_in);
-	SRV_CHECK(srv_fill(ms) < 0, "unexpected \"%.*s\"", (int)srv_len, srv_in);
-}
-
-static void srv_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void srv_send(const char *fmt, ...)
-{
-	char out[8192];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(out, sizeof(out), fmt, ap);
-	va_end(ap);
-	SRV_CHECK(write(srv_fd, out, (size_t)n) == n, "write failed");
-}
-
-static void srv_send_raw(const char *p, size_t n)
-{
-	SRV_CHECK(write(srv_fd, p, n) == (ssize_t)n, "write failed");
-}
-
 static void fill_pattern(char *p, size_t n, unsigned seed)
 {
 	for (size_t i = 0; i < n; i++)
 		p[i] = (char)((i * 7 + seed) & 0xff);
-}
-
-typedef void (*scenario_fn)(int lfd);
-
-/* Fork a server running fn on a fresh listening socket; returns its pid. */
-static pid_t serve(scenario_fn fn, int *port)
-{
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t sl = sizeof(sa);
-	bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
-	listen(lfd, 4);
-	getsockname(lfd, (struct sockaddr *)&sa, &sl);
-	*port = ntohs(sa.sin_port);
-	pid_t pid = fork();
-	if (pid == 0) {
-		alarm(30);
-		fn(lfd);
-		_exit(0);
-	}
-	close(lfd);
-	return pid;
-}
-
-static void srv_accept(int lfd)
-{
-	struct pollfd pf = {lfd, POLLIN, 0};
-	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_fd = accept(lfd, NULL, NULL);
-	srv_len = 0;
-}
-
-static int wait_server(pid_t pid)
-{
-	int st = 0;
-	waitpid(pid, &st, 0);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 99;
 }
 
 /* ---- the client side ----------------------------------------------------- */

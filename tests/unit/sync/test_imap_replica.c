@@ -31,73 +31,10 @@
 #include "lib/util.h"
 #include "sync/imap_replica.h"
 #include "sync/replica.h"
+#include "scripted_server.h"
 #include "testutil.h"
 
 /* ---- the scripted server (child process) ------------------------------- */
-
-static int srv_fd = -1;
-static char srv_in[1 << 16];
-static size_t srv_len;
-
-#define SRV_CHECK(cond, ...)                                                                       \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "server:%d: ", __LINE__);                                  \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			_exit(1);                                                                  \
-		}                                                                                  \
-	} while (0)
-
-static int srv_fill(int timeout_ms)
-{
-	struct pollfd pf = {srv_fd, POLLIN, 0};
-	if (poll(&pf, 1, timeout_ms) <= 0)
-		return -1;
-	ssize_t n = read(srv_fd, srv_in + srv_len, sizeof(srv_in) - srv_len);
-	if (n < 0)
-		return -1;
-	srv_len += (size_t)n;
-	return (int)n;
-}
-
-/* Read one command; its tag goes to tag, the rest must equal expect. */
-static void srv_expect(char *tag, const char *expect)
-{
-	char *lf;
-	while (!(lf = memchr(srv_in, '\n', srv_len)))
-		SRV_CHECK(srv_fill(5000) > 0, "no line (wanted \"%s\")", expect);
-	size_t n = (size_t)(lf - srv_in);
-	SRV_CHECK(n > 0 && srv_in[n - 1] == '\r', "line without CRLF");
-	char line[4096];
-	snprintf(line, sizeof(line), "%.*s", (int)(n - 1), srv_in);
-	memmove(srv_in, srv_in + n + 1, srv_len - n - 1);
-	srv_len -= n + 1;
-	size_t t = strcspn(line, " ");
-	SRV_CHECK(t > 0 && t < 16 && line[t] == ' ', "no tag in \"%s\"", line);
-	memcpy(tag, line, t);
-	tag[t] = '\0';
-	SRV_CHECK(strcmp(line + t + 1, expect) == 0, "got \"%s\", wanted \"%s\"", line + t + 1,
-		  expect);
-}
-
-/* Nothing may arrive for ms milliseconds. */
-static void srv_quiet(int ms)
-{
-	SRV_CHECK(srv_len == 0, "unexpected \"%.*s\"", (int)srv_len, srv_in);
-	SRV_CHECK(srv_fill(ms) < 0, "unexpected \"%.*s\"", (int)srv_len, srv_in);
-}
-
-static void srv_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void srv_send(const char *fmt, ...)
-{
-	char out[8192];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(out, sizeof(out), fmt, ap);
-	va_end(ap);
-	SRV_CHECK(write(srv_fd, out, (size_t)n) == n, "write failed");
-}
 
 #define EARLY_FETCH "UID FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE) (CHANGEDSINCE 10 VANISHED)"
 
@@ -115,7 +52,7 @@ static void scenario_qresync(int lfd)
 	struct pollfd pf = {lfd, POLLIN, 0};
 
 	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_fd = accept(lfd, NULL, NULL);
+	srv_accept(lfd);
 	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS] hi\r\n");
 	srv_expect(t1, "ENABLE QRESYNC");
 	srv_send("* ENABLED QRESYNC\r\n%s OK enabled\r\n", t1);
@@ -164,7 +101,7 @@ static void scenario_condstore(int lfd)
 	struct pollfd pf = {lfd, POLLIN, 0};
 
 	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_fd = accept(lfd, NULL, NULL);
+	srv_accept(lfd);
 	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 CONDSTORE UIDPLUS] hi\r\n");
 	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
 	srv_quiet(300); /* no early scan without QRESYNC */
@@ -183,7 +120,7 @@ static void scenario_enable_refused(int lfd)
 	struct pollfd pf = {lfd, POLLIN, 0};
 
 	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_fd = accept(lfd, NULL, NULL);
+	srv_accept(lfd);
 	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS] hi\r\n");
 	/* All three before any answer. */
 	srv_expect(t0, "ENABLE QRESYNC");
@@ -198,34 +135,6 @@ static void scenario_enable_refused(int lfd)
 	srv_send("* SEARCH 2\r\n%s OK searched\r\n", t2);
 	while (srv_fill(5000) > 0)
 		srv_len = 0;
-}
-
-typedef void (*scenario_fn)(int lfd);
-
-static pid_t serve(scenario_fn fn, int *port)
-{
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t sl = sizeof(sa);
-	bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
-	listen(lfd, 4);
-	getsockname(lfd, (struct sockaddr *)&sa, &sl);
-	*port = ntohs(sa.sin_port);
-	pid_t pid = fork();
-	if (pid == 0) {
-		alarm(30);
-		fn(lfd);
-		_exit(0);
-	}
-	close(lfd);
-	return pid;
-}
-
-static int wait_server(pid_t pid)
-{
-	int st = 0;
-	waitpid(pid, &st, 0);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 99;
 }
 
 /* ---- the client side ----------------------------------------------------- */
