@@ -1152,6 +1152,12 @@ static int del_record_fn(store_txn_t *txn, void *arg)
 	engine_job_t *job = d->job;
 	int rc;
 
+	if (!d->resolve && job->n_batch && !job->batch_recorded) {
+		rc = eng_up_record_fn(txn, job);
+		if (rc)
+			return rc;
+	}
+
 	for (size_t i = 0; i < job->n_pairs; i++) {
 		pair_ent_t *e = &job->pairs[i];
 		if (!e->del_replica)
@@ -1266,8 +1272,18 @@ static void do_delete(engine_job_t *job)
 		return;
 	/* Intent first: a crash after the replica deleted and before the pair
 	 * was dropped is finished by the next run, not mistaken for a new
-	 * deletion the other way. */
+	 * deletion the other way. The first upload batch's intents go in the
+	 * same commit: one sync instead of two. */
+	if (job->n_ups && !(job->box.caps & REPLICA_CAP_READONLY) && !job->batch_recorded) {
+		rc = eng_upload_prefill(job);
+		if (rc) {
+			eng_fail(job, ENGINE_STORE_ERR, "cannot prepare uploads: %s", store_strerror(rc));
+			return;
+		}
+	}
 	rc = eng_write_intent(job, del_record_fn, &d);
+	if (rc == 0 && job->n_batch)
+		job->batch_recorded = true;
 	if (rc) {
 		eng_fail(job, ENGINE_STORE_ERR, "cannot record pending deletions: %s", store_strerror(rc));
 		return;
@@ -1290,6 +1306,7 @@ static void flags_cb(int status, void *ctx)
 	engine_job_t *job = fc->job;
 
 	job->waiting--;
+	job->flags_pending--;
 	for (size_t i = 0; i < fc->n; i++) {
 		if (status == REPLICA_OK)
 			job->pairs[fc->idx[i]].ok = true;
@@ -1297,6 +1314,10 @@ static void flags_cb(int status, void *ctx)
 			job->stats.failed++;
 	}
 	eng_op_fail(job, status, "flag update");
+	/* All answered: the flags the replica took become agreed values at
+	 * the job's next commit. */
+	if (job->flags_pending == 0 && job->result == ENGINE_OK)
+		job->deferred_w |= EW_FLAGS;
 	eng_kick(job);
 }
 
@@ -1396,6 +1417,7 @@ static void do_flags(engine_job_t *job)
 			fc->uids[k] = job->pairs[order[i + k]].ruid;
 		}
 		job->waiting++;
+		job->flags_pending++;
 		if (fc->n > 1)
 			job->r->ops->set_flags_uids(job->r, fc->uids, fc->n, fl_add(e), e->add_kw,
 						    fl_del(e), e->del_kw, flags_cb, fc);
@@ -1407,15 +1429,6 @@ static void do_flags(engine_job_t *job)
 	free(order);
 }
 
-static void do_flags_commit(engine_job_t *job)
-{
-	bool any = false;
-
-	for (size_t i = 0; i < job->n_pairs; i++)
-		any |= job->pairs[i].set_replica;
-	if (any && job->result == ENGINE_OK)
-		job->deferred_w |= EW_FLAGS;
-}
 
 /* ----------------------------------------------------------------- finish */
 
@@ -1460,10 +1473,24 @@ static void do_finish(engine_job_t *job)
 
 /* ---------------------------------------------------------- state machine */
 
+/* Deletions, flag updates and uploads touch different messages: the next
+ * of these phases starts while the replica still works on the previous one
+ * (pipelined on IMAP; one flush of the Maildir batch for all three). Each
+ * phase is entered once this way; an upload batch in flight, or a failure,
+ * waits for everything. */
+static bool may_overlap(const engine_job_t *job)
+{
+	if (job->result != ENGINE_OK)
+		return false;
+	if (job->phase == P_FLAGS)
+		return true;
+	return job->phase == P_UPLOAD && job->upload_step == 0 && !job->upload_started;
+}
+
 static void job_step(engine_job_t *job)
 {
 	while (!job->finished) {
-		if (job->waiting > 0)
+		if (job->waiting > 0 && !may_overlap(job))
 			return;
 		if (job->result != ENGINE_OK || job->phase == P_END) {
 			/* A failed job still keeps what was agreed before it failed. */
@@ -1487,9 +1514,6 @@ static void job_step(engine_job_t *job)
 			do_flags(job);
 			break;
 		case P_UPLOAD:
-			/* Flags sent in P_FLAGS are confirmed by now. */
-			if (job->upload_step == 0 && job->next_up == 0)
-				do_flags_commit(job);
 			eng_do_upload(job);
 			break;
 		case P_FINISH: do_finish(job); break;

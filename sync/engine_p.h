@@ -191,6 +191,10 @@ struct engine_job {
 
 	uint64_t decided_modseq;     /* store HIGHESTMODSEQ when decisions were made */
 	unsigned deferred_w;         /* EW_* writes waiting for the next commit */
+	unsigned flags_pending;      /* flag updates the replica has not answered */
+	bool batch_recorded;         /* the first upload batch is filled and its
+	                                intents committed (with the deletions) */
+	bool upload_started;         /* appends were sent */
 	unsigned apply_expunged, apply_flagged, ingest_added;
 
 	/* Arguments of operations in flight (replica.h: valid until the
@@ -225,8 +229,11 @@ int eng_write(engine_job_t *job, store_txn_fn fn, void *arg);
 /* The same for an intent (a pending record): durable when this returns, with
  * every commit before it. */
 int eng_write_intent(engine_job_t *job, store_txn_fn fn, void *arg);
-/* The pairs of the upload batch (engine_pending.c). */
+/* The pairs of the upload batch, and its intents (engine_pending.c). */
 int eng_up_commit_fn(store_txn_t *txn, void *arg);
+int eng_up_record_fn(store_txn_t *txn, void *arg);
+/* Fill the first upload batch now (its intents go with the deletions'). */
+int eng_upload_prefill(engine_job_t *job);
 /* A zeroed callback context owned by the job. */
 void *eng_ctx(engine_job_t *job, size_t size);
 

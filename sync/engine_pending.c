@@ -376,7 +376,7 @@ void eng_do_pending(engine_job_t *job)
  * is in flight.
  */
 
-static int up_record_fn(store_txn_t *txn, void *arg)
+int eng_up_record_fn(store_txn_t *txn, void *arg)
 {
 	engine_job_t *job = arg;
 	int rc;
@@ -572,13 +572,27 @@ static int batch_fill(engine_job_t *job)
 	return rc;
 }
 
+int eng_upload_prefill(engine_job_t *job)
+{
+	batch_clear(job);
+	if (job->next_up >= job->n_ups)
+		return 0;
+	return batch_fill(job);
+}
+
 void eng_do_upload(engine_job_t *job)
 {
 	if (job->upload_step == 0) {
-		int rc;
+		int rc = 0;
 
 		if (job->deferred_w & EW_UPLOADS)
 			return; /* the last batch commits with the sync state */
+		if (job->batch_recorded) {
+			/* Filled and recorded with the deletions (do_delete). */
+			job->batch_recorded = false;
+			job->phase = P_UPLOAD;
+			goto send;
+		}
 		batch_clear(job);
 		if (job->next_up >= job->n_ups) {
 			free(job->by_hash);
@@ -588,13 +602,15 @@ void eng_do_upload(engine_job_t *job)
 		job->phase = P_UPLOAD;
 		rc = batch_fill(job);
 		if (rc == 0 && job->n_batch)
-			rc = eng_write_intent(job, up_record_fn, job);
+			rc = eng_write_intent(job, eng_up_record_fn, job);
 		if (rc) {
 			eng_fail(job, ENGINE_STORE_ERR, "cannot prepare uploads: %s", store_strerror(rc));
 			return;
 		}
 		if (job->n_batch == 0)
 			return; /* all skipped; P_UPLOAD runs again for the rest */
+	send:
+		job->upload_started = true;
 		job->upload_step = 1;
 		for (size_t i = 0; i < job->n_batch; i++) {
 			batch_ent_t *u = &job->batch[i];
