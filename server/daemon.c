@@ -360,6 +360,13 @@ int daemon_reload(daemon_t *d, struct config_msgs *out_msgs)
 	else
 		config_msgs_free(&msgs);
 
+	if (cfg->fsync != d->cfg->fsync) {
+		/* The store was opened with the old value: keep store and Maildir
+		 * alike until the restart. */
+		log_warn("reload: fsync changed to %s; it takes effect when imapbridged restarts",
+			 cfg->fsync ? "true" : "false");
+		cfg->fsync = d->cfg->fsync;
+	}
 	config_t *old = d->cfg;
 	d->cfg = cfg;
 	if (d->sync_ops && d->sync_ops->config_reloaded)

@@ -139,6 +139,15 @@ class DaemonTest(unittest.TestCase):
         self.assertTrue(os.path.exists(self.sock))
         self.assertEqual(d.stop(), 0)
 
+    def test_sighup_fsync_change_waits_for_restart(self):
+        d = self.start()
+        self.write_config(extra="fsync = false;")
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "config reloaded" in d.log(), what="the reload")
+        self.assertIn("reload: fsync changed to false; it takes effect when imapbridged restarts",
+                      d.log())
+        self.assertEqual(d.stop(), 0)
+
     def test_account_pointing_at_dovecot(self):
         with Dovecot(users={"alice": "secret"}) as dc:
             self.write_config(accounts='{ name = "alice"; remote = { host = "127.0.0.1"; '
