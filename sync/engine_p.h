@@ -234,6 +234,12 @@ int eng_up_commit_fn(store_txn_t *txn, void *arg);
 int eng_up_record_fn(store_txn_t *txn, void *arg);
 /* Fill the first upload batch now (its intents go with the deletions'). */
 int eng_upload_prefill(engine_job_t *job);
+/* Downloads (engine_fetch.c): P_FETCH; the deferred ingest's store write and
+ * what follows its commit; the order of job->by_hash. */
+void eng_do_fetch(engine_job_t *job);
+int eng_ingest_job(store_txn_t *txn, engine_job_t *job);
+void eng_ingest_done(engine_job_t *job);
+int eng_hash_idx_cmp(const void *a, const void *b, void *arg);
 /* A zeroed callback context owned by the job. */
 void *eng_ctx(engine_job_t *job, size_t size);
 
