@@ -168,6 +168,16 @@ static int write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
+/* Create path (oflags: O_EXCL or O_TRUNC) holding data; *fd gets the open
+ * descriptor. 0 or -errno; on failure the caller unlinks what was made. */
+static int create_with(const char *path, int oflags, const void *data, size_t len, int *fd)
+{
+	*fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | oflags, 0600);
+	if (*fd < 0)
+		return -errno;
+	return write_all(*fd, data, len);
+}
+
 static pending_file_t *push_file(maildir_batch_t *b)
 {
 	if (b->n_files == b->cap_files) {
@@ -209,13 +219,8 @@ int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *
 			const char *name, const void *data, size_t len, time_t mtime)
 {
 	char *tmp = xasprintf("%s/tmp/%s", folder_dir, name);
-	int rc = 0;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	rc = write_all(fd, data, len);
+	int fd = -1;
+	int rc = create_with(tmp, O_EXCL, data, len, &fd);
 	if (rc != 0)
 		goto out;
 	if (mtime > 0) {
@@ -229,10 +234,11 @@ int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *
 	f->final_path = xasprintf("%s/%s", f->final_dir, name);
 	keep_fd(b, f, &fd);
 out:
-	if (fd >= 0)
+	if (fd >= 0) {
 		close(fd);
-	if (rc != 0 && tmp)
-		unlink(tmp);
+		if (rc != 0 && tmp)
+			unlink(tmp); /* only what this call opened and wrote */
+	}
 	free(tmp);
 	return rc;
 }
@@ -258,13 +264,8 @@ int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name,
 		}
 	}
 	char *tmp = xasprintf("%s.tmp", final);
-	int rc = 0;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	rc = write_all(fd, data, len);
+	int fd = -1;
+	int rc = create_with(tmp, O_TRUNC, data, len, &fd);
 	if (rc != 0)
 		goto out;
 	pending_file_t *f = push_file(b);
@@ -281,10 +282,11 @@ int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name,
 	f->fd = fd;
 	fd = -1;
 out:
-	if (fd >= 0)
+	if (fd >= 0) {
 		close(fd);
-	if (rc != 0 && tmp)
-		unlink(tmp);
+		if (rc != 0 && tmp)
+			unlink(tmp); /* only what this call opened and wrote */
+	}
 	free(tmp);
 	free(final);
 	return rc;
