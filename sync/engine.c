@@ -222,8 +222,17 @@ static int load_pend_cb(const store_pending_t *p, void *arg)
 	return 0;
 }
 
+static int load_state(engine_job_t *job, bool with_pairs);
+
 /* Read folder, replica state, pairs and pending operations. */
 int eng_load_state(engine_job_t *job)
+{
+	return load_state(job, true);
+}
+
+/* As eng_load_state(), without the pairs when !with_pairs: enough to decide
+ * that a folder is unchanged, which for most folders ends the job. */
+static int load_state(engine_job_t *job, bool with_pairs)
 {
 	store_txn_t *txn = NULL;
 	store_folder_t f;
@@ -257,9 +266,12 @@ int eng_load_state(engine_job_t *job)
 	} else if (rc != STORE_ENOTFOUND) {
 		goto out;
 	}
-	rc = store_pair_iter(txn, job->o.folder_id, job->o.replica_id, 1, load_pair_cb, job);
-	if (rc)
-		goto out;
+	if (with_pairs) {
+		rc = store_pair_iter(txn, job->o.folder_id, job->o.replica_id, 1, load_pair_cb,
+				     job);
+		if (rc)
+			goto out;
+	}
 	if (job->n_pend == 0)
 		rc = store_pending_list(txn, job->o.folder_id, load_pend_cb, job);
 out:
@@ -283,7 +295,7 @@ static bool unchanged(const engine_opts_t *o, const store_replica_t *rs, const s
 
 static void do_start(engine_job_t *job)
 {
-	int rc = eng_load_state(job);
+	int rc = load_state(job, false);
 
 	if (rc) {
 		eng_fail(job, ENGINE_STORE_ERR, "cannot read the store: %s",
@@ -298,6 +310,27 @@ static void do_start(engine_job_t *job)
 		job->stats.skipped = true;
 		job->phase = P_END;
 	}
+}
+
+/* After select(): skip as unchanged() would have with these counters (the
+ * Maildir replica has no STATUS; an IMAP server may lack LIST-STATUS), else
+ * read the pairs. Not after select_scan(): its scan is on the way. */
+static void after_check(engine_job_t *job)
+{
+	engine_opts_t o = job->o;
+	int rc;
+
+	o.has_counts = true;
+	o.counts = job->box.counts;
+	if (!job->scan_early && (job->box.caps & REPLICA_CAP_MODSEQ) &&
+	    unchanged(&o, job->have_rs ? &job->rs : NULL, &job->folder, job->n_pend)) {
+		job->stats.skipped = true;
+		job->phase = P_END;
+		return;
+	}
+	rc = load_state(job, true);
+	if (rc)
+		eng_fail(job, ENGINE_STORE_ERR, "cannot read the store: %s", store_strerror(rc));
 }
 
 static int count_pend_cb(const store_pending_t *p, void *arg)
@@ -357,6 +390,7 @@ static void do_select(engine_job_t *job)
 		hint.new_uid = job->rs.uidnext;
 		hint.known = NULL;
 		hint.n_known = 0;
+		job->scan_early = true;
 		job->r->ops->select_scan(job->r, job->replica_name, job->rs.uidvalidity, &hint,
 					 select_cb, job);
 		return;
@@ -398,6 +432,7 @@ static void do_check(engine_job_t *job)
 	}
 	if (job->o.readonly)
 		job->box.caps |= REPLICA_CAP_READONLY;
+	after_check(job);
 }
 
 /* ------------------------------------------------------------------- scan */

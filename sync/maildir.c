@@ -307,8 +307,13 @@ static void md_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *c
 		cb(REPLICA_BAD, ctx);
 		return;
 	} else {
-		maildir_prep_new_folders(md);
-		maildir_prep_moves(md);
+		char **names = NULL;
+		size_t n = 0;
+		if (maildir_list_folders(md->root, md->sep, &names, &n) == 0) {
+			maildir_prep_new_folders(md, names, n);
+			maildir_prep_moves(md, names, n);
+		}
+		maildir_folders_free(names, n);
 	}
 	if (caps)
 		*caps = REPLICA_CAP_UIDPLUS | REPLICA_CAP_MOVE | REPLICA_CAP_KEYWORDS;
@@ -340,14 +345,27 @@ static void md_list_folders(replica_t *r, replica_folders_cb cb, void *ctx)
 }
 
 /* The Maildir state the store remembers for folder (by store name). */
+static bool stored_state2(maildir_replica_t *md, const char *folder, uint32_t *folder_id,
+			  store_replica_t *rs_out, bool *pushed);
+
 static bool stored_state(maildir_replica_t *md, const char *folder, uint32_t *folder_id,
 			 store_replica_t *rs_out)
+{
+	return stored_state2(md, folder, folder_id, rs_out, NULL);
+}
+
+/* As stored_state(); *pushed also says whether the store's copy of the
+ * folder is unchanged since its last sync with this tree. */
+static bool stored_state2(maildir_replica_t *md, const char *folder, uint32_t *folder_id,
+			  store_replica_t *rs_out, bool *pushed)
 {
 	store_txn_t *txn = NULL;
 	store_folder_t f;
 	store_replica_t rs;
 	bool have = false;
 	*folder_id = 0;
+	if (pushed)
+		*pushed = false;
 	if (store_txn_begin_read(md->st, &txn) != 0)
 		return false;
 	if (store_folder_find(txn, md->account_id, folder, &f) == 0) {
@@ -355,6 +373,9 @@ static bool stored_state(maildir_replica_t *md, const char *folder, uint32_t *fo
 		if (store_replica_get(txn, f.id, STORE_REPLICA_MAILDIR, &rs) == 0 &&
 		    rs.uidvalidity != 0) {
 			have = true;
+			if (pushed)
+				*pushed = f.state != STORE_FOLDER_HELD &&
+					  rs.pushed_modseq == f.highestmodseq;
 			if (rs_out) {
 				*rs_out = rs;
 				rs_out->name = NULL;
@@ -451,6 +472,26 @@ static void hold(maildir_replica_t *md, uint32_t fid, const char *name, char *re
 	free(reason);
 }
 
+/* Unchanged since the last completed sync (which settled every file's
+ * identity and left the tree and the pairs in agreement): nothing to read
+ * unless an operation needs the files. Either the fingerprint *stamp is the
+ * recorded one, or a seal proves that only that sync changed the folder
+ * since (*stamp becomes the recorded value then). rs: the recorded state, or
+ * NULL if none. */
+static bool unchanged_since(maildir_replica_t *md, const store_replica_t *rs, uint64_t *stamp)
+{
+	if (!rs || !maildir_stamp_valid(*stamp))
+		return false;
+	if (*stamp == rs->highestmodseq)
+		return true;
+	if (!maildir_seal_matches(md->dir, rs->highestmodseq, rs->uidnext, *stamp,
+				  &md->seal_old))
+		return false;
+	md->sealed = true;
+	*stamp = rs->highestmodseq;
+	return true;
+}
+
 static void md_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
@@ -466,7 +507,8 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	}
 	store_replica_t rs;
 	uint32_t fid = 0;
-	bool have_rs = stored_state(md, name, &fid, &rs);
+	bool pushed = false;
+	bool have_rs = stored_state2(md, name, &fid, &rs, &pushed);
 	struct stat st;
 	if (!have_rs && !maildir_is_folder(dir)) {
 		/* Never synced: export it (as create_folder() would). */
@@ -475,9 +517,14 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 			log_err(MD_PFX ": cannot create %s: %s", md->account, dir, strerror(-mrc));
 	}
 	/* The seal's watch, then the fingerprint, then anything that reads the
-	 * directories: see maildir_seal.h and maildir_folder_stamp(). */
-	maildir_seal_poll(md->seal, false);
-	int seal_h = maildir_seal_watch(md->seal, dir);
+	 * directories: see maildir_seal.h and maildir_folder_stamp(). A folder
+	 * the store has nothing new for is most likely unchanged here too, and
+	 * then nothing is written: it gets the watch only if it did change. */
+	int seal_h = -1;
+	if (!pushed) {
+		maildir_seal_poll(md->seal, false);
+		seal_h = maildir_seal_watch(md->seal, dir);
+	}
 	uint64_t stamp = maildir_folder_stamp(dir);
 	if (stat(dir, &st) != 0 || !maildir_is_folder(dir)) {
 		if (have_rs)
@@ -528,19 +575,16 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	md->uids = u;
 	maildir_fmd5(name, md->fmd5);
 	md->selected = true;
-	md->seal_h = seal_h;
-	/* Unchanged since the last completed sync (which settled every file's
-	 * identity and left the tree and the pairs in agreement): nothing to
-	 * read unless an operation needs the files. Either the fingerprint is
-	 * the recorded one, or a seal proves that only that sync changed the
-	 * folder since (it then reports the recorded value again). */
-	bool same = have_rs && maildir_stamp_valid(stamp) && stamp == rs.highestmodseq;
-	if (!same && have_rs && maildir_stamp_valid(stamp) &&
-	    maildir_seal_matches(dir, rs.highestmodseq, rs.uidnext, stamp, &md->seal_old)) {
-		same = true;
-		md->sealed = true;
-		stamp = rs.highestmodseq;
+	bool same = unchanged_since(md, have_rs ? &rs : NULL, &stamp);
+	if (!same && pushed) {
+		/* Changed after all: the watch, then the fingerprint this sync
+		 * records. */
+		maildir_seal_poll(md->seal, false);
+		seal_h = maildir_seal_watch(md->seal, dir);
+		stamp = maildir_folder_stamp(dir);
+		same = unchanged_since(md, &rs, &stamp);
 	}
+	md->seal_h = seal_h;
 	md->stamp = stamp;
 	md->same = same;
 	/* The UIDNEXT the engine records: after a sealed sync it is the value

@@ -263,14 +263,10 @@ out:
 	maildir_scan_free(s);
 }
 
-void maildir_prep_moves(maildir_replica_t *md)
+void maildir_prep_moves(maildir_replica_t *md, char **names, size_t n)
 {
-	char **names = NULL;
-	size_t n = 0;
 	folders_ctx_t fc = {0};
 	store_txn_t *txn = NULL;
-	if (maildir_list_folders(md->root, md->sep, &names, &n) != 0)
-		return;
 	if (store_txn_begin_read(md->st, &txn) == 0) {
 		store_folder_list(txn, md->account_id, folders_cb, &fc);
 		store_txn_abort(txn);
@@ -286,5 +282,4 @@ void maildir_prep_moves(maildir_replica_t *md)
 		maildir_scan_free(fc.v[i].scan);
 	}
 	free(fc.v);
-	maildir_folders_free(names, n);
 }

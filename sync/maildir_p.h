@@ -118,18 +118,19 @@ typedef struct maildir_replica {
 int maildir_prep_folder(maildir_replica_t *md);
 
 /*
- * Look through the whole tree for files moved between folders by a mail
- * reader and move them in the store (see maildir.h). Errors are logged; the
- * files are then simply treated as new where they are.
+ * Look through the tree's folders (names, as maildir_list_folders() gave
+ * them) for files moved between folders by a mail reader and move them in
+ * the store (see maildir.h). Errors are logged; the files are then simply
+ * treated as new where they are.
  */
-void maildir_prep_moves(maildir_replica_t *md);
+void maildir_prep_moves(maildir_replica_t *md, char **names, size_t n);
 
 /*
- * Give every folder directory of the tree that the store does not know a
- * store folder (a folder made by a mail reader); the remote sync then creates
- * it on the server. Errors are logged.
+ * Give every folder directory of the tree (names) that the store does not
+ * know a store folder (a folder made by a mail reader); the remote sync then
+ * creates it on the server. Errors are logged.
  */
-void maildir_prep_new_folders(maildir_replica_t *md);
+void maildir_prep_new_folders(maildir_replica_t *md, char **names, size_t n);
 
 /* REPLICA_F_* <-> MAILDIR_F_* (P is not a system flag: see maildir.h). */
 unsigned maildir_to_replica_flags(unsigned mflags);

@@ -401,13 +401,26 @@ static int newf_fn(store_txn_t *txn, void *arg)
 	return 0;
 }
 
-void maildir_prep_new_folders(maildir_replica_t *md)
+/* True if every folder in names is known to the store. */
+static bool all_known(maildir_replica_t *md, char **names, size_t n)
 {
-	newf_ctx_t c = {md, NULL, 0, 0};
-	if (maildir_list_folders(md->root, md->sep, &c.names, &c.n) != 0 || c.n == 0) {
-		maildir_folders_free(c.names, c.n);
-		return;
+	store_txn_t *txn = NULL;
+	bool all = true;
+	if (store_txn_begin_read(md->st, &txn) != 0)
+		return false;
+	for (size_t i = 0; i < n && all; i++) {
+		store_folder_t f;
+		all = store_folder_find(txn, md->account_id, names[i], &f) == 0;
 	}
+	store_txn_abort(txn);
+	return all;
+}
+
+void maildir_prep_new_folders(maildir_replica_t *md, char **names, size_t n)
+{
+	newf_ctx_t c = {md, names, n, 0};
+	if (n == 0 || all_known(md, names, n))
+		return;
 	int rc = store_write(md->st, newf_fn, &c);
 	if (rc)
 		log_err(MD_PFX ": cannot record new folders of the Maildir tree in the store: %s",
@@ -415,5 +428,4 @@ void maildir_prep_new_folders(maildir_replica_t *md)
 	else if (c.created)
 		log_info(MD_PFX ": %u new folder%s in the Maildir tree", md->account, c.created,
 			 c.created == 1 ? "" : "s");
-	maildir_folders_free(c.names, c.n);
 }

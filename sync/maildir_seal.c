@@ -108,10 +108,16 @@ static uint64_t name_hash(int kind, bool in_new, const char *name)
 	return h;
 }
 
+/* maildir_seal_t.fd before the first watch. */
+#define SEAL_FD_LATER (-2)
+
 maildir_seal_t *maildir_seal_new(void)
 {
 	maildir_seal_t *s = xcalloc(1, sizeof(*s));
-	s->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	/* The inotify instance comes with the first watch: closing one that
+	 * held watches waits for the kernel to retire them (milliseconds), a
+	 * price a sync that wrote nothing should not pay. */
+	s->fd = SEAL_FD_LATER;
 	return s;
 }
 
@@ -160,6 +166,8 @@ static session_t *get(maildir_seal_t *s, int h)
 
 int maildir_seal_watch(maildir_seal_t *s, const char *dir)
 {
+	if (s->fd == SEAL_FD_LATER)
+		s->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (s->fd < 0)
 		return -1;
 	for (size_t i = 0; i < s->n; i++)

@@ -52,7 +52,8 @@ enum maildir_seal_kind {
 	MAILDIR_SEAL_DISAPPEAR = 2, /* a name goes (rename away, unlink) */
 };
 
-/* A new set of watches (one inotify instance); never NULL. */
+/* A new set of watches (one inotify instance, made with the first watch);
+ * never NULL. */
 maildir_seal_t *maildir_seal_new(void);
 /* Stops every watch; folders not sealed yet stay unsealed. */
 void maildir_seal_free(maildir_seal_t *s);

@@ -169,11 +169,15 @@ static void run_finish(acct_state_t *a)
 	a->last_end = ev_now(s->loop);
 	a->last_status = a->status;
 	s->running--;
+	char md[96] = "";
+	if (a->md_in || a->md_out)
+		snprintf(md, sizeof(md), "; Maildir: %u changes taken in, %u written", a->md_in,
+			 a->md_out);
 	log_info("sync: acct=%s: %s in %.1fs: %u folders (%u unchanged), %u new here, %u "
-		 "sent, %u deleted, %u flag changes%s%s",
+		 "sent, %u deleted, %u flag changes%s%s%s",
 		 a->name, a->status == 0 ? "done" : a->status == 2 ? "held" : "finished with errors",
 		 ev_now(s->loop) - a->started, a->folders, a->skipped, a->down, a->up, a->del,
-		 a->flags, a->held ? ", folders held" : "", a->failed ? ", folders failed" : "");
+		 a->flags, md, a->held ? ", folders held" : "", a->failed ? ", folders failed" : "");
 	a->waiters = NULL;
 	int st = a->status;
 	while (w) {
@@ -194,7 +198,7 @@ static void run_finish(acct_state_t *a)
 		a->started = ev_now(s->loop);
 		a->status = 0;
 		a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
-			a->failed = 0;
+			a->md_in = a->md_out = a->failed = 0;
 		run_step(a);
 		return;
 	}
@@ -251,8 +255,8 @@ static void acct_maybe_start(sched_t *s)
 		s->running++;
 		a->started = ev_now(s->loop);
 		a->status = 0;
-		a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held = a->failed =
-			0;
+		a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
+			a->md_in = a->md_out = a->failed = 0;
 		a->last_error[0] = '\0';
 		run_step(a);
 	}
@@ -265,12 +269,18 @@ static void note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 {
 	a->folders++;
 	a->deferred += st->deferred;
-	if (st->skipped)
-		a->skipped++;
-	a->down += st->downloaded;
-	a->up += st->uploaded;
-	a->del += st->deleted_store + st->deleted_replica;
-	a->flags += st->flags_store + st->flags_replica;
+	if (maildir) {
+		/* The summary speaks of the server; the tree has its own count. */
+		a->md_in += st->downloaded + st->deleted_store + st->flags_store;
+		a->md_out += st->uploaded + st->deleted_replica + st->flags_replica;
+	} else {
+		if (st->skipped)
+			a->skipped++;
+		a->down += st->downloaded;
+		a->up += st->uploaded;
+		a->del += st->deleted_store + st->deleted_replica;
+		a->flags += st->flags_store + st->flags_replica;
+	}
 	if (rc == ENGINE_HELD) {
 		a->held++;
 		a->status = worse(a->status, 2);

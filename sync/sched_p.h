@@ -92,6 +92,7 @@ struct acct_state {
 	bool md_in_started, md_out_listed, md_connecting;
 	/* stats of the run */
 	unsigned folders, skipped, down, up, del, flags, held, failed, deferred;
+	unsigned md_in, md_out; /* Maildir changes taken in, written */
 	/* a run again shortly, for uploads held back after a crash */
 	ev_timer retry_w;
 	waiter_t *retry_waiters;
