@@ -1212,7 +1212,13 @@ static void job_step(engine_job_t *job)
 		case P_UPLOAD:
 			eng_do_upload(job);
 			break;
-		case P_FINISH: do_finish(job); break;
+		case P_FINISH:
+			if (job->o.release && !job->released) {
+				job->released = true;
+				job->o.release(job->ctx);
+			}
+			do_finish(job);
+			break;
 		default: job->phase = P_END; break;
 		}
 	}

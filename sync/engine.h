@@ -70,6 +70,11 @@ typedef struct engine_opts {
 	 * nothing changed on either side since the last sync. */
 	bool has_counts;
 	replica_counts_t counts;
+	/* Optional: called (with the done() context) once the job will use the
+	 * replica no more, right before its final commit, so the caller can
+	 * send the next folder's commands while this one commits. done()
+	 * still follows. Not for a replica that may answer synchronously. */
+	void (*release)(void *ctx);
 } engine_opts_t;
 
 typedef struct engine_stats {

@@ -161,6 +161,7 @@ struct engine_job {
 	store_replica_t rs;          /* name not kept */
 	replica_box_t box;
 	bool full;
+	bool released;               /* o.release() was called */
 	bool scan_early;             /* select_scan() sent the delta scan with SELECT */
 	bool incomplete;             /* something failed: do not advance modseq */
 

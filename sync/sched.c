@@ -497,24 +497,54 @@ static bool md_step(acct_state_t *a)
 static void conn_job_done(int rc, const engine_stats_t *st, void *ctx);
 static void dispatch(acct_state_t *a);
 
+/* One remote job. Its done() may come after its session went on to the
+ * next folder (conn_job_release()): then c is NULL. */
+typedef struct conn_run {
+	acct_state_t *a;
+	conn_t *c;
+	size_t ji;
+} conn_run_t;
+
+static void conn_job_release(void *ctx);
+
 static void start_job(conn_t *c, size_t ji)
 {
 	acct_state_t *a = c->a;
 	folder_job_t *fj = &a->plan.jobs[ji];
 	engine_opts_t o;
 	char prefix[256];
+	conn_run_t *run = xcalloc(1, sizeof(*run));
 
 	engine_opts_fill(a, &o, fj->folder_id, STORE_REPLICA_REMOTE, fj->remote, fj->local, prefix,
 			 sizeof(prefix));
 	o.has_counts = fj->has_counts;
 	o.counts = fj->counts;
+	o.release = conn_job_release;
+	run->a = a;
+	run->c = c;
+	run->ji = ji;
 	c->state = CONN_BUSY;
 	c->job_idx = ji;
 	a->busy++;
 	c->job = (engine_job_t *)1;
-	engine_job_t *j = engine_sync_folder(a->s->st, c->r, &o, conn_job_done, c);
+	engine_job_t *j = engine_sync_folder(a->s->st, c->r, &o, conn_job_done, run);
 	if (c->job == (engine_job_t *)1)
 		c->job = j;
+}
+
+/* The job is done with its session and commits next: the session starts
+ * on the next folder meanwhile, so the server works while we commit. */
+static void conn_job_release(void *ctx)
+{
+	conn_run_t *run = ctx;
+	conn_t *c = run->c;
+
+	if (!c)
+		return;
+	run->c = NULL;
+	c->job = NULL;
+	c->state = CONN_READY;
+	dispatch(run->a);
 }
 
 static void create_cb(int status, void *ctx)
@@ -545,22 +575,27 @@ static void create_cb(int status, void *ctx)
 
 static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 {
-	conn_t *c = ctx;
-	acct_state_t *a = c->a;
-	bool cancelled = c->job == NULL;
+	conn_run_t *run = ctx;
+	acct_state_t *a = run->a;
+	conn_t *c = run->c;
+	folder_job_t *fj = &a->plan.jobs[run->ji];
 
-	c->job = NULL;
-	if (cancelled)
-		return;
+	free(run);
+	if (c && !c->job)
+		return; /* cancelled by conns_free() */
 	a->busy--;
-	note_result(a, a->plan.jobs[c->job_idx].local, false, rc, st);
+	note_result(a, fj->local, false, rc, st);
 	if (rc == ENGINE_OK && !st->skipped)
-		md_enqueue(a, a->plan.jobs[c->job_idx].folder_id, a->plan.jobs[c->job_idx].local);
-	if (rc == ENGINE_REPLICA_ERR) {
+		md_enqueue(a, fj->folder_id, fj->local);
+	if (!c) {
+		/* Released before its commit: the session went on already. */
+	} else if (rc == ENGINE_REPLICA_ERR) {
+		c->job = NULL;
 		replica_free(c->r);
 		c->r = NULL;
 		c->state = CONN_NONE;
 	} else {
+		c->job = NULL;
 		c->state = CONN_READY;
 	}
 	dispatch(a);
@@ -667,6 +702,16 @@ static void dispatch(acct_state_t *a)
 	}
 }
 
+static int job_size_cmp(const void *x, const void *y)
+{
+	const folder_job_t *a = x, *b = y;
+	uint32_t m = a->has_counts ? a->counts.messages : 0;
+	uint32_t n = b->has_counts ? b->counts.messages : 0;
+	if (m != n)
+		return m > n ? -1 : 1;
+	return a->folder_id < b->folder_id ? -1 : a->folder_id > b->folder_id;
+}
+
 /* Count the folders nothing happened to and drop them from the queue, so no
  * session is opened for them. */
 static void skip_unchanged(acct_state_t *a)
@@ -691,6 +736,11 @@ static void skip_unchanged(acct_state_t *a)
 		a->plan.jobs[k++] = *fj;
 	}
 	a->plan.n = k;
+	/* Biggest first: opening a folder costs the server about in proportion
+	 * to its size, and a big one last would leave the other sessions idle. */
+	if (k - a->next_job > 1)
+		qsort(a->plan.jobs + a->next_job, k - a->next_job, sizeof(*a->plan.jobs),
+		      job_size_cmp);
 }
 
 static void dispatch_once(acct_state_t *a)
