@@ -132,10 +132,14 @@ static int cmp_u32(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
+static unsigned n_scans; /* scan() calls, all replicas */
+
 static void a_scan(replica_t *r, const replica_scan_opts_t *o, const replica_scan_sink_t *s,
 		   replica_done_cb cb, void *ctx)
 {
 	arep_t *a = (arep_t *)r;
+
+	n_scans++;
 
 	if (a_dead(a)) {
 		cb(REPLICA_BAD, ctx);
@@ -383,7 +387,16 @@ typedef struct result {
 	bool called;
 	int rc;
 	engine_stats_t stats;
+	int released;          /* opts.release calls */
+	bool release_after_done;
 } result_t;
+
+static void release_cb(void *ctx)
+{
+	result_t *r = ctx;
+	r->released++;
+	r->release_after_done |= r->called;
+}
 
 static void done_cb(int rc, const engine_stats_t *s, void *ctx)
 {
@@ -393,7 +406,17 @@ static void done_cb(int rc, const engine_stats_t *s, void *ctx)
 	r->stats = *s;
 }
 
+static int run_sync2(env_t *e, int ops, double ratio, bool readonly, result_t *res,
+		     bool release);
+
 static int run_sync(env_t *e, int ops, double ratio, bool readonly, result_t *res)
+{
+	return run_sync2(e, ops, ratio, readonly, res, false);
+}
+
+/* As run_sync(), with opts.release set when release. */
+static int run_sync2(env_t *e, int ops, double ratio, bool readonly, result_t *res,
+		     bool release)
 {
 	replica_t *r = arep_new(&e->f, ops);
 	engine_opts_t o = {
@@ -411,6 +434,8 @@ static int run_sync(env_t *e, int ops, double ratio, bool readonly, result_t *re
 	if (!res)
 		res = &local;
 	memset(res, 0, sizeof(*res));
+	if (release)
+		o.release = release_cb;
 	engine_job_t *job = engine_sync_folder(e->st, r, &o, done_cb, res);
 	CHECK(job == NULL); /* synchronous replica: done before returning */
 	CHECK(res->called);
@@ -955,8 +980,56 @@ static void test_no_keywords(void)
 	env_free(&e);
 }
 
+/* A replica that gives no counters before select() (the Maildir) is skipped
+ * on its select() answer when nothing changed on either side: no scan. The
+ * release callback comes once, before done, and only from a job that goes
+ * on to its final commit. */
+static void test_skip_after_select(void)
+{
+	env_t e;
+	result_t res;
+	char *a = msg(1), *b = msg(2);
+
+	env_init(&e, true, true);
+	af_add(&e.f, a, 0, "");
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(res.released, 1);
+	CHECK(!res.release_after_done);
+	unsigned scans = n_scans;
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK(res.stats.skipped);
+	CHECK_EQ_INT(n_scans, scans);
+	CHECK_EQ_INT(res.released, 0);
+	/* A change on the replica: selected, scanned, fetched. */
+	af_add(&e.f, b, REPLICA_F_SEEN, "");
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK(!res.stats.skipped);
+	CHECK_EQ_INT(n_scans, scans + 1);
+	CHECK_EQ_INT(res.stats.downloaded, 1);
+	CHECK_EQ_INT(res.released, 1);
+	CHECK(!res.release_after_done);
+	/* A change in the store only: not skipped either; it reaches the replica. */
+	snap_t s;
+	snap_take(&e, &s);
+	s_set_flags(&e, s.uid[0], REPLICA_F_FLAGGED, "");
+	snap_free(&s);
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK(!res.stats.skipped);
+	CHECK_EQ_INT(res.stats.flags_replica, 1);
+	/* The next sync sees that change come back (a higher modseq), the one
+	 * after it nothing at all. */
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(res.stats.flags_store + res.stats.flags_replica, 0);
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK(res.stats.skipped);
+	free(a);
+	free(b);
+	env_free(&e);
+}
+
 int main(void)
 {
+	test_skip_after_select();
 	test_no_keywords();
 	test_settle();
 	test_initial_and_two_way(true, true);
