@@ -151,6 +151,20 @@ static upload_ent_t *twin_find(engine_job_t *job, const store_hash_t *h)
 	return NULL;
 }
 
+/* Pair replica UID ruid with store UID suid, with nm's flags. */
+static int pair_new(store_txn_t *txn, engine_job_t *job, uint32_t ruid, uint32_t suid,
+		    const store_msg_new_t *nm)
+{
+	store_pair_t pair;
+
+	memset(&pair, 0, sizeof(pair));
+	pair.replica_uid = ruid;
+	pair.store_uid = suid;
+	pair.flags = nm->flags;
+	pair.kw = nm->kw;
+	return store_pair_set(txn, job->o.folder_id, job->o.replica_id, &pair);
+}
+
 static int ingest_fn(store_txn_t *txn, void *arg)
 {
 	ingest_t *ig = arg;
@@ -163,8 +177,8 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 	for (incoming_t *in = job->in_head; in; in = in->next) {
 		store_msg_new_t nm;
 		uint32_t suid;
-		char **vec;
 		store_pair_t pair;
+		char **vec;
 
 		if (!in->confirmed)
 			continue;
@@ -190,12 +204,7 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 		 * copying each way. */
 		upload_ent_t *twin = twin_find(job, &nm.hash);
 		if (twin) {
-			memset(&pair, 0, sizeof(pair));
-			pair.replica_uid = in->m.uid;
-			pair.store_uid = twin->suid;
-			pair.flags = nm.flags;
-			pair.kw = nm.kw;
-			rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &pair);
+			rc = pair_new(txn, job, in->m.uid, twin->suid, &nm);
 			replica_kw_free_vec(vec, nm.kw.n);
 			if (rc)
 				return rc;
@@ -204,14 +213,8 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 		}
 		nm.internaldate = in->m.internaldate ? (int64_t)in->m.internaldate : (int64_t)time(NULL);
 		rc = store_msg_add(txn, job->o.folder_id, &nm, &suid, NULL);
-		if (rc == 0) {
-			memset(&pair, 0, sizeof(pair));
-			pair.replica_uid = in->m.uid;
-			pair.store_uid = suid;
-			pair.flags = nm.flags;
-			pair.kw = nm.kw;
-			rc = store_pair_set(txn, job->o.folder_id, job->o.replica_id, &pair);
-		}
+		if (rc == 0)
+			rc = pair_new(txn, job, in->m.uid, suid, &nm);
 		replica_kw_free_vec(vec, nm.kw.n);
 		if (rc)
 			return rc;

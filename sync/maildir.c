@@ -344,20 +344,11 @@ static void md_list_folders(replica_t *r, replica_folders_cb cb, void *ctx)
 	maildir_folders_free(names, n);
 }
 
-/* The Maildir state the store remembers for folder (by store name). */
-static bool stored_state2(maildir_replica_t *md, const char *folder, uint32_t *folder_id,
-			  store_replica_t *rs_out, bool *pushed);
-
+/* The Maildir state the store remembers for folder (by store name); pushed
+ * (may be NULL): whether the store's copy of the folder is unchanged since
+ * its last sync with this tree. */
 static bool stored_state(maildir_replica_t *md, const char *folder, uint32_t *folder_id,
-			 store_replica_t *rs_out)
-{
-	return stored_state2(md, folder, folder_id, rs_out, NULL);
-}
-
-/* As stored_state(); *pushed also says whether the store's copy of the
- * folder is unchanged since its last sync with this tree. */
-static bool stored_state2(maildir_replica_t *md, const char *folder, uint32_t *folder_id,
-			  store_replica_t *rs_out, bool *pushed)
+			 store_replica_t *rs_out, bool *pushed)
 {
 	store_txn_t *txn = NULL;
 	store_folder_t f;
@@ -441,7 +432,7 @@ static void md_create_folder(replica_t *r, const char *name, unsigned special, r
 	}
 	uint32_t fid;
 	struct stat st;
-	if (stat(dir, &st) != 0 && stored_state(md, name, &fid, NULL)) {
+	if (stat(dir, &st) != 0 && stored_state(md, name, &fid, NULL, NULL)) {
 		/* It was synced and has vanished: do not paper over that with an
 		 * empty folder; select() holds it. */
 		free(dir);
@@ -508,7 +499,7 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	store_replica_t rs;
 	uint32_t fid = 0;
 	bool pushed = false;
-	bool have_rs = stored_state2(md, name, &fid, &rs, &pushed);
+	bool have_rs = stored_state(md, name, &fid, &rs, &pushed);
 	struct stat st;
 	if (!have_rs && !maildir_is_folder(dir)) {
 		/* Never synced: export it (as create_folder() would). */
@@ -1002,7 +993,7 @@ static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 	}
 	uint32_t tfid;
 	store_replica_t rs;
-	bool have = stored_state(md, to, &tfid, &rs);
+	bool have = stored_state(md, to, &tfid, &rs, NULL);
 	maildir_uids_t tu;
 	int rc = maildir_uids_read(tdir, &tu);
 	if (rc != 0 && !have) /* never synced: start its UIDs */
