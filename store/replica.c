@@ -36,8 +36,11 @@ static int replica_decode(const MDB_val *k, const MDB_val *v, store_replica_t *o
 	out->pushed_modseq = dec_u64(&d);
 	out->name = dec_str(&d);
 	out->synced_at = 0;
+	out->flags = 0;
 	if (!d.bad && d.end - d.p >= 8)
 		out->synced_at = (int64_t)dec_u64(&d);
+	if (!d.bad && d.end - d.p >= 4)
+		out->flags = dec_u32(&d);
 	return d.bad || ver != REPLICA_REC_VERSION ? STORE_ECORRUPT : 0;
 }
 
@@ -65,6 +68,7 @@ int store_replica_set(store_txn_t *txn, const store_replica_t *r)
 	enc_u64(&b, r->pushed_modseq);
 	enc_str(&b, r->name);
 	enc_u64(&b, (uint64_t)r->synced_at);
+	enc_u32(&b, r->flags);
 	/* A sync that changed nothing records the same state again: leave the
 	 * page alone, so that its commit writes and syncs nothing. */
 	MDB_val old;

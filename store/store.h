@@ -460,7 +460,15 @@ typedef struct store_replica {
 	uint64_t highestmodseq; /* replica's HIGHESTMODSEQ; 0 = no CONDSTORE */
 	uint64_t pushed_modseq; /* store modseq up to which changes were pushed */
 	int64_t synced_at;	/* wall clock of the last full sync; 0 = never */
+	uint32_t flags;		/* STORE_REPLICA_* */
 } store_replica_t;
+
+/* store_replica_t.flags: what the replica's folder allowed when last opened
+ * for writing (an IMAP SELECT's PERMANENTFLAGS). */
+enum {
+	STORE_REPLICA_KW_KNOWN = 1 << 0, /* the bit below is known */
+	STORE_REPLICA_KW = 1 << 1,	 /* the folder keeps keywords */
+};
 
 /* Create or replace (name may be NULL for ""). */
 int store_replica_set(store_txn_t *txn, const store_replica_t *r);

@@ -368,18 +368,40 @@ static void select_cb(int status, const replica_box_t *box, void *ctx)
 	engine_job_t *job = ctx;
 
 	job->waiting--;
-	if (status == REPLICA_OK && box)
+	if (status == REPLICA_OK && box) {
 		job->box = *box;
-	else if (status == REPLICA_FOLDER_BAD || status == REPLICA_MSG_BAD)
+		/* Before the first sync there is nothing a wrong guess could
+		 * remove; later the last select-for-writing knows. */
+		if ((box->caps & REPLICA_CAP_KW_GUESS) && job->have_rs &&
+		    (job->rs.flags & STORE_REPLICA_KW_KNOWN) && !(job->rs.flags & STORE_REPLICA_KW))
+			job->box.caps &= ~(unsigned)REPLICA_CAP_KEYWORDS;
+	} else if (status == REPLICA_FOLDER_BAD || status == REPLICA_MSG_BAD)
 		eng_fail(job, ENGINE_FOLDER_ERR, "cannot open the folder on the replica");
 	else
 		eng_op_fail(job, status, "select");
 	eng_kick(job);
 }
 
+/* Nothing in the store for the replica: no pending operation, and every store
+ * change up to now pushed (or, before the first sync, no message yet). The
+ * sync will most likely only read the replica's folder. */
+static bool store_clean(const engine_job_t *job)
+{
+	if (job->n_pend || job->o.force_full)
+		return false;
+	/* Whether the folder keeps keywords must be known from an earlier
+	 * select (store_replica_t.flags): a read-only open cannot tell, and a
+	 * keyword the folder cannot keep is not a removal. */
+	return job->have_rs ? job->rs.pushed_modseq == job->folder.highestmodseq &&
+				      (job->rs.flags & STORE_REPLICA_KW_KNOWN)
+			    : job->folder.messages == 0;
+}
+
 static void do_select(engine_job_t *job)
 {
 	job->waiting++;
+	if (job->r->ops->read_intent && store_clean(job))
+		job->r->ops->read_intent(job->r);
 	/* The delta scan do_scan() will most likely ask for can travel with the
 	 * SELECT. Not when pending operations run in between: they change the
 	 * folder after the early answer was taken. */
@@ -1156,6 +1178,11 @@ static int finish_fn(store_txn_t *txn, void *arg)
 	if (rc)
 		return rc;
 	rs.pushed_modseq = f.highestmodseq;
+	if (job->box.caps & REPLICA_CAP_KW_GUESS)
+		rs.flags = job->have_rs ? job->rs.flags : 0;
+	else
+		rs.flags = STORE_REPLICA_KW_KNOWN |
+			   (job->box.caps & REPLICA_CAP_KEYWORDS ? STORE_REPLICA_KW : 0);
 	return store_replica_set(txn, &rs);
 }
 

@@ -296,6 +296,7 @@ typedef struct select_op {
 	bool nomodseq;
 	bool perm_star;
 	bool perm_seen;
+	bool examine;           /* EXAMINE by read_intent(): READ-ONLY is ours */
 	bool always_cb;         /* call cb even after replica_free() (select_scan) */
 } select_op_t;
 
@@ -344,9 +345,12 @@ static void select_done(imap_client_t *c, const imap_done_t *d, void *arg)
 			op->box.caps |= REPLICA_CAP_MODSEQ;
 		else
 			op->box.counts.highestmodseq = 0;
-		if (!op->perm_seen || op->perm_star)
+		if (op->examine)
+			/* EXAMINE's PERMANENTFLAGS are always empty. */
+			op->box.caps |= REPLICA_CAP_KEYWORDS | REPLICA_CAP_KW_GUESS;
+		else if (!op->perm_seen || op->perm_star)
 			op->box.caps |= REPLICA_CAP_KEYWORDS;
-		if (d->code && strcasecmp(d->code, "READ-ONLY") == 0)
+		if (d->code && strcasecmp(d->code, "READ-ONLY") == 0 && !op->examine)
 			op->box.caps |= REPLICA_CAP_READONLY;
 		ir->box = op->box;
 	} else {
@@ -368,12 +372,17 @@ void ir_select_start(imap_replica_t *ir, const char *name, replica_select_cb cb,
 	op->cb = cb;
 	op->ctx = ctx;
 	op->always_cb = always_cb;
+	op->examine = ir->read_next && !ro;
+	ir->read_next = false;
+	ir_held_flush(ir, REPLICA_FOLDER_BAD);
+	ir->examined = op->examine;
+	ir->sel_gen++;
 	free(ir->selected);
 	ir->selected = xstrdup(name);
 	ir->ferr[0] = '\0';
 	memset(&ir->box, 0, sizeof(ir->box));
-	imap_client_select(ir->c, name, ro, NULL, (ir->caps & REPLICA_CAP_MODSEQ) != 0, select_done,
-			   select_untagged, op);
+	imap_client_select(ir->c, name, ro || op->examine, NULL,
+			   (ir->caps & REPLICA_CAP_MODSEQ) != 0, select_done, select_untagged, op);
 }
 
 void ir_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx)
@@ -822,6 +831,180 @@ static void ir_find(replica_t *r, const replica_find_t *q, replica_uids_cb cb, v
 				op->min_uid, sz);
 }
 
+/* ---------------------------------------------- writes to an EXAMINEd folder */
+
+/* A write asked for while the open folder is EXAMINEd (read_intent()): kept,
+ * with copies of its arguments, until the SELECT that makes it writable has
+ * answered. Sending it right behind that SELECT would be one round trip
+ * faster, but if the folder was replaced in between (another UIDVALIDITY) its
+ * UIDs would name other messages. */
+enum held_kind { H_FLAGS, H_FLAGS_UIDS, H_DELETE, H_MOVE };
+
+struct ir_held {
+	enum held_kind kind;
+	uint32_t uid;
+	const uint32_t *uids;
+	size_t n;
+	unsigned add, del;
+	const char *add_kw, *del_kw, *to;
+	replica_done_cb cb;
+	replica_uid_cb uid_cb;  /* H_MOVE */
+	void *ctx;
+	ir_held_t *next;
+};
+
+static void ir_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *add_kw,
+			 unsigned del, const char *del_kw, replica_done_cb cb, void *ctx);
+static void ir_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsigned add,
+			      const char *add_kw, unsigned del, const char *del_kw,
+			      replica_done_cb cb, void *ctx);
+static void ir_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done_cb cb,
+		      void *ctx);
+static void ir_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb cb, void *ctx);
+
+static char *dup_or_null(const char *s)
+{
+	return s ? xstrdup(s) : NULL;
+}
+
+static void held_free(ir_held_t *h)
+{
+	free((uint32_t *)h->uids);
+	free((char *)h->add_kw);
+	free((char *)h->del_kw);
+	free((char *)h->to);
+	free(h);
+}
+
+static void held_run(imap_replica_t *ir, ir_held_t *h, int st)
+{
+	replica_t *r = &ir->base;
+
+	if (ir->freed)
+		return;
+	if (st != REPLICA_OK) {
+		if (h->kind == H_MOVE)
+			h->uid_cb(st, 0, h->ctx);
+		else
+			h->cb(st, h->ctx);
+		return;
+	}
+	switch (h->kind) {
+	case H_FLAGS:
+		ir_set_flags(r, h->uid, h->add, h->add_kw, h->del, h->del_kw, h->cb, h->ctx);
+		break;
+	case H_FLAGS_UIDS:
+		ir_set_flags_uids(r, h->uids, h->n, h->add, h->add_kw, h->del, h->del_kw, h->cb,
+				  h->ctx);
+		break;
+	case H_DELETE:
+		ir_delete(r, h->uids, h->n, h->cb, h->ctx);
+		break;
+	case H_MOVE:
+		ir_move(r, h->uid, h->to, h->uid_cb, h->ctx);
+		break;
+	}
+}
+
+/* Send (st OK) or fail every held write, oldest first. */
+void ir_held_flush(imap_replica_t *ir, int st)
+{
+	ir_held_t *h = ir->held;
+
+	ir->held = NULL;
+	ir->held_tail = &ir->held;
+	while (h) {
+		ir_held_t *next = h->next;
+		held_run(ir, h, st);
+		held_free(h);
+		h = next;
+	}
+}
+
+typedef struct reopen_op {
+	imap_replica_t *ir;
+	unsigned gen;
+	uint32_t uidvalidity;
+} reopen_op_t;
+
+static bool reopen_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
+{
+	reopen_op_t *op = arg;
+	uint64_t v;
+
+	if (r->code && strcmp(r->code, "UIDVALIDITY") == 0 && ir_item_num(r->code_args, &v))
+		op->uidvalidity = (uint32_t)v;
+	return false;
+}
+
+static void reopen_done(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	reopen_op_t *op = arg;
+	imap_replica_t *ir = op->ir;
+	int st = ir_status(ir, d, false);
+
+	if (op->gen != ir->sel_gen) {
+		/* Another select came first and failed what was held. */
+		free(op);
+		return;
+	}
+	ir->reopening = false;
+	if (st == REPLICA_OK && d->code && strcasecmp(d->code, "READ-ONLY") == 0) {
+		snprintf(ir->ferr, sizeof(ir->ferr), "%s: %s can only be read on the server",
+			 ir->label, ir->selected);
+		st = REPLICA_FOLDER_BAD;
+	} else if (st == REPLICA_OK && op->uidvalidity != ir->box.counts.uidvalidity) {
+		snprintf(ir->ferr, sizeof(ir->ferr),
+			 "%s: %s was replaced on the server while open (UIDVALIDITY %u, now %u)",
+			 ir->label, ir->selected, ir->box.counts.uidvalidity, op->uidvalidity);
+		st = REPLICA_FOLDER_BAD;
+	}
+	if (st == REPLICA_OK)
+		ir->examined = false;
+	free(op);
+	ir_held_flush(ir, st);
+}
+
+/* Hold w (copied) if the open folder is EXAMINEd, and start the SELECT that
+ * makes it writable. False: send it now. */
+static bool ir_hold(imap_replica_t *ir, const ir_held_t *w)
+{
+	ir_held_t *h;
+
+	if (!ir->examined || !ir->selected)
+		return false;
+	h = xmalloc(sizeof(*h));
+	*h = *w;
+	h->next = NULL;
+	h->add_kw = dup_or_null(w->add_kw);
+	h->del_kw = dup_or_null(w->del_kw);
+	h->to = dup_or_null(w->to);
+	if (w->n) {
+		uint32_t *u = xmalloc(w->n * sizeof(*u));
+		memcpy(u, w->uids, w->n * sizeof(*u));
+		h->uids = u;
+	} else {
+		h->uids = NULL;
+	}
+	*ir->held_tail = h;
+	ir->held_tail = &h->next;
+	if (!ir->reopening) {
+		reopen_op_t *op = xcalloc(1, sizeof(*op));
+		op->ir = ir;
+		op->gen = ir->sel_gen;
+		ir->reopening = true;
+		imap_client_select(ir->c, ir->selected, false, NULL,
+				   (ir->caps & REPLICA_CAP_MODSEQ) != 0, reopen_done,
+				   reopen_untagged, op);
+	}
+	return true;
+}
+
+static void ir_read_intent(replica_t *r)
+{
+	((imap_replica_t *)r)->read_next = true;
+}
+
 /* --------------------------------------------------------------- set flags */
 
 static void ir_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *add_kw,
@@ -841,6 +1024,9 @@ static void ir_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *a
 		cb(REPLICA_OK, ctx);
 		return;
 	}
+	if (ir_hold(ir, &(ir_held_t){ .kind = H_FLAGS, .uid = uid, .add = add, .add_kw = add_kw,
+				      .del = del, .del_kw = del_kw, .cb = cb, .ctx = ctx }))
+		return;
 	op = ir_simple_new(ir, cb, ctx, (do_add ? 1 : 0) + (do_del ? 1 : 0));
 	op->per_message = true;
 	if (do_add) {
@@ -876,6 +1062,10 @@ static void ir_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsi
 		cb(REPLICA_OK, ctx);
 		return;
 	}
+	if (ir_hold(ir, &(ir_held_t){ .kind = H_FLAGS_UIDS, .uids = uids, .n = n, .add = add,
+				      .add_kw = add_kw, .del = del, .del_kw = del_kw, .cb = cb,
+				      .ctx = ctx }))
+		return;
 	sorted = xmalloc(n * sizeof(*sorted));
 	memcpy(sorted, uids, n * sizeof(*sorted));
 	qsort(sorted, n, sizeof(*sorted), cmp_u32);
@@ -919,6 +1109,8 @@ static void ir_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done
 		cb(REPLICA_OK, ctx);
 		return;
 	}
+	if (ir_hold(ir, &(ir_held_t){ .kind = H_DELETE, .uids = uids, .n = n, .cb = cb, .ctx = ctx }))
+		return;
 	sorted = xmalloc(n * sizeof(*sorted));
 	memcpy(sorted, uids, n * sizeof(*sorted));
 	qsort(sorted, n, sizeof(*sorted), cmp_u32);
@@ -993,6 +1185,9 @@ static void ir_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 		cb(REPLICA_FOLDER_BAD, 0, ctx);
 		return;
 	}
+	if (ir_hold(ir, &(ir_held_t){ .kind = H_MOVE, .uid = uid, .to = to, .uid_cb = cb,
+				      .ctx = ctx }))
+		return;
 	op = xcalloc(1, sizeof(*op));
 	op->ir = ir;
 	op->cb = cb;
@@ -1062,6 +1257,9 @@ static void ir_close(replica_t *r, replica_done_cb cb, void *ctx)
 	imap_replica_t *ir = (imap_replica_t *)r;
 
 	ir_early_drop(ir);
+	ir_held_flush(ir, REPLICA_FOLDER_BAD);
+	ir->examined = false;
+	ir->sel_gen++;
 	free(ir->selected);
 	ir->selected = NULL;
 	if (imap_client_caps(ir->c) & IMAP_CAP_UNSELECT) {
@@ -1078,6 +1276,7 @@ static void free_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	imap_replica_t *ir = w->data;
 
 	imap_client_free(ir->c);
+	ir_held_flush(ir, REPLICA_CANCELLED);
 	free(ir->selected);
 	free(ir->label);
 	free(ir);
@@ -1131,6 +1330,7 @@ static const replica_ops_t imap_replica_ops = {
 	.set_flags_uids = ir_set_flags_uids,
 	.append_fd = ir_append_fd,
 	.select_scan = ir_select_scan,
+	.read_intent = ir_read_intent,
 };
 
 replica_t *imap_replica_new(struct ev_loop *loop, const config_account_t *acct, const char *label)
@@ -1150,6 +1350,7 @@ replica_t *imap_replica_new(struct ev_loop *loop, const config_account_t *acct, 
 	ir->base.label = ir->label;
 	ir->loop = loop;
 	ir->acct = acct;
+	ir->held_tail = &ir->held;
 	imap_client_opts_init(&o);
 	o.log_name = ir->label;
 	o.max_attempts = 3;

@@ -18,6 +18,7 @@
 
 typedef struct fetch_op fetch_op_t;
 typedef struct ir_early ir_early_t;
+typedef struct ir_held ir_held_t;
 
 typedef struct imap_replica {
 	replica_t base;
@@ -34,6 +35,15 @@ typedef struct imap_replica {
 	bool freed;
 	char *selected;
 	replica_box_t box;
+	/* read_intent(): the next select EXAMINEs. A write to a folder opened
+	 * that way waits (held) until a SELECT of the same UIDVALIDITY makes it
+	 * writable. */
+	bool read_next;
+	bool examined;
+	bool reopening;
+	unsigned sel_gen;       /* counts selects: a late reopen answer is stale */
+	ir_held_t *held;
+	ir_held_t **held_tail;
 	fetch_op_t *fq_head;    /* fetches in flight, oldest first */
 	fetch_op_t *fq_tail;
 	ir_early_t *early;      /* select_scan()'s delta scan, until a scan()
@@ -85,6 +95,8 @@ time_t ir_parse_internaldate(const char *s);
 void ir_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx);
 void ir_select_start(imap_replica_t *ir, const char *name, replica_select_cb cb, void *ctx,
 		     bool always_cb);
+/* Send (st REPLICA_OK) or fail with st the writes held for a reopen. */
+void ir_held_flush(imap_replica_t *ir, int st);
 
 /* imap_replica_scan.c */
 void ir_scan(replica_t *r, const replica_scan_opts_t *o, const replica_scan_sink_t *sink,

@@ -82,6 +82,9 @@ enum replica_cap {
 	REPLICA_CAP_IDLE = 1 << 6,        /* watch() is supported */
 	REPLICA_CAP_KEYWORDS = 1 << 7,    /* arbitrary keywords can be stored (PERMANENTFLAGS \*) */
 	REPLICA_CAP_APPEND_FD = 1 << 8,   /* append_fd() is available */
+	REPLICA_CAP_KW_GUESS = 1 << 9,    /* the folder was opened after read_intent()
+	                                     and could not tell: REPLICA_CAP_KEYWORDS
+	                                     is set as a guess */
 };
 
 /* SPECIAL-USE attributes (RFC 6154) of a folder. */
@@ -317,6 +320,15 @@ typedef struct replica_ops {
 	 * after the call. */
 	void (*select_scan)(replica_t *r, const char *name, uint32_t uidvalidity,
 			    const replica_scan_opts_t *hint, replica_select_cb cb, void *ctx);
+
+	/* Optional (may be NULL): the caller expects only to read the folder
+	 * the next select() or select_scan() opens. The replica may open it
+	 * read-only (IMAP EXAMINE: the server keeps its \Recent state and its
+	 * cached STATUS answers, which a SELECT would make it recompute). A
+	 * write afterwards still works: the replica first reopens the folder
+	 * read-write, and fails the write (REPLICA_FOLDER_BAD) if the folder
+	 * it finds is not the same one (another UIDVALIDITY) or is read-only. */
+	void (*read_intent)(replica_t *r);
 } replica_ops_t;
 
 /*

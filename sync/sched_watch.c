@@ -44,6 +44,9 @@ static void idle_connect_cb(int status, void *ctx)
 		idle_free(is);
 		return;
 	}
+	/* IDLE only reads: EXAMINE leaves the server's cached STATUS alone. */
+	if (is->r->ops->read_intent)
+		is->r->ops->read_intent(is->r);
 	is->r->ops->select(is->r, is->remote, idle_select_cb, is);
 }
 

@@ -157,13 +157,16 @@ class Server:
         self.dc.start()
 
     def warm(self):
-        """STATUS and FETCH FLAGS of every folder: Dovecot builds its indexes now."""
+        """STATUS of every folder and the FETCH of a mail client's message list:
+        Dovecot builds its indexes and caches now, as on a server in use. The
+        first client to ask for INTERNALDATE makes Dovecot add it to every
+        folder's cache, and the next LIST-STATUS then recomputes every folder."""
         imap = self.login()
         try:
             for name in self.folders(imap):
                 imap.status(harness.quote(name), "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
                 imap.select(harness.quote(name), readonly=True)
-                imap.uid("FETCH", "1:*", "(FLAGS)")
+                imap.uid("FETCH", "1:*", "(FLAGS INTERNALDATE RFC822.SIZE)")
                 imap.close()
         finally:
             imap.logout()

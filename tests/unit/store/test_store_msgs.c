@@ -468,12 +468,13 @@ static void test_pairs_pending(const char *dir)
 			     .uidnext = 102,
 			     .highestmodseq = 99,
 			     .pushed_modseq = 5,
-			     .synced_at = 1700000123};
+			     .synced_at = 1700000123, .flags = STORE_REPLICA_KW_KNOWN};
 	CHECK_EQ_INT(store_replica_set(txn, &r), 0);
 	store_replica_t rr;
 	CHECK_EQ_INT(store_replica_get(txn, f, STORE_REPLICA_REMOTE, &rr), 0);
 	CHECK(rr.uidvalidity == 1234 && rr.uidnext == 102 && rr.highestmodseq == 99 &&
-	      rr.pushed_modseq == 5 && strcmp(rr.name, "INBOX") == 0 && rr.synced_at == 1700000123);
+	      rr.pushed_modseq == 5 && strcmp(rr.name, "INBOX") == 0 && rr.synced_at == 1700000123 &&
+	      rr.flags == STORE_REPLICA_KW_KNOWN);
 	CHECK_EQ_INT(store_replica_get(txn, f, STORE_REPLICA_MAILDIR, &rr), STORE_ENOTFOUND);
 
 	store_pending_t pend = {.kind = STORE_PENDING_UPLOAD,

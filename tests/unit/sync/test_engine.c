@@ -43,7 +43,19 @@ typedef struct arep {
 	replica_t base;
 	afolder_t *f;
 	int ops_left; /* < 0: unlimited; 0: dead */
+	bool want_read; /* read_intent() before the next select */
+	bool read_mode; /* the open folder was selected for reading */
 } arep_t;
+
+/* All replicas: selects after read_intent(), and writes to a folder selected
+ * that way (the engine asked for reading only where it writes nothing, so
+ * this stays 0). */
+static unsigned n_read_selects, n_read_writes;
+
+static void a_read_intent(replica_t *r)
+{
+	((arep_t *)r)->want_read = true;
+}
 
 static amsg_t *af_find(afolder_t *f, uint32_t uid)
 {
@@ -117,12 +129,17 @@ static void a_select(replica_t *r, const char *name, replica_select_cb cb, void 
 		return;
 	}
 	bool alive = a_tick(a);
+	a->read_mode = a->want_read;
+	a->want_read = false;
+	n_read_selects += a->read_mode;
 	box.counts.uidvalidity = a->f->uidvalidity;
 	box.counts.uidnext = a->f->uidnext;
 	box.counts.messages = (uint32_t)a->f->n;
 	box.counts.highestmodseq = a->f->modseq ? a->f->hms : 0;
 	box.caps = (a->f->modseq ? REPLICA_CAP_MODSEQ : 0) | (a->f->uidplus ? REPLICA_CAP_UIDPLUS : 0) |
 		   (a->f->no_kw ? 0 : REPLICA_CAP_KEYWORDS);
+	if (a->read_mode) /* as IMAP's EXAMINE: PERMANENTFLAGS tell nothing */
+		box.caps |= REPLICA_CAP_KEYWORDS | REPLICA_CAP_KW_GUESS;
 	cb(alive ? REPLICA_OK : REPLICA_BAD, alive ? &box : NULL, ctx);
 }
 
@@ -240,6 +257,7 @@ static void a_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *ad
 {
 	arep_t *a = (arep_t *)r;
 
+	n_read_writes += a->read_mode;
 	if (a_dead(a)) {
 		cb(REPLICA_BAD, ctx);
 		return;
@@ -263,6 +281,7 @@ static void a_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done_
 {
 	arep_t *a = (arep_t *)r;
 
+	n_read_writes += a->read_mode;
 	if (a_dead(a)) {
 		cb(REPLICA_BAD, ctx);
 		return;
@@ -278,7 +297,8 @@ static void a_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsig
 			     replica_done_cb cb, void *ctx)
 {
 	arep_t *a = (arep_t *)r;
-	int worst = REPLICA_OK;
+
+	n_read_writes += a->read_mode;	int worst = REPLICA_OK;
 
 	if (a_dead(a)) {
 		cb(REPLICA_BAD, ctx);
@@ -316,6 +336,7 @@ static const replica_ops_t a_ops = {
 	.set_flags = a_set_flags,
 	.delete_msgs = a_delete,
 	.free = a_free,
+	.read_intent = a_read_intent,
 };
 
 static const replica_ops_t a_ops_bulk = {
@@ -328,6 +349,7 @@ static const replica_ops_t a_ops_bulk = {
 	.delete_msgs = a_delete,
 	.free = a_free,
 	.set_flags_uids = a_set_flags_uids,
+	.read_intent = a_read_intent,
 };
 
 static replica_t *arep_new(afolder_t *f, int ops)
@@ -975,6 +997,19 @@ static void test_no_keywords(void)
 	for (size_t i = 0; i < s.n; i++)
 		CHECK(strcmp(s.kw[i], strcmp(s.data[i], a) == 0 ? "work" : "todo") == 0);
 	snap_free(&s);
+	/* A flag changed on the replica, nothing in the store: the folder is
+	 * opened for reading, which cannot tell whether it keeps keywords. The
+	 * last select did: the store's keywords stay. */
+	unsigned reads = n_read_selects;
+	e.f.m[0].flags |= REPLICA_F_FLAGGED;
+	e.f.m[0].modseq = ++e.f.hms;
+	CHECK_EQ_INT(run_sync(&e, -1, 0.5, false, &res), ENGINE_OK);
+	CHECK_EQ_INT(n_read_selects, reads + 1);
+	CHECK_EQ_INT(res.stats.flags_store, 1);
+	snap_take(&e, &s);
+	for (size_t i = 0; i < s.n; i++)
+		CHECK(strcmp(s.kw[i], strcmp(s.data[i], a) == 0 ? "work" : "todo") == 0);
+	snap_free(&s);
 	free(a);
 	free(b);
 	env_free(&e);
@@ -992,9 +1027,11 @@ static void test_skip_after_select(void)
 
 	env_init(&e, true, true);
 	af_add(&e.f, a, 0, "");
+	unsigned reads = n_read_selects;
 	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
 	CHECK_EQ_INT(res.released, 1);
 	CHECK(!res.release_after_done);
+	CHECK_EQ_INT(n_read_selects, reads + 1); /* an empty store: only reads */
 	unsigned scans = n_scans;
 	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
 	CHECK(res.stats.skipped);
@@ -1013,9 +1050,11 @@ static void test_skip_after_select(void)
 	snap_take(&e, &s);
 	s_set_flags(&e, s.uid[0], REPLICA_F_FLAGGED, "");
 	snap_free(&s);
+	reads = n_read_selects;
 	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
 	CHECK(!res.stats.skipped);
 	CHECK_EQ_INT(res.stats.flags_replica, 1);
+	CHECK_EQ_INT(n_read_selects, reads); /* selected for writing */
 	/* The next sync sees that change come back (a higher modseq), the one
 	 * after it nothing at all. */
 	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
@@ -1041,5 +1080,7 @@ int main(void)
 	test_readonly();
 	test_crash_everywhere(true, true);
 	test_crash_everywhere(false, false);
+	CHECK(n_read_selects > 0);
+	CHECK_EQ_INT(n_read_writes, 0);
 	return test_done("test_engine");
 }

@@ -13,7 +13,12 @@
  *  E. without QRESYNC, select_scan() is a plain SELECT;
  *  F. ENABLE QRESYNC does not hold up the first commands, and when the
  *     server refuses it the early answer is not used: the scan() asks again
- *     the CONDSTORE way.
+ *     the CONDSTORE way;
+ *  G. after read_intent() the folder is EXAMINEd (its READ-ONLY is not the
+ *     folder's); a write then waits for a SELECT and goes out only once
+ *     that SELECT shows the same UIDVALIDITY; another UIDVALIDITY fails the
+ *     write and nothing is stored; without read_intent() a READ-ONLY
+ *     answer still marks the folder read-only.
  */
 #include <netinet/in.h>
 #include <poll.h>
@@ -133,6 +138,39 @@ static void scenario_enable_refused(int lfd)
 	srv_expect(t2, "UID SEARCH ALL");
 	srv_send("* 1 FETCH (UID 2 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t1);
 	srv_send("* SEARCH 2\r\n%s OK searched\r\n", t2);
+	while (srv_fill(5000) > 0)
+		srv_len = 0;
+}
+
+static void scenario_examine(int lfd)
+{
+	char t1[16], t2[16], t3[16];
+	struct pollfd pf = {lfd, POLLIN, 0};
+
+	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
+	srv_accept(lfd);
+	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 CONDSTORE UIDPLUS] hi\r\n");
+	srv_expect(t1, "EXAMINE \"A\" (CONDSTORE)");
+	srv_send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [HIGHESTMODSEQ 12] x\r\n"
+		 "%s OK [READ-ONLY] done\r\n", t1);
+	/* Two writes: one SELECT, and nothing else until it answered. */
+	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
+	srv_quiet(300);
+	srv_select_ok(t1, 7);
+	srv_expect(t1, "UID STORE 2 +FLAGS.SILENT (\\Seen)");
+	srv_expect(t2, "UID STORE 3 +FLAGS.SILENT (\\Deleted)");
+	srv_expect(t3, "UID EXPUNGE 3");
+	srv_send("%s OK stored\r\n%s OK stored\r\n%s OK expunged\r\n", t1, t2, t3);
+
+	/* B was replaced between the EXAMINE and the SELECT. */
+	srv_expect(t1, "EXAMINE \"B\" (CONDSTORE)");
+	srv_send("* OK [UIDVALIDITY 7] x\r\n%s OK [READ-ONLY] done\r\n", t1);
+	srv_expect(t1, "SELECT \"B\" (CONDSTORE)");
+	srv_select_ok(t1, 9);
+
+	/* C: no read_intent(), and the server can only read it. */
+	srv_expect(t1, "SELECT \"C\" (CONDSTORE)");
+	srv_send("* OK [UIDVALIDITY 7] x\r\n%s OK [READ-ONLY] done\r\n", t1);
 	while (srv_fill(5000) > 0)
 		srv_len = 0;
 }
@@ -404,11 +442,97 @@ static void test_enable_refused(void)
 	CHECK_EQ_INT(wait_server(pid), 0);
 }
 
+/* G: a small state machine over the callbacks. */
+struct ex {
+	struct t t;
+	int done_writes;
+	int st_flag, st_del, st_b;
+	unsigned caps_a, caps_c;
+	char ferr[512];
+};
+
+static void ex_select_c_cb(int status, const replica_box_t *box, void *ctx)
+{
+	struct ex *e = ctx;
+	e->caps_c = box ? box->caps : 0;
+	e->t.finished = true;
+}
+
+static void ex_b_write_cb(int status, void *ctx)
+{
+	struct ex *e = ctx;
+	e->st_b = status;
+	snprintf(e->ferr, sizeof(e->ferr), "%s", imap_replica_error(e->t.r));
+	e->t.r->ops->select(e->t.r, "C", ex_select_c_cb, e);
+}
+
+static void ex_select_b_cb(int status, const replica_box_t *box, void *ctx)
+{
+	struct ex *e = ctx;
+	CHECK_EQ_INT(status, REPLICA_OK);
+	e->t.r->ops->set_flags(e->t.r, 1, REPLICA_F_FLAGGED, "", 0, "", ex_b_write_cb, e);
+}
+
+static void ex_write_cb(int status, void *ctx)
+{
+	struct ex *e = ctx;
+	if (e->done_writes++ == 0) {
+		e->st_flag = status;
+		return;
+	}
+	e->st_del = status;
+	e->t.r->ops->read_intent(e->t.r);
+	e->t.r->ops->select(e->t.r, "B", ex_select_b_cb, e);
+}
+
+static void ex_select_a_cb(int status, const replica_box_t *box, void *ctx)
+{
+	struct ex *e = ctx;
+	static const uint32_t gone[] = {3};
+
+	CHECK_EQ_INT(status, REPLICA_OK);
+	e->caps_a = box ? box->caps : 0;
+	e->t.r->ops->set_flags(e->t.r, 2, REPLICA_F_SEEN, "", 0, "", ex_write_cb, e);
+	e->t.r->ops->delete_msgs(e->t.r, gone, 1, ex_write_cb, e);
+}
+
+static void ex_connect_cb(int status, void *ctx)
+{
+	struct ex *e = ctx;
+
+	CHECK_EQ_INT(status, REPLICA_OK);
+	e->t.r->ops->read_intent(e->t.r);
+	e->t.r->ops->select(e->t.r, "A", ex_select_a_cb, e);
+}
+
+static void test_examine(void)
+{
+	struct ex e;
+	int port;
+	pid_t pid = serve(scenario_examine, &port);
+
+	memset(&e, 0, sizeof(e));
+	t_init(&e.t, port);
+	e.st_flag = e.st_del = e.st_b = 1;
+	e.t.r->ops->connect(e.t.r, &e.t.caps, ex_connect_cb, &e);
+	t_run(&e.t);
+	CHECK(e.t.finished);
+	CHECK(!(e.caps_a & REPLICA_CAP_READONLY));
+	CHECK_EQ_INT(e.st_flag, REPLICA_OK);
+	CHECK_EQ_INT(e.st_del, REPLICA_OK);
+	CHECK_EQ_INT(e.st_b, REPLICA_FOLDER_BAD);
+	CHECK(strstr(e.ferr, "B was replaced on the server") != NULL);
+	CHECK(e.caps_c & REPLICA_CAP_READONLY);
+	t_done(&e.t);
+	CHECK_EQ_INT(wait_server(pid), 0);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	test_qresync();
 	test_condstore_only();
 	test_enable_refused();
+	test_examine();
 	return test_done("test_imap_replica");
 }
