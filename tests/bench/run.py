@@ -109,11 +109,18 @@ def corpus_path(workdir, preset, seed):
 
 def clone_tree(src, dst):
     """Copy a Maildir tree: message files hard-linked (Dovecot never rewrites them,
-    it only renames and unlinks), everything else (indexes, uidlist) copied."""
+    it only renames and unlinks), everything else (indexes, uidlist) copied, and
+    the directories' times kept. Dovecot compares the times of cur/ and new/ with
+    those in its index, and a directory changed in the last second or two counts
+    as changing: it would rescan it and rewrite the index, and the next
+    LIST-STATUS would recompute every folder, on the first sync timed after a
+    restore."""
+    dirs = []
     for dirpath, dirnames, filenames in os.walk(src):
         rel = os.path.relpath(dirpath, src)
         out = os.path.normpath(os.path.join(dst, rel))
         os.makedirs(out, exist_ok=True)
+        dirs.append((dirpath, out))
         in_msgdir = os.path.basename(dirpath) in ("cur", "new")
         for name in filenames:
             s, d = os.path.join(dirpath, name), os.path.join(out, name)
@@ -128,6 +135,9 @@ def clone_tree(src, dst):
                 shutil.copy2(s, d)
             else:
                 shutil.copy2(s, d)
+    for dirpath, out in reversed(dirs):
+        st = os.stat(dirpath)
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 class Server:
@@ -143,6 +153,7 @@ class Server:
         clone_tree(corpus, self.maildir)
         self.dc.chown_tree(self.home)
         self.mutation = None
+        self.condstore = condstore
         self.dc.start()
         self.port = self.dc.port
         t0 = time.time()
@@ -160,13 +171,16 @@ class Server:
         """STATUS of every folder and the FETCH of a mail client's message list:
         Dovecot builds its indexes and caches now, as on a server in use. The
         first client to ask for INTERNALDATE makes Dovecot add it to every
-        folder's cache, and the next LIST-STATUS then recomputes every folder."""
+        folder's cache, and the first to ask for MODSEQ makes it keep modseqs
+        in every folder's index; either way the next LIST-STATUS then
+        recomputes every folder."""
+        items = "(FLAGS INTERNALDATE RFC822.SIZE%s)" % (" MODSEQ" if self.condstore else "")
         imap = self.login()
         try:
             for name in self.folders(imap):
                 imap.status(harness.quote(name), "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
                 imap.select(harness.quote(name), readonly=True)
-                imap.uid("FETCH", "1:*", "(FLAGS INTERNALDATE RFC822.SIZE)")
+                imap.uid("FETCH", "1:*", items)
                 imap.close()
         finally:
             imap.logout()
