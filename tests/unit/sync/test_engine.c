@@ -297,9 +297,9 @@ static void a_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsig
 			     replica_done_cb cb, void *ctx)
 {
 	arep_t *a = (arep_t *)r;
+	int worst = REPLICA_OK;
 
-	n_read_writes += a->read_mode;	int worst = REPLICA_OK;
-
+	n_read_writes += a->read_mode;
 	if (a_dead(a)) {
 		cb(REPLICA_BAD, ctx);
 		return;

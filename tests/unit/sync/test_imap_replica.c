@@ -51,14 +51,28 @@ static void srv_select_ok(const char *tag, unsigned uv)
 		 uv, tag);
 }
 
-static void scenario_qresync(int lfd)
+/* Take the client's connection and greet it, logged in already. */
+static void srv_preauth(int lfd, const char *caps)
 {
-	char t1[16], t2[16], t3[16];
 	struct pollfd pf = {lfd, POLLIN, 0};
 
 	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
 	srv_accept(lfd);
-	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS] hi\r\n");
+	srv_send("* PREAUTH [CAPABILITY %s] hi\r\n", caps);
+}
+
+/* Read until the client closes the connection. */
+static void srv_drain(void)
+{
+	while (srv_fill(5000) > 0)
+		srv_len = 0;
+}
+
+static void scenario_qresync(int lfd)
+{
+	char t1[16], t2[16], t3[16];
+
+	srv_preauth(lfd, "IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS");
 	srv_expect(t1, "ENABLE QRESYNC");
 	srv_send("* ENABLED QRESYNC\r\n%s OK enabled\r\n", t1);
 
@@ -96,18 +110,14 @@ static void scenario_qresync(int lfd)
 	srv_send("* 2 FETCH (UID 8 FLAGS () MODSEQ (12))\r\n%s OK fetched\r\n", t3);
 
 	/* The client closes the connection. */
-	while (srv_fill(5000) > 0)
-		srv_len = 0;
+	srv_drain();
 }
 
 static void scenario_condstore(int lfd)
 {
 	char t1[16], t2[16];
-	struct pollfd pf = {lfd, POLLIN, 0};
 
-	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_accept(lfd);
-	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 CONDSTORE UIDPLUS] hi\r\n");
+	srv_preauth(lfd, "IMAP4rev1 CONDSTORE UIDPLUS");
 	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
 	srv_quiet(300); /* no early scan without QRESYNC */
 	srv_select_ok(t1, 7);
@@ -115,18 +125,14 @@ static void scenario_condstore(int lfd)
 	srv_expect(t2, "UID SEARCH ALL");
 	srv_send("* 1 FETCH (UID 2 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t1);
 	srv_send("* SEARCH 1 2\r\n%s OK searched\r\n", t2);
-	while (srv_fill(5000) > 0)
-		srv_len = 0;
+	srv_drain();
 }
 
 static void scenario_enable_refused(int lfd)
 {
 	char t0[16], t1[16], t2[16];
-	struct pollfd pf = {lfd, POLLIN, 0};
 
-	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_accept(lfd);
-	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS] hi\r\n");
+	srv_preauth(lfd, "IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS");
 	/* All three before any answer. */
 	srv_expect(t0, "ENABLE QRESYNC");
 	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
@@ -138,21 +144,18 @@ static void scenario_enable_refused(int lfd)
 	srv_expect(t2, "UID SEARCH ALL");
 	srv_send("* 1 FETCH (UID 2 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t1);
 	srv_send("* SEARCH 2\r\n%s OK searched\r\n", t2);
-	while (srv_fill(5000) > 0)
-		srv_len = 0;
+	srv_drain();
 }
 
 static void scenario_examine(int lfd)
 {
 	char t1[16], t2[16], t3[16];
-	struct pollfd pf = {lfd, POLLIN, 0};
 
-	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_accept(lfd);
-	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 CONDSTORE UIDPLUS] hi\r\n");
+	srv_preauth(lfd, "IMAP4rev1 CONDSTORE UIDPLUS");
 	srv_expect(t1, "EXAMINE \"A\" (CONDSTORE)");
 	srv_send("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\n* OK [HIGHESTMODSEQ 12] x\r\n"
-		 "%s OK [READ-ONLY] done\r\n", t1);
+		 "%s OK [READ-ONLY] done\r\n",
+		 t1);
 	/* Two writes: one SELECT, and nothing else until it answered. */
 	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
 	srv_quiet(300);
@@ -171,8 +174,7 @@ static void scenario_examine(int lfd)
 	/* C: no read_intent(), and the server can only read it. */
 	srv_expect(t1, "SELECT \"C\" (CONDSTORE)");
 	srv_send("* OK [UIDVALIDITY 7] x\r\n%s OK [READ-ONLY] done\r\n", t1);
-	while (srv_fill(5000) > 0)
-		srv_len = 0;
+	srv_drain();
 }
 
 /* ---- the client side ----------------------------------------------------- */
