@@ -111,3 +111,17 @@ int ib_mkdirs(const char *path, unsigned mode)
 	free(p);
 	return rc;
 }
+
+size_t ib_u32_lower_bound(const uint32_t *a, size_t n, uint32_t v)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t m = lo + (hi - lo) / 2;
+		if (a[m] < v)
+			lo = m + 1;
+		else
+			hi = m;
+	}
+	return lo;
+}

@@ -32,6 +32,9 @@ char *ib_expand_home(const char *path);
 /* Create a directory and its parents (like mkdir -p). 0 or -errno. */
 int ib_mkdirs(const char *path, unsigned mode);
 
+/* Index of the first element >= v in the ascending array a[n] (n if none). */
+size_t ib_u32_lower_bound(const uint32_t *a, size_t n, uint32_t v);
+
 /* Big-endian helpers for composite keys: byte order is numeric order. */
 static inline void ib_put_be32(uint8_t *p, uint32_t v)
 {

@@ -62,15 +62,8 @@ static int in_write(void *ctx, void *h, const char *data, size_t len)
  * fetches may interleave: this tells which call a message belongs to. */
 static size_t newuid_index(const engine_job_t *job, uint32_t uid)
 {
-	size_t a = 0, b = job->n_new;
+	size_t a = ib_u32_lower_bound(job->newuids, job->n_new, uid);
 
-	while (a < b) {
-		size_t m = (a + b) / 2;
-		if (job->newuids[m] < uid)
-			a = m + 1;
-		else
-			b = m;
-	}
 	return a < job->n_new && job->newuids[a] == uid ? a : SIZE_MAX;
 }
 

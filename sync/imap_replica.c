@@ -461,15 +461,10 @@ static void lit_release(void *ctx, void *handle)
 /* Index of uid in op->uids[], or -1 when it was not asked for. */
 static long fetch_asked(const fetch_op_t *op, uint64_t uid)
 {
-	size_t a = 0, b = op->n_uids;
+	if (uid > UINT32_MAX)
+		return -1;
+	size_t a = ib_u32_lower_bound(op->uids, op->n_uids, (uint32_t)uid);
 
-	while (a < b) {
-		size_t m = (a + b) / 2;
-		if (op->uids[m] < uid)
-			a = m + 1;
-		else
-			b = m;
-	}
 	return a < op->n_uids && op->uids[a] == uid ? (long)a : -1;
 }
 

@@ -55,16 +55,8 @@ typedef struct scan_op {
 
 static void mark_present(scan_op_t *op, uint32_t lo, uint32_t hi)
 {
-	/* known[] is sorted: binary search the first >= lo. */
-	size_t a = 0, b = op->o.n_known;
-	while (a < b) {
-		size_t m = (a + b) / 2;
-		if (op->known[m] < lo)
-			a = m + 1;
-		else
-			b = m;
-	}
-	for (size_t i = a; i < op->o.n_known && op->known[i] <= hi; i++)
+	/* known[] is sorted. */
+	for (size_t i = ib_u32_lower_bound(op->known, op->o.n_known, lo); i < op->o.n_known && op->known[i] <= hi; i++)
 		op->present[i] = true;
 }
 
