@@ -15,6 +15,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "sync/engine.h"
+#include "sync/worker.h"
 
 #define KW_FORWARDED "$Forwarded"
 
@@ -65,6 +66,19 @@ unsigned maildir_from_replica_flags(unsigned r, unsigned old)
 /* ------------------------------------------------------- deferred callbacks */
 
 static void md_really_free(maildir_replica_t *md);
+static void deliver(maildir_replica_t *md);
+static void enter(maildir_replica_t *md);
+static bool leave(maildir_replica_t *md);
+
+/* Run the flush timer now: it delivers what is durable and starts the next
+ * flush. */
+static void kick(maildir_replica_t *md)
+{
+	if (md->loop && !ev_is_active(&md->flush_w)) {
+		ev_timer_set(&md->flush_w, 0., 0.);
+		ev_timer_start(md->loop, &md->flush_w);
+	}
+}
 
 static void queue_push(maildir_replica_t *md, const md_deferred_t *d)
 {
@@ -75,47 +89,121 @@ static void queue_push(maildir_replica_t *md, const md_deferred_t *d)
 	md->q[md->q_len++] = *d;
 	md->q[md->q_len - 1].gen = md->gen;
 	md->dirty = true;
-	if (md->loop && !ev_is_active(&md->flush_w)) {
-		ev_timer_set(&md->flush_w, 0., 0.);
-		ev_timer_start(md->loop, &md->flush_w);
-	}
+	kick(md);
 }
 
-/* Make the current batch durable (and the UID file, first). */
-static void flush_batch(maildir_replica_t *md)
+static maildir_batch_t *batch_new(const maildir_replica_t *md)
 {
-	if (!md->dirty)
-		return;
-	md->dirty = false;
-	int rc = 0;
-	/* The UID file rides in the same batch: durable with the messages and
-	 * in place before any of them (see maildir_write.c). */
+	maildir_batch_t *b = maildir_batch_new();
+	if (md->nosync)
+		maildir_batch_nosync(b);
+	if (md->worker)
+		maildir_batch_lazy(b);
+	return b;
+}
+
+/* Take the current batch (with the UID file staged in it, to be durable
+ * with the messages and in place before any of them, see maildir_write.c)
+ * for a flush of generation md->gen; later operations go to a new batch and
+ * generation. *rc: an error staging the UID file (the batch is then not to
+ * be flushed). */
+static maildir_batch_t *flush_take(maildir_replica_t *md, unsigned *gen, int *rc)
+{
+	*rc = 0;
 	if (md->uids_dirty && md->dir) {
-		rc = maildir_uids_stage(md->batch, md->dir, &md->uids);
-		if (rc == 0)
+		*rc = maildir_uids_stage(md->batch, md->dir, &md->uids);
+		if (*rc == 0)
 			md->uids_dirty = false;
 	}
-	if (rc == 0)
-		rc = maildir_batch_flush(md->batch, NULL);
+	maildir_batch_t *b = md->batch;
+	md->batch = batch_new(md);
+	*gen = md->gen++;
+	md->dirty = false;
+	return b;
+}
+
+/* Flush of generation gen ended with rc: settle its operations' outcome. */
+static void flush_end(maildir_replica_t *md, maildir_batch_t *b, unsigned gen, int rc)
+{
 	maildir_seal_drain(md->seal);
-	if (rc != 0)
+	if (rc != 0) {
 		log_err(MD_PFX " box=%s: cannot write to %s: %s; the changes are retried at the "
 			       "next sync",
 			md->account, md->folder ? md->folder : "-", md->dir ? md->dir : md->root,
 			maildir_strerror(rc));
-	if (rc != 0) {
-		/* Forget what did not make it: its callbacks report failure, so
-		 * the files must not appear later behind the engine's back. */
-		maildir_batch_free(md->batch);
-		md->batch = maildir_batch_new();
-		if (md->nosync)
-			maildir_batch_nosync(md->batch);
+		/* Its callbacks report failure; what did not make it is removed
+		 * with the batch, so no file appears later behind the engine's
+		 * back. */
+		for (size_t i = md->q_head; i < md->q_len; i++)
+			if (md->q[i].gen <= gen)
+				md->q[i].err = rc;
 		md->uids_dirty = md->dir != NULL; /* its staged copy may be gone */
 		maildir_seal_spoil(md->seal, md->seal_h);
 	}
-	md->flush_err = rc;
-	md->flushed_gen = md->gen;
-	md->gen++;
+	maildir_batch_free(b);
+	md->flushed_gen = gen;
+}
+
+/* The worker's job: only the batch it was handed. */
+static int flush_job(void *arg)
+{
+	maildir_replica_t *md = arg;
+	return maildir_batch_flush(md->inflight, NULL);
+}
+
+static void flush_batch(maildir_replica_t *md, bool now);
+
+static void flush_job_done(int rc, void *arg)
+{
+	maildir_replica_t *md = arg;
+	maildir_batch_t *b = md->inflight;
+	md->inflight = NULL;
+	flush_end(md, b, md->inflight_gen, rc);
+	if (md->quiescing) {
+		kick(md); /* an operation waits for the tree: deliver later */
+		return;
+	}
+	/* From the loop: deliver now, and flush what came meanwhile. */
+	enter(md);
+	deliver(md);
+	if (leave(md))
+		flush_batch(md, false);
+}
+
+/* Wait for the worker's flush, if one runs: the tree is then as the
+ * operations so far left it (their callbacks still wait for delivery). */
+static void quiesce(maildir_replica_t *md)
+{
+	if (!md->worker)
+		return;
+	md->quiescing = true;
+	worker_wait(md->worker);
+	md->quiescing = false;
+}
+
+/* Flush the current batch: on the worker when there is one (done later,
+ * from the loop), else now. */
+static void flush_batch(maildir_replica_t *md, bool now)
+{
+	if (!md->dirty)
+		return;
+	if (md->worker && worker_busy(md->worker)) {
+		if (!now)
+			return; /* flush_job_done() comes back for it */
+		quiesce(md);
+	}
+	unsigned gen;
+	int rc;
+	maildir_batch_t *b = flush_take(md, &gen, &rc);
+	if (rc == 0 && md->worker && !now) {
+		md->inflight = b;
+		md->inflight_gen = gen;
+		worker_start(md->worker, flush_job, flush_job_done, md);
+		return;
+	}
+	if (rc == 0)
+		rc = maildir_batch_flush(b, NULL);
+	flush_end(md, b, gen, rc);
 }
 
 /* Deliver the callbacks whose batch is durable, in issue order. A callback
@@ -128,11 +216,11 @@ static void deliver(maildir_replica_t *md)
 			/* A clean flush placed every file it was given; after a
 			 * failed one, each file is where it is or is not. */
 			int st = REPLICA_OK;
-			if (!d.final_path || (md->flush_err && access(d.final_path, F_OK) != 0))
+			if (!d.final_path || (d.err && access(d.final_path, F_OK) != 0))
 				st = REPLICA_MSG_BAD;
 			d.uid_cb(st, st == REPLICA_OK ? d.uid : 0, d.ctx);
 		} else if (d.done) {
-			d.done(md->flush_err ? REPLICA_MSG_BAD : REPLICA_OK, d.ctx);
+			d.done(d.err ? REPLICA_MSG_BAD : REPLICA_OK, d.ctx);
 		}
 		free(d.final_path);
 	}
@@ -163,19 +251,31 @@ static bool leave(maildir_replica_t *md)
  * the session was freed by a callback. */
 static bool settle(maildir_replica_t *md)
 {
+	quiesce(md);
 	if (md->q_len == md->q_head && !md->dirty)
 		return !md->dead;
 	enter(md);
-	flush_batch(md);
+	flush_batch(md, true);
 	deliver(md);
 	return leave(md);
 }
 
+/* With a worker, the timer delivers what is durable and starts the next
+ * flush in the background; the operations that need the tree settled call
+ * settle() themselves. */
 static void flush_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	maildir_replica_t *md = t->data;
+	(void)revents;
 	ev_timer_stop(loop, t);
-	settle(md);
+	if (!md->worker) {
+		settle(md);
+		return;
+	}
+	enter(md);
+	deliver(md);
+	if (leave(md))
+		flush_batch(md, false);
 }
 
 /* Without a loop every deferred op settles at once. */
@@ -611,6 +711,7 @@ static bool ensure_loaded(maildir_replica_t *md)
 		return false;
 	if (md->loaded)
 		return true;
+	quiesce(md); /* read the tree as the operations so far left it */
 	int rc = maildir_prep_folder(md);
 	if (rc != 0 || md->n_vanished)
 		maildir_seal_spoil(md->seal, md->seal_h);
@@ -1043,6 +1144,8 @@ static void md_close(replica_t *r, replica_done_cb cb, void *ctx)
 
 static void md_really_free(maildir_replica_t *md)
 {
+	quiesce(md); /* a flush under way ends first */
+	worker_free(md->worker);
 	if (md->loop)
 		ev_timer_stop(md->loop, &md->flush_w);
 	close_folder(md);
@@ -1104,9 +1207,11 @@ replica_t *maildir_replica_open(const maildir_opts_t *o)
 	md->nosync = o->nosync;
 	md->label = xasprintf("acct=%s maildir", md->account);
 	md->base.label = md->label;
-	md->batch = maildir_batch_new();
-	if (md->nosync)
-		maildir_batch_nosync(md->batch);
+	/* Files are written and synced on a thread of their own, so a sync
+	 * writing the tree overlaps with the network. */
+	if (md->loop)
+		md->worker = worker_new(md->loop);
+	md->batch = batch_new(md);
 	md->host = maildir_name_host();
 	md->seal = maildir_seal_new();
 	md->seal_h = -1;

@@ -23,12 +23,15 @@
  * keyword $Forwarded. Other keywords live in the store only: scan() reports
  * the keywords last agreed in the pair table, so they never look removed.
  *
- * Durability: appends, flag renames and deletions are written at once but
- * their callbacks are deferred until one batch flush (file data synced,
- * renames done, directories fsynced): the engine records a pair only after
- * the file is on disk, and never fsyncs per message. With a loop the flush
- * runs on the next loop iteration (a whole pipelined batch at once); without
- * one (tests) before each callback.
+ * Durability: flag renames and deletions are made at once, appends are
+ * written by the flush; every callback is deferred until one batch flush
+ * (files written and synced, renames done, directories fsynced): the engine
+ * records a pair only after the file is on disk, and never fsyncs per
+ * message. With a loop the flush starts on the next loop iteration (a whole
+ * pipelined batch at once) on a thread of its own (sync/worker.h), so the
+ * loop goes on with the network meanwhile; an operation that reads the tree
+ * first waits for it. Without a loop (tests, tools) the flush runs in line
+ * before each callback.
  *
  * Unchanged folders: select() fingerprints cur/ and new/ and the engine
  * records that value; a folder whose fingerprint is unchanged at the next

@@ -37,6 +37,7 @@ typedef struct md_deferred {
 	uint32_t uid;
 	char *final_path; /* appends: where the file must be after the flush */
 	unsigned gen;	  /* batch generation the op belongs to */
+	int err;	  /* its flush failed */
 } md_deferred_t;
 
 /* One message file of the open folder, with its identity settled. */
@@ -96,10 +97,12 @@ typedef struct maildir_replica {
 
 	maildir_batch_t *batch;
 	unsigned gen;	      /* current batch generation */
-	unsigned flushed_gen; /* last generation made durable */
-	int flush_err;
-	bool dirty; /* something written or queued since the last flush */ /* error of the last
-									      flush, for its ops */
+	unsigned flushed_gen; /* last generation flushed (durable, or failed) */
+	bool dirty;	      /* something written or queued since the last flush */
+	struct worker *worker;	   /* flushes in the background; NULL: in line */
+	maildir_batch_t *inflight; /* the batch the worker is flushing ... */
+	unsigned inflight_gen;	   /* ... and its generation */
+	bool quiescing;		   /* an operation waits for the worker */
 	md_deferred_t *q;
 	size_t q_head, q_len, q_cap;
 	int delivering;

@@ -71,11 +71,17 @@ typedef struct pending_file {
 	char *final_path;
 	char *final_dir;
 	int fd;
-	bool side; /* a side file: replaces its target (maildir_batch_replace) */
+	bool side;    /* a side file: replaces its target (maildir_batch_replace) */
+	bool written; /* tmp_path exists: this batch created it */
+	/* lazy batch: what the flush writes to tmp_path (the caller's bytes) */
+	const void *data;
+	size_t len;
+	time_t mtime;
 } pending_file_t;
 
 struct maildir_batch {
 	bool nosync;   /* fsync = false: no barriers at all */
+	bool lazy;     /* maildir_batch_lazy(): files are written at flush */
 	pending_file_t *files;
 	size_t n_files, cap_files;
 	size_t n_nofd; /* files written without a kept descriptor */
@@ -114,11 +120,16 @@ void maildir_batch_nosync(maildir_batch_t *b)
 	b->nosync = true;
 }
 
+void maildir_batch_lazy(maildir_batch_t *b)
+{
+	b->lazy = true;
+}
+
 static void drop_file(pending_file_t *f, bool remove_tmp)
 {
 	if (f->fd >= 0)
 		close(f->fd);
-	if (remove_tmp && f->tmp_path)
+	if (remove_tmp && f->tmp_path && f->written)
 		unlink(f->tmp_path);
 	free(f->tmp_path);
 	free(f->final_path);
@@ -215,32 +226,75 @@ static void keep_fd(maildir_batch_t *b, pending_file_t *f, int *fd)
 	}
 }
 
+/* Create tmp (never replacing a file) holding len bytes of data, with
+ * modification time mtime when > 0. *fd gets the open descriptor. 0 or
+ * -errno; on failure what this call made is removed. */
+static int write_tmp(const char *tmp, const void *data, size_t len, time_t mtime, int *fd)
+{
+	int rc = create_with(tmp, O_EXCL, data, len, fd);
+	if (rc != 0) {
+		if (*fd >= 0) {
+			close(*fd);
+			*fd = -1;
+			unlink(tmp); /* only what this call opened and wrote */
+		}
+		return rc;
+	}
+	if (mtime > 0) {
+		struct timespec ts[2] = {{mtime, 0}, {mtime, 0}};
+		futimens(*fd, ts); /* cosmetic: a failure costs nothing */
+	}
+	return 0;
+}
+
 int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *sub,
 			const char *name, const void *data, size_t len, time_t mtime)
 {
 	char *tmp = xasprintf("%s/tmp/%s", folder_dir, name);
 	int fd = -1;
-	int rc = create_with(tmp, O_EXCL, data, len, &fd);
-	if (rc != 0)
-		goto out;
-	if (mtime > 0) {
-		struct timespec ts[2] = {{mtime, 0}, {mtime, 0}};
-		futimens(fd, ts); /* cosmetic: a failure costs nothing */
+	if (!b->lazy) {
+		int rc = write_tmp(tmp, data, len, mtime, &fd);
+		if (rc != 0) {
+			free(tmp);
+			return rc;
+		}
 	}
 	pending_file_t *f = push_file(b);
 	f->tmp_path = tmp;
-	tmp = NULL;
 	f->final_dir = xasprintf("%s/%s", folder_dir, sub);
 	f->final_path = xasprintf("%s/%s", f->final_dir, name);
-	keep_fd(b, f, &fd);
-out:
-	if (fd >= 0) {
-		close(fd);
-		if (rc != 0 && tmp)
-			unlink(tmp); /* only what this call opened and wrote */
+	if (b->lazy) {
+		f->data = data;
+		f->len = len;
+		f->mtime = mtime;
+		return 0;
 	}
-	free(tmp);
-	return rc;
+	f->written = true;
+	keep_fd(b, f, &fd);
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+/* A lazy batch's step 0: write the files it was given, keeping descriptors
+ * as an eager batch would have. */
+static int write_lazy(maildir_batch_t *b)
+{
+	for (size_t i = 0; i < b->n_files; i++) {
+		pending_file_t *f = &b->files[i];
+		if (f->written || f->side)
+			continue;
+		int fd = -1;
+		int rc = write_tmp(f->tmp_path, f->data, f->len, f->mtime, &fd);
+		if (rc != 0)
+			return rc;
+		f->written = true;
+		f->data = NULL;
+		keep_fd(b, f, &fd);
+		if (fd >= 0)
+			close(fd);
+	}
+	return 0;
 }
 
 int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name, const void *data,
@@ -270,6 +324,7 @@ int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name,
 		goto out;
 	pending_file_t *f = push_file(b);
 	f->side = true;
+	f->written = true;
 	f->tmp_path = tmp;
 	tmp = NULL;
 	f->final_dir = xstrdup(dir);
@@ -382,11 +437,12 @@ int maildir_batch_flush(maildir_batch_t *b, size_t *moved)
 {
 	int rc = 0;
 	size_t done = 0;
-	if (b->n_files > 0) {
+	if (b->lazy)
+		rc = write_lazy(b);
+	if (rc == 0 && b->n_files > 0)
 		rc = sync_data(b);
-		if (rc != 0)
-			goto out;
-	}
+	if (rc != 0)
+		goto out;
 	/* 2. Side files first, then the messages, never replacing a file a mail
 	 * reader put there. */
 	size_t keep = 0;

@@ -16,7 +16,8 @@
  *   3. only then does the caller commit its state.
  *
  * Message bytes are written exactly as given; nothing is added or converted.
- * A batch is not thread-safe. Errors are returned, never logged.
+ * A batch is not thread-safe: one thread at a time. Errors are returned,
+ * never logged.
  */
 #ifndef IB_MAILDIR_WRITE_H
 #define IB_MAILDIR_WRITE_H
@@ -34,6 +35,10 @@ maildir_batch_t *maildir_batch_new(void);
  * names reach the disk when the kernel writes them back. A killed process
  * loses nothing; a power failure can. */
 void maildir_batch_nosync(maildir_batch_t *b);
+/* From now on maildir_batch_write() only records the file: the flush writes
+ * it, so a batch can be handed whole to another thread. The bytes must stay
+ * valid until the batch is flushed or freed. */
+void maildir_batch_lazy(maildir_batch_t *b);
 /* Frees the batch; files still in tmp/ (not flushed) are removed. */
 void maildir_batch_free(maildir_batch_t *b);
 
@@ -41,7 +46,7 @@ void maildir_batch_free(maildir_batch_t *b);
  * Write len bytes to <folder_dir>/tmp/<name>, to become <folder_dir>/<sub>/<name>
  * at flush (sub is "cur" or "new"). mtime (0: now) becomes the file's
  * modification time, which Maildir readers take as the arrival date.
- * Returns 0 or -errno.
+ * Returns 0 or -errno (a lazy batch returns the write's error at flush).
  */
 int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *sub,
 			const char *name, const void *data, size_t len, time_t mtime);
