@@ -404,6 +404,57 @@ static void test_stamp(const char *root)
 	free(dir);
 }
 
+/* A lazy batch writes at flush, from the caller's bytes; freed unflushed it
+ * removes nothing, not even a file of the same name in tmp/. */
+static void test_lazy_batch(const char *root)
+{
+	mkfolder(root, "Lazy");
+	char *dir = xasprintf("%s/Lazy", root);
+	char *tmpf = xasprintf("%s/tmp/l1,U=1", dir);
+	char *fin = xasprintf("%s/new/l1,U=1", dir);
+	char buf[64];
+	snprintf(buf, sizeof(buf), "%s", msg);
+
+	maildir_batch_t *b = maildir_batch_new();
+	maildir_batch_lazy(b);
+	CHECK_EQ_INT(maildir_batch_write(b, dir, "new", "l1,U=1", buf, strlen(buf), 1700000000), 0);
+	CHECK(access(tmpf, F_OK) != 0); /* nothing written yet */
+	CHECK_EQ_INT(maildir_batch_pending(b), 1);
+	size_t moved = 0;
+	CHECK_EQ_INT(maildir_batch_flush(b, &moved), 0);
+	CHECK_EQ_INT(moved, 1);
+	char *c = slurp(fin);
+	CHECK(c && strcmp(c, msg) == 0);
+	free(c);
+	struct stat st;
+	CHECK(stat(fin, &st) == 0 && st.st_mtime == 1700000000);
+
+	/* The same name again: the flush refuses to replace it, and the file
+	 * it wrote in tmp/ goes with the batch. */
+	CHECK_EQ_INT(maildir_batch_write(b, dir, "new", "l1,U=1", "X: y\n\nz", 7, 0), 0);
+	CHECK(maildir_batch_flush(b, &moved) == MAILDIR_E_EXISTS);
+	CHECK(access(tmpf, F_OK) == 0);
+	maildir_batch_free(b);
+	CHECK(access(tmpf, F_OK) != 0);
+	c = slurp(fin);
+	CHECK(c && strcmp(c, msg) == 0);
+	free(c);
+
+	/* Freed before its flush: another writer's file of that name stays. */
+	put(tmpf, "someone else's\n");
+	b = maildir_batch_new();
+	maildir_batch_lazy(b);
+	CHECK_EQ_INT(maildir_batch_write(b, dir, "cur", "l1,U=1", buf, strlen(buf), 0), 0);
+	maildir_batch_free(b);
+	c = slurp(tmpf);
+	CHECK(c && strcmp(c, "someone else's\n") == 0);
+	free(c);
+	unlink(tmpf);
+	free(tmpf);
+	free(fin);
+	free(dir);
+}
+
 int main(void)
 {
 	char *tmp = test_tmpdir("ib-maildir");
@@ -412,6 +463,7 @@ int main(void)
 	test_folders(r1);
 	test_flat(r2);
 	test_scan_and_batch(r1);
+	test_lazy_batch(r1);
 	test_watch(r1);
 	test_mbnames(tmp);
 	test_stamp(r1);
