@@ -204,6 +204,8 @@ static void flush_batch(maildir_replica_t *md, bool now)
 	if (rc == 0)
 		rc = maildir_batch_flush(b, NULL);
 	flush_end(md, b, gen, rc);
+	if (!now)
+		kick(md); /* from the timer: deliver what just failed */
 }
 
 /* Deliver the callbacks whose batch is durable, in issue order. A callback
