@@ -153,6 +153,16 @@ static int flush_job(void *arg)
 
 static void flush_batch(maildir_replica_t *md, bool now);
 
+/* From the loop, with a worker: deliver what is durable, then start the
+ * flush of what came meanwhile. */
+static void pump(maildir_replica_t *md)
+{
+	enter(md);
+	deliver(md);
+	if (leave(md))
+		flush_batch(md, false);
+}
+
 static void flush_job_done(int rc, void *arg)
 {
 	maildir_replica_t *md = arg;
@@ -163,11 +173,7 @@ static void flush_job_done(int rc, void *arg)
 		kick(md); /* an operation waits for the tree: deliver later */
 		return;
 	}
-	/* From the loop: deliver now, and flush what came meanwhile. */
-	enter(md);
-	deliver(md);
-	if (leave(md))
-		flush_batch(md, false);
+	pump(md); /* from the loop */
 }
 
 /* Wait for the worker's flush, if one runs: the tree is then as the
@@ -270,14 +276,10 @@ static void flush_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	maildir_replica_t *md = t->data;
 	(void)revents;
 	ev_timer_stop(loop, t);
-	if (!md->worker) {
+	if (md->worker)
+		pump(md);
+	else
 		settle(md);
-		return;
-	}
-	enter(md);
-	deliver(md);
-	if (leave(md))
-		flush_batch(md, false);
 }
 
 /* Without a loop every deferred op settles at once. */
