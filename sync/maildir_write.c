@@ -247,52 +247,52 @@ static int write_tmp(const char *tmp, const void *data, size_t len, time_t mtime
 	return 0;
 }
 
-int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *sub,
-			const char *name, const void *data, size_t len, time_t mtime)
+/* Write pending file f (its data, len, mtime) to its tmp_path, keeping the
+ * descriptor as keep_fd() decides. 0 or -errno. */
+static int write_pending(maildir_batch_t *b, pending_file_t *f)
 {
-	char *tmp = xasprintf("%s/tmp/%s", folder_dir, name);
 	int fd = -1;
-	if (!b->lazy) {
-		int rc = write_tmp(tmp, data, len, mtime, &fd);
-		if (rc != 0) {
-			free(tmp);
-			return rc;
-		}
-	}
-	pending_file_t *f = push_file(b);
-	f->tmp_path = tmp;
-	f->final_dir = xasprintf("%s/%s", folder_dir, sub);
-	f->final_path = xasprintf("%s/%s", f->final_dir, name);
-	if (b->lazy) {
-		f->data = data;
-		f->len = len;
-		f->mtime = mtime;
-		return 0;
-	}
+	int rc = write_tmp(f->tmp_path, f->data, f->len, f->mtime, &fd);
+	if (rc != 0)
+		return rc;
 	f->written = true;
+	f->data = NULL;
 	keep_fd(b, f, &fd);
 	if (fd >= 0)
 		close(fd);
 	return 0;
 }
 
-/* A lazy batch's step 0: write the files it was given, keeping descriptors
- * as an eager batch would have. */
+int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *sub,
+			const char *name, const void *data, size_t len, time_t mtime)
+{
+	pending_file_t *f = push_file(b);
+	f->tmp_path = xasprintf("%s/tmp/%s", folder_dir, name);
+	f->final_dir = xasprintf("%s/%s", folder_dir, sub);
+	f->final_path = xasprintf("%s/%s", f->final_dir, name);
+	f->data = data;
+	f->len = len;
+	f->mtime = mtime;
+	if (b->lazy)
+		return 0; /* written by the flush */
+	int rc = write_pending(b, f);
+	if (rc != 0) {
+		drop_file(f, false); /* write_tmp() removed what it made */
+		b->n_files--;
+	}
+	return rc;
+}
+
+/* A lazy batch's step 0: write the files it was given. */
 static int write_lazy(maildir_batch_t *b)
 {
 	for (size_t i = 0; i < b->n_files; i++) {
 		pending_file_t *f = &b->files[i];
 		if (f->written || f->side)
 			continue;
-		int fd = -1;
-		int rc = write_tmp(f->tmp_path, f->data, f->len, f->mtime, &fd);
+		int rc = write_pending(b, f);
 		if (rc != 0)
 			return rc;
-		f->written = true;
-		f->data = NULL;
-		keep_fd(b, f, &fd);
-		if (fd >= 0)
-			close(fd);
 	}
 	return 0;
 }
