@@ -8,9 +8,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "lib/log.h"
+#include "lib/md5.h"
 #include "lib/util.h"
 #include "sync/imap_client_p.h"
 #include "sync/password.h"
@@ -148,8 +148,8 @@ char *imap_auth_plain(const char *user, const char *password)
 
 char *imap_auth_cram_md5(const char *user, const char *password, const char *challenge_b64)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
+	unsigned char md[MD5_LEN];
+	unsigned int mdlen = MD5_LEN;
 	size_t clen;
 	char *chal = imap_auth_b64_decode(challenge_b64, &clen);
 	char *resp, *out;
@@ -159,7 +159,7 @@ char *imap_auth_cram_md5(const char *user, const char *password, const char *cha
 		free(chal);
 		return NULL;
 	}
-	HMAC(EVP_md5(), password, (int)strlen(password), (unsigned char *)chal, clen, md, &mdlen);
+	hmac_md5(password, strlen(password), chal, clen, md);
 	free(chal);
 	resp = xmalloc(ul + 1 + 2 * mdlen + 1);
 	memcpy(resp, user, ul);

@@ -3,7 +3,6 @@
  */
 #include "sync/maildir_name.h"
 
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include "lib/buf.h"
+#include "lib/md5.h"
 #include "lib/util.h"
 
 static const char flag_letters[] = "DFPRST";
@@ -105,10 +105,9 @@ bool maildir_name_parse(const char *name, maildir_name_t *out)
 
 void maildir_fmd5(const char *folder, char out[MAILDIR_FMD5_LEN + 1])
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_Digest(folder, strlen(folder), md, &mdlen, EVP_md5(), NULL);
-	for (unsigned i = 0; i < 16; i++)
+	unsigned char md[MD5_LEN];
+	md5(folder, strlen(folder), md);
+	for (unsigned i = 0; i < MD5_LEN; i++)
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 	out[MAILDIR_FMD5_LEN] = '\0';
 }
