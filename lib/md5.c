@@ -129,31 +129,35 @@ void md5(const void *data, size_t len, unsigned char out[MD5_LEN])
 	md5_init(&c);
 	md5_update(&c, data, len);
 	md5_final(&c, out);
+	explicit_bzero(&c, sizeof(c)); /* data may be a password (hmac_md5()) */
+}
+
+/* MD5((k XOR x-repeated) || data): one of HMAC's two passes. */
+static void keyed_pass(const unsigned char k[64], unsigned char x, const void *data, size_t len,
+		       unsigned char out[MD5_LEN])
+{
+	unsigned char pad[64];
+	md5_t c;
+	for (int i = 0; i < 64; i++)
+		pad[i] = k[i] ^ x;
+	md5_init(&c);
+	md5_update(&c, pad, sizeof(pad));
+	md5_update(&c, data, len);
+	md5_final(&c, out);
+	/* Both hold the key (a password): it must not linger on the stack. */
+	explicit_bzero(pad, sizeof(pad));
+	explicit_bzero(&c, sizeof(c));
 }
 
 void hmac_md5(const void *key, size_t key_len, const void *msg, size_t msg_len,
 	      unsigned char out[MD5_LEN])
 {
-	unsigned char k[64] = {0}, pad[64];
-	md5_t c;
+	unsigned char k[64] = {0}, inner[MD5_LEN];
 	if (key_len > sizeof(k))
 		md5(key, key_len, k);
 	else
 		memcpy(k, key, key_len);
-	for (int i = 0; i < 64; i++)
-		pad[i] = k[i] ^ 0x36;
-	md5_init(&c);
-	md5_update(&c, pad, sizeof(pad));
-	md5_update(&c, msg, msg_len);
-	md5_final(&c, out);
-	for (int i = 0; i < 64; i++)
-		pad[i] = k[i] ^ 0x5c;
-	md5_init(&c);
-	md5_update(&c, pad, sizeof(pad));
-	md5_update(&c, out, MD5_LEN);
-	md5_final(&c, out);
-	/* The key (a password) must not linger on the stack. */
+	keyed_pass(k, 0x36, msg, msg_len, inner);
+	keyed_pass(k, 0x5c, inner, sizeof(inner), out);
 	explicit_bzero(k, sizeof(k));
-	explicit_bzero(pad, sizeof(pad));
-	explicit_bzero(&c, sizeof(c));
 }
