@@ -72,6 +72,16 @@ static void round_account_done(round_t *r, int status)
 	free(r);
 }
 
+static void pre_folders_free(acct_state_t *a)
+{
+	for (size_t i = 0; i < a->n_pre_folders; i++)
+		free((char *)a->pre_folders[i].name);
+	free(a->pre_folders);
+	a->pre_folders = NULL;
+	a->n_pre_folders = 0;
+	a->pre_listed = false;
+}
+
 static void conns_free(acct_state_t *a)
 {
 	ev_timer_stop(a->s->loop, &a->early_w);
@@ -86,6 +96,8 @@ static void conns_free(acct_state_t *a)
 	free(a->conns);
 	a->conns = NULL;
 	a->n_conns = 0;
+	pre_folders_free(a);
+	a->pre_list = a->list_waiting = false;
 }
 
 static void md_free(acct_state_t *a)
@@ -363,9 +375,11 @@ static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 	a->next_md++;
 	if (a->phase == RUN_REMOTE) {
 		md_pump(a);
-	} else if (a->phase == RUN_MAILDIR_IN && a->pre_started && !a->pre_done) {
-		/* The first session is logging in: let its answers in between
-		 * two folders, so the login and the tree overlap. */
+	} else if (a->phase == RUN_MAILDIR_IN && a->pre_started &&
+		   (!a->pre_done || (a->pre_list && !a->pre_listed))) {
+		/* The first session is logging in or listing: let its answers
+		 * in between two folders, so the server's work and the tree's
+		 * overlap. */
 		ev_idle_start(a->s->loop, &a->md_next_w);
 	} else {
 		run_step(a);
@@ -923,6 +937,10 @@ static void open_early(acct_state_t *a)
 	store_txn_abort(txn);
 	if (known <= 1)
 		return;
+	/* The Maildir pass may have held the loop for a while: count the delay
+	 * from now, not from the loop's last look at the clock, or an answer
+	 * already waiting to be read counts as a slow one. */
+	ev_now_update(a->s->loop);
 	ev_timer_set(&a->early_w, SCHED_EARLY_DELAY, 0.);
 	ev_timer_start(a->s->loop, &a->early_w);
 }
@@ -946,8 +964,47 @@ static void first_connect_cb(int status, void *ctx)
 	}
 	c0->state = CONN_BUSY;
 	a->busy++;
-	c0->r->ops->list_folders(c0->r, list_cb, a);
+	if (!a->pre_list) {
+		c0->r->ops->list_folders(c0->r, list_cb, a);
+	} else if (a->pre_listed) {
+		/* The early listing answered while the Maildir pass ran. */
+		log_trace(LOG_CAT_THREAD, "sync: acct=%s: folder list answered during the Maildir pass",
+			  a->name);
+		a->pre_list = false;
+		list_cb(a->pre_list_status, a->pre_folders, a->n_pre_folders, a);
+		pre_folders_free(a);
+		return;
+	} else {
+		log_trace(LOG_CAT_THREAD, "sync: acct=%s: Maildir pass done, folder list still coming",
+			  a->name);
+		a->list_waiting = true; /* pre_list_cb() goes on */
+	}
 	open_early(a);
+}
+
+/* The early listing (see pre_*): hand it on if the remote pass waits for
+ * it, else keep a copy for first_connect_cb(). */
+static void pre_list_cb(int status, const replica_folder_t *folders, size_t n, void *ctx)
+{
+	acct_state_t *a = ctx;
+
+	if (a->list_waiting) {
+		a->list_waiting = false;
+		a->pre_list = false;
+		list_cb(status, folders, n, a);
+		return;
+	}
+	pre_folders_free(a);
+	a->pre_list_status = status;
+	if (status == REPLICA_OK && n > 0) {
+		a->pre_folders = xmalloc(n * sizeof(*folders));
+		for (size_t i = 0; i < n; i++) {
+			a->pre_folders[i] = folders[i];
+			a->pre_folders[i].name = xstrdup(folders[i].name);
+		}
+		a->n_pre_folders = n;
+	}
+	a->pre_listed = true;
 }
 
 /* The first session's connect answered while the Maildir pass still runs:
@@ -962,6 +1019,10 @@ static void pre_connect_cb(int status, void *ctx)
 	}
 	a->pre_done = true;
 	a->pre_status = status;
+	if (status == REPLICA_OK) {
+		a->pre_list = true;
+		a->conns[0].r->ops->list_folders(a->conns[0].r, pre_list_cb, a);
+	}
 }
 
 static void conns_alloc(acct_state_t *a)

@@ -77,6 +77,14 @@ struct acct_state {
 	 * started, answered, and its status then. */
 	bool pre_started, pre_done;
 	int pre_status;
+	/* It also lists the folders as soon as it is in, so the server works on
+	 * LIST-STATUS while the Maildir pass goes on; the plan waits for both.
+	 * pre_list: the LIST was sent; pre_listed: its answer is kept below;
+	 * list_waiting: remote_start() waits for that answer. */
+	bool pre_list, pre_listed, list_waiting;
+	int pre_list_status;
+	replica_folder_t *pre_folders;
+	size_t n_pre_folders;
 	ev_idle md_next_w;       /* the next Maildir job, once the loop is idle */
 	/* Folders the last discovery left to sync (-1: none yet); the next
 	 * run opens that many sessions before its own discovery ends. */

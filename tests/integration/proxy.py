@@ -9,16 +9,21 @@ cut_after: on the first connection only, after the server has sent these
 bytes (plus a few more, so the cut lands inside the literal's data), both
 sides are closed. Later connections pass through untouched. p.connections
 counts accepted connections; p.cut tells whether a cut happened.
+
+hold=(marker, seconds): client bytes containing marker reach the server that
+much later (on every connection), so its answer to that command comes late.
 """
 
 import select
 import socket
 import threading
+import time
 
 
 class CutProxy:
-    def __init__(self, target, cut_after=None, extra=20, bind="127.0.0.1"):
+    def __init__(self, target, cut_after=None, extra=20, bind="127.0.0.1", hold=None):
         self.target = target
+        self.hold = hold
         self.cut_after = cut_after
         self.extra = extra
         self.connections = 0
@@ -70,6 +75,8 @@ class CutProxy:
                     data = client.recv(65536)
                     if not data:
                         break
+                    if self.hold and self.hold[0] in data:
+                        time.sleep(self.hold[1])
                     server.sendall(data)
                 if server in r:
                     data = server.recv(65536)

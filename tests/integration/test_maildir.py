@@ -28,6 +28,7 @@ import time
 import unittest
 
 from harness import BIN, Dovecot, free_port, make_message, quote
+from proxy import CutProxy
 
 DAEMON = os.path.join(BIN, "imapbridged")
 ADMIN = os.path.join(BIN, "imapbridge")
@@ -65,7 +66,8 @@ class MaildirTest(unittest.TestCase):
         os.chmod(os.path.join(self.dir, "pw"), 0o600)
         self.write_config(autorefresh=0.05)
 
-    def write_config(self, autorefresh, extra=""):
+    def write_config(self, autorefresh, extra="", port=None):
+        port = port or self.dc.port
         with open(self.config, "w") as f:
             f.write(extra + f"""datadir = "{self.datadir}";
 listen = ( {{ address = "127.0.0.1"; port = {free_port()}; tls = "none"; }} );
@@ -78,7 +80,7 @@ accounts = (
     idle = [ "INBOX" ];
     max_deletion_ratio = 0.5;
     remote = {{
-      host = "127.0.0.1"; port = {self.dc.port}; tls = "none";
+      host = "127.0.0.1"; port = {port}; tls = "none";
       user = "alice"; password_file = "{os.path.join(self.dir, 'pw')}";
     }};
     maildir = {{ path = "{self.root}"; }};
@@ -324,6 +326,47 @@ accounts = (
         self.assertEqual(s["<in4@t>"][1], "F")
         self.assertIn("<after@t>", self.server("Lists/foo"))
         self.assert_same("Lists/foo")
+
+    def test_listing_overlaps_the_maildir_pass(self):
+        # The first session lists the server's folders as soon as it is
+        # logged in, while the Maildir pass still takes in the tree's changes.
+        # The listing may answer during the pass or after it; both must give
+        # the same result. Many flag changes in many folders keep the pass
+        # busy past the login. Unheld, which comes first depends on the
+        # machine's load; held back 3 s, the pass always ends first.
+        folders = ["Box%02d" % i for i in range(24)]
+        imap = self.dc.login("alice")
+        try:
+            for f in folders:
+                imap.create(quote(f))
+                for i in range(30):
+                    imap.append(quote(f), "", None,
+                                make_message("%s %d" % (f, i), msgid="<%s.%d@t>" % (f, i)))
+        finally:
+            imap.logout()
+        self.sync_ok()
+        early = "folder list answered during the Maildir pass"
+        late = "folder list still coming"
+        for n, (hold, traces) in enumerate(((0.0, (early, late)), (3.0, (late,)))):
+            time.sleep(1.1)
+            for f in folders:  # toggle \Seen on every message, as mutt does
+                for mid, (_, flags, path) in self.tree(f).items():
+                    base = os.path.basename(path).split(":2,")[0]
+                    new = "".join(sorted(set(flags) ^ {"S"}))
+                    os.rename(path, os.path.join(self.folder_dir(f), "cur", base + ":2," + new))
+            self.dc.append("alice", "Box00", make_message("late %d" % n, msgid="<late%d@t>" % n))
+            with CutProxy(("127.0.0.1", self.dc.port), hold=(b" LIST ", hold)) as px:
+                self.write_config(autorefresh=0.05, port=px.port)
+                r = subprocess.run([DAEMON, "-u", "basic", "-d", "thread", "-c", self.config,
+                                    "-o"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   timeout=120)
+            log = r.stderr.decode(errors="replace")
+            self.assertEqual(r.returncode, 0, log)
+            self.assertTrue(any(t in log for t in traces),
+                            "the listing did not overlap the Maildir pass:\n" + log)
+            for f in folders:
+                self.assert_same(f)
+            self.assertIn("<late%d@t>" % n, self.tree("Box00"))
 
     def test_broken_files_are_kept(self):
         self.populate()
