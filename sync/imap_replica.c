@@ -374,11 +374,7 @@ void ir_select_start(imap_replica_t *ir, const char *name, replica_select_cb cb,
 	op->always_cb = always_cb;
 	op->examine = ir->read_next && !ro;
 	ir->read_next = false;
-	ir_held_flush(ir, REPLICA_FOLDER_BAD);
-	ir->examined = op->examine;
-	ir->sel_gen++;
-	free(ir->selected);
-	ir->selected = xstrdup(name);
+	ir_switch_folder(ir, name, op->examine);
 	ir->ferr[0] = '\0';
 	memset(&ir->box, 0, sizeof(ir->box));
 	imap_client_select(ir->c, name, ro || op->examine, NULL,
@@ -916,6 +912,17 @@ void ir_held_flush(imap_replica_t *ir, int st)
 	}
 }
 
+/* The open folder changes to name (NULL: none), EXAMINEd or not: writes
+ * held for the old one fail, and a reopen still under way is stale. */
+void ir_switch_folder(imap_replica_t *ir, const char *name, bool examined)
+{
+	ir_held_flush(ir, REPLICA_FOLDER_BAD);
+	ir->examined = examined;
+	ir->sel_gen++;
+	free(ir->selected);
+	ir->selected = name ? xstrdup(name) : NULL;
+}
+
 typedef struct reopen_op {
 	imap_replica_t *ir;
 	unsigned gen;
@@ -1252,11 +1259,7 @@ static void ir_close(replica_t *r, replica_done_cb cb, void *ctx)
 	imap_replica_t *ir = (imap_replica_t *)r;
 
 	ir_early_drop(ir);
-	ir_held_flush(ir, REPLICA_FOLDER_BAD);
-	ir->examined = false;
-	ir->sel_gen++;
-	free(ir->selected);
-	ir->selected = NULL;
+	ir_switch_folder(ir, NULL, false);
 	if (imap_client_caps(ir->c) & IMAP_CAP_UNSELECT) {
 		simple_op_t *op = ir_simple_new(ir, cb, ctx, 1);
 		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UNSELECT");

@@ -97,6 +97,8 @@ void ir_select_start(imap_replica_t *ir, const char *name, replica_select_cb cb,
 		     bool always_cb);
 /* Send (st REPLICA_OK) or fail with st the writes held for a reopen. */
 void ir_held_flush(imap_replica_t *ir, int st);
+/* The open folder becomes name (NULL: none), EXAMINEd or not. */
+void ir_switch_folder(imap_replica_t *ir, const char *name, bool examined);
 
 /* imap_replica_scan.c */
 void ir_scan(replica_t *r, const replica_scan_opts_t *o, const replica_scan_sink_t *sink,

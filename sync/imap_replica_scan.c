@@ -56,7 +56,8 @@ typedef struct scan_op {
 static void mark_present(scan_op_t *op, uint32_t lo, uint32_t hi)
 {
 	/* known[] is sorted. */
-	for (size_t i = ib_u32_lower_bound(op->known, op->o.n_known, lo); i < op->o.n_known && op->known[i] <= hi; i++)
+	size_t i = ib_u32_lower_bound(op->known, op->o.n_known, lo);
+	for (; i < op->o.n_known && op->known[i] <= hi; i++)
 		op->present[i] = true;
 }
 

@@ -587,6 +587,14 @@ static bool unchanged_since(maildir_replica_t *md, const store_replica_t *rs, ui
 	return true;
 }
 
+/* Watch folder directory dir for the seal (after reading what the last
+ * watches saw); the handle, or -1. */
+static int seal_watch(maildir_replica_t *md, const char *dir)
+{
+	maildir_seal_poll(md->seal, false);
+	return maildir_seal_watch(md->seal, dir);
+}
+
 static void md_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx)
 {
 	maildir_replica_t *md = (maildir_replica_t *)r;
@@ -615,11 +623,7 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	 * directories: see maildir_seal.h and maildir_folder_stamp(). A folder
 	 * the store has nothing new for is most likely unchanged here too, and
 	 * then nothing is written: it gets the watch only if it did change. */
-	int seal_h = -1;
-	if (!pushed) {
-		maildir_seal_poll(md->seal, false);
-		seal_h = maildir_seal_watch(md->seal, dir);
-	}
+	int seal_h = pushed ? -1 : seal_watch(md, dir);
 	uint64_t stamp = maildir_folder_stamp(dir);
 	if (stat(dir, &st) != 0 || !maildir_is_folder(dir)) {
 		if (have_rs)
@@ -674,8 +678,7 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	if (!same && pushed) {
 		/* Changed after all: the watch, then the fingerprint this sync
 		 * records. */
-		maildir_seal_poll(md->seal, false);
-		seal_h = maildir_seal_watch(md->seal, dir);
+		seal_h = seal_watch(md, dir);
 		stamp = maildir_folder_stamp(dir);
 		same = unchanged_since(md, &rs, &stamp);
 	}

@@ -146,6 +146,15 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	acct_maybe_start(a->s);
 }
 
+/* A run starts: its clock and its counts. */
+static void run_begin(acct_state_t *a)
+{
+	a->started = ev_now(a->s->loop);
+	a->status = 0;
+	a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
+		a->md_in = a->md_out = a->failed = 0;
+}
+
 static void run_finish(acct_state_t *a)
 {
 	sched_t *s = a->s;
@@ -207,10 +216,7 @@ static void run_finish(acct_state_t *a)
 		a->running = true; /* queued */
 		a->phase = RUN_IDLE;
 		s->running++;
-		a->started = ev_now(s->loop);
-		a->status = 0;
-		a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
-			a->md_in = a->md_out = a->failed = 0;
+		run_begin(a);
 		run_step(a);
 		return;
 	}
@@ -265,10 +271,7 @@ static void acct_maybe_start(sched_t *s)
 		if (!a->running || a->phase != RUN_IDLE)
 			continue;
 		s->running++;
-		a->started = ev_now(s->loop);
-		a->status = 0;
-		a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
-			a->md_in = a->md_out = a->failed = 0;
+		run_begin(a);
 		a->last_error[0] = '\0';
 		run_step(a);
 	}
