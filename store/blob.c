@@ -90,6 +90,34 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
+/* store_blob_put_fd() once the file's hash is known: nothing is read when
+ * the blob is there; else the file goes straight into the map and is hashed
+ * there again, so a file that changed since its hash was taken is refused. */
+static int put_fd_hashed(store_txn_t *txn, int fd, uint64_t off, uint64_t len,
+			 const store_hash_t *hash)
+{
+	unsigned long w = txn->nwrites;
+	int rc;
+	if (blob_exists(txn, hash, &rc) || rc)
+		goto out;
+	void *dst;
+	rc = db_reserve(txn, DB_BLOBS, hash->b, STORE_HASH_LEN, (size_t)len, &dst);
+	if (rc)
+		goto out;
+	rc = pread_full(fd, dst, (size_t)len, off);
+	if (rc)
+		goto out; /* the reserved value is half-filled: sticky via txn_ret */
+	store_hash_t check;
+	store_hash_compute(dst, (size_t)len, &check);
+	if (memcmp(check.b, hash->b, STORE_HASH_LEN) != 0) {
+		rc = STORE_EIO;
+		goto out;
+	}
+	rc = blob_new_ref(txn, hash);
+out:
+	return txn_ret(txn, rc, w);
+}
+
 int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len, store_hash_t *hash_out)
 {
 	int rc = txn_enter(txn, true);
@@ -97,7 +125,6 @@ int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len, stor
 		return rc;
 	if (len > (uint64_t)UINT32_MAX)
 		return STORE_EINVAL; /* LMDB values and RFC822.SIZE stay below 4 GiB */
-	unsigned long w = txn->nwrites;
 	uint8_t chunk[65536];
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	if (!ctx)
@@ -116,25 +143,18 @@ int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len, stor
 	unsigned int hl = 0;
 	EVP_DigestFinal_ex(ctx, hash_out->b, &hl);
 	EVP_MD_CTX_free(ctx);
-	if (blob_exists(txn, hash_out, &rc) || rc)
-		goto out;
-	void *dst;
-	rc = db_reserve(txn, DB_BLOBS, hash_out->b, STORE_HASH_LEN, (size_t)len, &dst);
+	return put_fd_hashed(txn, fd, off, len, hash_out);
+}
+
+int store_blob_put_fd_hashed(store_txn_t *txn, int fd, uint64_t off, uint64_t len,
+			     const store_hash_t *hash)
+{
+	int rc = txn_enter(txn, true);
 	if (rc)
-		goto out;
-	rc = pread_full(fd, dst, (size_t)len, off);
-	if (rc)
-		goto out; /* the reserved value is half-filled: sticky via txn_ret */
-	/* The file must not have changed between the two reads. */
-	store_hash_t check;
-	store_hash_compute(dst, (size_t)len, &check);
-	if (memcmp(check.b, hash_out->b, STORE_HASH_LEN) != 0) {
-		rc = STORE_EIO;
-		goto out;
-	}
-	rc = blob_new_ref(txn, hash_out);
-out:
-	return txn_ret(txn, rc, w);
+		return rc;
+	if (len > (uint64_t)UINT32_MAX)
+		return STORE_EINVAL;
+	return put_fd_hashed(txn, fd, off, len, hash);
 }
 
 int store_blob_get(store_txn_t *txn, const store_hash_t *hash, const void **data, size_t *len)

@@ -437,6 +437,13 @@ int store_blob_put(store_txn_t *txn, const void *data, size_t len, store_hash_t 
  * meanwhile. STORE_EIO if it is shorter than len.
  */
 int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len, store_hash_t *hash_out);
+/*
+ * The same when the caller hashed the file as it wrote it: no read at all
+ * when the blob is there, else one (the copy into the map, hashed again
+ * there: STORE_EIO if the file no longer matches hash).
+ */
+int store_blob_put_fd_hashed(store_txn_t *txn, int fd, uint64_t off, uint64_t len,
+			     const store_hash_t *hash);
 /* The bytes of a blob: *data points into the map (see lifetimes). */
 int store_blob_get(store_txn_t *txn, const store_hash_t *hash, const void **data, size_t *len);
 /* Number of messages (in all folders) using the blob. */

@@ -36,8 +36,10 @@ static void *in_open(void *ctx, uint64_t size)
 	 * fetch_cb()): past the commit size the rest go to disk. */
 	if (size >= ENGINE_SPOOL_MIN || job->in_bytes >= commit_max_bytes(job)) {
 		in->spool = tmpfile();
-		if (!in->spool) {
-			free(in);
+		/* Hashed as it arrives: the store then reads the file once. */
+		in->md = in->spool ? EVP_MD_CTX_new() : NULL;
+		if (!in->md || EVP_DigestInit_ex(in->md, EVP_sha256(), NULL) != 1) {
+			eng_incoming_free(in);
 			return NULL;
 		}
 	}
@@ -49,7 +51,8 @@ static int in_write(void *ctx, void *h, const char *data, size_t len)
 	incoming_t *in = h;
 
 	if (in->spool) {
-		if (fwrite(data, 1, len, in->spool) != len)
+		if (fwrite(data, 1, len, in->spool) != len ||
+		    EVP_DigestUpdate(in->md, data, len) != 1)
 			return -1;
 	} else {
 		buf_append(&in->mem, data, len);
@@ -72,11 +75,18 @@ static void in_done(void *ctx, void *h, const replica_msg_t *m)
 	engine_job_t *job = ctx;
 	incoming_t *in = h;
 
-	if (in->spool && fflush(in->spool) != 0) {
+	unsigned hl = 0;
+	if (in->spool && (fflush(in->spool) != 0 || EVP_DigestFinal_ex(in->md, in->hash.b, &hl) != 1 ||
+			  hl != STORE_HASH_LEN)) {
 		eng_incoming_free(in);
 		job->stats.failed++;
 		job->incomplete = true;
 		return;
+	}
+	if (in->spool) {
+		in->hashed = true;
+		EVP_MD_CTX_free(in->md);
+		in->md = NULL;
 	}
 	in->m = *m;
 	in->new_idx = newuid_index(job, m->uid);
@@ -183,8 +193,11 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 		if (rc != STORE_ENOTFOUND)
 			return rc;
 		memset(&nm, 0, sizeof(nm));
-		if (in->spool)
-			rc = store_blob_put_fd(txn, fileno(in->spool), 0, in->written, &nm.hash);
+		if (in->spool) {
+			nm.hash = in->hash;
+			rc = store_blob_put_fd_hashed(txn, fileno(in->spool), 0, in->written,
+						      &nm.hash);
+		}
 		else
 			rc = store_blob_put(txn, in->mem.data ? in->mem.data : "", in->written,
 					    &nm.hash);

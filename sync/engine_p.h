@@ -134,7 +134,10 @@ typedef struct incoming {
 	bool confirmed;       /* the fetch that asked for it completed OK */
 	replica_msg_t m;      /* uid, flags, internaldate (keywords copied) */
 	char *kw;
-	EVP_MD_CTX *md;       /* hash-only sinks (pending resolution) */
+	EVP_MD_CTX *md;       /* hash-only sinks (pending resolution), and the
+	                         spool's hash while it is written */
+	store_hash_t hash;    /* the spool's bytes, once complete (hashed) */
+	bool hashed;
 	struct incoming *next;
 } incoming_t;
 

@@ -114,6 +114,8 @@ static void test_put_fd(const char *dir)
 	CHECK_EQ_INT(store_blob_put_fd(txn, fd, 4, BIG, &h), 0);
 	store_hash_compute(big, BIG, &expect);
 	CHECK(memcmp(h.b, expect.b, STORE_HASH_LEN) == 0);
+	/* Hashed by the caller and already there: nothing is read (no file). */
+	CHECK_EQ_INT(store_blob_put_fd_hashed(txn, -1, 0, BIG, &h), 0);
 	/* Shorter than promised: an error, and nothing stored. */
 	store_hash_t h2;
 	CHECK_EQ_INT(store_blob_put_fd(txn, fd, 4, (uint64_t)BIG + 100, &h2), STORE_EIO);
@@ -122,8 +124,19 @@ static void test_put_fd(const char *dir)
 	uint32_t uid;
 	CHECK_EQ_INT(store_msg_add(txn, f, &m, &uid, NULL), 0);
 	CHECK_EQ_INT(store_txn_commit(txn), 0);
+	/* A file that no longer matches the hash its writer took: refused, and
+	 * the transaction cannot commit the half-made blob. */
+	store_hash_t stale;
+	store_hash_compute("other bytes", 11, &stale);
+	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+	CHECK_EQ_INT(store_blob_put_fd_hashed(txn, fd, 4, BIG, &stale), STORE_EIO);
+	CHECK(store_txn_err(txn) != 0);
+	store_txn_abort(txn);
 	close(fd);
 	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	const void *none;
+	size_t nlen;
+	CHECK_EQ_INT(store_blob_get(txn, &stale, &none, &nlen), STORE_ENOTFOUND);
 	store_msg_t msg;
 	CHECK_EQ_INT(store_msg_get(txn, f, uid, &msg), 0);
 	CHECK_EQ_INT(msg.size, BIG);
