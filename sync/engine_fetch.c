@@ -84,7 +84,6 @@ static void in_done(void *ctx, void *h, const replica_msg_t *m)
 		return;
 	}
 	if (in->spool) {
-		in->hashed = true;
 		EVP_MD_CTX_free(in->md);
 		in->md = NULL;
 	}
@@ -197,10 +196,10 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 			nm.hash = in->hash;
 			rc = store_blob_put_fd_hashed(txn, fileno(in->spool), 0, in->written,
 						      &nm.hash);
-		}
-		else
+		} else {
 			rc = store_blob_put(txn, in->mem.data ? in->mem.data : "", in->written,
 					    &nm.hash);
+		}
 		if (rc)
 			return rc;
 		nm.flags = in->m.flags & STORE_F_ALL;

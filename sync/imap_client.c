@@ -634,8 +634,11 @@ void imap_client_drop(imap_client_t *c, int result, const char *fmt, ...)
 			double delay = backoff_delay(c);
 			/* Say why nothing happens for a while (a one-shot run
 			 * against a server that is down waits this out). */
-			log_info("sync: %s; trying again in %.0f s (attempt %u of %u)", msg, delay,
-				 c->attempt + 1, c->opts.max_attempts);
+			if (c->opts.max_attempts)
+				log_info("sync: %s; trying again in %.0f s (attempt %u of %u)", msg,
+					 delay, c->attempt + 1, c->opts.max_attempts);
+			else
+				log_info("sync: %s; trying again in %.0f s", msg, delay);
 			if (c->lost) {
 				char m2[1700];
 				snprintf(m2, sizeof(m2), "%s; retrying in %.0f s", msg, delay);
