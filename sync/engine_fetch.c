@@ -75,17 +75,18 @@ static void in_done(void *ctx, void *h, const replica_msg_t *m)
 	engine_job_t *job = ctx;
 	incoming_t *in = h;
 
-	unsigned hl = 0;
-	if (in->spool && (fflush(in->spool) != 0 || EVP_DigestFinal_ex(in->md, in->hash.b, &hl) != 1 ||
-			  hl != STORE_HASH_LEN)) {
-		eng_incoming_free(in);
-		job->stats.failed++;
-		job->incomplete = true;
-		return;
-	}
 	if (in->spool) {
+		unsigned hl = 0;
+		bool ok = fflush(in->spool) == 0 &&
+			  EVP_DigestFinal_ex(in->md, in->hash.b, &hl) == 1 && hl == STORE_HASH_LEN;
 		EVP_MD_CTX_free(in->md);
 		in->md = NULL;
+		if (!ok) {
+			eng_incoming_free(in);
+			job->stats.failed++;
+			job->incomplete = true;
+			return;
+		}
 	}
 	in->m = *m;
 	in->new_idx = newuid_index(job, m->uid);

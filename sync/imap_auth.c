@@ -149,7 +149,6 @@ char *imap_auth_plain(const char *user, const char *password)
 char *imap_auth_cram_md5(const char *user, const char *password, const char *challenge_b64)
 {
 	unsigned char md[MD5_LEN];
-	unsigned int mdlen = MD5_LEN;
 	size_t clen;
 	char *chal = imap_auth_b64_decode(challenge_b64, &clen);
 	char *resp, *out;
@@ -161,15 +160,15 @@ char *imap_auth_cram_md5(const char *user, const char *password, const char *cha
 	}
 	hmac_md5(password, strlen(password), chal, clen, md);
 	free(chal);
-	resp = xmalloc(ul + 1 + 2 * mdlen + 1);
+	resp = xmalloc(ul + 1 + 2 * MD5_LEN + 1);
 	memcpy(resp, user, ul);
 	resp[ul] = ' ';
-	for (unsigned i = 0; i < mdlen; i++) {
+	for (unsigned i = 0; i < MD5_LEN; i++) {
 		static const char hex[] = "0123456789abcdef";
 		resp[ul + 1 + 2 * i] = hex[md[i] >> 4];
 		resp[ul + 2 + 2 * i] = hex[md[i] & 15];
 	}
-	resp[ul + 1 + 2 * mdlen] = '\0';
+	resp[ul + 1 + 2 * MD5_LEN] = '\0';
 	out = imap_auth_b64_encode(resp, strlen(resp));
 	OPENSSL_cleanse(resp, strlen(resp));
 	free(resp);

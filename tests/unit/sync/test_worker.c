@@ -45,11 +45,21 @@ static void job_done(int rc, void *arg)
 		ev_break(j->loop, EVBREAK_ALL);
 }
 
+/* A loop and a worker on it; NULL (checked, loop freed) if no thread. */
+static worker_t *new_worker(struct ev_loop **loop)
+{
+	*loop = ev_loop_new(EVFLAG_AUTO);
+	worker_t *w = worker_new(*loop);
+	CHECK(w != NULL);
+	if (!w)
+		ev_loop_destroy(*loop);
+	return w;
+}
+
 static void test_from_loop(void)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	worker_t *w = worker_new(loop);
-	CHECK(w != NULL);
+	struct ev_loop *loop;
+	worker_t *w = new_worker(&loop);
 	if (!w)
 		return;
 	job_t j = {.delay_ms = 20, .loop = loop};
@@ -75,9 +85,8 @@ static void test_from_loop(void)
 
 static void test_wait_and_free(void)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	worker_t *w = worker_new(loop);
-	CHECK(w != NULL);
+	struct ev_loop *loop;
+	worker_t *w = new_worker(&loop);
 	if (!w)
 		return;
 	/* worker_wait() runs done() at once, and the loop does not again. */
