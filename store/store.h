@@ -186,6 +186,30 @@ int store_write_lazy(store_t *st, store_txn_fn fn, void *arg);
 /* Make the last lazy commit durable (a no-op if there is none). */
 int store_sync(store_t *st);
 
+/*
+ * Group commit: lazy writes (store_write_lazy()) of several callers queued,
+ * then run in one transaction by store_group_flush(), so they share one
+ * sync. Each fn must be one store_write() could run (no side effects to
+ * repeat) and must not depend on another's failure. When one fails, the
+ * group is run again one write at a time, so each caller gets the result
+ * its own store_write_lazy() would have given. done() is called for each,
+ * in queue order, after the commit; it may queue or cancel others.
+ */
+typedef struct store_group store_group_t;
+typedef struct store_group_ent store_group_ent_t;
+typedef void (*store_group_cb)(int rc, void *arg);
+store_group_t *store_group_new(store_t *st);
+/* Runs what is still queued (done() is called) and frees the group. */
+void store_group_free(store_group_t *g);
+store_group_ent_t *store_group_add(store_group_t *g, store_txn_fn fn, void *arg,
+				   store_group_cb done, void *done_arg);
+/* Drop a queued write (or one whose done() has not come yet): it is not
+ * run if not run yet, and done() never comes. */
+void store_group_cancel(store_group_t *g, store_group_ent_t *e);
+/* Writes waiting for store_group_flush(). */
+size_t store_group_pending(const store_group_t *g);
+void store_group_flush(store_group_t *g);
+
 /* -------------------------------------------------------------- accounts */
 
 enum store_account_flags {

@@ -691,6 +691,18 @@ static int eng_write_fn(store_txn_t *txn, void *arg)
  * state (finish_fn) is never committed before them. Intents (pending
  * records) are never deferred: they commit before their replica operation.
  */
+/* The deferred writes had were committed. */
+static void deferred_done(engine_job_t *job, unsigned had)
+{
+	job->deferred_w = 0;
+	if (had & EW_APPLY) {
+		job->stats.deleted_store += job->apply_expunged;
+		job->stats.flags_store += job->apply_flagged;
+	}
+	if (had & EW_INGEST)
+		eng_ingest_done(job);
+}
+
 static int write_with_deferred(engine_job_t *job, store_txn_fn fn, void *arg, bool intent)
 {
 	eng_write_ctx_t w = { job, fn, arg };
@@ -701,15 +713,8 @@ static int write_with_deferred(engine_job_t *job, store_txn_fn fn, void *arg, bo
 		return 0;
 	rc = intent ? store_write(job->st, eng_write_fn, &w)
 		    : store_write_lazy(job->st, eng_write_fn, &w);
-	if (rc == 0) {
-		job->deferred_w = 0;
-		if (had & EW_APPLY) {
-			job->stats.deleted_store += job->apply_expunged;
-			job->stats.flags_store += job->apply_flagged;
-		}
-		if (had & EW_INGEST)
-			eng_ingest_done(job);
-	}
+	if (rc == 0)
+		deferred_done(job, had);
 	return rc;
 }
 
@@ -1186,12 +1191,39 @@ static int finish_fn(store_txn_t *txn, void *arg)
 	return store_replica_set(txn, &rs);
 }
 
+static void finish_failed(engine_job_t *job, int rc)
+{
+	eng_fail(job, ENGINE_STORE_ERR, "cannot save the sync state: %s", store_strerror(rc));
+}
+
+static void finish_done(int rc, void *arg)
+{
+	engine_job_t *job = arg;
+
+	job->group_ent = NULL;
+	job->waiting--;
+	if (rc == 0)
+		deferred_done(job, job->deferred_w);
+	else
+		finish_failed(job, rc);
+	eng_kick(job);
+}
+
 static void do_finish(engine_job_t *job)
 {
+	if (job->o.group) {
+		/* Nothing changes job->deferred_w until finish_done(). */
+		eng_write_ctx_t *w = eng_ctx(job, sizeof(*w));
+		w->job = job;
+		w->fn = finish_fn;
+		w->arg = job;
+		job->waiting++;
+		job->group_ent = store_group_add(job->o.group, eng_write_fn, w, finish_done, job);
+		return;
+	}
 	int rc = eng_write(job, finish_fn, job);
-
 	if (rc)
-		eng_fail(job, ENGINE_STORE_ERR, "cannot save the sync state: %s", store_strerror(rc));
+		finish_failed(job, rc);
 }
 
 /* ---------------------------------------------------------- state machine */
@@ -1208,6 +1240,25 @@ static bool may_overlap(const engine_job_t *job)
 	if (job->phase == P_FLAGS)
 		return true;
 	return job->phase == P_UPLOAD && job->upload_step == 0 && !job->upload_started;
+}
+
+/* The replica work left after the downloads: deletions, flags, uploads. */
+static bool fetch_is_last(const engine_job_t *job)
+{
+	if (job->result != ENGINE_OK || job->n_ups)
+		return false;
+	for (size_t i = 0; i < job->n_pairs; i++)
+		if (job->pairs[i].del_replica || job->pairs[i].set_replica)
+			return false;
+	return true;
+}
+
+static void release(engine_job_t *job)
+{
+	if (job->o.release && !job->released) {
+		job->released = true;
+		job->o.release(job->ctx);
+	}
 }
 
 static void job_step(engine_job_t *job)
@@ -1231,7 +1282,14 @@ static void job_step(engine_job_t *job)
 		case P_PENDING: eng_do_pending(job); break;
 		case P_SCAN: do_scan(job); break;
 		case P_DECIDE: do_decide(job); break;
-		case P_FETCH: eng_do_fetch(job); break;
+		case P_FETCH:
+			eng_do_fetch(job);
+			/* Nothing but the downloads left for the replica: the
+			 * session goes on to the next folder now, its SELECT
+			 * queued behind them (one round trip less per folder). */
+			if (fetch_is_last(job))
+				release(job);
+			break;
 		case P_DELETE: do_delete(job); break;
 		case P_FLAGS:
 			do_flags(job);
@@ -1240,10 +1298,7 @@ static void job_step(engine_job_t *job)
 			eng_do_upload(job);
 			break;
 		case P_FINISH:
-			if (job->o.release && !job->released) {
-				job->released = true;
-				job->o.release(job->ctx);
-			}
+			release(job);
 			do_finish(job);
 			break;
 		default: job->phase = P_END; break;
@@ -1280,6 +1335,10 @@ void engine_cancel(engine_job_t *job)
 	if (!job || job->cancelled)
 		return;
 	job->cancelled = true;
+	if (job->group_ent) {
+		store_group_cancel(job->o.group, job->group_ent);
+		job->group_ent = NULL;
+	}
 	job->result = ENGINE_CANCELLED;
 	snprintf(job->stats.message, sizeof(job->stats.message), "cancelled");
 	job->done(ENGINE_CANCELLED, &job->stats, job->ctx);

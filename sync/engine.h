@@ -70,11 +70,19 @@ typedef struct engine_opts {
 	 * nothing changed on either side since the last sync. */
 	bool has_counts;
 	replica_counts_t counts;
-	/* Optional: called (with the done() context) once the job will use the
-	 * replica no more, right before its final commit, so the caller can
-	 * send the next folder's commands while this one commits. done()
-	 * still follows. Not for a replica that may answer synchronously. */
+	/* Optional: called (with the done() context) once the job will send
+	 * the replica no more commands: right before its final commit, or
+	 * once its downloads are sent when nothing else is left for the
+	 * replica (their answers still come to this job). The caller can
+	 * then send the next folder's commands behind them. done() still
+	 * follows. Not for a replica that may answer synchronously, nor one
+	 * whose answers to the next folder's commands could be taken for
+	 * this one's. */
 	void (*release)(void *ctx);
+	/* Optional: the job's final commit (its sync state, with the writes
+	 * deferred until then) joins this group instead of committing on its
+	 * own; done() comes once the group was flushed. */
+	store_group_t *group;
 } engine_opts_t;
 
 typedef struct engine_stats {

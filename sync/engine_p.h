@@ -164,6 +164,7 @@ struct engine_job {
 	replica_box_t box;
 	bool full;
 	bool released;               /* o.release() was called */
+	store_group_ent_t *group_ent; /* the final commit, queued in o.group */
 	bool scan_early;             /* select_scan() sent the delta scan with SELECT */
 	bool incomplete;             /* something failed: do not advance modseq */
 

@@ -47,6 +47,9 @@ typedef struct scan_op {
 	int worst;
 	bool proto_bad;         /* a FETCH with an impossible UID: fail the folder */
 	bool always_cb;         /* call cb even after replica_free() (select_scan) */
+	bool after_select;      /* sent behind a SELECT still in flight: until it
+	                           answers, a FETCH is the old folder's (RFC 7162
+	                           3.2.11), never this scan's */
 	char *ferr;             /* where proto_bad says why (ir->ferr, or the
 	                           early answer's own until a scan() takes it) */
 	size_t ferr_len;
@@ -91,7 +94,7 @@ static bool scan_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 {
 	scan_op_t *op = arg;
 
-	if (!r->name)
+	if (!r->name || op->after_select)
 		return false;
 	if (strcmp(r->name, "FETCH") == 0) {
 		const imap_item_t *l = r->args;
@@ -292,6 +295,7 @@ struct ir_early {
 	buf_t strs;
 	char why[512];          /* a broken FETCH: the scan_op writes here */
 	int status;             /* of the UID FETCH, once done */
+	scan_op_t *op;          /* that UID FETCH while in flight */
 	bool on_ir;             /* ir->early == this */
 	bool select_pending;
 	bool fetch_pending;
@@ -446,6 +450,7 @@ static void early_fetch_done(int status, void *ctx)
 {
 	ir_early_t *e = ctx;
 
+	e->op = NULL;
 	e->fetch_pending = false;
 	e->status = status;
 	if (e->taken)
@@ -459,6 +464,8 @@ static void early_select_cb(int status, const replica_box_t *box, void *ctx)
 	imap_replica_t *ir = e->ir;
 
 	e->select_pending = false;
+	if (e->op)
+		e->op->after_select = false;
 	/* !ir->qresync: the server refused the ENABLE sent ahead of this. */
 	if (status != REPLICA_OK || !ir->qresync || box->counts.uidvalidity != e->uidvalidity ||
 	    !(box->caps & REPLICA_CAP_MODSEQ) || box->counts.highestmodseq < e->hint.changedsince) {
@@ -545,6 +552,8 @@ void ir_select_scan(replica_t *r, const char *name, uint32_t uidvalidity,
 	sink.ctx = e;
 	scan_op_t *op = scan_op_new(ir, &e->hint, &sink, early_fetch_done, e);
 	op->always_cb = true;
+	op->after_select = true;
+	e->op = op;
 	op->ferr = e->why;
 	op->ferr_len = sizeof(e->why);
 	/* A QRESYNC server has modseqs in every folder that does not say

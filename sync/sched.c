@@ -23,6 +23,8 @@
 
 /* See open_early(). */
 #define SCHED_EARLY_DELAY 0.010
+/* See group_prep_cb(). */
+#define SCHED_GROUP_DELAY 0.020
 
 static void run_step(acct_state_t *a);
 static void acct_maybe_start(sched_t *s);
@@ -82,9 +84,12 @@ static void pre_folders_free(acct_state_t *a)
 	a->pre_listed = false;
 }
 
+static void released_cancel(acct_state_t *a);
+
 static void conns_free(acct_state_t *a)
 {
 	ev_timer_stop(a->s->loop, &a->early_w);
+	released_cancel(a);
 	for (size_t i = 0; i < a->n_conns; i++) {
 		if (a->conns[i].job) {
 			engine_job_t *j = a->conns[i].job;
@@ -515,12 +520,41 @@ static void conn_job_done(int rc, const engine_stats_t *st, void *ctx);
 static void dispatch(acct_state_t *a);
 
 /* One remote job. Its done() may come after its session went on to the
- * next folder (conn_job_release()): then c is NULL. */
+ * next folder (conn_job_release()): then c is NULL and the run is on
+ * a->released until then. */
 typedef struct conn_run {
 	acct_state_t *a;
 	conn_t *c;
 	size_t ji;
+	engine_job_t *job;
+	bool cancelled;
+	struct conn_run *prev, *next; /* on a->released */
 } conn_run_t;
+
+static void released_unlink(conn_run_t *run)
+{
+	acct_state_t *a = run->a;
+
+	if (run->prev)
+		run->prev->next = run->next;
+	else if (a->released == run)
+		a->released = run->next;
+	if (run->next)
+		run->next->prev = run->prev;
+	run->prev = run->next = NULL;
+}
+
+/* A released job may still wait for answers (its downloads) from a session
+ * about to be freed: end it first. */
+static void released_cancel(acct_state_t *a)
+{
+	while (a->released) {
+		conn_run_t *run = a->released;
+		released_unlink(run);
+		run->cancelled = true;
+		engine_cancel(run->job); /* its done() frees run */
+	}
+}
 
 static void conn_job_release(void *ctx);
 
@@ -537,6 +571,7 @@ static void start_job(conn_t *c, size_t ji)
 	o.has_counts = fj->has_counts;
 	o.counts = fj->counts;
 	o.release = conn_job_release;
+	o.group = a->s->group;
 	run->a = a;
 	run->c = c;
 	run->ji = ji;
@@ -544,7 +579,10 @@ static void start_job(conn_t *c, size_t ji)
 	c->job_idx = ji;
 	a->busy++;
 	c->job = (engine_job_t *)1;
+	a->s->jobs_live++;
 	engine_job_t *j = engine_sync_folder(a->s->st, c->r, &o, conn_job_done, run);
+	if (j)
+		run->job = j;
 	if (c->job == (engine_job_t *)1)
 		c->job = j;
 }
@@ -559,6 +597,10 @@ static void conn_job_release(void *ctx)
 	if (!c)
 		return;
 	run->c = NULL;
+	run->next = run->a->released;
+	if (run->next)
+		run->next->prev = run;
+	run->a->released = run;
 	c->job = NULL;
 	c->state = CONN_READY;
 	dispatch(run->a);
@@ -597,8 +639,12 @@ static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 	conn_t *c = run->c;
 	folder_job_t *fj = &a->plan.jobs[run->ji];
 
+	bool cancelled = run->cancelled;
+	if (!c)
+		released_unlink(run);
 	free(run);
-	if (c && !c->job)
+	a->s->jobs_live--;
+	if (cancelled || (c && !c->job))
 		return; /* cancelled by conns_free() */
 	a->busy--;
 	note_result(a, fj->local, false, rc, st);
@@ -1154,6 +1200,43 @@ static void acct_abort(acct_state_t *a)
 	folders_plan_free(&a->plan);
 }
 
+/*
+ * Folder jobs that finish while others still run commit together: their
+ * final commits wait in s->group until every running job waits there too,
+ * or SCHED_GROUP_DELAY after the first of them, whichever comes first.
+ * Those commits are lazy anyway (losing them costs redoing the work), and a
+ * job's session went on to the next folder before it, so the wait slows
+ * nothing but the last folder; 50 changed folders cost a few syncs, not 50.
+ */
+static void group_flush(sched_t *s)
+{
+	ev_timer_stop(s->loop, &s->group_w);
+	store_group_flush(s->group);
+}
+
+static void group_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	group_flush(w->data);
+}
+
+static void group_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	sched_t *s = w->data;
+	size_t n = store_group_pending(s->group);
+
+	(void)revents;
+	if (n == 0)
+		ev_timer_stop(loop, &s->group_w);
+	else if (n >= s->jobs_live)
+		group_flush(s);
+	else if (!ev_is_active(&s->group_w)) {
+		ev_timer_set(&s->group_w, SCHED_GROUP_DELAY, 0.);
+		ev_timer_start(loop, &s->group_w);
+	}
+}
+
 sched_t *sched_new(struct ev_loop *loop, store_t *st, const config_t *cfg, bool one_at_a_time)
 {
 	sched_t *s = xcalloc(1, sizeof(*s));
@@ -1166,6 +1249,13 @@ sched_t *sched_new(struct ev_loop *loop, store_t *st, const config_t *cfg, bool 
 		acct_new(s, &cfg->accounts[i]);
 	ev_timer_init(&s->push_w, sched_push_cb, 2., 2.);
 	s->push_w.data = s;
+	s->group = store_group_new(st);
+	ev_prepare_init(&s->group_prep, group_prep_cb);
+	s->group_prep.data = s;
+	ev_prepare_start(loop, &s->group_prep);
+	ev_unref(loop); /* the watcher alone does not keep the loop running */
+	ev_timer_init(&s->group_w, group_timer_cb, SCHED_GROUP_DELAY, 0.);
+	s->group_w.data = s;
 	return s;
 }
 
@@ -1196,8 +1286,14 @@ void sched_free(sched_t *s)
 	if (!s)
 		return;
 	ev_timer_stop(s->loop, &s->push_w);
+	/* Jobs still running are cancelled with their accounts, and with them
+	 * any commit of theirs still queued: lazy, so only work to redo. */
 	for (size_t i = 0; i < s->n_accts; i++)
 		acct_free(s, s->accts[i]);
+	ev_ref(s->loop);
+	ev_prepare_stop(s->loop, &s->group_prep);
+	ev_timer_stop(s->loop, &s->group_w);
+	store_group_free(s->group);
 	free(s->accts);
 	free(s->push_fid);
 	free(s->push_ms);

@@ -71,6 +71,7 @@ struct acct_state {
 	folder_plan_t plan;
 	size_t next_job;
 	int busy;
+	struct conn_run *released; /* jobs whose session went on without them */
 	bool in_dispatch, redispatch, remote_done;
 	bool discovered;         /* the folder plan of this run is known */
 	/* The first session connects while the Maildir pass runs (pre_*):
@@ -130,6 +131,11 @@ struct sched {
 	uint64_t *push_ms;
 	size_t n_push;
 	void *daemon_ref;        /* the daemon_t when attached */
+	/* The remote jobs' final commits, grouped (see group_prep_cb()). */
+	store_group_t *group;
+	unsigned jobs_live;      /* remote jobs started and not done */
+	ev_prepare group_prep;
+	ev_timer group_w;
 };
 
 /* sched.c */

@@ -148,17 +148,21 @@ class HostileProxy:
                     server.sendall(data)
                     pending = (pending + data)[-8192:]
                     lines, _, pending = pending.rpartition(b"\n")
+                    hit = self.trigger.search(lines)
+                    # The folder of the triggering command: the client may
+                    # pipeline the next folder's SELECT behind it.
+                    at_hit = selected
                     for m in SELECT.finditer(lines):
-                        selected = m.group(2).decode(errors="replace")
+                        name = m.group(2).decode(errors="replace")
+                        if hit and m.start() <= hit.start():
+                            at_hit = name
+                        selected = name
                     fire = False
-                    if self.trigger.search(lines):
+                    if hit:
                         with self.lock:
                             if not self.fired:
                                 self.fired = fire = True
-                                self.folder = selected
-                                if self.trigger is SELECT:
-                                    self.folder = [m.group(2).decode(errors="replace")
-                                                   for m in SELECT.finditer(lines)][-1]
+                                self.folder = at_hit
                     if fire:
                         client.sendall(self.inject)
                         if self.close:
