@@ -1203,7 +1203,8 @@ static void acct_abort(acct_state_t *a)
 /*
  * Folder jobs that finish while others still run commit together: their
  * final commits wait in s->group until every running job waits there too,
- * or SCHED_GROUP_DELAY after the first of them, whichever comes first.
+ * a Maildir pass runs out of folders to write, or SCHED_GROUP_DELAY after
+ * the first of them, whichever comes first.
  * Those commits are lazy anyway (losing them costs redoing the work), and a
  * job's session went on to the next folder before it, so the wait slows
  * nothing but the last folder; 50 changed folders cost a few syncs, not 50.
@@ -1221,6 +1222,19 @@ static void group_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	group_flush(w->data);
 }
 
+/* A Maildir pass with nothing to do while the remote pass runs: the
+ * folders waiting in the group are its next work. */
+static bool md_starved(const sched_t *s)
+{
+	for (size_t i = 0; i < s->n_accts; i++) {
+		const acct_state_t *a = s->accts[i];
+		if (a->phase == RUN_REMOTE && a->md && !a->md_job && !a->md_connecting &&
+		    a->next_md >= a->n_md)
+			return true;
+	}
+	return false;
+}
+
 static void group_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	sched_t *s = w->data;
@@ -1229,7 +1243,7 @@ static void group_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	(void)revents;
 	if (n == 0)
 		ev_timer_stop(loop, &s->group_w);
-	else if (n >= s->jobs_live)
+	else if (n >= s->jobs_live || md_starved(s))
 		group_flush(s);
 	else if (!ev_is_active(&s->group_w)) {
 		ev_timer_set(&s->group_w, SCHED_GROUP_DELAY, 0.);
