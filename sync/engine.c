@@ -681,16 +681,6 @@ static int eng_write_fn(store_txn_t *txn, void *arg)
 	return rc;
 }
 
-/*
- * Every store write of a job goes through here. Writes that only record what
- * both sides already agree on (the replica's deletions and flags applied to
- * the store, finished deletions, flags the replica accepted) wait in
- * job->deferred_w and ride along with the job's next commit, instead of one
- * commit (and fsync) each. Losing them in a crash costs nothing: the next run
- * sees the same differences and reaches the same result, because the sync
- * state (finish_fn) is never committed before them. Intents (pending
- * records) are never deferred: they commit before their replica operation.
- */
 /* The deferred writes had were committed. */
 static void deferred_done(engine_job_t *job, unsigned had)
 {
@@ -703,6 +693,16 @@ static void deferred_done(engine_job_t *job, unsigned had)
 		eng_ingest_done(job);
 }
 
+/*
+ * Every store write of a job goes through here. Writes that only record what
+ * both sides already agree on (the replica's deletions and flags applied to
+ * the store, finished deletions, flags the replica accepted) wait in
+ * job->deferred_w and ride along with the job's next commit, instead of one
+ * commit (and fsync) each. Losing them in a crash costs nothing: the next run
+ * sees the same differences and reaches the same result, because the sync
+ * state (finish_fn) is never committed before them. Intents (pending
+ * records) are never deferred: they commit before their replica operation.
+ */
 static int write_with_deferred(engine_job_t *job, store_txn_fn fn, void *arg, bool intent)
 {
 	eng_write_ctx_t w = { job, fn, arg };

@@ -19,6 +19,8 @@
  *     that SELECT shows the same UIDVALIDITY; another UIDVALIDITY fails the
  *     write and nothing is stored; without read_intent() a READ-ONLY
  *     answer still marks the folder read-only.
+ *  H. a FETCH that comes before the SELECT's answer is the old folder's
+ *     (RFC 7162 3.2.11): the delta scan sent behind that SELECT ignores it.
  */
 #include <netinet/in.h>
 #include <poll.h>
@@ -144,6 +146,21 @@ static void scenario_enable_refused(int lfd)
 	srv_expect(t2, "UID SEARCH ALL");
 	srv_send("* 1 FETCH (UID 2 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t1);
 	srv_send("* SEARCH 2\r\n%s OK searched\r\n", t2);
+	srv_drain();
+}
+
+static void scenario_old_folder_fetch(int lfd)
+{
+	char t0[16], t1[16], t2[16];
+
+	srv_preauth(lfd, "IMAP4rev1 ENABLE CONDSTORE QRESYNC UIDPLUS");
+	srv_expect(t0, "ENABLE QRESYNC");
+	srv_expect(t1, "SELECT \"A\" (CONDSTORE)");
+	srv_expect(t2, EARLY_FETCH);
+	srv_send("* ENABLED QRESYNC\r\n%s OK enabled\r\n", t0);
+	srv_send("* 2 FETCH (UID 4 FLAGS (\\Deleted) MODSEQ (13))\r\n* OK [CLOSED] x\r\n");
+	srv_select_ok(t1, 7);
+	srv_send("* 1 FETCH (UID 2 FLAGS () MODSEQ (11))\r\n%s OK fetched\r\n", t2);
 	srv_drain();
 }
 
@@ -440,6 +457,11 @@ static void test_enable_refused(void)
 	run_plain(scenario_enable_refused, "u2/f0/kw/m11/s0 v1:1 ");
 }
 
+static void test_old_folder_fetch(void)
+{
+	run_plain(scenario_old_folder_fetch, "u2/f0/kw/m11/s0 ");
+}
+
 /* G: a small state machine over the callbacks. */
 struct ex {
 	struct t t;
@@ -531,6 +553,7 @@ int main(void)
 	test_qresync();
 	test_condstore_only();
 	test_enable_refused();
+	test_old_folder_fetch();
 	test_examine();
 	return test_done("test_imap_replica");
 }
