@@ -69,7 +69,7 @@ int imap_auth_choose(const config_remote_t *remote, const imap_auth_offer_t *off
 	    CONFIG_AUTH_PLAIN,
 	    CONFIG_AUTH_LOGIN,
 	};
-	static const enum config_auth fastest_in_tls[] = {
+	static const enum config_auth fastest_private[] = {
 	    CONFIG_AUTH_PLAIN,
 	    CONFIG_AUTH_CRAM_MD5,
 	    CONFIG_AUTH_LOGIN,
@@ -78,8 +78,8 @@ int imap_auth_choose(const config_remote_t *remote, const imap_auth_offer_t *off
 	size_t n = IB_ARRAY_LEN(strongest);
 	bool wanted_login = false;
 
-	if (offer->tls && offer->sasl_ir)
-		list = fastest_in_tls;
+	if (offer->private_path && offer->sasl_ir)
+		list = fastest_private;
 
 	if (remote && remote->n_auth > 0) {
 		list = remote->auth;
@@ -319,7 +319,7 @@ static void do_auth(imap_client_t *c)
 	    .cram_md5 = c->caps & IMAP_CAP_AUTH_CRAM_MD5,
 	    .logindisabled = c->caps & IMAP_CAP_LOGINDISABLED,
 	    .sasl_ir = c->caps & IMAP_CAP_SASL_IR,
-	    .tls = imap_conn_is_tls(c->conn),
+	    .private_path = imap_conn_is_tls(c->conn) || imap_conn_is_loopback(c->conn),
 	};
 	int rc = imap_auth_choose(rm, &offer, &c->auth_mech);
 

@@ -31,14 +31,16 @@ typedef struct imap_auth_offer {
 	bool plain, login_mech, cram_md5; /* AUTH=PLAIN, AUTH=LOGIN, AUTH=CRAM-MD5 */
 	bool logindisabled;		  /* LOGINDISABLED */
 	bool sasl_ir;			  /* SASL-IR: PLAIN is one round trip */
-	bool tls;			  /* the connection is encrypted */
+	bool private_path;		  /* no network sees the password: TLS, or
+					     a loopback peer */
 } imap_auth_offer_t;
 
 /*
  * Pick the mechanism: the first of remote->auth[] (when n_auth > 0) that the
  * server supports, else the strongest offered (CRAM-MD5 > PLAIN > LOGIN).
- * Inside TLS with SASL-IR the default puts PLAIN first: the password is as
- * safe there, and the login takes one round trip instead of CRAM-MD5's two.
+ * Inside TLS, or to a loopback address, with SASL-IR the default puts PLAIN
+ * first: no network sees the password there, and the login takes one round
+ * trip instead of CRAM-MD5's two.
  * CONFIG_AUTH_LOGIN means the IMAP LOGIN command, which every server has
  * unless it says LOGINDISABLED (AUTH=LOGIN is not used: same secrecy as the
  * LOGIN command, one more round trip). Returns 0 and sets *mech, or an

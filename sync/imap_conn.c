@@ -46,6 +46,7 @@ struct imap_conn {
 	int wfd; /* the tunnel's stdin (we write), else -1 */
 	pid_t tunnel_pid;
 	bool local;
+	bool loopback; /* a TCP peer on a loopback address */
 	ev_io rio, wio;
 	ev_timer timer;
 
@@ -356,7 +357,7 @@ static void connected(imap_conn_t *c)
 {
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->local = addr_is_loopback(c->ai_next->ai_addr);
+	c->local = c->loopback = addr_is_loopback(c->ai_next->ai_addr);
 	freeaddrinfo(c->ai_list);
 	c->ai_list = c->ai_next = NULL;
 	ev_io_stop(c->loop, &c->wio);
@@ -986,6 +987,11 @@ bool imap_conn_is_compressed(const imap_conn_t *c)
 bool imap_conn_is_local(const imap_conn_t *c)
 {
 	return c->local;
+}
+
+bool imap_conn_is_loopback(const imap_conn_t *c)
+{
+	return c->loopback;
 }
 
 const char *imap_conn_peer_fingerprint(const imap_conn_t *c)

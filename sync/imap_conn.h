@@ -94,6 +94,9 @@ bool imap_conn_is_compressed(const imap_conn_t *c);
 /* True for a tunnel or a loopback peer: plaintext credentials are not
  * exposed on a network there. */
 bool imap_conn_is_local(const imap_conn_t *c);
+/* A TCP peer on a loopback address (not a tunnel, whose command may
+ * itself reach the network in the clear). */
+bool imap_conn_is_loopback(const imap_conn_t *c);
 /* "sha256:AB:..." of the server certificate once seen, else "". */
 const char *imap_conn_peer_fingerprint(const imap_conn_t *c);
 /* The last error message, or "". */

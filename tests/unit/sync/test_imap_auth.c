@@ -62,9 +62,10 @@ static void test_choose(void)
 	CHECK_EQ_INT(imap_auth_choose(&r, &bare, &m), 0);
 	CHECK_EQ_INT(m, CONFIG_AUTH_LOGIN);
 	CHECK_EQ_INT(imap_auth_choose(&r, &nothing, &m), IMAP_AUTH_ERR_LOGINDISABLED);
-	/* Inside TLS, PLAIN with SASL-IR first (one round trip); in the clear,
-	 * or without SASL-IR, CRAM-MD5 still. */
-	imap_auth_offer_t all_tls = {.plain = true, .cram_md5 = true, .sasl_ir = true, .tls = true};
+	/* Inside TLS or to a loopback address, PLAIN with SASL-IR first (one
+	 * round trip); in the clear, or without SASL-IR, CRAM-MD5 still. */
+	imap_auth_offer_t all_tls = {.plain = true, .cram_md5 = true, .sasl_ir = true,
+				     .private_path = true};
 	CHECK_EQ_INT(imap_auth_choose(&r, &all_tls, &m), 0);
 	CHECK_EQ_INT(m, CONFIG_AUTH_PLAIN);
 	all_tls.sasl_ir = false;
@@ -73,7 +74,7 @@ static void test_choose(void)
 	imap_auth_offer_t all_clear = {.plain = true, .cram_md5 = true, .sasl_ir = true};
 	CHECK_EQ_INT(imap_auth_choose(&r, &all_clear, &m), 0);
 	CHECK_EQ_INT(m, CONFIG_AUTH_CRAM_MD5);
-	imap_auth_offer_t cram_tls = {.cram_md5 = true, .sasl_ir = true, .tls = true};
+	imap_auth_offer_t cram_tls = {.cram_md5 = true, .sasl_ir = true, .private_path = true};
 	CHECK_EQ_INT(imap_auth_choose(&r, &cram_tls, &m), 0);
 	CHECK_EQ_INT(m, CONFIG_AUTH_CRAM_MD5);
 
