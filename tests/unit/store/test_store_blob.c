@@ -5,25 +5,13 @@
  */
 #include "testutil.h"
 #include "store/store.h"
+#include "store_open.h"
 
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static store_t *open_store(const char *dir, size_t mapsize)
-{
-	char err[512];
-	store_t *st = NULL;
-	store_open_opts_t o = {.initial_mapsize = mapsize};
-	int rc = store_open(dir, &o, &st, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "store_open: %s\n", err);
-		exit(2);
-	}
-	return st;
-}
 
 static void test_dedupe(const char *dir)
 {

@@ -6,23 +6,11 @@
  */
 #include "testutil.h"
 #include "store/store.h"
+#include "store_open.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static store_t *open_store(const char *dir, size_t mapsize)
-{
-	char err[512];
-	store_t *st = NULL;
-	store_open_opts_t o = {.initial_mapsize = mapsize};
-	int rc = store_open(dir, &o, &st, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "store_open: %s\n", err);
-		exit(2);
-	}
-	return st;
-}
 
 typedef struct wr {
 	uint32_t acct;
