@@ -51,6 +51,8 @@ typedef struct arep {
  * that way (the engine asked for reading only where it writes nothing, so
  * this stays 0). */
 static unsigned n_read_selects, n_read_writes;
+/* Operations of all replicas so far. */
+static unsigned n_ops;
 
 static void a_read_intent(replica_t *r)
 {
@@ -106,6 +108,7 @@ static void af_free(afolder_t *f)
  * caller must answer REPLICA_BAD after doing (or not doing) its work. */
 static bool a_tick(arep_t *a)
 {
+	n_ops++;
 	if (a->ops_left < 0)
 		return true;
 	if (a->ops_left == 0)
@@ -411,6 +414,7 @@ typedef struct result {
 	engine_stats_t stats;
 	int released;          /* opts.release calls */
 	bool release_after_done;
+	unsigned ops_at_release, ops_at_done; /* n_ops then */
 } result_t;
 
 static void release_cb(void *ctx)
@@ -418,12 +422,14 @@ static void release_cb(void *ctx)
 	result_t *r = ctx;
 	r->released++;
 	r->release_after_done |= r->called;
+	r->ops_at_release = n_ops;
 }
 
 static void done_cb(int rc, const engine_stats_t *s, void *ctx)
 {
 	result_t *r = ctx;
 	r->called = true;
+	r->ops_at_done = n_ops;
 	r->rc = rc;
 	r->stats = *s;
 }
@@ -1066,8 +1072,58 @@ static void test_skip_after_select(void)
 	env_free(&e);
 }
 
+/* The release callback promises that the job sends the replica nothing
+ * more: whether only downloads were left (it comes right after the fetch
+ * is sent) or flags, deletions and uploads still went out after them. */
+static void test_release_is_last(void)
+{
+	env_t e;
+	result_t res;
+	char *m[6];
+
+	for (int i = 0; i < 6; i++)
+		m[i] = msg(40 + i);
+	env_init(&e, true, true);
+	af_add(&e.f, m[0], 0, "");
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	/* Only downloads. */
+	af_add(&e.f, m[1], 0, "");
+	af_add(&e.f, m[2], REPLICA_F_SEEN, "");
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(res.stats.downloaded, 2);
+	CHECK_EQ_INT(res.released, 1);
+	CHECK_EQ_INT(res.ops_at_release, res.ops_at_done);
+	/* Downloads, then a flag and an upload for the replica. */
+	snap_t s;
+	snap_take(&e, &s);
+	s_set_flags(&e, s.uid[0], REPLICA_F_FLAGGED, "");
+	snap_free(&s);
+	s_add(&e, m[3], 0, "");
+	af_add(&e.f, m[4], 0, "");
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(res.stats.downloaded, 1);
+	CHECK_EQ_INT(res.stats.uploaded, 1);
+	CHECK_EQ_INT(res.stats.flags_replica, 1);
+	CHECK_EQ_INT(res.released, 1);
+	CHECK_EQ_INT(res.ops_at_release, res.ops_at_done);
+	/* A deletion in the store and a download. */
+	snap_take(&e, &s);
+	s_del(&e, s.uid[0]);
+	snap_free(&s);
+	af_add(&e.f, m[5], 0, "");
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.5, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(res.stats.downloaded, 1);
+	CHECK_EQ_INT(res.stats.deleted_replica, 1);
+	CHECK_EQ_INT(res.released, 1);
+	CHECK_EQ_INT(res.ops_at_release, res.ops_at_done);
+	for (int i = 0; i < 6; i++)
+		free(m[i]);
+	env_free(&e);
+}
+
 int main(void)
 {
+	test_release_is_last();
 	test_skip_after_select();
 	test_no_keywords();
 	test_settle();
