@@ -1,7 +1,8 @@
 /*
  * Scheduling of syncs: see sched.h. An account run is a small state machine:
- * Maildir in, remote (list, plan, STATUS, folders over N sessions), Maildir
- * out. Every step is driven by replica or engine callbacks.
+ * Maildir in, remote (list, plan, STATUS, folders over N sessions: see
+ * sched_remote.c), Maildir out. Every step is driven by replica or engine
+ * callbacks.
  */
 #include "sync/sched.h"
 #include "sync/sched_p.h"
@@ -9,27 +10,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "lib/log.h"
 #include "lib/util.h"
 #include "sync/engine.h"
 #include "sync/folders.h"
-#include "sync/imap_replica.h"
 #include "sync/maildir.h"
 #include "sync/maildir_watch.h"
 #include "sync/mbnames.h"
 #include "sync/replica.h"
 
-/* See open_early(). */
-#define SCHED_EARLY_DELAY 0.010
 /* See group_prep_cb(). */
 #define SCHED_GROUP_DELAY 0.020
 
-static void run_step(acct_state_t *a);
 static void acct_maybe_start(sched_t *s);
 
-static int worse(int a, int b)
+int sched_worse(int a, int b)
 {
 	/* 2 (held) > 1 (errors) > 0 */
 	return a > b ? a : b;
@@ -52,16 +48,9 @@ static int acct_limit(sched_t *s)
 	return s->cfg->maxsyncaccounts > 0 ? s->cfg->maxsyncaccounts : 3;
 }
 
-static size_t conn_limit(acct_state_t *a)
-{
-	if (a->s->one)
-		return 1;
-	return a->acct->remote.maxconnections > 0 ? (size_t)a->acct->remote.maxconnections : 1;
-}
-
 static void round_account_done(round_t *r, int status)
 {
-	r->status = worse(r->status, status);
+	r->status = sched_worse(r->status, status);
 	if (--r->left > 0)
 		return;
 	char msg[256];
@@ -72,37 +61,6 @@ static void round_account_done(round_t *r, int status)
 	if (r->cb)
 		r->cb(r->status, msg, r->arg);
 	free(r);
-}
-
-static void pre_folders_free(acct_state_t *a)
-{
-	for (size_t i = 0; i < a->n_pre_folders; i++)
-		free((char *)a->pre_folders[i].name);
-	free(a->pre_folders);
-	a->pre_folders = NULL;
-	a->n_pre_folders = 0;
-	a->pre_listed = false;
-}
-
-static void released_cancel(acct_state_t *a);
-
-static void conns_free(acct_state_t *a)
-{
-	ev_timer_stop(a->s->loop, &a->early_w);
-	released_cancel(a);
-	for (size_t i = 0; i < a->n_conns; i++) {
-		if (a->conns[i].job) {
-			engine_job_t *j = a->conns[i].job;
-			a->conns[i].job = NULL;
-			engine_cancel(j);
-		}
-		replica_free(a->conns[i].r);
-	}
-	free(a->conns);
-	a->conns = NULL;
-	a->n_conns = 0;
-	pre_folders_free(a);
-	a->pre_list = a->list_waiting = false;
 }
 
 static void md_free(acct_state_t *a)
@@ -165,7 +123,7 @@ static void run_finish(acct_state_t *a)
 	sched_t *s = a->s;
 	waiter_t *w = a->waiters;
 
-	conns_free(a);
+	sched_conns_free(a);
 	md_free(a);
 	folders_plan_free(&a->plan);
 	a->running = false;
@@ -222,7 +180,7 @@ static void run_finish(acct_state_t *a)
 		a->phase = RUN_IDLE;
 		s->running++;
 		run_begin(a);
-		run_step(a);
+		sched_run_step(a);
 		return;
 	}
 	acct_maybe_start(s);
@@ -278,13 +236,13 @@ static void acct_maybe_start(sched_t *s)
 		s->running++;
 		run_begin(a);
 		a->last_error[0] = '\0';
-		run_step(a);
+		sched_run_step(a);
 	}
 }
 
 /* ------------------------------------------------------------ engine jobs */
 
-static void note_result(acct_state_t *a, const char *box, bool maildir, int rc,
+void sched_note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 			const engine_stats_t *st)
 {
 	a->folders++;
@@ -303,12 +261,12 @@ static void note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 	}
 	if (rc == ENGINE_HELD) {
 		a->held++;
-		a->status = worse(a->status, 2);
+		a->status = sched_worse(a->status, 2);
 		log_err("sync: acct=%s box=%s: %s", a->name, box, st->message);
 		snprintf(a->last_error, sizeof(a->last_error), "%s: %s", box, st->message);
 	} else if (rc != ENGINE_OK && rc != ENGINE_CANCELLED) {
 		a->failed++;
-		a->status = worse(a->status, 1);
+		a->status = sched_worse(a->status, 1);
 		log_err("sync: acct=%s box=%s: %s (%s); it is retried at the next sync", a->name, box,
 			st->message[0] ? st->message : engine_strerror(rc), engine_strerror(rc));
 		snprintf(a->last_error, sizeof(a->last_error), "%s: %s", box,
@@ -323,7 +281,7 @@ static void note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 	}
 }
 
-static void engine_opts_fill(acct_state_t *a, engine_opts_t *o, uint32_t fid, uint32_t rid,
+void sched_engine_opts_fill(acct_state_t *a, engine_opts_t *o, uint32_t fid, uint32_t rid,
 			     const char *rname, const char *local, char *prefix, size_t plen)
 {
 	memset(o, 0, sizeof(*o));
@@ -378,7 +336,7 @@ static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 	a->md_job = NULL;
 	if (cancelled)
 		return;
-	note_result(a, a->md_names[a->next_md], true, rc, st);
+	sched_note_result(a, a->md_names[a->next_md], true, rc, st);
 	a->folders--; /* count folders once, for the remote pass */
 	a->next_md++;
 	if (a->phase == RUN_REMOTE) {
@@ -390,7 +348,7 @@ static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 		 * overlap. */
 		ev_idle_start(a->s->loop, &a->md_next_w);
 	} else {
-		run_step(a);
+		sched_run_step(a);
 	}
 }
 
@@ -399,7 +357,7 @@ static void md_next_cb(struct ev_loop *loop, ev_idle *w, int revents)
 	acct_state_t *a = w->data;
 
 	ev_idle_stop(loop, w);
-	run_step(a);
+	sched_run_step(a);
 }
 
 static void md_connect_cb(int status, void *ctx)
@@ -410,14 +368,14 @@ static void md_connect_cb(int status, void *ctx)
 	if (status != REPLICA_OK) {
 		log_err("sync: acct=%s: cannot read the Maildir tree %s: %s", a->name,
 			a->acct->maildir_path, replica_strerror(status));
-		a->status = worse(a->status, 1);
+		a->status = sched_worse(a->status, 1);
 		replica_free(a->md);
 		a->md = NULL;
 	}
 	if (a->phase == RUN_REMOTE)
 		md_pump(a);
 	else
-		run_step(a);
+		sched_run_step(a);
 }
 
 /* Start the next queued Maildir job when the session is free. */
@@ -427,7 +385,7 @@ static void md_start_next(acct_state_t *a)
 	char prefix[256];
 	uint32_t fid = a->md_folders[a->next_md];
 
-	engine_opts_fill(a, &o, fid, STORE_REPLICA_MAILDIR, a->md_names[a->next_md],
+	sched_engine_opts_fill(a, &o, fid, STORE_REPLICA_MAILDIR, a->md_names[a->next_md],
 			 a->md_names[a->next_md], prefix, sizeof(prefix));
 	/* Set md_job before starting: a synchronous replica may finish at once. */
 	a->md_job = (engine_job_t *)1;
@@ -444,7 +402,7 @@ static void md_pump(acct_state_t *a)
 
 /* While the remote pass runs, a folder it finished goes out to the Maildir
  * at once, so writing files overlaps with waiting for the network. */
-static void md_enqueue(acct_state_t *a, uint32_t fid, const char *name)
+void sched_md_enqueue(acct_state_t *a, uint32_t fid, const char *name)
 {
 	if (!a->md)
 		return;
@@ -514,615 +472,9 @@ static bool md_step(acct_state_t *a)
 	return true;
 }
 
-/* ----------------------------------------------------------------- remote */
-
-static void conn_job_done(int rc, const engine_stats_t *st, void *ctx);
-static void dispatch(acct_state_t *a);
-
-/* One remote job. Its done() may come after its session went on to the
- * next folder (conn_job_release()): then c is NULL and the run is on
- * a->released until then. */
-typedef struct conn_run {
-	acct_state_t *a;
-	conn_t *c;
-	size_t ji;
-	engine_job_t *job;
-	bool cancelled;
-	struct conn_run *prev, *next; /* on a->released */
-} conn_run_t;
-
-static void released_unlink(conn_run_t *run)
-{
-	acct_state_t *a = run->a;
-
-	if (run->prev)
-		run->prev->next = run->next;
-	else if (a->released == run)
-		a->released = run->next;
-	if (run->next)
-		run->next->prev = run->prev;
-	run->prev = run->next = NULL;
-}
-
-/* A released job may still wait for answers (its downloads) from a session
- * about to be freed: end it first. */
-static void released_cancel(acct_state_t *a)
-{
-	while (a->released) {
-		conn_run_t *run = a->released;
-		released_unlink(run);
-		run->cancelled = true;
-		engine_cancel(run->job); /* its done() frees run */
-	}
-}
-
-static void conn_job_release(void *ctx);
-
-static void start_job(conn_t *c, size_t ji)
-{
-	acct_state_t *a = c->a;
-	folder_job_t *fj = &a->plan.jobs[ji];
-	engine_opts_t o;
-	char prefix[256];
-	conn_run_t *run = xcalloc(1, sizeof(*run));
-
-	engine_opts_fill(a, &o, fj->folder_id, STORE_REPLICA_REMOTE, fj->remote, fj->local, prefix,
-			 sizeof(prefix));
-	o.has_counts = fj->has_counts;
-	o.counts = fj->counts;
-	o.release = conn_job_release;
-	o.group = a->s->group;
-	run->a = a;
-	run->c = c;
-	run->ji = ji;
-	c->state = CONN_BUSY;
-	c->job_idx = ji;
-	a->busy++;
-	c->job = (engine_job_t *)1;
-	a->s->jobs_live++;
-	engine_job_t *j = engine_sync_folder(a->s->st, c->r, &o, conn_job_done, run);
-	if (j)
-		run->job = j;
-	if (c->job == (engine_job_t *)1)
-		c->job = j;
-}
-
-/* The job is done with its session and commits next: the session starts
- * on the next folder meanwhile, so the server works while we commit. */
-static void conn_job_release(void *ctx)
-{
-	conn_run_t *run = ctx;
-	conn_t *c = run->c;
-
-	if (!c)
-		return;
-	run->c = NULL;
-	run->next = run->a->released;
-	if (run->next)
-		run->next->prev = run;
-	run->a->released = run;
-	c->job = NULL;
-	c->state = CONN_READY;
-	dispatch(run->a);
-}
-
-static void create_cb(int status, void *ctx)
-{
-	conn_t *c = ctx;
-	acct_state_t *a = c->a;
-	folder_job_t *fj = &a->plan.jobs[c->job_idx];
-
-	a->busy--;
-	if (status != REPLICA_OK) {
-		log_err("sync: acct=%s box=%s: cannot create folder %s on the server: %s", a->name,
-			fj->local, fj->remote, replica_strerror(status));
-		a->status = worse(a->status, 1);
-		a->failed++;
-		c->state = status == REPLICA_BAD ? CONN_NONE : CONN_READY;
-		if (status == REPLICA_BAD) {
-			replica_free(c->r);
-			c->r = NULL;
-		}
-		dispatch(a);
-		return;
-	}
-	log_info("sync: acct=%s box=%s: created folder %s on the server", a->name, fj->local,
-		 fj->remote);
-	fj->create_remote = false;
-	start_job(c, c->job_idx);
-}
-
-static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
-{
-	conn_run_t *run = ctx;
-	acct_state_t *a = run->a;
-	conn_t *c = run->c;
-	folder_job_t *fj = &a->plan.jobs[run->ji];
-
-	bool cancelled = run->cancelled;
-	if (!c)
-		released_unlink(run);
-	free(run);
-	a->s->jobs_live--;
-	if (cancelled || (c && !c->job))
-		return; /* cancelled by conns_free() */
-	a->busy--;
-	note_result(a, fj->local, false, rc, st);
-	if (rc == ENGINE_OK && !st->skipped)
-		md_enqueue(a, fj->folder_id, fj->local);
-	if (!c) {
-		/* Released before its commit: the session went on already. */
-	} else if (rc == ENGINE_REPLICA_ERR) {
-		c->job = NULL;
-		replica_free(c->r);
-		c->r = NULL;
-		c->state = CONN_NONE;
-	} else {
-		c->job = NULL;
-		c->state = CONN_READY;
-	}
-	dispatch(a);
-}
-
-static void run_on(conn_t *c)
-{
-	acct_state_t *a = c->a;
-	size_t ji = a->next_job++;
-	folder_job_t *fj = &a->plan.jobs[ji];
-
-	if (fj->create_remote) {
-		c->state = CONN_BUSY;
-		c->job_idx = ji;
-		a->busy++;
-		c->r->ops->create_folder(c->r, fj->remote, fj->special, create_cb, c);
-		return;
-	}
-	start_job(c, ji);
-}
-
-static void extra_connect_cb(int status, void *ctx)
-{
-	conn_t *c = ctx;
-	acct_state_t *a = c->a;
-
-	a->busy--;
-	if (status == REPLICA_OK && !a->discovered) {
-		/* Opened early: waits for the folder plan. */
-		c->state = CONN_READY;
-		return;
-	}
-	if (status != REPLICA_OK) {
-		char why[512];
-		const char *reason = imap_replica_reason(c->r, why, sizeof(why));
-		log_warn("sync: acct=%s: extra connection failed: %s; going on with fewer", a->name,
-			 reason ? reason : replica_strerror(status));
-		replica_free(c->r);
-		c->r = NULL;
-		c->state = CONN_NONE;
-		a->conn_failed = true;
-	} else {
-		c->state = CONN_READY;
-	}
-	if (a->discovered)
-		dispatch(a);
-}
-
-static void open_extra(acct_state_t *a, conn_t *c)
-{
-	char label[256];
-
-	snprintf(label, sizeof(label), "%s#%zu", a->name, c->idx);
-	c->r = imap_replica_new(a->s->loop, a->acct, label);
-	c->state = CONN_CONNECTING;
-	a->busy++;
-	c->r->ops->connect(c->r, &c->caps, extra_connect_cb, c);
-}
-
-/* A session still logging in that no folder will wait for: drop it now
- * rather than make the run wait for its login. */
-static void cancel_connecting(acct_state_t *a, size_t waiting)
-{
-	size_t connecting = 0;
-
-	for (size_t i = 0; i < a->n_conns; i++)
-		if (a->conns[i].state == CONN_CONNECTING)
-			connecting++;
-	for (size_t i = a->n_conns; i-- > 0 && connecting > waiting;) {
-		conn_t *c = &a->conns[i];
-		if (c->state != CONN_CONNECTING)
-			continue;
-		replica_free(c->r); /* its connect callback is not called */
-		c->r = NULL;
-		c->state = CONN_NONE;
-		a->busy--;
-		connecting--;
-	}
-}
-
-static void dispatch_once(acct_state_t *a);
-
-/* Jobs may finish synchronously inside dispatch (skipped folders): keep
- * the recursion flat so the run ends exactly once. */
-static void dispatch(acct_state_t *a)
-{
-	if (a->phase != RUN_REMOTE)
-		return;
-	if (a->in_dispatch) {
-		a->redispatch = true;
-		return;
-	}
-	a->in_dispatch = true;
-	do {
-		a->redispatch = false;
-		dispatch_once(a);
-	} while (a->redispatch && a->phase == RUN_REMOTE);
-	a->in_dispatch = false;
-	if (a->remote_done) {
-		a->remote_done = false;
-		a->phase = RUN_MAILDIR_OUT;
-		conns_free(a);
-		run_step(a);
-	}
-}
-
-static int job_size_cmp(const void *x, const void *y)
-{
-	const folder_job_t *a = x, *b = y;
-	uint32_t m = a->has_counts ? a->counts.messages : 0;
-	uint32_t n = b->has_counts ? b->counts.messages : 0;
-	if (m != n)
-		return m > n ? -1 : 1;
-	return a->folder_id < b->folder_id ? -1 : a->folder_id > b->folder_id;
-}
-
-/* Count the folders nothing happened to and drop them from the queue, so no
- * session is opened for them. */
-static void skip_unchanged(acct_state_t *a)
-{
-	size_t k = a->next_job;
-
-	for (size_t i = a->next_job; i < a->plan.n; i++) {
-		folder_job_t *fj = &a->plan.jobs[i];
-		engine_opts_t o;
-		char prefix[256];
-		engine_opts_fill(a, &o, fj->folder_id, STORE_REPLICA_REMOTE, fj->remote, fj->local,
-				 prefix, sizeof(prefix));
-		o.has_counts = fj->has_counts;
-		o.counts = fj->counts;
-		if (!fj->create_remote && engine_unchanged(a->s->st, &o)) {
-			a->folders++;
-			a->skipped++;
-			free(fj->local);
-			free(fj->remote);
-			continue;
-		}
-		a->plan.jobs[k++] = *fj;
-	}
-	a->plan.n = k;
-	/* Biggest first: opening a folder costs the server about in proportion
-	 * to its size, and a big one last would leave the other sessions idle. */
-	if (k - a->next_job > 1)
-		qsort(a->plan.jobs + a->next_job, k - a->next_job, sizeof(*a->plan.jobs),
-		      job_size_cmp);
-}
-
-static void dispatch_once(acct_state_t *a)
-{
-	for (size_t i = 0; i < a->n_conns && a->next_job < a->plan.n; i++)
-		if (a->conns[i].state == CONN_READY)
-			run_on(&a->conns[i]);
-	/* Open more sessions for the folders still waiting. */
-	size_t waiting = a->plan.n - a->next_job;
-	cancel_connecting(a, waiting);
-	for (size_t i = 0; i < a->n_conns && waiting > 0 && !a->conn_failed; i++) {
-		conn_t *c = &a->conns[i];
-		if (c->state == CONN_CONNECTING) {
-			waiting--;
-			continue;
-		}
-		if (c->state != CONN_NONE)
-			continue;
-		open_extra(a, c);
-		waiting--;
-	}
-	if (a->busy > 0)
-		return;
-	if (a->next_job < a->plan.n) {
-		/* No session left to work with. */
-		unsigned n = (unsigned)(a->plan.n - a->next_job);
-		log_err("sync: acct=%s: lost every connection; %u folder%s not synced this time",
-			a->name, n, n == 1 ? "" : "s");
-		a->failed += n;
-		a->status = worse(a->status, 1);
-		a->next_job = a->plan.n;
-	}
-	a->remote_done = true;
-}
-
-/* Discovery is over: drop the unchanged folders, remember how many are left
- * for the next run's early sessions, and start. */
-static void plan_ready(acct_state_t *a)
-{
-	ev_timer_stop(a->s->loop, &a->early_w);
-	skip_unchanged(a);
-	a->discovered = true;
-	a->last_work = (long)(a->plan.n - a->next_job);
-	dispatch(a);
-}
-
-static void status_cb(int status, const replica_counts_t *counts, const bool *ok, size_t n,
-		      void *ctx)
-{
-	acct_state_t *a = ctx;
-	size_t k = 0;
-
-	a->busy--;
-	if (status == REPLICA_OK) {
-		for (size_t i = 0; i < a->plan.n; i++) {
-			folder_job_t *fj = &a->plan.jobs[i];
-			if (fj->has_counts || fj->create_remote)
-				continue;
-			if (k < n && ok[k]) {
-				fj->counts = counts[k];
-				fj->has_counts = true;
-			}
-			k++;
-		}
-	}
-	a->conns[0].state = CONN_READY;
-	plan_ready(a);
-}
-
-static void list_cb(int status, const replica_folder_t *folders, size_t n, void *ctx)
-{
-	acct_state_t *a = ctx;
-	conn_t *c0 = &a->conns[0];
-
-	a->busy--;
-	if (status != REPLICA_OK) {
-		char why[512];
-		const char *reason = imap_replica_reason(c0->r, why, sizeof(why));
-		log_err("sync: acct=%s: cannot list folders on the server: %s", a->name,
-			reason ? reason : replica_strerror(status));
-		a->status = worse(a->status, 1);
-		a->phase = RUN_MAILDIR_OUT;
-		conns_free(a);
-		run_step(a);
-		return;
-	}
-	int rc = folders_plan(a->s->st, a->acct, folders, n, &a->plan);
-	for (size_t i = 0; i < a->plan.n_warnings; i++)
-		log_warn("sync: acct=%s: %s", a->name, a->plan.warnings[i]);
-	if (rc) {
-		log_err("sync: acct=%s: cannot record folders in the store: %s", a->name,
-			store_strerror(rc));
-		a->status = worse(a->status, 1);
-		a->phase = RUN_MAILDIR_OUT;
-		conns_free(a);
-		run_step(a);
-		return;
-	}
-	a->account_id = a->plan.account_id;
-	/* Counters of every folder the LIST did not give, in one pipelined round. */
-	size_t need = 0;
-	for (size_t i = 0; i < a->plan.n; i++)
-		if (!a->plan.jobs[i].has_counts && !a->plan.jobs[i].create_remote)
-			need++;
-	if (need && (c0->caps & REPLICA_CAP_STATUS) && c0->r->ops->status) {
-		const char **names = xmalloc(need * sizeof(char *));
-		size_t k = 0;
-		for (size_t i = 0; i < a->plan.n; i++)
-			if (!a->plan.jobs[i].has_counts && !a->plan.jobs[i].create_remote)
-				names[k++] = a->plan.jobs[i].remote;
-		a->busy++;
-		c0->r->ops->status(c0->r, names, need, status_cb, a);
-		free(names);
-		return;
-	}
-	c0->state = CONN_READY;
-	plan_ready(a);
-}
-
-static int count_folder_cb(const store_folder_t *f, void *arg)
-{
-	(void)f;
-	++*(size_t *)arg;
-	return 0;
-}
-
-/* Open up to want extra sessions that are not open yet. */
-static void open_extras(acct_state_t *a, size_t want)
-{
-	for (size_t i = 1; i < a->n_conns && want > 0; i++) {
-		if (a->conns[i].state != CONN_NONE)
-			continue;
-		open_extra(a, &a->conns[i]);
-		want--;
-	}
-}
-
-static void early_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	acct_state_t *a = w->data;
-
-	if (a->phase == RUN_REMOTE && !a->discovered && a->n_conns > 1)
-		open_extras(a, a->n_conns - 1);
-}
-
-/*
- * The extra sessions log in while the first one lists the folders, so they
- * are ready when the plan is (LIST-STATUS takes tens of milliseconds when
- * folders changed: the server recomputes their counters).
- *  - The last discovery of this process left more than one folder to sync:
- *    that many sessions (minus the first one) start at once.
- *  - No discovery yet (a first run, every -o run) and the store knows more
- *    than one folder of the account: all of them start when the listing has
- *    not answered within SCHED_EARLY_DELAY. An unchanged account answers
- *    quicker than that on a nearby server, so a no-change run opens nothing
- *    more and does not compete with the listing for the server's time.
- *  - Otherwise (the last run found at most one folder to sync), sessions
- *    open once the plan asks for them, as before.
- * A run that finds fewer folders to sync cuts the logins it does not need.
- * Only after the first login succeeded, so a wrong password costs one
- * attempt, not one per session.
- */
-static void open_early(acct_state_t *a)
-{
-	if (a->phase != RUN_REMOTE || a->discovered || a->n_conns < 2)
-		return;
-	if (a->last_work > 1) {
-		size_t want = a->n_conns - 1;
-		if ((size_t)a->last_work - 1 < want)
-			want = (size_t)a->last_work - 1;
-		open_extras(a, want);
-		return;
-	}
-	if (a->last_work >= 0)
-		return;
-	store_txn_t *txn = NULL;
-	size_t known = 0;
-	if (store_txn_begin_read(a->s->st, &txn) == 0)
-		store_folder_list(txn, a->account_id, count_folder_cb, &known);
-	store_txn_abort(txn);
-	if (known <= 1)
-		return;
-	/* The Maildir pass may have held the loop for a while: count the delay
-	 * from now, not from the loop's last look at the clock, or an answer
-	 * already waiting to be read counts as a slow one. */
-	ev_now_update(a->s->loop);
-	ev_timer_set(&a->early_w, SCHED_EARLY_DELAY, 0.);
-	ev_timer_start(a->s->loop, &a->early_w);
-}
-
-static void first_connect_cb(int status, void *ctx)
-{
-	acct_state_t *a = ctx;
-	conn_t *c0 = &a->conns[0];
-
-	a->busy--;
-	if (status != REPLICA_OK) {
-		char why[512];
-		const char *reason = imap_replica_reason(c0->r, why, sizeof(why));
-		log_err("sync: acct=%s: %s", a->name, reason ? reason : "cannot connect to the server");
-		snprintf(a->last_error, sizeof(a->last_error), "%s", imap_replica_error(c0->r));
-		a->status = worse(a->status, 1);
-		a->phase = RUN_MAILDIR_OUT;
-		conns_free(a);
-		run_step(a);
-		return;
-	}
-	c0->state = CONN_BUSY;
-	a->busy++;
-	if (!a->pre_list) {
-		c0->r->ops->list_folders(c0->r, list_cb, a);
-	} else if (a->pre_listed) {
-		/* The early listing answered while the Maildir pass ran. */
-		log_trace(LOG_CAT_THREAD, "sync: acct=%s: folder list answered during the Maildir pass",
-			  a->name);
-		a->pre_list = false;
-		list_cb(a->pre_list_status, a->pre_folders, a->n_pre_folders, a);
-		pre_folders_free(a);
-		return;
-	} else {
-		log_trace(LOG_CAT_THREAD, "sync: acct=%s: Maildir pass done, folder list still coming",
-			  a->name);
-		a->list_waiting = true; /* pre_list_cb() goes on */
-	}
-	open_early(a);
-}
-
-/* The early listing (see pre_*): hand it on if the remote pass waits for
- * it, else keep a copy for first_connect_cb(). */
-static void pre_list_cb(int status, const replica_folder_t *folders, size_t n, void *ctx)
-{
-	acct_state_t *a = ctx;
-
-	if (a->list_waiting) {
-		a->list_waiting = false;
-		a->pre_list = false;
-		list_cb(status, folders, n, a);
-		return;
-	}
-	pre_folders_free(a);
-	a->pre_list_status = status;
-	if (status == REPLICA_OK && n > 0) {
-		a->pre_folders = xmalloc(n * sizeof(*folders));
-		for (size_t i = 0; i < n; i++) {
-			a->pre_folders[i] = folders[i];
-			a->pre_folders[i].name = xstrdup(folders[i].name);
-		}
-		a->n_pre_folders = n;
-	}
-	a->pre_listed = true;
-}
-
-/* The first session's connect answered while the Maildir pass still runs:
- * keep the answer for remote_start(). */
-static void pre_connect_cb(int status, void *ctx)
-{
-	acct_state_t *a = ctx;
-
-	if (a->phase == RUN_REMOTE) {
-		first_connect_cb(status, a);
-		return;
-	}
-	a->pre_done = true;
-	a->pre_status = status;
-	if (status == REPLICA_OK) {
-		a->pre_list = true;
-		a->conns[0].r->ops->list_folders(a->conns[0].r, pre_list_cb, a);
-	}
-}
-
-static void conns_alloc(acct_state_t *a)
-{
-	size_t n = conn_limit(a);
-
-	a->conns = xcalloc(n, sizeof(*a->conns));
-	a->n_conns = n;
-	for (size_t i = 0; i < n; i++) {
-		a->conns[i].a = a;
-		a->conns[i].idx = i;
-	}
-	a->conn_failed = false;
-	a->discovered = false;
-	a->next_job = 0;
-	char label[256];
-	snprintf(label, sizeof(label), "%s", a->name);
-	a->conns[0].r = imap_replica_new(a->s->loop, a->acct, label);
-	a->conns[0].state = CONN_CONNECTING;
-}
-
-/* Connect and log in while the Maildir pass reads the tree: the two overlap
- * instead of adding up. */
-static void pre_connect(acct_state_t *a)
-{
-	a->pre_done = false;
-	a->pre_started = false;
-	if (!a->acct->maildir_path || a->conns)
-		return;
-	conns_alloc(a);
-	a->pre_started = true;
-	a->conns[0].r->ops->connect(a->conns[0].r, &a->conns[0].caps, pre_connect_cb, a);
-}
-
-static void remote_start(acct_state_t *a)
-{
-	a->busy = 1;
-	if (a->pre_started && a->conns) {
-		a->pre_started = false;
-		if (a->pre_done)
-			first_connect_cb(a->pre_status, a);
-		/* else pre_connect_cb() goes on */
-		return;
-	}
-	conns_alloc(a);
-	a->conns[0].r->ops->connect(a->conns[0].r, &a->conns[0].caps, first_connect_cb, a);
-}
-
 /* ---------------------------------------------------------------- the run */
 
-static void run_step(acct_state_t *a)
+void sched_run_step(acct_state_t *a)
 {
 	for (;;) {
 		switch (a->phase) {
@@ -1136,13 +488,13 @@ static void run_step(acct_state_t *a)
 			}
 			a->phase = RUN_MAILDIR_IN;
 			md_free(a);
-			pre_connect(a);
+			sched_pre_connect(a);
 			continue;
 		case RUN_MAILDIR_IN:
 			if (md_step(a))
 				return;
 			a->phase = RUN_REMOTE;
-			remote_start(a);
+			sched_remote_start(a);
 			return;
 		case RUN_REMOTE:
 			return; /* driven by dispatch() */
@@ -1170,8 +522,7 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 	a->acct = acct;
 	a->name = xstrdup(acct->name);
 	a->last_work = -1;
-	ev_timer_init(&a->early_w, early_cb, SCHED_EARLY_DELAY, 0.);
-	a->early_w.data = a;
+	sched_remote_init(a);
 	ev_idle_init(&a->md_next_w, md_next_cb);
 	a->md_next_w.data = a;
 	ev_timer_init(&a->refresh_w, sched_refresh_cb, 1., 0.);
@@ -1195,7 +546,7 @@ static void acct_abort(acct_state_t *a)
 		a->waiters = a->retry_waiters;
 		a->retry_waiters = NULL;
 	}
-	conns_free(a);
+	sched_conns_free(a);
 	md_free(a);
 	folders_plan_free(&a->plan);
 }

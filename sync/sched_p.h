@@ -1,7 +1,8 @@
 /*
- * Private to the scheduler (sched.c: account runs; sched_watch.c: IDLE,
- * timers, pushes between runs; sched_daemon.c: the daemon hook). Nothing
- * outside sync/sched*.c includes it.
+ * Private to the scheduler (sched.c: account runs; sched_remote.c: their
+ * remote pass; sched_watch.c: IDLE, timers, pushes between runs;
+ * sched_daemon.c: the daemon hook). Nothing outside sync/sched*.c includes
+ * it.
  */
 #ifndef IB_SYNC_SCHED_P_H
 #define IB_SYNC_SCHED_P_H
@@ -142,6 +143,29 @@ struct sched {
 /* Queue a run of a, joining a queued one; r (may be NULL) waits for it. */
 void sched_acct_request(acct_state_t *a, round_t *r);
 acct_state_t *sched_acct_find(sched_t *s, const char *name);
+/* The run's exit status after another result: 2 (held) > 1 (errors) > 0. */
+int sched_worse(int a, int b);
+/* Step a's run to its next phase (from a callback that ended one). */
+void sched_run_step(acct_state_t *a);
+/* Count and log one folder job's result. */
+void sched_note_result(acct_state_t *a, const char *box, bool maildir, int rc,
+		       const engine_stats_t *st);
+/* Engine options for folder fid of a on replica rid; prefix (plen bytes)
+ * holds the log prefix. */
+void sched_engine_opts_fill(acct_state_t *a, engine_opts_t *o, uint32_t fid, uint32_t rid,
+			    const char *rname, const char *local, char *prefix, size_t plen);
+/* A folder the remote pass finished goes out to the Maildir. */
+void sched_md_enqueue(acct_state_t *a, uint32_t fid, const char *name);
+
+/* sched_remote.c */
+/* Set up a's remote-pass watchers (once, when a is created). */
+void sched_remote_init(acct_state_t *a);
+/* Connect and log in while the Maildir pass reads the tree. */
+void sched_pre_connect(acct_state_t *a);
+/* The remote pass: list, plan, then the folders over the sessions. */
+void sched_remote_start(acct_state_t *a);
+/* Close every session of a, cancelling the jobs still on them. */
+void sched_conns_free(acct_state_t *a);
 
 /* sched_watch.c */
 /* Watch the account's idle folders (after every run, daemon mode). */
