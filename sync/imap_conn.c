@@ -45,7 +45,7 @@ struct imap_conn {
 	int fd;	 /* socket, or the tunnel's stdout (we read) */
 	int wfd; /* the tunnel's stdin (we write), else -1 */
 	pid_t tunnel_pid;
-	bool local;
+	bool tunnel;   /* a tunnel command, not a TCP peer */
 	bool loopback; /* a TCP peer on a loopback address */
 	ev_io rio, wio;
 	ev_timer timer;
@@ -357,7 +357,7 @@ static void connected(imap_conn_t *c)
 {
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->local = c->loopback = addr_is_loopback(c->ai_next->ai_addr);
+	c->loopback = addr_is_loopback(c->ai_next->ai_addr);
 	freeaddrinfo(c->ai_list);
 	c->ai_list = c->ai_next = NULL;
 	ev_io_stop(c->loop, &c->wio);
@@ -535,7 +535,7 @@ int imap_conn_connect_tunnel(imap_conn_t *c, const char *command)
 	set_nonblock(c->fd);
 	set_nonblock(c->wfd);
 	c->tunnel_pid = pid;
-	c->local = true;
+	c->tunnel = true;
 	free(c->host);
 	c->host = xstrdup("the tunnel");
 	start_open(c);
@@ -986,7 +986,7 @@ bool imap_conn_is_compressed(const imap_conn_t *c)
 
 bool imap_conn_is_local(const imap_conn_t *c)
 {
-	return c->local;
+	return c->tunnel || c->loopback;
 }
 
 bool imap_conn_is_loopback(const imap_conn_t *c)
