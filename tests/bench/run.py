@@ -691,9 +691,10 @@ def median(xs):
 def print_table(res, tools, args, info):
     print()
     print("imapbridge benchmark: preset %s (%d folders, %d messages, %.0f MB), "
-          "Dovecot %s CONDSTORE, median of %d" % (
+          "Dovecot %s CONDSTORE, %s, median of %d" % (
               args.preset, info["folders"], info["messages"], info["mb"],
-              "with" if args.condstore else "without", args.repeat))
+              "with" if args.condstore else "without",
+              "%g ms round trip" % args.rtt if args.rtt else "loopback", args.repeat))
     if info["mutation"]:
         print("mutation: %(flags)d flag changes, %(expunged)d expunged, %(appended)d appended"
               % info["mutation"])
@@ -769,14 +770,33 @@ def corpus_info(corpus):
     return {"folders": folders, "messages": n, "mb": size / 1e6}
 
 
+class DelayProxy:
+    """delay_proxy.py in front of the server: the tools reach it rtt_ms away."""
+
+    def __init__(self, port, rtt_ms):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "delay_proxy.py"),
+                                      str(port), str(rtt_ms)], stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
 def bench(args, tool_names):
     corpus = corpus_path(args.workdir, args.preset, args.seed)
     info = corpus_info(corpus)
     rundir = tempfile.mkdtemp(prefix="run.", dir=args.workdir)
     server = Server(rundir, corpus, args.condstore)
+    proxy = None
     res = Results()
     try:
-        tools = [TOOL_CLASSES[n](args, server.port, rundir) for n in tool_names]
+        port = server.port
+        if args.rtt:
+            proxy = DelayProxy(server.port, args.rtt)
+            port = proxy.port
+            say("tools reach the server through a %g ms round trip (port %d)" % (args.rtt, port))
+        tools = [TOOL_CLASSES[n](args, port, rundir) for n in tool_names]
         first = True
         for rep in range(args.repeat):
             k = rep % len(tools)
@@ -787,6 +807,8 @@ def bench(args, tool_names):
                 first = False
         info["mutation"] = server.mutation
     finally:
+        if proxy:
+            proxy.close()
         server.close()
         if not args.keep:
             shutil.rmtree(rundir, ignore_errors=True)
@@ -869,6 +891,9 @@ def main():
                          "imapbridge-base-noexport (before/after a change, in one run)")
     ap.add_argument("--no-condstore", dest="condstore", action="store_false",
                     help="serve without CONDSTORE/QRESYNC")
+    ap.add_argument("--rtt", type=float, default=0, metavar="MS",
+                    help="put the server MS milliseconds of round trip away (delay_proxy.py), "
+                         "as a provider's server is; the mutation and the check go direct")
     ap.add_argument("--scaling", action="store_true",
                     help="no-change resync time for each of --presets")
     ap.add_argument("--presets", default="small,seed,large")
@@ -888,6 +913,8 @@ def main():
         ap.error("needs root: the private Dovecot runs mail processes as 'nobody'")
     os.makedirs(args.workdir, exist_ok=True)
     os.chmod(args.workdir, 0o755)
+    if args.scaling and args.rtt:
+        ap.error("--rtt works with --preset runs, not --scaling")
     if args.scaling:
         scaling(args, tool_names)
     else:
