@@ -31,11 +31,15 @@ const char *engine_strerror(int result)
 	case ENGINE_REPLICA_ERR: return "connection to the replica lost";
 	case ENGINE_STORE_ERR: return "store error";
 	case ENGINE_CANCELLED: return "cancelled";
+	case ENGINE_AGAIN: return "to be synced again";
 	default: return "unknown engine result";
 	}
 }
 
 static void job_step(engine_job_t *job);
+static void scan_msg_cb(void *ctx, const replica_msg_t *m);
+static void scan_vanished_cb(void *ctx, uint32_t lo, uint32_t hi);
+static void release(engine_job_t *job);
 
 void *eng_ctx(engine_job_t *job, size_t size)
 {
@@ -397,8 +401,85 @@ static bool store_clean(const engine_job_t *job)
 			    : job->folder.messages == 0;
 }
 
+static void read_done_cb(int status, void *ctx)
+{
+	engine_job_t *job = ctx;
+
+	job->waiting--;
+	job->read_status = status;
+	if (status == REPLICA_BAD || status == REPLICA_CANCELLED)
+		eng_op_fail(job, status, "read");
+	eng_kick(job);
+}
+
+/* The whole read can go out with the SELECT (engine.h, read_ahead): the
+ * store has nothing for the replica, and the counters the caller has show
+ * the folder as last synced, changed since. */
+static bool read_ahead_ok(const engine_job_t *job)
+{
+	const replica_counts_t *c = &job->o.counts;
+
+	/* store_clean() without its keyword condition: the read's SELECT
+	 * tells whether the folder keeps keywords, unless it is an EXAMINE. */
+	return job->o.read_ahead && job->o.release && job->r->ops->select_read &&
+	       job->o.has_counts && job->have_rs && job->n_pend == 0 && !job->o.force_full &&
+	       job->rs.pushed_modseq == job->folder.highestmodseq && job->rs.highestmodseq &&
+	       c->uidvalidity == job->rs.uidvalidity && c->highestmodseq >= job->rs.highestmodseq &&
+	       c->uidnext >= job->rs.uidnext;
+}
+
+/* Pairs first: the scan's answers come straight to scan_msg_cb(). */
+static bool start_read(engine_job_t *job)
+{
+	replica_read_t *rd = &job->read;
+	unsigned batch = job->o.fetch_batch ? job->o.fetch_batch : 200;
+	uint32_t gap = job->o.counts.uidnext - job->rs.uidnext;
+
+	/* New messages by the counters, but no more than half a fetch
+	 * batch's worth held before the decisions; a bigger delivery takes
+	 * the usual path. */
+	if (gap > batch / 2)
+		return false;
+	int rc = eng_load_state(job);
+	if (rc) {
+		eng_fail(job, ENGINE_STORE_ERR, "cannot read the store: %s", store_strerror(rc));
+		return true;
+	}
+	memset(rd, 0, sizeof(*rd));
+	rd->uidvalidity = job->rs.uidvalidity;
+	rd->scan = job->scan_opts;
+	rd->scan.changedsince = job->rs.highestmodseq;
+	rd->scan.new_uid = job->rs.uidnext;
+	rd->sink.ctx = job;
+	rd->sink.msg_cb = scan_msg_cb;
+	rd->sink.vanished_cb = scan_vanished_cb;
+	if (gap) {
+		rd->fetch_from = job->rs.uidnext ? job->rs.uidnext : 1;
+		rd->fetch_max = batch;
+		eng_fetch_sink_init(job);
+		rd->body = job->fetch_sink;
+	}
+	rd->sel_cb = select_cb;
+	rd->cb = read_done_cb;
+	rd->ctx = job;
+	if (job->r->ops->read_intent && store_clean(job))
+		job->r->ops->read_intent(job->r);
+	job->read_ahead = true;
+	job->waiting += 2;
+	if (!job->r->ops->select_read(job->r, job->replica_name, rd)) {
+		job->read_ahead = false;
+		job->waiting -= 2;
+		return false;
+	}
+	job->stats.full_scan = false;
+	release(job);
+	return true;
+}
+
 static void do_select(engine_job_t *job)
 {
+	if (read_ahead_ok(job) && start_read(job))
+		return;
 	job->waiting++;
 	if (job->r->ops->read_intent && store_clean(job))
 		job->r->ops->read_intent(job->r);
@@ -454,6 +535,22 @@ static void do_check(engine_job_t *job)
 	}
 	if (job->o.readonly)
 		job->box.caps |= REPLICA_CAP_READONLY;
+	if (job->read_ahead) {
+		const replica_counts_t *c = &job->box.counts;
+		if (!(job->box.caps & REPLICA_CAP_MODSEQ) || c->highestmodseq < job->rs.highestmodseq ||
+		    c->uidnext < job->rs.uidnext) {
+			/* Changed since the counters were taken, so the
+			 * delta the read asked for is not the one needed. */
+			job->again = true;
+			job->phase = P_END;
+		} else if (job->read_status == REPLICA_FOLDER_BAD) {
+			/* A broken answer, or the replica would not take the
+			 * read as asked: the usual path says which. */
+			job->again = true;
+			job->phase = P_END;
+		}
+		return; /* the pairs were read before the SELECT */
+	}
 	after_check(job);
 }
 
@@ -514,6 +611,10 @@ static void do_scan(engine_job_t *job)
 	replica_scan_opts_t *so = &job->scan_opts;
 	bool modseq = (job->box.caps & REPLICA_CAP_MODSEQ) && job->box.counts.highestmodseq;
 
+	if (job->read_ahead) {
+		job->full = false; /* its answers came with the read */
+		return;
+	}
 	/* The pending step may have changed pairs: reload them. */
 	if (job->n_pend) {
 		int rc = eng_load_state(job);
@@ -1182,7 +1283,9 @@ static int finish_fn(store_txn_t *txn, void *arg)
 	rc = store_folder_get(txn, job->o.folder_id, &f);
 	if (rc)
 		return rc;
-	rs.pushed_modseq = f.highestmodseq;
+	/* A job that could not write to the replica (again) leaves the
+	 * store's changes to the next one. */
+	rs.pushed_modseq = job->again && job->have_rs ? job->rs.pushed_modseq : f.highestmodseq;
 	if (job->box.caps & REPLICA_CAP_KW_GUESS)
 		rs.flags = job->have_rs ? job->rs.flags : 0;
 	else
@@ -1271,6 +1374,8 @@ static void job_step(engine_job_t *job)
 			if (job->deferred_w && !job->cancelled && job->result != ENGINE_STORE_ERR &&
 			    eng_write(job, NULL, NULL) != 0)
 				log_warn("%s: cannot save the changes made so far", job->log_prefix);
+			if (job->again && job->result == ENGINE_OK)
+				job->result = ENGINE_AGAIN;
 			job->finished = true;
 			return;
 		}
@@ -1287,8 +1392,14 @@ static void job_step(engine_job_t *job)
 			/* Nothing but the downloads left for the replica: the
 			 * session goes on to the next folder now, its SELECT
 			 * queued behind them (one round trip less per folder). */
-			if (fetch_is_last(job))
+			if (fetch_is_last(job)) {
 				release(job);
+			} else if (job->read_ahead && job->result == ENGINE_OK) {
+				/* The session went on already: the replica's
+				 * share waits for the job run again. */
+				job->again = true;
+				job->phase = P_FINISH;
+			}
 			break;
 		case P_DELETE: do_delete(job); break;
 		case P_FLAGS:

@@ -40,6 +40,8 @@ enum engine_result {
 	ENGINE_REPLICA_ERR = -3, /* the replica session was lost */
 	ENGINE_STORE_ERR = -4,   /* the store failed (disk full, corrupt) */
 	ENGINE_CANCELLED = -5,
+	ENGINE_AGAIN = -6,       /* only with opts.read_ahead: the folder needs another
+	                            job, without read_ahead (what this one did is kept) */
 };
 
 const char *engine_strerror(int result);
@@ -79,6 +81,15 @@ typedef struct engine_opts {
 	 * whose answers to the next folder's commands could be taken for
 	 * this one's. */
 	void (*release)(void *ctx);
+	/* With release: when nothing waits to go to the replica (no pending
+	 * operation, every store change pushed) and the counters above show
+	 * a delta to read, the job sends the folder's whole read at once
+	 * (replica select_read()) and releases the session right away. If the
+	 * replica turns out to need a write after all, or the read could not
+	 * be used (the folder changed between the counters and the SELECT),
+	 * the job keeps what it learnt and ends with ENGINE_AGAIN: the caller
+	 * runs the folder again without read_ahead. */
+	bool read_ahead;
 	/* Optional: the job's final commit (its sync state, with the writes
 	 * deferred until then) joins this group instead of committing on its
 	 * own; done() comes once the group was flushed. */

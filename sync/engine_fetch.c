@@ -89,7 +89,9 @@ static void in_done(void *ctx, void *h, const replica_msg_t *m)
 		}
 	}
 	in->m = *m;
-	in->new_idx = newuid_index(job, m->uid);
+	/* With a read ahead, newuids[] is still being filled: see
+	 * eng_take_read(). */
+	in->new_idx = job->read_ahead ? SIZE_MAX : newuid_index(job, m->uid);
 	in->kw = replica_kw_canon(m->keywords);
 	in->m.keywords = NULL;
 	in->m.message_id = NULL;
@@ -334,17 +336,64 @@ static void fetch_cb(int status, void *ctx)
 	eng_kick(job);
 }
 
-void eng_do_fetch(engine_job_t *job)
+void eng_fetch_sink_init(engine_job_t *job)
 {
 	static const replica_body_sink_t sink_tmpl = {
 		.open = in_open, .write = in_write, .done = in_done, .abort = in_abort,
 	};
-	unsigned batch = job->o.fetch_batch ? job->o.fetch_batch : 200;
 
-	if (job->next_new >= job->n_new)
-		return;
 	job->fetch_sink = sink_tmpl;
 	job->fetch_sink.ctx = job;
+}
+
+void eng_take_read(engine_job_t *job)
+{
+	incoming_t **pp = &job->in_head;
+	bool ok = job->read_status == REPLICA_OK || job->read_status == REPLICA_MSG_BAD;
+	size_t got = 0;
+
+	job->in_tail = NULL;
+	job->in_bytes = 0;
+	job->in_count = 0;
+	while (*pp) {
+		incoming_t *in = *pp;
+		in->new_idx = newuid_index(job, in->m.uid);
+		if (!ok || in->new_idx == SIZE_MAX) {
+			/* Arrived after the scan, or known already ("n:*"
+			 * names the last message when none is that new). */
+			*pp = in->next;
+			eng_incoming_free(in);
+			continue;
+		}
+		in->confirmed = true;
+		got++;
+		job->in_bytes += in->written;
+		job->in_count++;
+		job->in_tail = in;
+		pp = &in->next;
+	}
+	job->next_new = job->n_new;
+	if (got < job->n_new) {
+		/* Not all came (failed, or past the read's bound): what did
+		 * is kept, the rest waits for the usual fetch. */
+		job->incomplete = true;
+		job->again = true;
+	}
+	if (got && job->result == ENGINE_OK)
+		job->deferred_w |= EW_INGEST;
+}
+
+void eng_do_fetch(engine_job_t *job)
+{
+	unsigned batch = job->o.fetch_batch ? job->o.fetch_batch : 200;
+
+	if (job->read_ahead) {
+		eng_take_read(job);
+		return;
+	}
+	if (job->next_new >= job->n_new)
+		return;
+	eng_fetch_sink_init(job);
 	/* Issue every batch at once: the replica pipelines them. */
 	while (job->next_new < job->n_new) {
 		size_t n = job->n_new - job->next_new;

@@ -167,6 +167,11 @@ struct engine_job {
 	store_group_ent_t *group_ent; /* the final commit, queued in o.group */
 	bool scan_early;             /* select_scan() sent the delta scan with SELECT */
 	bool incomplete;             /* something failed: do not advance modseq */
+	bool read_ahead;             /* select_read() sent the whole read; the
+	                                session went on at once */
+	int read_status;             /* of that read, once it ended */
+	bool again;                  /* end with ENGINE_AGAIN (see engine.h) */
+	replica_read_t read;         /* select_read() argument while in flight */
 
 	pair_ent_t *pairs;           /* sorted by ruid */
 	size_t n_pairs, cap_pairs;
@@ -242,6 +247,10 @@ int eng_upload_prefill(engine_job_t *job);
 /* Downloads (engine_fetch.c): P_FETCH; the deferred ingest's store write and
  * what follows its commit; the order of job->by_hash. */
 void eng_do_fetch(engine_job_t *job);
+/* The body sink of fetches (job->fetch_sink). */
+void eng_fetch_sink_init(engine_job_t *job);
+/* P_FETCH after select_read(): take the bodies that came with the read. */
+void eng_take_read(engine_job_t *job);
 int eng_ingest_job(store_txn_t *txn, engine_job_t *job);
 void eng_ingest_done(engine_job_t *job);
 int eng_hash_idx_cmp(const void *a, const void *b, void *arg);

@@ -49,6 +49,7 @@ typedef struct folder_job {
 	bool create_remote;       /* exists only in the store: create it remotely first */
 	bool has_counts;          /* counts from LIST-STATUS / STATUS */
 	replica_counts_t counts;
+	bool again;               /* a second job (ENGINE_AGAIN): no read ahead */
 } folder_job_t;
 
 typedef struct folder_plan {

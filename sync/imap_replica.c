@@ -403,9 +403,15 @@ struct fetch_op {
 	 * no body after that is delivered. */
 	bool proto_bad;
 	char why[256];
-	uint32_t *uids;         /* asked for, sorted, unique */
+	uint32_t *uids;         /* asked for, sorted, unique; for a range,
+	                           those answered so far */
 	size_t n_uids;
-	bool *answered;         /* per uids[]: a body was delivered */
+	bool *answered;         /* per uids[]: a body was delivered (not for
+	                           a range) */
+	uint32_t from;          /* nonzero: a range from this UID on */
+	uint32_t max;           /* a range's bound on bodies */
+	bool always_cb;         /* call cb even after replica_free() (a range) */
+	size_t cap_uids;
 	buf_t kw;
 	fetch_op_t *next;
 };
@@ -454,14 +460,38 @@ static void lit_release(void *ctx, void *handle)
 	free(lh);
 }
 
-/* Index of uid in op->uids[], or -1 when it was not asked for. */
-static long fetch_asked(const fetch_op_t *op, uint64_t uid)
+/* Whether op asked for uid: 0 no; 1 yes, and *idx says where it goes
+ * (fetch_mark()); 2 yes, but its body came already. */
+static int fetch_asked(const fetch_op_t *op, uint64_t uid, size_t *idx)
 {
-	if (uid > UINT32_MAX)
-		return -1;
+	if (uid > UINT32_MAX || uid < op->from)
+		return 0;
 	size_t a = ib_u32_lower_bound(op->uids, op->n_uids, (uint32_t)uid);
+	bool found = a < op->n_uids && op->uids[a] == uid;
 
-	return a < op->n_uids && op->uids[a] == uid ? (long)a : -1;
+	*idx = a;
+	if (op->from)
+		return found ? 2 : 1;
+	return !found ? 0 : op->answered[a] ? 2 : 1;
+}
+
+/* uid's body is being delivered; false when a range is full. */
+static bool fetch_mark(fetch_op_t *op, size_t idx, uint32_t uid)
+{
+	if (!op->from) {
+		op->answered[idx] = true;
+		return true;
+	}
+	if (op->n_uids >= op->max)
+		return false;
+	if (op->n_uids == op->cap_uids) {
+		op->cap_uids = op->cap_uids ? 2 * op->cap_uids : 16;
+		op->uids = xrealloc(op->uids, op->cap_uids * sizeof(*op->uids));
+	}
+	memmove(op->uids + idx + 1, op->uids + idx, (op->n_uids - idx) * sizeof(*op->uids));
+	op->uids[idx] = uid;
+	op->n_uids++;
+	return true;
 }
 
 /* A body the server had no business sending: never delivered (a literal
@@ -511,17 +541,16 @@ static bool fetch_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 	const char *host = ir_host(ir);
 	fetch_op_t *head = ir->fq_head ? ir->fq_head : first;
 	fetch_op_t *op = NULL, *dup = NULL;
-	long idx = -1;
+	size_t idx = 0;
 	for (fetch_op_t *p = head; p && uid != 0; p = p->next) {
-		long i = fetch_asked(p, uid);
-		if (i < 0)
-			continue;
-		if (!p->answered[i]) {
+		size_t i;
+		int asked = fetch_asked(p, uid, &i);
+		if (asked == 1) {
 			op = p;
 			idx = i;
 			break;
 		}
-		if (!dup)
+		if (asked == 2 && !dup)
 			dup = p;
 	}
 	if (uid == 0) {
@@ -544,7 +573,12 @@ static bool fetch_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 		fetch_reject(op, body, NULL);
 		return true;
 	}
-	op->answered[idx] = true;
+	if (!fetch_mark(op, idx, (uint32_t)uid)) {
+		/* More bodies than the range allows: not delivered. */
+		fetch_reject(op, body, NULL);
+		op->msg_failed = true;
+		return true;
+	}
 	if (body->sink) {
 		lit_handle_t *lh = body->sink;
 		if (lh->op != op && memcmp(&lh->op->sink, &op->sink, sizeof(op->sink)) != 0) {
@@ -619,12 +653,26 @@ static void fetch_done(imap_client_t *c, const imap_done_t *d, void *arg)
 		st = REPLICA_FOLDER_BAD;
 		snprintf(ir->ferr, sizeof(ir->ferr), "%s", op->why);
 	}
-	if (!ir->freed)
+	if (!ir->freed || op->always_cb)
 		op->cb(st, op->ctx);
 	buf_free(&op->kw);
 	free(op->uids);
 	free(op->answered);
 	free(op);
+}
+
+static void fetch_enqueue(imap_replica_t *ir, fetch_op_t *op, const replica_body_sink_t *sink,
+			  replica_done_cb cb, void *ctx)
+{
+	op->ir = ir;
+	op->sink = *sink;
+	op->cb = cb;
+	op->ctx = ctx;
+	if (ir->fq_tail)
+		ir->fq_tail->next = op;
+	else
+		ir->fq_head = op;
+	ir->fq_tail = op;
 }
 
 static void ir_fetch(replica_t *r, const uint32_t *uids, size_t n, const replica_body_sink_t *sink,
@@ -662,18 +710,58 @@ static void ir_fetch(replica_t *r, const uint32_t *uids, size_t n, const replica
 	op->uids = sorted;
 	op->n_uids = k;
 	op->answered = xcalloc(k, sizeof(bool));
-	op->ir = ir;
-	op->sink = *sink;
-	op->cb = cb;
-	op->ctx = ctx;
-	if (ir->fq_tail)
-		ir->fq_tail->next = op;
-	else
-		ir->fq_head = op;
-	ir->fq_tail = op;
+	fetch_enqueue(ir, op, sink, cb, ctx);
 	imap_client_cmd(ir->c, fetch_done, fetch_untagged, op,
 			"UID FETCH %s (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", buf_cstr(&set));
 	buf_free(&set);
+}
+
+fetch_op_t *ir_fetch_from(imap_replica_t *ir, uint32_t from, uint32_t max,
+			  const replica_body_sink_t *sink, replica_done_cb cb, void *ctx)
+{
+	fetch_op_t *op = xcalloc(1, sizeof(*op));
+
+	op->from = from ? from : 1;
+	op->max = max;
+	op->always_cb = true;
+	fetch_enqueue(ir, op, sink, cb, ctx);
+	imap_client_cmd(ir->c, fetch_done, fetch_untagged, op,
+			"UID FETCH %u:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", op->from);
+	return op;
+}
+
+static void *discard_open(void *ctx, uint64_t size)
+{
+	static char handle;
+
+	(void)ctx, (void)size;
+	return &handle;
+}
+
+static int discard_write(void *ctx, void *h, const char *data, size_t len)
+{
+	(void)ctx, (void)h, (void)data, (void)len;
+	return 0;
+}
+
+static void discard_end(void *ctx, void *h, const replica_msg_t *m)
+{
+	(void)ctx, (void)h, (void)m;
+}
+
+static void discard_abort(void *ctx, void *h)
+{
+	(void)ctx, (void)h;
+}
+
+void ir_fetch_discard(fetch_op_t *op)
+{
+	static const replica_body_sink_t discard = {
+		.open = discard_open, .write = discard_write,
+		.done = discard_end, .abort = discard_abort,
+	};
+
+	op->sink = discard;
 }
 
 /* ------------------------------------------------------------------ append */
@@ -1328,6 +1416,7 @@ static const replica_ops_t imap_replica_ops = {
 	.set_flags_uids = ir_set_flags_uids,
 	.append_fd = ir_append_fd,
 	.select_scan = ir_select_scan,
+	.select_read = ir_select_read,
 	.read_intent = ir_read_intent,
 };
 

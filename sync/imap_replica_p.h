@@ -100,11 +100,18 @@ void ir_held_flush(imap_replica_t *ir, int st);
 /* The open folder becomes name (NULL: none), EXAMINEd or not. */
 void ir_switch_folder(imap_replica_t *ir, const char *name, bool examined);
 
+/* A UID FETCH of every message from UID from on (at most max bodies);
+ * ir_fetch_discard() makes it swallow its bodies instead. */
+fetch_op_t *ir_fetch_from(imap_replica_t *ir, uint32_t from, uint32_t max,
+			  const replica_body_sink_t *sink, replica_done_cb cb, void *ctx);
+void ir_fetch_discard(fetch_op_t *op);
+
 /* imap_replica_scan.c */
 void ir_scan(replica_t *r, const replica_scan_opts_t *o, const replica_scan_sink_t *sink,
 	     replica_done_cb cb, void *ctx);
 void ir_select_scan(replica_t *r, const char *name, uint32_t uidvalidity,
 		    const replica_scan_opts_t *hint, replica_select_cb cb, void *ctx);
+bool ir_select_read(replica_t *r, const char *name, const replica_read_t *rd);
 /* Every operation but scan() calls this first: an early scan answer no
  * longer matches what the caller will ask. */
 void ir_early_drop(imap_replica_t *ir);

@@ -102,6 +102,9 @@ static bool scan_untagged(imap_client_t *c, const imap_resp_t *r, void *arg)
 		const imap_item_t *fl = imap_fetch_get(l, "FLAGS");
 		if (!ir_item_num(imap_fetch_get(l, "UID"), &uid) || !fl)
 			return false; /* unsolicited, without UID: not ours */
+		if (imap_fetch_get(l, "BODY[]"))
+			return false; /* a fetch behind this one: the server may
+			                 answer it before this one ends */
 		if (uid == 0 || uid > UINT32_MAX) {
 			if (!op->proto_bad && !op->ir->freed)
 				snprintf(op->ferr, op->ferr_len,
@@ -560,4 +563,115 @@ void ir_select_scan(replica_t *r, const char *name, uint32_t uidvalidity,
 	 * NOMODSEQ; if this one does, the SELECT drops the answer. */
 	scan_items(items, sizeof(items), &e->hint, true);
 	scan_send_qresync(op, items);
+}
+
+/* ------------------------------------------------------------- select_read */
+
+/*
+ * select_read(): SELECT (EXAMINE after read_intent()), the QRESYNC delta
+ * scan and UID FETCH <from>:* go out together, and the session is free for
+ * the next folder at once. Nothing is kept for a later scan(): the answers
+ * stream to the caller's sinks, unless the SELECT shows another folder than
+ * expected; then they are swallowed and cb reports REPLICA_FOLDER_BAD.
+ */
+typedef struct read_op {
+	imap_replica_t *ir;
+	replica_read_t rd;
+	scan_op_t *scan;        /* until the SELECT answers */
+	fetch_op_t *fetch;      /* until the SELECT answers */
+	int left;               /* select, scan, fetch */
+	int worst;
+	bool stale;
+} read_op_t;
+
+static void read_msg_cb(void *ctx, const replica_msg_t *m)
+{
+	read_op_t *ro = ctx;
+
+	if (!ro->stale && !ro->ir->freed)
+		ro->rd.sink.msg_cb(ro->rd.sink.ctx, m);
+}
+
+static void read_vanished_cb(void *ctx, uint32_t lo, uint32_t hi)
+{
+	read_op_t *ro = ctx;
+
+	if (!ro->stale && !ro->ir->freed)
+		ro->rd.sink.vanished_cb(ro->rd.sink.ctx, lo, hi);
+}
+
+static void read_end(read_op_t *ro, int status)
+{
+	if (status < ro->worst)
+		ro->worst = status;
+	if (--ro->left > 0)
+		return;
+	if (ro->stale && ro->worst > REPLICA_FOLDER_BAD)
+		ro->worst = REPLICA_FOLDER_BAD;
+	if (!ro->ir->freed)
+		ro->rd.cb(ro->worst, ro->rd.ctx);
+	free(ro);
+}
+
+static void read_select_cb(int status, const replica_box_t *box, void *ctx)
+{
+	read_op_t *ro = ctx;
+	imap_replica_t *ir = ro->ir;
+
+	ro->scan->after_select = false;
+	ro->scan = NULL;
+	/* !ir->qresync: the server refused the ENABLE sent ahead of this. */
+	if (status != REPLICA_OK || !ir->qresync || box->counts.uidvalidity != ro->rd.uidvalidity ||
+	    !(box->caps & REPLICA_CAP_MODSEQ) ||
+	    box->counts.highestmodseq < ro->rd.scan.changedsince) {
+		ro->stale = true;
+		if (ro->fetch)
+			ir_fetch_discard(ro->fetch);
+	}
+	ro->fetch = NULL;
+	if (!ir->freed)
+		ro->rd.sel_cb(status, box, ro->rd.ctx);
+	read_end(ro, REPLICA_OK);
+}
+
+static void read_part_done(int status, void *ctx)
+{
+	read_op_t *ro = ctx;
+
+	read_end(ro, status == REPLICA_CANCELLED ? REPLICA_BAD : status);
+}
+
+bool ir_select_read(replica_t *r, const char *name, const replica_read_t *rd)
+{
+	imap_replica_t *ir = (imap_replica_t *)r;
+	static const replica_scan_sink_t sink_tmpl = {
+		.msg_cb = read_msg_cb,
+		.vanished_cb = read_vanished_cb,
+	};
+	replica_scan_sink_t sink = sink_tmpl;
+	char items[160];
+
+	if (!ir->qresync || !(ir->caps & REPLICA_CAP_MODSEQ) || ir->dead || !rd->uidvalidity ||
+	    !rd->scan.changedsince)
+		return false;
+	ir_early_drop(ir);
+	read_op_t *ro = xcalloc(1, sizeof(*ro));
+	ro->ir = ir;
+	ro->rd = *rd;
+	ro->rd.scan.known = NULL;
+	ro->rd.scan.n_known = 0;
+	ro->left = rd->fetch_from ? 3 : 2;
+	ir_select_start(ir, name, read_select_cb, ro, true);
+
+	sink.ctx = ro;
+	scan_op_t *op = scan_op_new(ir, &ro->rd.scan, &sink, read_part_done, ro);
+	op->always_cb = true;
+	op->after_select = true;
+	ro->scan = op;
+	scan_items(items, sizeof(items), &ro->rd.scan, true);
+	scan_send_qresync(op, items);
+	if (rd->fetch_from)
+		ro->fetch = ir_fetch_from(ir, rd->fetch_from, rd->fetch_max, &rd->body,
+					  read_part_done, ro);
+	return true;
 }

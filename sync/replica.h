@@ -219,6 +219,22 @@ typedef struct replica_find {
 } replica_find_t;
 
 /*
+ * What select_read() does in one batch: open the folder, run the delta scan,
+ * fetch the new messages' bytes. Every pointer must stay valid until cb ran.
+ */
+typedef struct replica_read {
+	uint32_t uidvalidity;     /* the folder expected (nonzero) */
+	replica_scan_opts_t scan; /* changedsince nonzero; known[] is not used */
+	replica_scan_sink_t sink;
+	uint32_t fetch_from;      /* bytes of every message with uid >= this; 0: none */
+	uint32_t fetch_max;       /* at most this many bodies; more is REPLICA_MSG_BAD */
+	replica_body_sink_t body;
+	replica_select_cb sel_cb; /* the folder is open: its counters */
+	replica_done_cb cb;       /* last: the scan and the fetch ended */
+	void *ctx;                /* for sel_cb and cb */
+} replica_read_t;
+
+/*
  * The operation table. Implementations provide a static const instance with
  * designated initialisers. Optional operations may be NULL; their presence is
  * announced by the capability bits.
@@ -329,6 +345,19 @@ typedef struct replica_ops {
 	 * read-write, and fails the write (REPLICA_FOLDER_BAD) if the folder
 	 * it finds is not the same one (another UIDVALIDITY) or is read-only. */
 	void (*read_intent)(replica_t *r);
+
+	/* Optional (may be NULL): the whole read of a folder the caller will
+	 * not write to (nothing pending, no local change), sent at once: open
+	 * it read-only where possible, scan rd->scan into rd->sink, then fetch
+	 * from rd->fetch_from on into rd->body. Returns false when the replica
+	 * cannot (no callback runs then). Otherwise the session takes the next
+	 * operation at once, even another folder's select: the caller sends
+	 * nothing more for this folder. Callbacks in order: sel_cb, the sinks,
+	 * cb. When the open folder's UIDVALIDITY is not rd->uidvalidity, or it
+	 * has no modseqs, or its HIGHESTMODSEQ is below scan.changedsince,
+	 * nothing reaches the sinks and cb gets REPLICA_FOLDER_BAD; sel_cb
+	 * still shows the counters. */
+	bool (*select_read)(replica_t *r, const char *name, const replica_read_t *rd);
 } replica_ops_t;
 
 /*

@@ -245,7 +245,8 @@ static void acct_maybe_start(sched_t *s)
 void sched_note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 			const engine_stats_t *st)
 {
-	a->folders++;
+	if (rc != ENGINE_AGAIN)
+		a->folders++;
 	a->deferred += st->deferred;
 	if (maildir) {
 		/* The summary speaks of the server; the tree has its own count. */
@@ -264,7 +265,7 @@ void sched_note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 		a->status = sched_worse(a->status, 2);
 		log_err("sync: acct=%s box=%s: %s", a->name, box, st->message);
 		snprintf(a->last_error, sizeof(a->last_error), "%s: %s", box, st->message);
-	} else if (rc != ENGINE_OK && rc != ENGINE_CANCELLED) {
+	} else if (rc != ENGINE_OK && rc != ENGINE_CANCELLED && rc != ENGINE_AGAIN) {
 		a->failed++;
 		a->status = sched_worse(a->status, 1);
 		log_err("sync: acct=%s box=%s: %s (%s); it is retried at the next sync", a->name, box,

@@ -42,6 +42,7 @@ typedef struct conn {
 	unsigned caps;
 	engine_job_t *job;
 	size_t job_idx;
+	unsigned n_released;      /* its jobs that handed it on and still run */
 } conn_t;
 
 typedef struct idle_sess {

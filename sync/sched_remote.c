@@ -21,6 +21,9 @@
 
 /* See open_early(). */
 #define SCHED_EARLY_DELAY 0.010
+/* Jobs that handed their session on and still wait for its answers, at
+ * most, per session: what they hold (pairs, bodies) is bounded by this. */
+#define SCHED_PIPELINE_DEPTH 4
 
 static size_t conn_limit(acct_state_t *a)
 {
@@ -69,6 +72,7 @@ static void dispatch(acct_state_t *a);
 typedef struct conn_run {
 	acct_state_t *a;
 	conn_t *c;
+	conn_t *home;             /* the session it ran on */
 	size_t ji;
 	engine_job_t *job;
 	bool cancelled;
@@ -115,9 +119,11 @@ static void start_job(conn_t *c, size_t ji)
 	o.has_counts = fj->has_counts;
 	o.counts = fj->counts;
 	o.release = conn_job_release;
+	o.read_ahead = !fj->again;
 	o.group = a->s->group;
 	run->a = a;
 	run->c = c;
+	run->home = c;
 	run->ji = ji;
 	c->state = CONN_BUSY;
 	c->job_idx = ji;
@@ -141,6 +147,7 @@ static void conn_job_release(void *ctx)
 	if (!c)
 		return;
 	run->c = NULL;
+	c->n_released++;
 	run->next = run->a->released;
 	if (run->next)
 		run->next->prev = run;
@@ -176,6 +183,21 @@ static void create_cb(int status, void *ctx)
 	start_job(c, c->job_idx);
 }
 
+/* The job asked to run again (ENGINE_AGAIN): the folder goes to the end
+ * of the queue once more, without a read ahead. */
+static void run_again(acct_state_t *a, size_t ji)
+{
+	folder_job_t *fj;
+
+	a->plan.jobs = xrealloc(a->plan.jobs, (a->plan.n + 1) * sizeof(*a->plan.jobs));
+	fj = &a->plan.jobs[a->plan.n++];
+	*fj = a->plan.jobs[ji];
+	fj->local = xstrdup(fj->local);
+	fj->remote = xstrdup(fj->remote);
+	fj->create_remote = false;
+	fj->again = true;
+}
+
 static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 {
 	conn_run_t *run = ctx;
@@ -184,16 +206,22 @@ static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 	folder_job_t *fj = &a->plan.jobs[run->ji];
 
 	bool cancelled = run->cancelled;
+	conn_t *home = run->home;
+	size_t run_ji = run->ji;
 	if (!c)
 		released_unlink(run);
 	free(run);
 	a->s->jobs_live--;
 	if (cancelled || (c && !c->job))
 		return; /* cancelled by sched_conns_free() */
+	if (!c)
+		home->n_released--;
 	a->busy--;
 	sched_note_result(a, fj->local, false, rc, st);
 	if (rc == ENGINE_OK && !st->skipped)
 		sched_md_enqueue(a, fj->folder_id, fj->local);
+	if (rc == ENGINE_AGAIN)
+		run_again(a, run_ji);
 	if (!c) {
 		/* Released before its commit: the session went on already. */
 	} else if (rc == ENGINE_REPLICA_ERR) {
@@ -353,7 +381,8 @@ static void skip_unchanged(acct_state_t *a)
 static void dispatch_once(acct_state_t *a)
 {
 	for (size_t i = 0; i < a->n_conns && a->next_job < a->plan.n; i++)
-		if (a->conns[i].state == CONN_READY)
+		if (a->conns[i].state == CONN_READY &&
+		    a->conns[i].n_released < SCHED_PIPELINE_DEPTH)
 			run_on(&a->conns[i]);
 	/* Open more sessions for the folders still waiting. */
 	size_t waiting = a->plan.n - a->next_job;

@@ -37,6 +37,9 @@ typedef struct afolder {
 	bool uidplus;
 	bool bulk;      /* offer set_flags_uids() */
 	bool no_kw;     /* keywords are not kept (PERMANENTFLAGS without \*) */
+	uint32_t *gone; /* expunged UIDs and their modseqs (QRESYNC VANISHED) */
+	uint64_t *gone_ms;
+	size_t n_gone;
 } afolder_t;
 
 typedef struct arep {
@@ -89,6 +92,10 @@ static void af_del(afolder_t *f, uint32_t uid)
 			memmove(&f->m[i], &f->m[i + 1], (f->n - i - 1) * sizeof(*f->m));
 			f->n--;
 			f->hms++;
+			f->gone = xrealloc(f->gone, (f->n_gone + 1) * sizeof(*f->gone));
+			f->gone_ms = xrealloc(f->gone_ms, (f->n_gone + 1) * sizeof(*f->gone_ms));
+			f->gone[f->n_gone] = uid;
+			f->gone_ms[f->n_gone++] = f->hms;
 			return;
 		}
 	}
@@ -101,6 +108,8 @@ static void af_free(afolder_t *f)
 		free(f->m[i].data);
 	}
 	free(f->m);
+	free(f->gone);
+	free(f->gone_ms);
 	memset(f, 0, sizeof(*f));
 }
 
@@ -330,6 +339,58 @@ static void a_free(replica_t *r)
 	free(r);
 }
 
+/* select_read(): calls, a hook run first (a change between the counters
+ * the caller had and the SELECT), and a body to leave out. */
+static unsigned n_select_reads;
+static void (*read_hook)(arep_t *a);
+static bool read_drop_body;
+
+static bool a_select_read(replica_t *r, const char *name, const replica_read_t *rd)
+{
+	arep_t *a = (arep_t *)r;
+	afolder_t *f = a->f;
+	int st = REPLICA_OK;
+	unsigned bodies = 0;
+
+	if (!f->modseq)
+		return false;
+	n_select_reads++;
+	if (read_hook)
+		read_hook(a);
+	a_select(r, name, rd->sel_cb, rd->ctx);
+	if (f->uidvalidity != rd->uidvalidity || f->hms < rd->scan.changedsince) {
+		rd->cb(REPLICA_FOLDER_BAD, rd->ctx);
+		return true;
+	}
+	for (size_t i = 0; i < f->n_gone; i++)
+		if (f->gone_ms[i] > rd->scan.changedsince)
+			rd->sink.vanished_cb(rd->sink.ctx, f->gone[i], f->gone[i]);
+	for (size_t i = 0; i < f->n; i++) {
+		amsg_t *m = &f->m[i];
+		replica_msg_t rm = { .uid = m->uid, .flags = m->flags, .keywords = m->kw,
+				     .modseq = m->modseq, .size = m->len, .internaldate = 1700000000 };
+		if (m->modseq > rd->scan.changedsince)
+			rd->sink.msg_cb(rd->sink.ctx, &rm);
+	}
+	for (size_t i = 0; i < f->n && rd->fetch_from; i++) {
+		amsg_t *m = &f->m[i];
+		replica_msg_t rm = { .uid = m->uid, .flags = m->flags, .keywords = m->kw,
+				     .modseq = m->modseq, .size = m->len, .internaldate = 1700000000 };
+		if (m->uid < rd->fetch_from)
+			continue;
+		if (bodies++ == rd->fetch_max || read_drop_body) {
+			read_drop_body = false;
+			st = REPLICA_MSG_BAD;
+			continue;
+		}
+		void *h = rd->body.open(rd->body.ctx, m->len);
+		rd->body.write(rd->body.ctx, h, m->data, m->len);
+		rd->body.done(rd->body.ctx, h, &rm);
+	}
+	rd->cb(st, rd->ctx);
+	return true;
+}
+
 static const replica_ops_t a_ops = {
 	.select = a_select,
 	.scan = a_scan,
@@ -340,6 +401,7 @@ static const replica_ops_t a_ops = {
 	.delete_msgs = a_delete,
 	.free = a_free,
 	.read_intent = a_read_intent,
+	.select_read = a_select_read,
 };
 
 static const replica_ops_t a_ops_bulk = {
@@ -353,6 +415,7 @@ static const replica_ops_t a_ops_bulk = {
 	.free = a_free,
 	.set_flags_uids = a_set_flags_uids,
 	.read_intent = a_read_intent,
+	.select_read = a_select_read,
 };
 
 static replica_t *arep_new(afolder_t *f, int ops)
@@ -436,6 +499,8 @@ static void done_cb(int rc, const engine_stats_t *s, void *ctx)
 
 static int run_sync2(env_t *e, int ops, double ratio, bool readonly, result_t *res,
 		     bool release);
+/* run_sync2() with release also reads ahead, with the folder's counters. */
+static bool g_read_ahead;
 
 static int run_sync(env_t *e, int ops, double ratio, bool readonly, result_t *res)
 {
@@ -464,6 +529,13 @@ static int run_sync2(env_t *e, int ops, double ratio, bool readonly, result_t *r
 	memset(res, 0, sizeof(*res));
 	if (release)
 		o.release = release_cb;
+	if (release && g_read_ahead) {
+		/* As the scheduler has them from LIST-STATUS. */
+		o.read_ahead = true;
+		o.has_counts = true;
+		o.counts = (replica_counts_t){ e->f.uidvalidity, e->f.uidnext, (uint32_t)e->f.n,
+					       e->f.hms };
+	}
 	engine_job_t *job = engine_sync_folder(e->st, r, &o, done_cb, res);
 	CHECK(job == NULL); /* synchronous replica: done before returning */
 	CHECK(res->called);
@@ -1121,8 +1193,134 @@ static void test_release_is_last(void)
 	env_free(&e);
 }
 
+/* A job reading ahead: the whole read goes out at once and the session is
+ * handed on before any answer; a change that needs the replica after all,
+ * a folder that changed since its counters, or a body that did not come
+ * end it with ENGINE_AGAIN, and the usual job after it finishes the work
+ * without losing or doubling a message. */
+static bool snap_has(const snap_t *s, const char *data, unsigned flags, const char *kw)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->data[i], data) == 0)
+			return s->flags[i] == flags && strcmp(s->kw[i], kw) == 0;
+	return false;
+}
+
+static env_t *hook_env;
+static uint32_t hook_uid;
+
+static void hook_store_flag(arep_t *a)
+{
+	(void)a;
+	s_set_flags(hook_env, hook_uid, REPLICA_F_FLAGGED | REPLICA_F_ANSWERED, "");
+}
+
+static void hook_modseq_back(arep_t *a)
+{
+	a->f->hms = 2;
+}
+
+static void test_read_ahead(void)
+{
+	env_t e;
+	result_t res;
+	snap_t s;
+	char *m[6];
+
+	for (int i = 0; i < 6; i++)
+		m[i] = msg(60 + i);
+	env_init(&e, true, true);
+	uint32_t u0 = af_add(&e.f, m[0], 0, "");
+	uint32_t u1 = af_add(&e.f, m[1], 0, "");
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_OK);
+	/* The first sync left keywords unknown (it EXAMINEd). A write
+	 * settles them, as a real folder's first change would. */
+	snap_take(&e, &s);
+	s_set_flags(&e, s.uid[1], REPLICA_F_ANSWERED, "");
+	snap_free(&s);
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(res.stats.flags_replica, 1);
+	g_read_ahead = true;
+
+	/* New, flagged and deleted on the replica: one read, no scan(). */
+	unsigned reads = n_select_reads, scans = n_scans;
+	af_add(&e.f, m[2], REPLICA_F_SEEN, "$Work");
+	af_find(&e.f, u0)->flags = REPLICA_F_FLAGGED;
+	af_find(&e.f, u0)->modseq = ++e.f.hms;
+	af_del(&e.f, u1);
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(n_select_reads, reads + 1);
+	CHECK_EQ_INT(n_scans, scans);
+	CHECK_EQ_INT(res.released, 1);
+	CHECK_EQ_INT(res.ops_at_release, res.ops_at_done);
+	CHECK_EQ_INT(res.stats.downloaded, 1);
+	CHECK_EQ_INT(res.stats.deleted_store, 1);
+	CHECK_EQ_INT(res.stats.flags_store, 1);
+	snap_take(&e, &s);
+	CHECK_EQ_INT(s.n, 2);
+	CHECK(snap_has(&s, m[0], REPLICA_F_FLAGGED, ""));
+	CHECK(snap_has(&s, m[2], REPLICA_F_SEEN, "$Work"));
+	snap_free(&s);
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_OK);
+	CHECK(res.stats.skipped);
+
+	/* The store changes while the read is out: nothing is written to the
+	 * replica by this job; the next one pushes the flag. */
+	af_add(&e.f, m[3], 0, "");
+	snap_take(&e, &s);
+	hook_env = &e;
+	for (size_t i = 0; i < s.n; i++)
+		if (strcmp(s.data[i], m[0]) == 0)
+			hook_uid = s.uid[i];
+	snap_free(&s);
+	read_hook = hook_store_flag;
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_AGAIN);
+	read_hook = NULL;
+	CHECK_EQ_INT(res.ops_at_release, res.ops_at_done);
+	CHECK_EQ_INT(res.stats.downloaded, 1);
+	g_read_ahead = false;
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(res.stats.flags_replica, 1);
+	CHECK_EQ_INT(res.stats.downloaded, 0);
+	CHECK_EQ_INT(af_find(&e.f, u0)->flags, REPLICA_F_FLAGGED | REPLICA_F_ANSWERED);
+	g_read_ahead = true;
+
+	/* A body that does not come: kept what came, the rest next time. */
+	af_add(&e.f, m[4], 0, "");
+	read_drop_body = true;
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_AGAIN);
+	CHECK_EQ_INT(res.stats.downloaded, 0);
+	g_read_ahead = false;
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_OK);
+	CHECK_EQ_INT(res.stats.downloaded, 1);
+	g_read_ahead = true;
+
+	/* HIGHESTMODSEQ went back between the counters and the SELECT:
+	 * nothing is taken from the read; the usual job scans in full. */
+	af_add(&e.f, m[5], 0, "");
+	snap_take(&e, &s);
+	size_t before = s.n;
+	snap_free(&s);
+	read_hook = hook_modseq_back;
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_AGAIN);
+	read_hook = NULL;
+	CHECK_EQ_INT(res.stats.downloaded + res.stats.flags_store + res.stats.deleted_store, 0);
+	g_read_ahead = false;
+	CHECK_EQ_INT(run_sync2(&e, -1, 0.9, false, &res, true), ENGINE_OK);
+	CHECK(res.stats.full_scan);
+	CHECK_EQ_INT(res.stats.downloaded, 1);
+	snap_take(&e, &s);
+	CHECK_EQ_INT(s.n, before + 1);
+	CHECK_EQ_INT(s.n, e.f.n);
+	snap_free(&s);
+	for (int i = 0; i < 6; i++)
+		free(m[i]);
+	env_free(&e);
+}
+
 int main(void)
 {
+	test_read_ahead();
 	test_release_is_last();
 	test_skip_after_select();
 	test_no_keywords();
