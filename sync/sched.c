@@ -555,7 +555,8 @@ static void acct_abort(acct_state_t *a)
 /*
  * Folder jobs that finish while others still run commit together: their
  * final commits wait in s->group until every running job waits there too,
- * a Maildir pass runs out of folders to write, or SCHED_GROUP_DELAY after
+ * a Maildir pass runs out of folders to write, a session cannot take the
+ * next folder for the jobs it handed on, or SCHED_GROUP_DELAY after
  * the first of them, whichever comes first.
  * Those commits are lazy anyway (losing them costs redoing the work), and a
  * job's session went on to the next folder before it, so the wait slows
@@ -587,6 +588,16 @@ static bool md_starved(const sched_t *s)
 	return false;
 }
 
+/* A session with folders waiting that takes none because the jobs it
+ * handed on still run: some of them may be waiting in the group. */
+static bool remote_starved(const sched_t *s)
+{
+	for (size_t i = 0; i < s->n_accts; i++)
+		if (sched_remote_starved(s->accts[i]))
+			return true;
+	return false;
+}
+
 static void group_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	sched_t *s = w->data;
@@ -595,7 +606,7 @@ static void group_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	(void)revents;
 	if (n == 0)
 		ev_timer_stop(loop, &s->group_w);
-	else if (n >= s->jobs_live || md_starved(s))
+	else if (n >= s->jobs_live || md_starved(s) || remote_starved(s))
 		group_flush(s);
 	else if (!ev_is_active(&s->group_w)) {
 		ev_timer_set(&s->group_w, SCHED_GROUP_DELAY, 0.);

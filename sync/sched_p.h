@@ -43,6 +43,7 @@ typedef struct conn {
 	engine_job_t *job;
 	size_t job_idx;
 	unsigned n_released;      /* its jobs that handed it on and still run */
+	uint64_t released_msgs;   /* their folders' messages (LIST-STATUS) */
 } conn_t;
 
 typedef struct idle_sess {
@@ -163,6 +164,9 @@ void sched_md_enqueue(acct_state_t *a, uint32_t fid, const char *name);
 void sched_remote_init(acct_state_t *a);
 /* Connect and log in while the Maildir pass reads the tree. */
 void sched_pre_connect(acct_state_t *a);
+/* A session of a's remote pass is free but may not take the next folder
+ * (SCHED_PIPELINE_DEPTH jobs it handed on still run). */
+bool sched_remote_starved(const acct_state_t *a);
 /* The remote pass: list, plan, then the folders over the sessions. */
 void sched_remote_start(acct_state_t *a);
 /* Close every session of a, cancelling the jobs still on them. */

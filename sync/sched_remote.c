@@ -21,9 +21,12 @@
 
 /* See open_early(). */
 #define SCHED_EARLY_DELAY 0.010
-/* Jobs that handed their session on and still wait for its answers, at
- * most, per session: what they hold (pairs, bodies) is bounded by this. */
-#define SCHED_PIPELINE_DEPTH 4
+/* Jobs that handed their session on and still run (waiting for answers,
+ * or for their commit), per session: at most this many, and once one
+ * runs, only while their folders hold fewer messages than the second
+ * bound. What they keep in memory (pairs, bodies) stays bounded so. */
+#define SCHED_PIPELINE_DEPTH 8
+#define SCHED_PIPELINE_MSGS 50000u
 
 static size_t conn_limit(acct_state_t *a)
 {
@@ -106,6 +109,24 @@ static void released_cancel(acct_state_t *a)
 
 static void conn_job_release(void *ctx);
 
+static uint64_t run_msgs_of(const folder_job_t *fj)
+{
+	return fj->has_counts ? fj->counts.messages : 0;
+}
+
+static uint64_t run_msgs(const conn_run_t *run)
+{
+	return run_msgs_of(&run->a->plan.jobs[run->ji]);
+}
+
+/* The session may take the next folder (see SCHED_PIPELINE_DEPTH). */
+static bool conn_can_take(const conn_t *c)
+{
+	return c->state == CONN_READY &&
+	       (c->n_released == 0 ||
+		(c->n_released < SCHED_PIPELINE_DEPTH && c->released_msgs < SCHED_PIPELINE_MSGS));
+}
+
 static void start_job(conn_t *c, size_t ji)
 {
 	acct_state_t *a = c->a;
@@ -148,6 +169,7 @@ static void conn_job_release(void *ctx)
 		return;
 	run->c = NULL;
 	c->n_released++;
+	c->released_msgs += run_msgs(run);
 	run->next = run->a->released;
 	if (run->next)
 		run->next->prev = run;
@@ -214,8 +236,10 @@ static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 	a->s->jobs_live--;
 	if (cancelled || (c && !c->job))
 		return; /* cancelled by sched_conns_free() */
-	if (!c)
+	if (!c) {
 		home->n_released--;
+		home->released_msgs -= run_msgs_of(fj);
+	}
 	a->busy--;
 	sched_note_result(a, fj->local, false, rc, st);
 	if (rc == ENGINE_OK && !st->skipped)
@@ -378,11 +402,20 @@ static void skip_unchanged(acct_state_t *a)
 		      job_size_cmp);
 }
 
+bool sched_remote_starved(const acct_state_t *a)
+{
+	if (a->phase != RUN_REMOTE || !a->discovered || a->next_job >= a->plan.n)
+		return false;
+	for (size_t i = 0; i < a->n_conns; i++)
+		if (a->conns[i].state == CONN_READY && !conn_can_take(&a->conns[i]))
+			return true;
+	return false;
+}
+
 static void dispatch_once(acct_state_t *a)
 {
 	for (size_t i = 0; i < a->n_conns && a->next_job < a->plan.n; i++)
-		if (a->conns[i].state == CONN_READY &&
-		    a->conns[i].n_released < SCHED_PIPELINE_DEPTH)
+		if (conn_can_take(&a->conns[i]))
 			run_on(&a->conns[i]);
 	/* Open more sessions for the folders still waiting. */
 	size_t waiting = a->plan.n - a->next_job;
