@@ -537,15 +537,11 @@ static void do_check(engine_job_t *job)
 		job->box.caps |= REPLICA_CAP_READONLY;
 	if (job->read_ahead) {
 		const replica_counts_t *c = &job->box.counts;
+		/* The folder changed since the counters were taken (the
+		 * read's delta is not the one needed), or the answer was
+		 * broken: the usual path does it again and says why. */
 		if (!(job->box.caps & REPLICA_CAP_MODSEQ) || c->highestmodseq < job->rs.highestmodseq ||
-		    c->uidnext < job->rs.uidnext) {
-			/* Changed since the counters were taken, so the
-			 * delta the read asked for is not the one needed. */
-			job->again = true;
-			job->phase = P_END;
-		} else if (job->read_status == REPLICA_FOLDER_BAD) {
-			/* A broken answer, or the replica would not take the
-			 * read as asked: the usual path says which. */
+		    c->uidnext < job->rs.uidnext || job->read_status == REPLICA_FOLDER_BAD) {
 			job->again = true;
 			job->phase = P_END;
 		}

@@ -618,7 +618,8 @@ static void read_select_cb(int status, const replica_box_t *box, void *ctx)
 	read_op_t *ro = ctx;
 	imap_replica_t *ir = ro->ir;
 
-	ro->scan->after_select = false;
+	if (ro->scan)
+		ro->scan->after_select = false;
 	ro->scan = NULL;
 	/* !ir->qresync: the server refused the ENABLE sent ahead of this. */
 	if (status != REPLICA_OK || !ir->qresync || box->counts.uidvalidity != ro->rd.uidvalidity ||
@@ -634,10 +635,19 @@ static void read_select_cb(int status, const replica_box_t *box, void *ctx)
 	read_end(ro, REPLICA_OK);
 }
 
-static void read_part_done(int status, void *ctx)
+static void read_scan_done(int status, void *ctx)
 {
 	read_op_t *ro = ctx;
 
+	ro->scan = NULL;
+	read_end(ro, status == REPLICA_CANCELLED ? REPLICA_BAD : status);
+}
+
+static void read_fetch_done(int status, void *ctx)
+{
+	read_op_t *ro = ctx;
+
+	ro->fetch = NULL;
 	read_end(ro, status == REPLICA_CANCELLED ? REPLICA_BAD : status);
 }
 
@@ -664,7 +674,7 @@ bool ir_select_read(replica_t *r, const char *name, const replica_read_t *rd)
 	ir_select_start(ir, name, read_select_cb, ro, true);
 
 	sink.ctx = ro;
-	scan_op_t *op = scan_op_new(ir, &ro->rd.scan, &sink, read_part_done, ro);
+	scan_op_t *op = scan_op_new(ir, &ro->rd.scan, &sink, read_scan_done, ro);
 	op->always_cb = true;
 	op->after_select = true;
 	ro->scan = op;
@@ -672,6 +682,6 @@ bool ir_select_read(replica_t *r, const char *name, const replica_read_t *rd)
 	scan_send_qresync(op, items);
 	if (rd->fetch_from)
 		ro->fetch = ir_fetch_from(ir, rd->fetch_from, rd->fetch_max, &rd->body,
-					  read_part_done, ro);
+					  read_fetch_done, ro);
 	return true;
 }
