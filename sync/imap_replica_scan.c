@@ -229,6 +229,23 @@ static void scan_send_qresync(scan_op_t *op, const char *items)
 			"UID FETCH 1:* %s (CHANGEDSINCE %U VANISHED)", items, op->o.changedsince);
 }
 
+/* The QRESYNC delta scan sent right behind a SELECT still in flight (see
+ * after_select); cb runs even after replica_free(). */
+static scan_op_t *scan_behind_select(imap_replica_t *ir, const replica_scan_opts_t *o,
+				     const replica_scan_sink_t *sink, replica_done_cb cb, void *ctx)
+{
+	scan_op_t *op = scan_op_new(ir, o, sink, cb, ctx);
+	char items[160];
+
+	op->always_cb = true;
+	op->after_select = true;
+	/* A QRESYNC server has modseqs in every folder that does not say
+	 * NOMODSEQ; where one does, the SELECT's answer tells. */
+	scan_items(items, sizeof(items), o, true);
+	scan_send_qresync(op, items);
+	return op;
+}
+
 /* scan() on the wire, whatever select_scan() did. */
 static void scan_start(imap_replica_t *ir, const replica_scan_opts_t *o,
 		       const replica_scan_sink_t *sink, replica_done_cb cb, void *ctx)
@@ -532,7 +549,6 @@ void ir_select_scan(replica_t *r, const char *name, uint32_t uidvalidity,
 		.vanished_cb = early_vanished_cb,
 	};
 	replica_scan_sink_t sink = early_sink_tmpl;
-	char items[160];
 
 	ir_early_drop(ir);
 	if (!ir->qresync || !(ir->caps & REPLICA_CAP_MODSEQ) || !hint || !hint->changedsince ||
@@ -553,16 +569,9 @@ void ir_select_scan(replica_t *r, const char *name, uint32_t uidvalidity,
 	ir_select_start(ir, name, early_select_cb, e, true);
 
 	sink.ctx = e;
-	scan_op_t *op = scan_op_new(ir, &e->hint, &sink, early_fetch_done, e);
-	op->always_cb = true;
-	op->after_select = true;
-	e->op = op;
-	op->ferr = e->why;
-	op->ferr_len = sizeof(e->why);
-	/* A QRESYNC server has modseqs in every folder that does not say
-	 * NOMODSEQ; if this one does, the SELECT drops the answer. */
-	scan_items(items, sizeof(items), &e->hint, true);
-	scan_send_qresync(op, items);
+	e->op = scan_behind_select(ir, &e->hint, &sink, early_fetch_done, e);
+	e->op->ferr = e->why;
+	e->op->ferr_len = sizeof(e->why);
 }
 
 /* ------------------------------------------------------------- select_read */
@@ -659,7 +668,6 @@ bool ir_select_read(replica_t *r, const char *name, const replica_read_t *rd)
 		.vanished_cb = read_vanished_cb,
 	};
 	replica_scan_sink_t sink = sink_tmpl;
-	char items[160];
 
 	if (!ir->qresync || !(ir->caps & REPLICA_CAP_MODSEQ) || ir->dead || !rd->uidvalidity ||
 	    !rd->scan.changedsince)
@@ -674,12 +682,7 @@ bool ir_select_read(replica_t *r, const char *name, const replica_read_t *rd)
 	ir_select_start(ir, name, read_select_cb, ro, true);
 
 	sink.ctx = ro;
-	scan_op_t *op = scan_op_new(ir, &ro->rd.scan, &sink, read_scan_done, ro);
-	op->always_cb = true;
-	op->after_select = true;
-	ro->scan = op;
-	scan_items(items, sizeof(items), &ro->rd.scan, true);
-	scan_send_qresync(op, items);
+	ro->scan = scan_behind_select(ir, &ro->rd.scan, &sink, read_scan_done, ro);
 	if (rd->fetch_from)
 		ro->fetch = ir_fetch_from(ir, rd->fetch_from, rd->fetch_max, &rd->body,
 					  read_fetch_done, ro);

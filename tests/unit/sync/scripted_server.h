@@ -139,4 +139,21 @@ static SRV_UNUSED int wait_server(pid_t pid)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 99;
 }
 
+/* Take the client's connection and greet it, logged in already. */
+static SRV_UNUSED void srv_preauth(int lfd, const char *caps)
+{
+	struct pollfd pf = {lfd, POLLIN, 0};
+
+	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
+	srv_accept(lfd);
+	srv_send("* PREAUTH [CAPABILITY %s] hi\r\n", caps);
+}
+
+/* Read until the client closes the connection. */
+static SRV_UNUSED void srv_drain(void)
+{
+	while (srv_fill(5000) > 0)
+		srv_len = 0;
+}
+
 #endif

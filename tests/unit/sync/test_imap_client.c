@@ -27,6 +27,7 @@
 #include "lib/util.h"
 #include "sync/imap_auth.h"
 #include "sync/imap_client.h"
+#include "loop_client.h"
 #include "scripted_server.h"
 #include "testutil.h"
 
@@ -77,29 +78,14 @@ static void t_init(struct t *t, int port, const char *password)
 {
 	memset(t, 0, sizeof(*t));
 	t->loop = ev_loop_new(EVFLAG_AUTO);
-	t->acct.name = "t";
-	t->acct.remote.host = "127.0.0.1";
-	t->acct.remote.port = port;
-	t->acct.remote.tls = CONFIG_TLS_NONE;
-	t->acct.remote.user = "alice";
+	lc_account(&t->acct, port);
 	t->acct.remote.password = (char *)password;
 	t->append_fd = -1;
 }
 
-static void guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	ev_break(loop, EVBREAK_ALL);
-}
-
-/* Run the loop until finished or 10 s passed. */
 static void t_run(struct t *t)
 {
-	ev_timer guard;
-	ev_timer_init(&guard, guard_cb, 10., 0.);
-	ev_timer_start(t->loop, &guard);
-	while (!t->finished && ev_timer_remaining(t->loop, &guard) > 0 && ev_is_active(&guard))
-		ev_run(t->loop, EVRUN_ONCE);
-	ev_timer_stop(t->loop, &guard);
+	lc_run(t->loop, &t->finished);
 }
 
 static void t_done(struct t *t)

@@ -38,6 +38,7 @@
 #include "lib/util.h"
 #include "sync/imap_replica.h"
 #include "sync/replica.h"
+#include "loop_client.h"
 #include "scripted_server.h"
 #include "testutil.h"
 
@@ -51,23 +52,6 @@ static void srv_select_ok(const char *tag, unsigned uv)
 	srv_send("* 3 EXISTS\r\n* OK [UIDVALIDITY %u] x\r\n* OK [UIDNEXT 9] x\r\n"
 		 "* OK [HIGHESTMODSEQ 12] x\r\n%s OK [READ-WRITE] done\r\n",
 		 uv, tag);
-}
-
-/* Take the client's connection and greet it, logged in already. */
-static void srv_preauth(int lfd, const char *caps)
-{
-	struct pollfd pf = {lfd, POLLIN, 0};
-
-	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_accept(lfd);
-	srv_send("* PREAUTH [CAPABILITY %s] hi\r\n", caps);
-}
-
-/* Read until the client closes the connection. */
-static void srv_drain(void)
-{
-	while (srv_fill(5000) > 0)
-		srv_len = 0;
 }
 
 static void scenario_qresync(int lfd)
@@ -214,15 +198,6 @@ struct t {
 	bool plain;             /* test_condstore_only: one select_scan + scan */
 };
 
-/* A string check that prints both sides. */
-#define CHECK_STR(got, want)                                                                       \
-	do {                                                                                       \
-		if (strcmp((got), (want)) != 0)                                                    \
-			fprintf(stderr, "%s:%d: got \"%s\", wanted \"%s\"\n", __FILE__, __LINE__,     \
-				(got), (want));                                                    \
-		CHECK(strcmp((got), (want)) == 0);                                                 \
-	} while (0)
-
 static void t_note(struct t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void t_note(struct t *t, const char *fmt, ...)
 {
@@ -329,39 +304,10 @@ static void connect_cb(int status, void *ctx)
 	next_step(t);
 }
 
-static void guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	ev_break(loop, EVBREAK_ALL);
-}
-
-static void t_run(struct t *t)
-{
-	ev_timer guard;
-	ev_timer_init(&guard, guard_cb, 10., 0.);
-	ev_timer_start(t->loop, &guard);
-	while (!t->finished && ev_is_active(&guard))
-		ev_run(t->loop, EVRUN_ONCE);
-	ev_timer_stop(t->loop, &guard);
-}
-
 static void t_init(struct t *t, int port)
 {
 	memset(t, 0, sizeof(*t));
-	t->loop = ev_loop_new(EVFLAG_AUTO);
-	t->acct.name = "t";
-	t->acct.remote.host = "127.0.0.1";
-	t->acct.remote.port = port;
-	t->acct.remote.tls = CONFIG_TLS_NONE;
-	t->acct.remote.user = "alice";
-	t->r = imap_replica_new(t->loop, &t->acct, "t");
-}
-
-static void t_done(struct t *t)
-{
-	replica_free(t->r);
-	/* The session is released from the loop. */
-	ev_run(t->loop, EVRUN_NOWAIT);
-	ev_loop_destroy(t->loop);
+	t->r = lc_replica(&t->loop, &t->acct, port);
 }
 
 static void test_qresync(void)
@@ -372,7 +318,7 @@ static void test_qresync(void)
 
 	t_init(&t, port);
 	t.r->ops->connect(t.r, &t.caps, connect_cb, &t);
-	t_run(&t);
+	lc_run(t.loop, &t.finished);
 	CHECK(t.finished);
 	CHECK(t.caps & REPLICA_CAP_VANISHED);
 
@@ -395,7 +341,7 @@ static void test_qresync(void)
 	CHECK_EQ_INT(t.scan_status[3], REPLICA_OK);
 	CHECK_STR(t.seen[3], "u8/f0/kw/m12/s0 ");
 
-	t_done(&t);
+	lc_replica_done(t.loop, t.r);
 	CHECK_EQ_INT(wait_server(pid), 0);
 }
 
@@ -434,12 +380,12 @@ static unsigned run_plain(void (*scenario)(int), const char *want)
 	t_init(&t, port);
 	t.plain = true;
 	t.r->ops->connect(t.r, &t.caps, plain_connect_cb, &t);
-	t_run(&t);
+	lc_run(t.loop, &t.finished);
 	CHECK(t.finished);
 	CHECK_EQ_INT(t.sel_status[0], REPLICA_OK);
 	CHECK_EQ_INT(t.scan_status[0], REPLICA_OK);
 	CHECK_STR(t.seen[0], want);
-	t_done(&t);
+	lc_replica_done(t.loop, t.r);
 	CHECK_EQ_INT(wait_server(pid), 0);
 	return t.caps;
 }
@@ -535,7 +481,7 @@ static void test_examine(void)
 	t_init(&e.t, port);
 	e.st_flag = e.st_del = e.st_b = 1;
 	e.t.r->ops->connect(e.t.r, &e.t.caps, ex_connect_cb, &e);
-	t_run(&e.t);
+	lc_run(e.t.loop, &e.t.finished);
 	CHECK(e.t.finished);
 	CHECK(!(e.caps_a & REPLICA_CAP_READONLY));
 	CHECK_EQ_INT(e.st_flag, REPLICA_OK);
@@ -543,7 +489,7 @@ static void test_examine(void)
 	CHECK_EQ_INT(e.st_b, REPLICA_FOLDER_BAD);
 	CHECK(strstr(e.ferr, "B was replaced on the server") != NULL);
 	CHECK(e.caps_c & REPLICA_CAP_READONLY);
-	t_done(&e.t);
+	lc_replica_done(e.t.loop, e.t.r);
 	CHECK_EQ_INT(wait_server(pid), 0);
 }
 

@@ -26,6 +26,7 @@
 #include "lib/util.h"
 #include "sync/imap_replica.h"
 #include "sync/replica.h"
+#include "loop_client.h"
 #include "scripted_server.h"
 #include "testutil.h"
 
@@ -39,21 +40,6 @@ static void srv_select_ok(const char *tag, unsigned uv)
 	srv_send("* 3 EXISTS\r\n* OK [UIDVALIDITY %u] x\r\n* OK [UIDNEXT 11] x\r\n"
 		 "* OK [HIGHESTMODSEQ 12] x\r\n%s OK [READ-WRITE] done\r\n",
 		 uv, tag);
-}
-
-static void srv_preauth(int lfd, const char *caps)
-{
-	struct pollfd pf = {lfd, POLLIN, 0};
-
-	SRV_CHECK(poll(&pf, 1, 5000) == 1, "no connection");
-	srv_accept(lfd);
-	srv_send("* PREAUTH [CAPABILITY %s] hi\r\n", caps);
-}
-
-static void srv_drain(void)
-{
-	while (srv_fill(5000) > 0)
-		srv_len = 0;
 }
 
 static void srv_body(unsigned uid, const char *text)
@@ -158,14 +144,6 @@ struct t {
 	bool sent[NF];
 	struct fr f[NF];
 };
-
-#define CHECK_STR(got, want)                                                                       \
-	do {                                                                                       \
-		if (strcmp((got), (want)) != 0)                                                    \
-			fprintf(stderr, "%s:%d: got \"%s\", wanted \"%s\"\n", __FILE__, __LINE__,     \
-				(got), (want));                                                    \
-		CHECK(strcmp((got), (want)) == 0);                                                 \
-	} while (0)
 
 static void note(struct fr *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(struct fr *f, const char *fmt, ...)
@@ -275,39 +253,10 @@ static void connect_cb(int status, void *ctx)
 		start(t, k);
 }
 
-static void guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)w, (void)revents;
-	ev_break(loop, EVBREAK_ALL);
-}
-
-static void t_run(struct t *t)
-{
-	ev_timer guard;
-	ev_timer_init(&guard, guard_cb, 10., 0.);
-	ev_timer_start(t->loop, &guard);
-	while (!t->finished && ev_is_active(&guard))
-		ev_run(t->loop, EVRUN_ONCE);
-	ev_timer_stop(t->loop, &guard);
-}
-
 static void t_init(struct t *t, int port)
 {
 	memset(t, 0, sizeof(*t));
-	t->loop = ev_loop_new(EVFLAG_AUTO);
-	t->acct.name = "t";
-	t->acct.remote.host = "127.0.0.1";
-	t->acct.remote.port = port;
-	t->acct.remote.tls = CONFIG_TLS_NONE;
-	t->acct.remote.user = "alice";
-	t->r = imap_replica_new(t->loop, &t->acct, "t");
-}
-
-static void t_done(struct t *t)
-{
-	replica_free(t->r);
-	ev_run(t->loop, EVRUN_NOWAIT);
-	ev_loop_destroy(t->loop);
+	t->r = lc_replica(&t->loop, &t->acct, port);
 }
 
 static void test_read(void)
@@ -318,7 +267,7 @@ static void test_read(void)
 
 	t_init(&t, port);
 	t.r->ops->connect(t.r, &t.caps, connect_cb, &t);
-	t_run(&t);
+	lc_run(t.loop, &t.finished);
 	CHECK(t.finished);
 	for (int k = 0; k < NF; k++)
 		CHECK(t.sent[k]);
@@ -341,7 +290,7 @@ static void test_read(void)
 	CHECK_EQ_INT(t.f[4].status, REPLICA_FOLDER_BAD);
 	CHECK_STR(t.f[4].seen, "b9:21 ");
 	CHECK(strstr(t.f[4].ferr, "sent UID 9 twice") != NULL);
-	t_done(&t);
+	lc_replica_done(t.loop, t.r);
 	CHECK_EQ_INT(wait_server(pid), 0);
 }
 
@@ -370,7 +319,7 @@ static void test_no_qresync(void)
 
 	t_init(&t, port);
 	t.r->ops->connect(t.r, &t.caps, nq_connect_cb, &t);
-	t_run(&t);
+	lc_run(t.loop, &t.finished);
 	CHECK(!t.sent[0]);
 	CHECK_EQ_INT(t.f[0].status, 1);
 	/* The session is as it was: the next command is the first the
@@ -378,7 +327,7 @@ static void test_no_qresync(void)
 	t.r->ops->select(t.r, "A", nq_select_cb, &t);
 	while (!t.ended)
 		ev_run(t.loop, EVRUN_ONCE);
-	t_done(&t);
+	lc_replica_done(t.loop, t.r);
 	CHECK_EQ_INT(wait_server(pid), 0);
 }
 
