@@ -407,8 +407,15 @@ static void read_done_cb(int status, void *ctx)
 
 	job->waiting--;
 	job->read_status = status;
-	if (status == REPLICA_BAD || status == REPLICA_CANCELLED)
+	if (status == REPLICA_BAD || status == REPLICA_CANCELLED) {
 		eng_op_fail(job, status, "read");
+	} else if (status == REPLICA_FOLDER_BAD && imap_replica_is(job->r)) {
+		/* do_check() runs the folder again; say why. */
+		char why[512];
+		const char *reason = imap_replica_reason(job->r, why, sizeof(why));
+		if (reason)
+			log_warn("%s: %s; reading the folder again", job->log_prefix, reason);
+	}
 	eng_kick(job);
 }
 

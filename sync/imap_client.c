@@ -235,7 +235,17 @@ int imap_cmd_build(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, co
 {
 	buf_t text = BUF_INIT;
 	int rc = -1;
+	const char *word = fmt;
+	va_list ap2;
 
+	/* The command word, for messages ("SELECT"; "UID FETCH" is "UID"),
+	 * also where the format starts with it as an argument ("%s %m"). */
+	va_copy(ap2, ap);
+	if (fmt[0] == '%' && fmt[1] == 's')
+		word = va_arg(ap2, const char *);
+	va_end(ap2);
+	size_t w = strcspn(word, " ");
+	snprintf(cmd->name, sizeof(cmd->name), "%.*s", (int)(w < 23 ? w : 23), word);
 	buf_printf(&text, "%s ", cmd->tag);
 	for (const char *f = fmt; *f; f++) {
 		if (*f != '%') {
@@ -278,9 +288,6 @@ int imap_cmd_build(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, co
 	}
 	buf_puts(&text, "\r\n");
 	imap_cmd_add_data(cmd, buf_head(&text), buf_avail(&text), imap_cmd_text_trace(cmd, lit_tr));
-	/* The command word, for messages ("SELECT", "UID FETCH" is "UID"). */
-	size_t w = strcspn(fmt, " ");
-	snprintf(cmd->name, sizeof(cmd->name), "%.*s", (int)(w < 23 ? w : 23), fmt);
 	rc = 0;
 out:
 	buf_free(&text);

@@ -411,6 +411,8 @@ struct fetch_op {
 	uint32_t from;          /* nonzero: a range from this UID on */
 	uint32_t max;           /* a range's bound on bodies */
 	bool always_cb;         /* call cb even after replica_free() (a range) */
+	bool after_select;      /* sent behind a SELECT still in flight: asks
+	                           for nothing until it answers (a range) */
 	size_t cap_uids;
 	buf_t kw;
 	fetch_op_t *next;
@@ -464,7 +466,7 @@ static void lit_release(void *ctx, void *handle)
  * (fetch_mark()); 2 yes, but its body came already. */
 static int fetch_asked(const fetch_op_t *op, uint64_t uid, size_t *idx)
 {
-	if (uid > UINT32_MAX || uid < op->from)
+	if (uid > UINT32_MAX || uid < op->from || op->after_select)
 		return 0;
 	size_t a = ib_u32_lower_bound(op->uids, op->n_uids, (uint32_t)uid);
 	bool found = a < op->n_uids && op->uids[a] == uid;
@@ -724,6 +726,7 @@ fetch_op_t *ir_fetch_from(imap_replica_t *ir, uint32_t from, uint32_t max,
 	op->from = from ? from : 1;
 	op->max = max;
 	op->always_cb = true;
+	op->after_select = true;
 	fetch_enqueue(ir, op, sink, cb, ctx);
 	imap_client_cmd(ir->c, fetch_done, fetch_untagged, op,
 			"UID FETCH %u:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", op->from);
@@ -752,6 +755,11 @@ static void discard_end(void *ctx, void *h, const replica_msg_t *m)
 static void discard_abort(void *ctx, void *h)
 {
 	(void)ctx, (void)h;
+}
+
+void ir_fetch_selected(fetch_op_t *op)
+{
+	op->after_select = false;
 }
 
 void ir_fetch_discard(fetch_op_t *op)

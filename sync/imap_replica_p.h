@@ -100,10 +100,13 @@ void ir_held_flush(imap_replica_t *ir, int st);
 /* The open folder becomes name (NULL: none), EXAMINEd or not. */
 void ir_switch_folder(imap_replica_t *ir, const char *name, bool examined);
 
-/* A UID FETCH of every message from UID from on (at most max bodies);
- * ir_fetch_discard() makes it swallow its bodies instead. */
+/* A UID FETCH of every message from UID from on (at most max bodies), sent
+ * behind a SELECT: no body counts as asked for until ir_fetch_selected()
+ * says that SELECT answered. ir_fetch_discard() makes it swallow its
+ * bodies instead. */
 fetch_op_t *ir_fetch_from(imap_replica_t *ir, uint32_t from, uint32_t max,
 			  const replica_body_sink_t *sink, replica_done_cb cb, void *ctx);
+void ir_fetch_selected(fetch_op_t *op);
 void ir_fetch_discard(fetch_op_t *op);
 
 /* imap_replica_scan.c */

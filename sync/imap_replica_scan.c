@@ -638,7 +638,8 @@ static void read_select_cb(int status, const replica_box_t *box, void *ctx)
 		if (ro->fetch)
 			ir_fetch_discard(ro->fetch);
 	}
-	ro->fetch = NULL;
+	if (ro->fetch)
+		ir_fetch_selected(ro->fetch);
 	if (!ir->freed)
 		ro->rd.sel_cb(status, box, ro->rd.ctx);
 	read_end(ro, REPLICA_OK);

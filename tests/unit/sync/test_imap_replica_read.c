@@ -12,6 +12,9 @@
  *     read ends REPLICA_MSG_BAD;
  *  E. a body twice for one UID, or one below fetch_from: REPLICA_FOLDER_BAD
  *     with the server's fault named, and nothing after it delivered;
+ *  G. a body that comes before the SELECT's answer is not this folder's:
+ *     it is not delivered, nor anything after it, and the read ends
+ *     REPLICA_FOLDER_BAD;
  *  F. without QRESYNC select_read() returns false and sends nothing: the
  *     next command is the first the server sees.
  */
@@ -103,6 +106,16 @@ static void scenario_read(int lfd)
 	srv_body(9, "Subject: e\r\n\r\nsecond\r\n");
 	srv_body(10, "Subject: e10\r\n\r\nafter\r\n");
 	srv_send("%s OK fetched\r\n", a3);
+
+	/* G: a body ahead of the SELECT's answer. */
+	srv_expect(a1, "SELECT \"G\" (CONDSTORE)");
+	srv_expect(a2, SCAN);
+	srv_expect(a3, BODIES);
+	srv_body(9, "Subject: forged\r\n\r\nx\r\n");
+	srv_select_ok(a1, 7);
+	srv_send("%s OK scanned\r\n", a2);
+	srv_body(9, "Subject: g\r\n\r\nreal\r\n");
+	srv_send("%s OK fetched\r\n", a3);
 	srv_drain();
 }
 
@@ -118,7 +131,7 @@ static void scenario_no_qresync(int lfd)
 
 /* ---- the client side ----------------------------------------------------- */
 
-enum { NF = 5 };
+enum { NF = 6 };
 
 struct t;
 
@@ -218,7 +231,7 @@ static void read_cb(int status, void *ctx)
 
 static void start(struct t *t, int k)
 {
-	static const char *names[NF] = {"A", "B", "C", "D", "E"};
+	static const char *names[NF] = {"A", "B", "C", "D", "E", "G"};
 	struct fr *f = &t->f[k];
 
 	f->t = t;
@@ -290,6 +303,11 @@ static void test_read(void)
 	CHECK_EQ_INT(t.f[4].status, REPLICA_FOLDER_BAD);
 	CHECK_STR(t.f[4].seen, "b9:21 ");
 	CHECK(strstr(t.f[4].ferr, "sent UID 9 twice") != NULL);
+	/* G */
+	CHECK_EQ_INT(t.f[5].sel_status, REPLICA_OK);
+	CHECK_EQ_INT(t.f[5].status, REPLICA_FOLDER_BAD);
+	CHECK_STR(t.f[5].seen, "");
+	CHECK(strstr(t.f[5].ferr, "not asked for") != NULL);
 	lc_replica_done(t.loop, t.r);
 	CHECK_EQ_INT(wait_server(pid), 0);
 }
