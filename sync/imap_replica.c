@@ -1485,6 +1485,11 @@ const char *imap_replica_reason(const replica_t *r, char *out, size_t len)
 	return out;
 }
 
+bool imap_replica_dead(const replica_t *r)
+{
+	return ((const imap_replica_t *)r)->dead;
+}
+
 bool imap_replica_is(const replica_t *r)
 {
 	return r && r->ops == &imap_replica_ops;

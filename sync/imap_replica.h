@@ -42,6 +42,10 @@ const char *imap_replica_error(const replica_t *r);
  * next select()). NULL when there is nothing to say. */
 const char *imap_replica_reason(const replica_t *r, char *out, size_t len);
 
+/* True once r's connection is lost: every later operation fails; free it and
+ * open another. */
+bool imap_replica_dead(const replica_t *r);
+
 /* True if r is an imap_replica (for code that handles several kinds). */
 bool imap_replica_is(const replica_t *r);
 

@@ -122,7 +122,7 @@ static uint64_t run_msgs(const conn_run_t *run)
 /* The session may take the next folder (see SCHED_PIPELINE_DEPTH). */
 static bool conn_can_take(const conn_t *c)
 {
-	return c->state == CONN_READY &&
+	return c->state == CONN_READY && !imap_replica_dead(c->r) &&
 	       (c->n_released == 0 ||
 		(c->n_released < SCHED_PIPELINE_DEPTH && c->released_msgs < SCHED_PIPELINE_MSGS));
 }
@@ -248,6 +248,11 @@ static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 		run_again(a, run_ji);
 	if (!c) {
 		/* Released before its commit: the session went on already. */
+	} else if (rc == ENGINE_REPLICA_ERR && c->n_released) {
+		/* Jobs it handed on still wait for its (failed) answers:
+		 * freed once they had them, in dispatch_once(). */
+		c->job = NULL;
+		c->state = CONN_READY;
 	} else if (rc == ENGINE_REPLICA_ERR) {
 		c->job = NULL;
 		replica_free(c->r);
@@ -414,9 +419,22 @@ bool sched_remote_starved(const acct_state_t *a)
 
 static void dispatch_once(acct_state_t *a)
 {
-	for (size_t i = 0; i < a->n_conns && a->next_job < a->plan.n; i++)
-		if (conn_can_take(&a->conns[i]))
-			run_on(&a->conns[i]);
+	for (size_t i = 0; i < a->n_conns && a->next_job < a->plan.n; i++) {
+		conn_t *c = &a->conns[i];
+		if (c->state == CONN_READY && imap_replica_dead(c->r)) {
+			/* Lost while only jobs it handed on used it: no folder
+			 * goes to it. Once those jobs had their answers (the
+			 * failures), a new session below takes its place. */
+			if (c->n_released == 0) {
+				replica_free(c->r);
+				c->r = NULL;
+				c->state = CONN_NONE;
+			}
+			continue;
+		}
+		if (conn_can_take(c))
+			run_on(c);
+	}
 	/* Open more sessions for the folders still waiting. */
 	size_t waiting = a->plan.n - a->next_job;
 	cancel_connecting(a, waiting);
@@ -431,7 +449,9 @@ static void dispatch_once(acct_state_t *a)
 		open_extra(a, c);
 		waiting--;
 	}
-	if (a->busy > 0)
+	/* A job that ended inside this pass (a session lost under it) asked
+	 * for another one: the session states above may be stale. */
+	if (a->busy > 0 || a->redispatch)
 		return;
 	if (a->next_job < a->plan.n) {
 		/* No session left to work with. */

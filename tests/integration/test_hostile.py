@@ -111,6 +111,9 @@ class HostileProxy:
         self.armed = True   # false: pass everything through
         self.fired = False
         self.folder = None  # last folder selected on the connection that fired
+        self.sent = set()   # every folder the client selected on it (with close: until
+                            # the client saw the connection end)
+        self.drained = threading.Event()
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -135,6 +138,22 @@ class HostileProxy:
                 return
             threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
 
+    def _drain(self, client, sent, pending):
+        """The connection ends for the client; note the folders it selected
+        before it saw that."""
+        try:
+            client.shutdown(socket.SHUT_WR)
+            while select.select([client], [], [], 5)[0]:
+                data = client.recv(65536)
+                if not data:
+                    break
+                pending = (pending + data)[-8192:]
+                lines, _, pending = pending.rpartition(b"\n")
+                for m in SELECT.finditer(lines):
+                    sent.add(m.group(2).decode(errors="replace"))
+        except OSError:
+            pass
+
     def _pipe(self, client):
         try:
             server = socket.create_connection(self.target)
@@ -142,6 +161,7 @@ class HostileProxy:
             client.close()
             return
         selected = None
+        sent = set()
         pending = b""  # client bytes not yet ending in a line end
         try:
             while True:
@@ -164,15 +184,18 @@ class HostileProxy:
                         if hit and m.start() <= hit.start():
                             at_hit = name
                         selected = name
+                        sent.add(name)
                     fire = False
                     if hit:
                         with self.lock:
                             if not self.fired:
                                 self.fired = fire = True
                                 self.folder = at_hit
+                                self.sent = sent
                     if fire:
                         client.sendall(self.inject)
                         if self.close:
+                            self._drain(client, sent, pending)
                             break
                 if server in r:
                     data = server.recv(65536)
@@ -182,6 +205,7 @@ class HostileProxy:
         except OSError:
             pass
         finally:
+            self.drained.set()
             for s in (client, server):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
@@ -317,6 +341,52 @@ class Hostile(unittest.TestCase):
         self.assertEqual(self.server_shas(), self.before,
                          "%s: the server's mail changed" % name)
         return rc, log
+
+
+    def test_lost_connection_later_folders_go_on(self):
+        """A connection lost mid-literal on a resync fails the folders in flight
+        on it; the folders still waiting go on over a new connection."""
+        for i in range(12):
+            self.dc.append("alice", "More/f%02d" % i, make_message(subject="more %d" % i))
+        proxy = HostileProxy(("127.0.0.1", self.dc.port), FETCH_BODY,
+                             CASES["literal_cut_short"][1], True)
+        proxy.armed = False
+        self.addCleanup(proxy.stop)
+        env = SyncEnv(self.dc, maildir=True)
+        self.addCleanup(env.cleanup)
+        with open(env.config) as f:
+            text = f.read()
+        text = text.replace("port = %d;" % self.dc.port, "port = %d;" % proxy.port)
+        text = text.replace("maxconnections = 3;", "maxconnections = 1;")
+        with open(env.config, "w") as f:
+            f.write(text)
+        rc, log = env.sync(timeout=90)
+        self.assertEqual(rc, 0, log)
+        folders = list(self.server_shas())
+        for f in folders:
+            self.dc.append("alice", f, make_message(subject="new in %s" % f))
+        self.before = self.server_shas()
+        proxy.armed = True
+        rc, log = env.sync(timeout=90)
+        self.assertTrue(proxy.fired)
+        self.assertEqual(rc, 1, log)
+        failed = re.findall(r"error: sync: acct=home box=(\S+):", log)
+        synced = re.findall(r"box=(\S+) remote: 1 in", log)
+        self.assertTrue(failed, log)
+        proxy.drained.wait(10)
+        self.assertLessEqual(set(failed), proxy.sent,
+                             "a folder failed that never went out on the lost connection:\n"
+                             + log)
+        self.assertTrue(synced, "no folder went on after the connection was lost:\n" + log)
+        self.assertEqual(len(set(failed)) + len(set(synced)), len(folders), log)
+        store_check(self, env)
+        rc, log = env.sync(timeout=90)
+        self.assertEqual(rc, 0, log)
+        store = {f: sorted(h for h, _, _ in v) for f, v in env.store_msgs().items() if v}
+        self.assertEqual(store, self.before)
+        md, leftovers = maildir_shas(env.maildir)
+        self.assertEqual(md, self.before)
+        self.assertEqual(self.server_shas(), self.before)
 
 
 class HostileUpload(unittest.TestCase):
