@@ -258,18 +258,25 @@ class Hostile(unittest.TestCase):
     def server_shas(self):
         return {f: sorted(h for h, _, _ in v) for f, v in server_msgs(self.dc).items() if v}
 
-    def run_case(self, name, only_why=False, incremental=False):
-        trigger, inject, close, why, tolerated = CASES[name]
+    def proxied(self, trigger, inject, close, armed=True, connections=3):
+        """A proxy in front of the server, and a sync env (with a Maildir)
+        whose account goes through it with that many connections."""
         proxy = HostileProxy(("127.0.0.1", self.dc.port), trigger, inject, close)
-        proxy.armed = not incremental
+        proxy.armed = armed
         self.addCleanup(proxy.stop)
         env = SyncEnv(self.dc, maildir=True)
         self.addCleanup(env.cleanup)
         with open(env.config) as f:
             text = f.read()
         text = text.replace("port = %d;" % self.dc.port, "port = %d;" % proxy.port)
+        text = text.replace("maxconnections = 3;", "maxconnections = %d;" % connections)
         with open(env.config, "w") as f:
             f.write(text)
+        return proxy, env
+
+    def run_case(self, name, only_why=False, incremental=False):
+        trigger, inject, close, why, tolerated = CASES[name]
+        proxy, env = self.proxied(trigger, inject, close, armed=not incremental)
         if incremental:
             rc, log = env.sync(timeout=90)
             self.assertEqual(rc, 0, "%s: the first, clean sync failed:\n%s" % (name, log))
@@ -348,18 +355,8 @@ class Hostile(unittest.TestCase):
         on it; the folders still waiting go on over a new connection."""
         for i in range(12):
             self.dc.append("alice", "More/f%02d" % i, make_message(subject="more %d" % i))
-        proxy = HostileProxy(("127.0.0.1", self.dc.port), FETCH_BODY,
-                             CASES["literal_cut_short"][1], True)
-        proxy.armed = False
-        self.addCleanup(proxy.stop)
-        env = SyncEnv(self.dc, maildir=True)
-        self.addCleanup(env.cleanup)
-        with open(env.config) as f:
-            text = f.read()
-        text = text.replace("port = %d;" % self.dc.port, "port = %d;" % proxy.port)
-        text = text.replace("maxconnections = 3;", "maxconnections = 1;")
-        with open(env.config, "w") as f:
-            f.write(text)
+        proxy, env = self.proxied(FETCH_BODY, CASES["literal_cut_short"][1], True, armed=False,
+                                  connections=1)
         rc, log = env.sync(timeout=90)
         self.assertEqual(rc, 0, log)
         folders = list(self.server_shas())
