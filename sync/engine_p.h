@@ -257,6 +257,14 @@ int eng_hash_idx_cmp(const void *a, const void *b, void *arg);
 /* A zeroed callback context owned by the job. */
 void *eng_ctx(engine_job_t *job, size_t size);
 
+/* Writes to the replica (engine_write.c): P_DELETE and P_FLAGS, and the
+ * store side of what the replica confirmed (deferred writes, see
+ * eng_write()). */
+void eng_do_delete(engine_job_t *job);
+void eng_do_flags(engine_job_t *job);
+int eng_del_resolve_job(store_txn_t *txn, engine_job_t *job);
+int eng_flags_commit_fn(store_txn_t *txn, void *arg);
+
 /* Pending operations and uploads (engine_pending.c). */
 /* Resolve the next pending operation; keeps the job in P_PENDING until all are. */
 void eng_do_pending(engine_job_t *job);
