@@ -461,7 +461,7 @@ static bool start_read(engine_job_t *job)
 	rd->sink.msg_cb = scan_msg_cb;
 	rd->sink.vanished_cb = scan_vanished_cb;
 	if (gap) {
-		rd->fetch_from = job->rs.uidnext ? job->rs.uidnext : 1;
+		rd->fetch_from = job->rs.uidnext;
 		rd->fetch_max = batch;
 		eng_fetch_sink_init(job);
 		rd->body = job->fetch_sink;

@@ -114,11 +114,6 @@ static uint64_t run_msgs_of(const folder_job_t *fj)
 	return fj->has_counts ? fj->counts.messages : 0;
 }
 
-static uint64_t run_msgs(const conn_run_t *run)
-{
-	return run_msgs_of(&run->a->plan.jobs[run->ji]);
-}
-
 /* The session may take the next folder (see SCHED_PIPELINE_DEPTH). */
 static bool conn_can_take(const conn_t *c)
 {
@@ -169,7 +164,7 @@ static void conn_job_release(void *ctx)
 		return;
 	run->c = NULL;
 	c->n_released++;
-	c->released_msgs += run_msgs(run);
+	c->released_msgs += run_msgs_of(&run->a->plan.jobs[run->ji]);
 	run->next = run->a->released;
 	if (run->next)
 		run->next->prev = run;
