@@ -50,6 +50,7 @@ typedef struct folder_job {
 	bool has_counts;          /* counts from LIST-STATUS / STATUS */
 	replica_counts_t counts;
 	bool again;               /* a second job (ENGINE_AGAIN): no read ahead */
+	bool retried;             /* queued again after its connection was lost */
 } folder_job_t;
 
 typedef struct folder_plan {

@@ -109,6 +109,11 @@ static const imap_conn_cbs_t conn_cbs = {
     .error_cb = conn_error_cb,
 };
 
+bool imap_client_link_lost(const imap_client_t *c)
+{
+	return c->link_lost;
+}
+
 const char *imap_client_host(const imap_client_t *c)
 {
 	const config_remote_t *r = &c->acct->remote;
@@ -851,6 +856,7 @@ static void conn_error_cb(imap_conn_t *conn, int err, const char *msg, void *arg
 			break;
 		}
 	}
+	c->link_lost = err == IMAP_CONN_ERR_CLOSED || err == IMAP_CONN_ERR_IO;
 	if (c->bye_text && err == IMAP_CONN_ERR_CLOSED)
 		imap_client_drop(c, result, "acct=%s: %s closed the connection%s (BYE %s)", c->name,
 				 imap_client_host(c), during, c->bye_text);
@@ -887,6 +893,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	if (c->state == ST_CONNECTING)
 		return; /* imap_conn has its own timer for this phase */
+	c->link_lost = true;
 	imap_client_drop(c, IMAP_R_CONN, "acct=%s: %s did not answer for %.0f s%s; reconnecting",
 			 c->name, imap_client_host(c), limit,
 			 connecting ? " while logging in" : "");
@@ -898,6 +905,7 @@ static void attempt(imap_client_t *c)
 	int rc;
 
 	c->attempt++;
+	c->link_lost = false;
 	c->state = ST_CONNECTING;
 	c->preauth = false;
 	c->tls_done = false;

@@ -172,6 +172,9 @@ uint32_t imap_client_caps(const imap_client_t *c);
 bool imap_client_has_cap(const imap_client_t *c, const char *name);
 /* The capability list as the server last sent it, space-separated. */
 const char *imap_client_caps_str(const imap_client_t *c);
+/* The last drop was the link's end (closed, an I/O error, no answer in
+ * time), not bad input from the server. */
+bool imap_client_link_lost(const imap_client_t *c);
 
 /*
  * Send a command: fmt is the text after the tag. Conversions:

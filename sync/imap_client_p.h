@@ -112,6 +112,7 @@ struct imap_client {
 	unsigned failures; /* consecutive, for the backoff */
 	double ready_since;
 	bool auth_failed;
+	bool link_lost; /* the last drop was the link's end, not bad input */
 	char *auth_msg;
 
 	imap_untagged_cb untagged;

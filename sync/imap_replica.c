@@ -1490,6 +1490,12 @@ bool imap_replica_dead(const replica_t *r)
 	return ((const imap_replica_t *)r)->dead;
 }
 
+bool imap_replica_link_lost(const replica_t *r)
+{
+	const imap_replica_t *ir = (const imap_replica_t *)r;
+	return ir->dead && ir->c && imap_client_link_lost(ir->c);
+}
+
 bool imap_replica_is(const replica_t *r)
 {
 	return r && r->ops == &imap_replica_ops;

@@ -45,6 +45,9 @@ const char *imap_replica_reason(const replica_t *r, char *out, size_t len);
 /* True once r's connection is lost: every later operation fails; free it and
  * open another. */
 bool imap_replica_dead(const replica_t *r);
+/* Dead because the link ended (closed, reset, silent), not because the
+ * server sent something that cannot be parsed: worth another session. */
+bool imap_replica_link_lost(const replica_t *r);
 
 /* True if r is an imap_replica (for code that handles several kinds). */
 bool imap_replica_is(const replica_t *r);

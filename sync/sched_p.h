@@ -43,6 +43,7 @@ typedef struct conn {
 	engine_job_t *job;
 	size_t job_idx;
 	unsigned n_released;      /* its jobs that handed it on and still run */
+	bool loss_told;           /* its session's loss was logged (once for all its folders) */
 	uint64_t released_msgs;   /* their folders' messages (LIST-STATUS) */
 } conn_t;
 

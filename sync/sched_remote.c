@@ -236,11 +236,30 @@ static void conn_job_done(int rc, const engine_stats_t *st, void *ctx)
 		home->released_msgs -= run_msgs_of(fj);
 	}
 	a->busy--;
-	sched_note_result(a, fj->local, false, rc, st);
-	if (rc == ENGINE_OK && !st->skipped)
-		sched_md_enqueue(a, fj->folder_id, fj->local);
-	if (rc == ENGINE_AGAIN)
+	replica_t *jr = c ? c->r : home->r;
+	if (rc == ENGINE_REPLICA_ERR && !fj->retried && jr && imap_replica_link_lost(jr)) {
+		/* The link ended under the job: the folder goes to a new
+		 * session once (a second loss fails it). What the job had
+		 * committed stays; its intents make the next job safe. */
+		conn_t *lc = c ? c : home;
+		if (!lc->loss_told)
+			log_warn("sync: acct=%s box=%s: %s; syncing the folders on that connection "
+				 "again on a new one",
+				 a->name, fj->local, st->message[0] ? st->message : "connection lost");
+		else
+			log_info("sync: acct=%s box=%s: syncing the folder again on a new connection",
+				 a->name, fj->local);
+		lc->loss_told = true;
+		sched_note_result(a, fj->local, false, ENGINE_AGAIN, st);
 		run_again(a, run_ji);
+		a->plan.jobs[a->plan.n - 1].retried = true;
+	} else {
+		sched_note_result(a, fj->local, false, rc, st);
+		if (rc == ENGINE_OK && !st->skipped)
+			sched_md_enqueue(a, fj->folder_id, fj->local);
+		if (rc == ENGINE_AGAIN)
+			run_again(a, run_ji);
+	}
 	if (!c) {
 		/* Released before its commit: the session went on already. */
 	} else if (rc == ENGINE_REPLICA_ERR && c->n_released) {
@@ -309,6 +328,7 @@ static void open_extra(acct_state_t *a, conn_t *c)
 
 	snprintf(label, sizeof(label), "%s#%zu", a->name, c->idx);
 	c->r = imap_replica_new(a->s->loop, a->acct, label);
+	c->loss_told = false;
 	c->state = CONN_CONNECTING;
 	a->busy++;
 	c->r->ops->connect(c->r, &c->caps, extra_connect_cb, c);
@@ -717,6 +737,7 @@ static void conns_alloc(acct_state_t *a)
 	char label[256];
 	snprintf(label, sizeof(label), "%s", a->name);
 	a->conns[0].r = imap_replica_new(a->s->loop, a->acct, label);
+	a->conns[0].loss_told = false;
 	a->conns[0].state = CONN_CONNECTING;
 }
 

@@ -51,9 +51,11 @@ def fetch_lit(head):
 
 # name: (trigger, bytes injected ahead of the server's reply, close the connection
 # after them?, what an error line must say (regular expression, case-insensitive),
-# may the run end well without an error?). The last is true only for input that
-# is legal IMAP syntax and harmless when ignored: an absurd EXISTS count, an
-# unsolicited FETCH without UID, a STATUS number the daemon does not use.
+# may the run end well without an error?). The last is true for input that is
+# legal IMAP syntax and harmless when ignored (an absurd EXISTS count, an
+# unsolicited FETCH without UID, a STATUS number the daemon does not use), and
+# for a connection that ends: its folders go again on a new one, so the run may
+# end well, and then the warning says what happened.
 CASES = {
     "garbage_line": (FETCH_BODY, b"@@ \x7f\x7f this is not IMAP at all\r\n", False,
                      r"malformed|unexpected|bad byte", False),
@@ -68,7 +70,7 @@ CASES = {
     "unbalanced_close_list": (LIST, b"* LIST (\\HasNoChildren)) \"/\" \"INBOX\"\r\n",
                               False, r"without matching", False),
     "literal_cut_short": (FETCH_BODY, b"* 1 FETCH (UID 1 BODY[] {4000}\r\n" + FORGED[:30],
-                          True, r"lost|closed", False),
+                          True, r"lost|closed", True),
     "unknown_tag": (FETCH_BODY, b"ZZ42 OK forged completion\r\n", False,
                     r"never sent|tag", False),
     "exists_huge": (SELECT, b"* 4294967295 EXISTS\r\n", False, None, True),
@@ -101,7 +103,8 @@ class HostileProxy:
     """Forwards 127.0.0.1:<port> to target. The first time a client command
     matches trigger (on any connection), inject is sent to the client right
     after the command goes to the server, i.e. ahead of the server's reply;
-    with close, both sides are then closed. Everything else passes through."""
+    with close, both sides are then closed. Everything else passes through.
+    shots: how many times it fires (once each on as many connections)."""
 
     def __init__(self, target, trigger, inject, close):
         self.target = target
@@ -109,7 +112,10 @@ class HostileProxy:
         self.inject = inject
         self.close = close
         self.armed = True   # false: pass everything through
+        self.shots = 1
         self.fired = False
+        self.sent_each = []  # per firing: the folders selected on that connection
+        self.drained_each = []  # per firing: set once that connection ended
         self.folder = None  # last folder selected on the connection that fired
         self.sent = set()   # every folder the client selected on it (with close: until
                             # the client saw the connection end)
@@ -162,6 +168,7 @@ class HostileProxy:
             return
         selected = None
         sent = set()
+        done_here = None  # this connection fired: set when it ended
         pending = b""  # client bytes not yet ending in a line end
         try:
             while True:
@@ -188,10 +195,14 @@ class HostileProxy:
                     fire = False
                     if hit:
                         with self.lock:
-                            if not self.fired:
+                            if self.shots > 0 and done_here is None:
+                                self.shots -= 1
                                 self.fired = fire = True
                                 self.folder = at_hit
                                 self.sent = sent
+                                self.sent_each.append(sent)
+                                done_here = threading.Event()
+                                self.drained_each.append(done_here)
                     if fire:
                         client.sendall(self.inject)
                         if self.close:
@@ -206,6 +217,8 @@ class HostileProxy:
             pass
         finally:
             self.drained.set()
+            if done_here:
+                done_here.set()
             for s in (client, server):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
@@ -314,9 +327,10 @@ class Hostile(unittest.TestCase):
                                 "%s: no error line names the folder %s:\n%s"
                                 % (name, proxy.folder, log))
         if only_why:
-            self.assertTrue(any(re.search(why, l, re.I) for l in errors),
-                            "%s: no error line says what was wrong (/%s/):\n%s"
-                            % (name, why, "\n".join(errors)))
+            told = errors if rc == 1 else [l for l in log.splitlines() if "warning:" in l]
+            self.assertTrue(any(re.search(why, l, re.I) for l in told),
+                            "%s: no %s line says what was wrong (/%s/):\n%s"
+                            % (name, "error" if rc == 1 else "warning", why, log))
             return
         store_check(self, env)
         allowed = {h for v in self.before.values() for h in v}
@@ -350,9 +364,9 @@ class Hostile(unittest.TestCase):
         return rc, log
 
 
-    def test_lost_connection_later_folders_go_on(self):
-        """A connection lost mid-literal on a resync fails the folders in flight
-        on it; the folders still waiting go on over a new connection."""
+    def lost_connection_setup(self, shots):
+        """14 folders on one connection, each with a new message on the
+        server; the proxy cuts the connection mid-literal shots times."""
         for i in range(12):
             self.dc.append("alice", "More/f%02d" % i, make_message(subject="more %d" % i))
         proxy, env = self.proxied(FETCH_BODY, CASES["literal_cut_short"][1], True, armed=False,
@@ -363,27 +377,66 @@ class Hostile(unittest.TestCase):
         for f in folders:
             self.dc.append("alice", f, make_message(subject="new in %s" % f))
         self.before = self.server_shas()
+        proxy.shots = shots
         proxy.armed = True
-        rc, log = env.sync(timeout=90)
-        self.assertTrue(proxy.fired)
-        self.assertEqual(rc, 1, log)
-        failed = re.findall(r"error: sync: acct=home box=(\S+):", log)
-        synced = re.findall(r"box=(\S+) remote: 1 in", log)
-        self.assertTrue(failed, log)
-        proxy.drained.wait(10)
-        self.assertLessEqual(set(failed), proxy.sent,
-                             "a folder failed that never went out on the lost connection:\n"
-                             + log)
-        self.assertTrue(synced, "no folder went on after the connection was lost:\n" + log)
-        self.assertEqual(len(set(failed)) + len(set(synced)), len(folders), log)
+        return proxy, env, folders
+
+    def assert_all_equal(self, env):
         store_check(self, env)
-        rc, log = env.sync(timeout=90)
-        self.assertEqual(rc, 0, log)
         store = {f: sorted(h for h, _, _ in v) for f, v in env.store_msgs().items() if v}
         self.assertEqual(store, self.before)
         md, leftovers = maildir_shas(env.maildir)
         self.assertEqual(md, self.before)
+        self.assertEqual(leftovers, [])
         self.assertEqual(self.server_shas(), self.before)
+
+    def test_lost_connection_folders_go_again(self):
+        """A connection lost mid-literal on a resync: the folders in flight on
+        it go again on a new connection, with the folders still waiting, and
+        the run ends with every folder synced and nothing failed."""
+        proxy, env, folders = self.lost_connection_setup(1)
+        rc, log = env.sync(timeout=90)
+        self.assertTrue(proxy.fired)
+        self.assertEqual(rc, 0, log)
+        self.assertNotIn("error:", log)
+        warned = re.findall(r"warning: sync: acct=home box=(\S+): .*closed the connection.*"
+                            r"again on a new one", log)
+        self.assertEqual(len(warned), 1, "one warning for the lost connection:\n" + log)
+        again = set(warned) | set(re.findall(
+            r"sync: acct=home box=(\S+): syncing the folder again on a new connection", log))
+        proxy.drained_each[0].wait(10)
+        self.assertLessEqual(again, proxy.sent_each[0],
+                             "a folder went again that never went out on the lost "
+                             "connection:\n" + log)
+        synced = re.findall(r"box=(\S+) remote: 1 in", log)
+        self.assertEqual(sorted(synced), sorted(folders),
+                         "every folder synced exactly once in the run:\n" + log)
+        self.assert_all_equal(env)
+        rc, log = env.sync(timeout=90)
+        self.assertEqual(rc, 0, log)
+        self.assert_all_equal(env)
+
+    def test_lost_connection_twice(self):
+        """Lost twice in one run: a folder goes again once; one lost on its
+        second connection as well fails (it waits for the next sync), and
+        nothing is lost or doubled."""
+        proxy, env, folders = self.lost_connection_setup(2)
+        rc, log = env.sync(timeout=90)
+        self.assertEqual(proxy.shots, 0, "the proxy fired only once:\n" + log)
+        failed = set(re.findall(r"error: sync: acct=home box=(\S+):", log))
+        synced = re.findall(r"box=(\S+) remote: 1 in", log)
+        for ev in proxy.drained_each:
+            ev.wait(10)
+        self.assertLessEqual(failed, proxy.sent_each[0] & proxy.sent_each[1],
+                             "a folder failed that was not on both lost connections:\n" + log)
+        self.assertEqual(len(synced), len(set(synced)), log)
+        self.assertEqual(failed | set(synced), set(folders), log)
+        self.assertFalse(failed & set(synced), log)
+        self.assertEqual(rc, 1 if failed else 0, log)
+        store_check(self, env)
+        rc, log = env.sync(timeout=90)
+        self.assertEqual(rc, 0, log)
+        self.assert_all_equal(env)
 
 
 class HostileUpload(unittest.TestCase):
@@ -393,12 +446,28 @@ class HostileUpload(unittest.TestCase):
     in the store and in the Maildir exactly once."""
 
     def test_append_reply_garbage(self):
+        rc, log = self.append_misbehaves(b"@@ \x7f garbage instead of an APPEND reply\r\n",
+                                         False)
+        self.assertEqual(rc, 1, "garbage in reply to APPEND went unnoticed:\n" + log)
+        self.assertTrue(any("acct=home" in l and "INBOX" in l
+                            for l in log.splitlines() if "error:" in l), log)
+
+    def test_append_connection_lost(self):
+        """The connection ends right after the APPEND went out: the folder
+        goes again on a new connection, which must not send it twice."""
+        rc, log = self.append_misbehaves(b"", True)
+        self.assertIn("again on a new one", log)
+
+    def append_misbehaves(self, inject, close):
+        """A message filed in the Maildir is uploaded through a proxy that
+        misbehaves at its APPEND; then clean runs. Checks that it ends on the
+        server, in the store and in the Maildir exactly once; returns the
+        misbehaving run's exit status and log."""
         dc = Dovecot()
         dc.start()
         self.addCleanup(dc.stop)
         dc.append("alice", "INBOX", make_message(subject="already there"))
-        proxy = HostileProxy(("127.0.0.1", dc.port), APPEND,
-                             b"@@ \x7f garbage instead of an APPEND reply\r\n", False)
+        proxy = HostileProxy(("127.0.0.1", dc.port), APPEND, inject, close)
         self.addCleanup(proxy.stop)
         env = SyncEnv(dc, maildir=True)
         self.addCleanup(env.cleanup)
@@ -415,11 +484,8 @@ class HostileUpload(unittest.TestCase):
         with open(tmp, "wb") as f:
             f.write(new)
         os.rename(tmp, os.path.join(env.maildir, "INBOX", "new", "1767225600.M1P1.local"))
-        rc, log = env.sync(timeout=90)
-        self.assertTrue(proxy.fired, "the daemon never sent APPEND:\n" + log)
-        self.assertEqual(rc, 1, "garbage in reply to APPEND went unnoticed:\n" + log)
-        self.assertTrue(any("acct=home" in l and "INBOX" in l
-                            for l in log.splitlines() if "error:" in l), log)
+        rc0, log0 = env.sync(timeout=90)
+        self.assertTrue(proxy.fired, "the daemon never sent APPEND:\n" + log0)
         store_check(self, env)
 
         # Clean runs until nothing is pending (an upload whose fate is unknown
@@ -441,6 +507,7 @@ class HostileUpload(unittest.TestCase):
         md, leftovers = maildir_shas(env.maildir)
         self.assertEqual(md.get("INBOX"), sorted(server))
         self.assertEqual(leftovers, [])
+        return rc0, log0
 
 
 def make_test(name, only_why=False):
