@@ -78,6 +78,7 @@ struct acct_state {
 	struct conn_run *released; /* jobs whose session went on without them */
 	bool in_dispatch, redispatch, remote_done;
 	bool discovered;         /* the folder plan of this run is known */
+	bool list_retried;       /* the listing went again after its connection was lost */
 	/* The first session connects while the Maildir pass runs (pre_*):
 	 * started, answered, and its status then. */
 	bool pre_started, pre_done;

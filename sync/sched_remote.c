@@ -514,6 +514,8 @@ static void status_cb(int status, const replica_counts_t *counts, const bool *ok
 	plan_ready(a);
 }
 
+static void first_connect_cb(int status, void *ctx);
+
 static void list_cb(int status, const replica_folder_t *folders, size_t n, void *ctx)
 {
 	acct_state_t *a = ctx;
@@ -523,6 +525,20 @@ static void list_cb(int status, const replica_folder_t *folders, size_t n, void 
 	if (status != REPLICA_OK) {
 		char why[512];
 		const char *reason = imap_replica_reason(c0->r, why, sizeof(why));
+		if (!a->list_retried && imap_replica_link_lost(c0->r)) {
+			/* The link ended under the listing: once more on a new
+			 * session, as for a folder (see conn_job_done()). */
+			a->list_retried = true;
+			log_warn("sync: acct=%s: %s; listing the folders again on a new connection",
+				 a->name, reason ? reason : replica_strerror(status));
+			replica_free(c0->r);
+			c0->r = imap_replica_new(a->s->loop, a->acct, a->name);
+			c0->loss_told = false;
+			c0->state = CONN_CONNECTING;
+			a->busy++;
+			c0->r->ops->connect(c0->r, &c0->caps, first_connect_cb, a);
+			return;
+		}
 		log_err("sync: acct=%s: cannot list folders on the server: %s", a->name,
 			reason ? reason : replica_strerror(status));
 		a->status = sched_worse(a->status, 1);
@@ -615,8 +631,9 @@ void sched_remote_init(acct_state_t *a)
  */
 static void open_early(acct_state_t *a)
 {
-	if (a->phase != RUN_REMOTE || a->discovered || a->n_conns < 2)
-		return;
+	if (a->phase != RUN_REMOTE || a->discovered || a->n_conns < 2 ||
+	    ev_is_active(&a->early_w))
+		return; /* (active: a listing that goes again already set it) */
 	if (a->last_work > 1) {
 		size_t want = a->n_conns - 1;
 		if ((size_t)a->last_work - 1 < want)
@@ -733,6 +750,7 @@ static void conns_alloc(acct_state_t *a)
 	}
 	a->conn_failed = false;
 	a->discovered = false;
+	a->list_retried = false;
 	a->next_job = 0;
 	char label[256];
 	snprintf(label, sizeof(label), "%s", a->name);

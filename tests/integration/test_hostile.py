@@ -416,6 +416,27 @@ class Hostile(unittest.TestCase):
         self.assertEqual(rc, 0, log)
         self.assert_all_equal(env)
 
+    def test_lost_connection_at_list(self):
+        """The connection ends as the folders are listed: the listing goes
+        again on a new connection once, and the run syncs every folder; lost
+        twice, the run fails with an error that says why."""
+        for shots, want in ((1, 0), (2, 1)):
+            proxy, env = self.proxied(LIST, b"", True)
+            proxy.shots = shots
+            rc, log = env.sync(timeout=90)
+            self.assertEqual(proxy.shots, 0, log)
+            self.assertEqual(rc, want, log)
+            self.assertIn("listing the folders again on a new connection", log)
+            if want:
+                self.assertRegex(log, r"error: sync: acct=home: cannot list folders on the "
+                                      r"server: .*closed the connection")
+            else:
+                self.assertNotIn("error:", log)
+                store = {f: sorted(h for h, _, _ in v) for f, v in env.store_msgs().items()
+                         if v}
+                self.assertEqual(store, self.before)
+            store_check(self, env)
+
     def test_lost_connection_twice(self):
         """Lost twice in one run: a folder goes again once; one lost on its
         second connection as well fails (it waits for the next sync), and
