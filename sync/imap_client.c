@@ -243,13 +243,15 @@ int imap_cmd_build(imap_client_t *c, struct cmd *cmd, enum trace_kind lit_tr, co
 	const char *word = fmt;
 	va_list ap2;
 
-	/* The command word, for messages ("SELECT"; "UID FETCH" is "UID"),
-	 * also where the format starts with it as an argument ("%s %m"). */
+	/* The command word, for messages ("SELECT", "UID FETCH"), also where
+	 * the format starts with it as an argument ("%s %m"). */
 	va_copy(ap2, ap);
 	if (fmt[0] == '%' && fmt[1] == 's')
 		word = va_arg(ap2, const char *);
 	va_end(ap2);
 	size_t w = strcspn(word, " ");
+	if (w == 3 && strncasecmp(word, "UID", 3) == 0 && word[3] == ' ' && word[4] != '%')
+		w = 4 + strcspn(word + 4, " ");
 	snprintf(cmd->name, sizeof(cmd->name), "%.*s", (int)(w < 23 ? w : 23), word);
 	buf_printf(&text, "%s ", cmd->tag);
 	for (const char *f = fmt; *f; f++) {

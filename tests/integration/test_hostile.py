@@ -113,6 +113,7 @@ class HostileProxy:
         self.close = close
         self.armed = True   # false: pass everything through
         self.shots = 1
+        self.gone_after_fire = False  # true: once fired, every new connection is closed
         self.fired = False
         self.sent_each = []  # per firing: the folders selected on that connection
         self.drained_each = []  # per firing: set once that connection ended
@@ -161,6 +162,9 @@ class HostileProxy:
             pass
 
     def _pipe(self, client):
+        if self.gone_after_fire and self.fired:
+            client.close()
+            return
         try:
             server = socket.create_connection(self.target)
         except OSError:
@@ -436,6 +440,26 @@ class Hostile(unittest.TestCase):
                          if v}
                 self.assertEqual(store, self.before)
             store_check(self, env)
+
+    def test_lost_connection_server_gone(self):
+        """The server is gone once the connection ended: the run does not
+        hang on the folders it queued again; it ends within seconds with one
+        error line, and the next run finds the server back."""
+        proxy, env, folders = self.lost_connection_setup(1)
+        proxy.gone_after_fire = True
+        t0 = time.time()
+        rc, log = env.sync(timeout=60)
+        self.assertLess(time.time() - t0, 30, log)
+        self.assertEqual(rc, 1, log)
+        errors = [l for l in log.splitlines() if "error:" in l]
+        self.assertEqual(len(errors), 1, log)
+        self.assertRegex(errors[0], r"acct=home: lost every connection; %d folders not synced"
+                         % len(folders))
+        store_check(self, env)
+        proxy.gone_after_fire = False
+        rc, log = env.sync(timeout=90)
+        self.assertEqual(rc, 0, log)
+        self.assert_all_equal(env)
 
     def test_lost_connection_twice(self):
         """Lost twice in one run: a folder goes again once; one lost on its

@@ -404,7 +404,7 @@ static void scenario2(void)
 	CHECK_EQ_INT(t.fetch2_result, IMAP_R_CONN);
 	CHECK(t.fetch2_done_before_lost);
 	CHECK_EQ_INT(t.lost_calls, 1);
-	CHECK(strstr(t.lost_msg, "acct=t: 127.0.0.1 closed the connection while waiting for UID"));
+	CHECK(strstr(t.lost_msg, "acct=t: 127.0.0.1 closed the connection while waiting for UID FETCH"));
 	CHECK(!imap_client_ready(t.c));
 	close(t.append_fd);
 	t_done(&t);
