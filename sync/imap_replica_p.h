@@ -95,10 +95,6 @@ time_t ir_parse_internaldate(const char *s);
 void ir_select(replica_t *r, const char *name, replica_select_cb cb, void *ctx);
 void ir_select_start(imap_replica_t *ir, const char *name, replica_select_cb cb, void *ctx,
 		     bool always_cb);
-/* Send (st REPLICA_OK) or fail with st the writes held for a reopen. */
-void ir_held_flush(imap_replica_t *ir, int st);
-/* The open folder becomes name (NULL: none), EXAMINEd or not. */
-void ir_switch_folder(imap_replica_t *ir, const char *name, bool examined);
 
 /* A UID FETCH of every message from UID from on (at most max bodies), sent
  * behind a SELECT: no body counts as asked for until ir_fetch_selected()
@@ -108,6 +104,26 @@ fetch_op_t *ir_fetch_from(imap_replica_t *ir, uint32_t from, uint32_t max,
 			  const replica_body_sink_t *sink, replica_done_cb cb, void *ctx);
 void ir_fetch_selected(fetch_op_t *op);
 void ir_fetch_discard(fetch_op_t *op);
+
+/* "(\Seen \Flagged kw)" for APPEND / STORE. */
+void ir_flags_list(buf_t *b, unsigned flags, const char *kw);
+/* qsort() order of uint32_t. */
+int ir_cmp_u32(const void *a, const void *b);
+
+/* imap_replica_write.c: the write operations; while the open folder is
+ * EXAMINEd they are held for the SELECT that makes it writable. */
+void ir_set_flags(replica_t *r, uint32_t uid, unsigned add, const char *add_kw, unsigned del,
+		  const char *del_kw, replica_done_cb cb, void *ctx);
+void ir_set_flags_uids(replica_t *r, const uint32_t *uids, size_t n, unsigned add,
+		       const char *add_kw, unsigned del, const char *del_kw, replica_done_cb cb,
+		       void *ctx);
+void ir_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done_cb cb, void *ctx);
+void ir_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb cb, void *ctx);
+void ir_read_intent(replica_t *r);
+/* Send (st REPLICA_OK) or fail with st the writes held for a reopen. */
+void ir_held_flush(imap_replica_t *ir, int st);
+/* The open folder becomes name (NULL: none), EXAMINEd or not. */
+void ir_switch_folder(imap_replica_t *ir, const char *name, bool examined);
 
 /* imap_replica_scan.c */
 void ir_scan(replica_t *r, const replica_scan_opts_t *o, const replica_scan_sink_t *sink,

@@ -516,6 +516,26 @@ static void status_cb(int status, const replica_counts_t *counts, const bool *ok
 
 static void first_connect_cb(int status, void *ctx);
 
+/* The remote pass cannot go on (logged already): the run goes on with the
+ * Maildir's share and ends with errors. */
+static void remote_fail(acct_state_t *a)
+{
+	a->status = sched_worse(a->status, 1);
+	a->phase = RUN_MAILDIR_OUT;
+	sched_conns_free(a);
+	sched_run_step(a);
+}
+
+/* The first session (it lists the folders), not yet connected. */
+static void conn0_new(acct_state_t *a)
+{
+	conn_t *c0 = &a->conns[0];
+
+	c0->r = imap_replica_new(a->s->loop, a->acct, a->name);
+	c0->loss_told = false;
+	c0->state = CONN_CONNECTING;
+}
+
 static void list_cb(int status, const replica_folder_t *folders, size_t n, void *ctx)
 {
 	acct_state_t *a = ctx;
@@ -532,19 +552,14 @@ static void list_cb(int status, const replica_folder_t *folders, size_t n, void 
 			log_warn("sync: acct=%s: %s; listing the folders again on a new connection",
 				 a->name, reason ? reason : replica_strerror(status));
 			replica_free(c0->r);
-			c0->r = imap_replica_new(a->s->loop, a->acct, a->name);
-			c0->loss_told = false;
-			c0->state = CONN_CONNECTING;
+			conn0_new(a);
 			a->busy++;
 			c0->r->ops->connect(c0->r, &c0->caps, first_connect_cb, a);
 			return;
 		}
 		log_err("sync: acct=%s: cannot list folders on the server: %s", a->name,
 			reason ? reason : replica_strerror(status));
-		a->status = sched_worse(a->status, 1);
-		a->phase = RUN_MAILDIR_OUT;
-		sched_conns_free(a);
-		sched_run_step(a);
+		remote_fail(a);
 		return;
 	}
 	int rc = folders_plan(a->s->st, a->acct, folders, n, &a->plan);
@@ -553,10 +568,7 @@ static void list_cb(int status, const replica_folder_t *folders, size_t n, void 
 	if (rc) {
 		log_err("sync: acct=%s: cannot record folders in the store: %s", a->name,
 			store_strerror(rc));
-		a->status = sched_worse(a->status, 1);
-		a->phase = RUN_MAILDIR_OUT;
-		sched_conns_free(a);
-		sched_run_step(a);
+		remote_fail(a);
 		return;
 	}
 	a->account_id = a->plan.account_id;
@@ -669,10 +681,7 @@ static void first_connect_cb(int status, void *ctx)
 		const char *reason = imap_replica_reason(c0->r, why, sizeof(why));
 		log_err("sync: acct=%s: %s", a->name, reason ? reason : "cannot connect to the server");
 		snprintf(a->last_error, sizeof(a->last_error), "%s", imap_replica_error(c0->r));
-		a->status = sched_worse(a->status, 1);
-		a->phase = RUN_MAILDIR_OUT;
-		sched_conns_free(a);
-		sched_run_step(a);
+		remote_fail(a);
 		return;
 	}
 	c0->state = CONN_BUSY;
@@ -752,11 +761,7 @@ static void conns_alloc(acct_state_t *a)
 	a->discovered = false;
 	a->list_retried = false;
 	a->next_job = 0;
-	char label[256];
-	snprintf(label, sizeof(label), "%s", a->name);
-	a->conns[0].r = imap_replica_new(a->s->loop, a->acct, label);
-	a->conns[0].loss_told = false;
-	a->conns[0].state = CONN_CONNECTING;
+	conn0_new(a);
 }
 
 /* Connect and log in while the Maildir pass reads the tree: the two overlap
