@@ -157,11 +157,15 @@ static void run_finish(acct_state_t *a)
 	if (a->md_in || a->md_out)
 		snprintf(md, sizeof(md), "; Maildir: %u changes taken in, %u written", a->md_in,
 			 a->md_out);
+	char bad[64] = "";
+	if (a->held || a->failed)
+		snprintf(bad, sizeof(bad), "; %u folder%s held, %u failed", a->held,
+			 a->held == 1 ? "" : "s", a->failed);
 	log_info("sync: acct=%s: %s in %.1fs: %u folders (%u unchanged), %u new here, %u "
-		 "sent, %u deleted, %u flag changes%s%s%s",
+		 "sent, %u deleted, %u flag changes%s%s",
 		 a->name, a->status == 0 ? "done" : a->status == 2 ? "held" : "finished with errors",
 		 ev_now(s->loop) - a->started, a->folders, a->skipped, a->down, a->up, a->del,
-		 a->flags, md, a->held ? ", folders held" : "", a->failed ? ", folders failed" : "");
+		 a->flags, md, bad);
 	a->waiters = NULL;
 	int st = a->status;
 	while (w) {

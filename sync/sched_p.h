@@ -44,6 +44,7 @@ typedef struct conn {
 	size_t job_idx;
 	unsigned n_released;      /* its jobs that handed it on and still run */
 	bool loss_told;           /* its session's loss was logged (once for all its folders) */
+	bool reconnecting;        /* it connects again after that loss */
 	uint64_t released_msgs;   /* their folders' messages (LIST-STATUS) */
 } conn_t;
 

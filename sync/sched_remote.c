@@ -309,8 +309,12 @@ static void extra_connect_cb(int status, void *ctx)
 	if (status != REPLICA_OK) {
 		char why[512];
 		const char *reason = imap_replica_reason(c->r, why, sizeof(why));
-		log_warn("sync: acct=%s: extra connection failed: %s; going on with fewer", a->name,
-			 reason ? reason : replica_strerror(status));
+		if (c->reconnecting)
+			log_warn("sync: acct=%s: cannot connect again after the lost connection: %s",
+				 a->name, reason ? reason : replica_strerror(status));
+		else
+			log_warn("sync: acct=%s: extra connection failed: %s; going on with fewer",
+				 a->name, reason ? reason : replica_strerror(status));
 		replica_free(c->r);
 		c->r = NULL;
 		c->state = CONN_NONE;
@@ -328,6 +332,7 @@ static void open_extra(acct_state_t *a, conn_t *c)
 
 	snprintf(label, sizeof(label), "%s#%zu", a->name, c->idx);
 	c->r = imap_replica_new(a->s->loop, a->acct, label);
+	c->reconnecting = c->loss_told;
 	c->loss_told = false;
 	c->state = CONN_CONNECTING;
 	a->busy++;

@@ -455,6 +455,11 @@ class Hostile(unittest.TestCase):
         self.assertEqual(len(errors), 1, log)
         self.assertRegex(errors[0], r"acct=home: lost every connection; %d folders not synced"
                          % len(folders))
+        # The failed reconnection is named as such, not as an extra connection.
+        self.assertIn("cannot connect again after the lost connection", log)
+        self.assertNotIn("extra connection failed", log)
+        self.assertRegex(log, r"finished with errors in .*; 0 folders held, %d failed\n"
+                         % len(folders))
         store_check(self, env)
         proxy.gone_after_fire = False
         rc, log = env.sync(timeout=90)
