@@ -346,21 +346,27 @@ static int count_pend_cb(const store_pending_t *p, void *arg)
 	return 0;
 }
 
-bool engine_unchanged(store_t *st, const engine_opts_t *o)
+bool engine_unchanged_txn(store_txn_t *txn, const engine_opts_t *o)
 {
-	store_txn_t *txn = NULL;
 	store_folder_t f;
 	store_replica_t rs;
 	size_t n_pend = 0;
 	void *a[2] = { (void *)o, &n_pend };
-	bool res = false;
+
+	return o->has_counts && store_folder_get(txn, o->folder_id, &f) == 0 &&
+	       f.state != STORE_FOLDER_HELD &&
+	       store_replica_get(txn, o->folder_id, o->replica_id, &rs) == 0 &&
+	       store_pending_list(txn, o->folder_id, count_pend_cb, a) == 0 &&
+	       unchanged(o, &rs, &f, n_pend);
+}
+
+bool engine_unchanged(store_t *st, const engine_opts_t *o)
+{
+	store_txn_t *txn = NULL;
 
 	if (!o->has_counts || store_txn_begin_read(st, &txn) != 0)
 		return false;
-	if (store_folder_get(txn, o->folder_id, &f) == 0 && f.state != STORE_FOLDER_HELD &&
-	    store_replica_get(txn, o->folder_id, o->replica_id, &rs) == 0 &&
-	    store_pending_list(txn, o->folder_id, count_pend_cb, a) == 0)
-		res = unchanged(o, &rs, &f, n_pend);
+	bool res = engine_unchanged_txn(txn, o);
 	store_txn_abort(txn);
 	return res;
 }

@@ -587,6 +587,33 @@ static bool unchanged_since(maildir_replica_t *md, const store_replica_t *rs, ui
 	return true;
 }
 
+bool maildir_folder_unchanged(const char *root, char sep, const char *name,
+			      const store_replica_t *rs, replica_counts_t *out)
+{
+	char *dir = maildir_folder_path(root, sep == '.' ? '.' : '/', name);
+	if (!dir)
+		return false;
+	/* As select() would see it: the fingerprint, then what it vouches for. */
+	uint64_t stamp = maildir_folder_stamp(dir);
+	maildir_uids_t u;
+	maildir_seal_rec_t old;
+	bool same = maildir_stamp_valid(stamp) && rs->uidvalidity &&
+		    maildir_uids_read(dir, &u) == 0 && u.uidvalidity == rs->uidvalidity &&
+		    (stamp == rs->highestmodseq ||
+		     maildir_seal_matches(dir, rs->highestmodseq, rs->uidnext, stamp, &old));
+	free(dir);
+	if (!same)
+		return false;
+	memset(out, 0, sizeof(*out));
+	out->uidvalidity = u.uidvalidity;
+	/* select()'s UIDNEXT for a sealed folder: see md_select(). */
+	out->uidnext = u.uidnext;
+	if (stamp != rs->highestmodseq && rs->uidnext && rs->uidnext < u.uidnext)
+		out->uidnext = rs->uidnext;
+	out->highestmodseq = rs->highestmodseq;
+	return true;
+}
+
 /* Watch folder directory dir for the seal (after reading what the last
  * watches saw); the handle, or -1. */
 static int seal_watch(maildir_replica_t *md, const char *dir)

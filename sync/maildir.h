@@ -96,6 +96,19 @@ typedef struct maildir_opts {
 replica_t *maildir_replica_open(const maildir_opts_t *o);
 
 /*
+ * Without a session: whether the directory of folder name (store name) in
+ * the tree at root is exactly as the sync that recorded rs (its Maildir
+ * state) left it, as its fingerprint or its seal prove (see
+ * maildir_seal.h). Then *out holds the counters select() would report, and
+ * engine_unchanged() can tell whether the folder needs a job at all; a
+ * sync that reads the whole tree first (a pass over every folder) skips
+ * such folders without opening them. false: select it (also when anything
+ * is missing or unreadable; select() says what).
+ */
+bool maildir_folder_unchanged(const char *root, char sep, const char *name,
+			      const store_replica_t *rs, replica_counts_t *out);
+
+/*
  * Rebuild a held folder's Maildir from the store (`imapbridge folder recover
  * ACCOUNT FOLDER`, Maildir part): forget the Maildir pairs of the folder,
  * re-pair the files that are still there by U= and content, write every

@@ -303,10 +303,37 @@ void sched_engine_opts_fill(acct_state_t *a, engine_opts_t *o, uint32_t fid, uin
 
 /* ---------------------------------------------------------------- Maildir */
 
+static char md_sep(const acct_state_t *a)
+{
+	return a->acct->maildir_sep && a->acct->maildir_sep[0] ? a->acct->maildir_sep[0] : '/';
+}
+
 typedef struct md_list {
 	acct_state_t *a;
 	store_txn_t *txn;
 } md_list_t;
+
+/* Coming in, a folder whose directory is as the last sync left it and
+ * that has nothing to go out needs no job: the engine would skip it after
+ * select(). Checked here, that costs a few system calls instead of a
+ * session's select() and the job's reads of the store (most folders, most
+ * of the time). */
+static bool md_in_unchanged(acct_state_t *a, store_txn_t *txn, const store_folder_t *f)
+{
+	store_replica_t rs;
+	engine_opts_t o;
+	char prefix[256];
+
+	if (f->state == STORE_FOLDER_HELD ||
+	    store_replica_get(txn, f->id, STORE_REPLICA_MAILDIR, &rs) != 0 ||
+	    rs.pushed_modseq != f->highestmodseq)
+		return false;
+	sched_engine_opts_fill(a, &o, f->id, STORE_REPLICA_MAILDIR, f->name, f->name, prefix,
+			       sizeof(prefix));
+	o.has_counts = maildir_folder_unchanged(a->acct->maildir_path, md_sep(a), f->name, &rs,
+						&o.counts);
+	return engine_unchanged_txn(txn, &o);
+}
 
 static int md_list_cb(const store_folder_t *f, void *arg)
 {
@@ -319,6 +346,8 @@ static int md_list_cb(const store_folder_t *f, void *arg)
 	if (a->phase == RUN_MAILDIR_OUT && f->state != STORE_FOLDER_HELD &&
 	    store_replica_get(ml->txn, f->id, STORE_REPLICA_MAILDIR, &rs) == 0 &&
 	    rs.uidvalidity != 0 && rs.pushed_modseq == f->highestmodseq)
+		return 0;
+	if (a->phase == RUN_MAILDIR_IN && md_in_unchanged(a, ml->txn, f))
 		return 0;
 	for (size_t i = a->next_md; i < a->n_md; i++)
 		if (a->md_folders[i] == f->id)
@@ -453,9 +482,7 @@ static bool md_step(acct_state_t *a)
 				.account = a->name,
 				.root = a->acct->maildir_path,
 				.nosync = !s->cfg->fsync,
-				.sep = a->acct->maildir_sep && a->acct->maildir_sep[0]
-					       ? a->acct->maildir_sep[0]
-					       : '/',
+				.sep = md_sep(a),
 			};
 			a->md = maildir_replica_open(&mo);
 			a->md_connecting = true;

@@ -213,6 +213,23 @@ static void sync_all(uint32_t *fids, const char **names, size_t n, int *results)
 	replica_free(r);
 }
 
+/* What the Maildir pass's check before opening a folder says
+ * (maildir_folder_unchanged(), then engine_unchanged_txn()). */
+static bool quick_unchanged(uint32_t fid, const char *name)
+{
+	store_txn_t *txn = NULL;
+	store_replica_t rs;
+	bool res = false;
+	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	engine_opts_t o = {.folder_id = fid, .replica_id = STORE_REPLICA_MAILDIR};
+	if (txn && store_replica_get(txn, fid, STORE_REPLICA_MAILDIR, &rs) == 0) {
+		o.has_counts = maildir_folder_unchanged(root, '/', name, &rs, &o.counts);
+		res = engine_unchanged_txn(txn, &o);
+	}
+	store_txn_abort(txn);
+	return res;
+}
+
 static char *msgtext(int i)
 {
 	return xasprintf("From: a@example.org\r\nMessage-ID: <m%d@test>\r\nSubject: message %d\r\n"
@@ -635,6 +652,8 @@ static void test_lost_uids_file(uint32_t inbox)
 	size_t n = store_count(inbox).n;
 	char *uf = xasprintf("%s/INBOX/%s", root, MAILDIR_UIDS_FILE);
 	CHECK_EQ_INT(unlink(uf), 0);
+	/* Whatever its directory times say, it is opened (and held). */
+	CHECK(!quick_unchanged(inbox, "INBOX"));
 	replica_t *r = open_session(NULL);
 	CHECK(sync_one(r, NULL, inbox, "INBOX") != ENGINE_OK);
 	replica_free(r);
@@ -804,6 +823,9 @@ static void test_unchanged_skip(uint32_t inbox)
 	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
 	CHECK(!g_stats.full_scan);
 	CHECK_EQ_INT(g_stats.downloaded + g_stats.uploaded + g_stats.flags_store, 0);
+	/* The pass over the tree would not even open it. */
+	CHECK(g_stats.skipped);
+	CHECK(quick_unchanged(inbox, "INBOX"));
 
 	/* Proof that the files were not read: a file slipped in with the
 	 * directory times put back exactly is not seen... */
@@ -823,6 +845,7 @@ static void test_unchanged_skip(uint32_t inbox)
 	 * the delta still reports no tree change ... */
 	flag_arg_t a = {inbox, 7};
 	CHECK_EQ_INT(store_write(st, flag_fn, &a), 0);
+	CHECK(!quick_unchanged(inbox, "INBOX")); /* something to go out */
 	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
 	CHECK_EQ_INT(g_stats.flags_replica, 1);
 	CHECK_EQ_INT(g_stats.downloaded, 0);
@@ -830,6 +853,7 @@ static void test_unchanged_skip(uint32_t inbox)
 
 	/* ... and a settled but different directory time brings it in. */
 	age_dirs("INBOX", 5);
+	CHECK(!quick_unchanged(inbox, "INBOX"));
 	r = open_session(NULL);
 	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
 	CHECK_EQ_INT(g_stats.downloaded, 1);
@@ -913,6 +937,8 @@ static void test_seal(void)
 	CHECK(!g_stats.full_scan);
 	CHECK_EQ_INT(store_count(fid).n, 3);
 	replica_free(r);
+	/* The seal vouches for it before any session opens it too. */
+	CHECK(quick_unchanged(fid, "Sealed"));
 	CHECK_EQ_INT(unlink(nf), 0);
 	CHECK_EQ_INT(utimensat(AT_FDCWD, newd, tn, 0), 0);
 
@@ -941,6 +967,7 @@ static void test_seal(void)
 	usleep(150000);
 	char *nf3 = xasprintf("%s/1700000400.M1P1.later", newd);
 	write_file(nf3, "From: l@example.org\r\nSubject: later\r\n\r\nafter the seal\r\n");
+	CHECK(!quick_unchanged(fid, "Sealed"));
 	r = open_session(NULL);
 	CHECK_EQ_INT(sync_one(r, NULL, fid, "Sealed"), ENGINE_OK);
 	CHECK_EQ_INT(store_count(fid).n, 5);
