@@ -78,7 +78,7 @@ static void md_free(acct_state_t *a)
 	free(a->md_folders);
 	a->md_names = NULL;
 	a->md_folders = NULL;
-	a->md_in_started = a->md_out_listed = a->md_connecting = false;
+	a->md_in_started = a->md_in_listed = a->md_out_listed = a->md_connecting = false;
 	a->n_md = a->next_md = 0;
 }
 
@@ -463,7 +463,28 @@ static bool md_step(acct_state_t *a)
 	if (!a->acct->maildir_path)
 		return false;
 	if (a->phase == RUN_MAILDIR_IN && !a->md_in_started) {
-		a->md_in_started = list = true;
+		/* Connect before listing: connect() gives the folders a mail
+		 * reader made a store folder (they then go in, and out to the
+		 * server, in this run) and turns moved files into moves. */
+		a->md_in_started = true;
+		maildir_opts_t mo = {
+			.loop = s->loop,
+			.st = s->st,
+			.account_id = a->account_id,
+			.account = a->name,
+			.root = a->acct->maildir_path,
+			.nosync = !s->cfg->fsync,
+			.sep = md_sep(a),
+			.max_deletion_ratio = a->acct->max_deletion_ratio,
+		};
+		a->md = maildir_replica_open(&mo);
+		a->md_connecting = true;
+		/* md_connect_cb() drives the next step, now or later. */
+		a->md->ops->connect(a->md, NULL, md_connect_cb, a);
+		return true;
+	}
+	if (a->phase == RUN_MAILDIR_IN && a->md && !a->md_in_listed) {
+		a->md_in_listed = list = true;
 	} else if (a->phase == RUN_MAILDIR_OUT && !a->md_out_listed) {
 		a->md_out_listed = list = true;
 	}
@@ -474,22 +495,6 @@ static bool md_step(acct_state_t *a)
 			store_folder_list(txn, a->account_id, md_list_cb, &ml);
 		}
 		store_txn_abort(txn);
-		if (!a->md && a->phase == RUN_MAILDIR_IN) {
-			maildir_opts_t mo = {
-				.loop = s->loop,
-				.st = s->st,
-				.account_id = a->account_id,
-				.account = a->name,
-				.root = a->acct->maildir_path,
-				.nosync = !s->cfg->fsync,
-				.sep = md_sep(a),
-			};
-			a->md = maildir_replica_open(&mo);
-			a->md_connecting = true;
-			/* md_connect_cb() drives the next step, now or later. */
-			a->md->ops->connect(a->md, NULL, md_connect_cb, a);
-			return true;
-		}
 	}
 	if (!a->md)
 		return false; /* failed to connect */

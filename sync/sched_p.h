@@ -104,7 +104,7 @@ struct acct_state {
 	char **md_names;
 	size_t n_md, next_md;
 	engine_job_t *md_job;
-	bool md_in_started, md_out_listed, md_connecting;
+	bool md_in_started, md_in_listed, md_out_listed, md_connecting;
 	/* stats of the run */
 	unsigned folders, skipped, down, up, del, flags, held, failed, deferred;
 	unsigned md_in, md_out; /* Maildir changes taken in, written */

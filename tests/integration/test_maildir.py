@@ -66,7 +66,7 @@ class MaildirTest(unittest.TestCase):
         os.chmod(os.path.join(self.dir, "pw"), 0o600)
         self.write_config(autorefresh=0.05)
 
-    def write_config(self, autorefresh, extra="", port=None):
+    def write_config(self, autorefresh, extra="", port=None, ratio=0.5):
         port = port or self.dc.port
         with open(self.config, "w") as f:
             f.write(extra + f"""datadir = "{self.datadir}";
@@ -78,7 +78,7 @@ accounts = (
     name = "home";
     autorefresh = {autorefresh};
     idle = [ "INBOX" ];
-    max_deletion_ratio = 0.5;
+    max_deletion_ratio = {ratio};
     remote = {{
       host = "127.0.0.1"; port = {port}; tls = "none";
       user = "alice"; password_file = "{os.path.join(self.dir, 'pw')}";
@@ -269,10 +269,10 @@ accounts = (
         self.assert_same("INBOX", lf_files=("<mb1@t>",))
         self.assert_same("Lists/foo")
 
-        # A new folder made in the tree appears on the server.
+        # A new folder made in the tree appears on the server, with its
+        # message, after one sync.
         nd = self.folder_dir("Projects")
         mailbox.Maildir(nd, create=True).add(make_message("proj", msgid="<proj@t>"))
-        self.sync_ok()
         self.sync_ok()
         self.assertIn("<proj@t>", self.server("Projects"))
         self.assert_same("Projects")
@@ -451,6 +451,22 @@ accounts = (
         self.assertEqual(sorted(self.tree("Lists/foo")), sorted(before))
         r = self.admin("sync", "home")
         self.assertEqual(r.returncode, 0, r.stderr + self.daemon_log())
+        self.assert_same("Lists/foo")
+
+    def test_deletion_ratio_from_config(self):
+        # The account's max_deletion_ratio applies to the tree as well: at
+        # 0.9, deleting 5 of a folder's 6 files is taken as the user's will.
+        self.write_config(autorefresh=0.05, ratio=0.9)
+        self.populate()
+        self.sync_ok()
+        t = self.tree("Lists/foo")
+        gone = sorted(t)[:5]
+        for mid in gone:
+            os.unlink(t[mid][2])
+        rc, log = self.run_once()
+        self.assertEqual(rc, 0, log)
+        self.assertNotIn("recover", log)
+        self.assertEqual(sorted(self.server("Lists/foo")), sorted(t)[5:])
         self.assert_same("Lists/foo")
 
     def test_rm_rf_tree(self):
