@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build a libFuzzer target with clang and run it for N seconds (default 60).
 # The target is the IMAP response parser unless FUZZ_TARGET names another
-# (imap_lex). New inputs go to build-fuzz/corpus/<target>/; the committed
+# (imap_lex, maildir_name). New inputs go to build-fuzz/corpus/<target>/; the committed
 # seeds in tests/fuzz/corpus/<target>/ are only read. Crash inputs land in
 # build-fuzz/artifacts/.
 # Usage: [FUZZ_TARGET=imap_lex] tests/fuzz/run.sh [seconds] [extra libFuzzer flags...]
