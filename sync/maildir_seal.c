@@ -342,22 +342,32 @@ static int64_t now_ns(void)
 	return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
 }
 
-/* Write dir's seal. No fsync: see maildir_seal.h. */
+/* The check at the end of a seal's line: FNV-1a of what precedes it. */
+static uint32_t seal_check(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+/* Write dir's seal. No fsync: see maildir_seal.h. It is rewritten in place
+ * (no new file and no rename per folder and sync): a write cut short by a
+ * crash fails the line's check and is ignored, as a lost seal is. */
 static void write_seal(const char *dir, const maildir_seal_rec_t *r)
 {
 	char *path = xasprintf("%s/%s", dir, MAILDIR_SEAL_FILE);
-	char *tmp = xasprintf("%s.tmp", path);
 	char line[128];
-	int len =
-	    snprintf(line, sizeof(line), "%016" PRIx64 " %016" PRIx64 " %" PRIu32 " %" PRIu32 "\n",
-		     r->recorded, r->after, r->uidnext_sel, r->uidnext_end);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	bool ok = fd >= 0 && write(fd, line, (size_t)len) == len;
+	int len = snprintf(line, sizeof(line), "%016" PRIx64 " %016" PRIx64 " %" PRIu32 " %" PRIu32,
+			   r->recorded, r->after, r->uidnext_sel, r->uidnext_end);
+	len += snprintf(line + len, sizeof(line) - (size_t)len, " %08" PRIx32 "\n",
+			seal_check(line, (size_t)len));
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	bool ok = fd >= 0 && pwrite(fd, line, (size_t)len, 0) == len && ftruncate(fd, len) == 0;
 	if (fd >= 0 && close(fd) != 0)
 		ok = false;
-	if (!ok || rename(tmp, path) != 0)
-		unlink(tmp);
-	free(tmp);
+	if (!ok)
+		unlink(path);
 	free(path);
 }
 
@@ -438,16 +448,24 @@ bool maildir_seal_matches(const char *dir, uint64_t recorded, uint32_t uidnext, 
 			  maildir_seal_rec_t *out)
 {
 	char *path = xasprintf("%s/%s", dir, MAILDIR_SEAL_FILE);
-	FILE *f = fopen(path, "r");
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	free(path);
-	if (!f)
+	if (fd < 0)
 		return false;
+	char line[128];
+	ssize_t n = read(fd, line, sizeof(line) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	line[n] = '\0';
 	maildir_seal_rec_t r = {0, 0, 0, 0};
-	int got = fscanf(f, "%16" SCNx64 " %16" SCNx64 " %" SCNu32 " %" SCNu32, &r.recorded,
-			 &r.after, &r.uidnext_sel, &r.uidnext_end);
-	fclose(f);
-	bool ok = got == 4 && r.recorded > MAILDIR_STAMP_RACY && r.recorded == recorded &&
-		  r.after == stamp && uidnext_ok(&r, uidnext) && maildir_stamp_valid(stamp);
+	uint32_t check = 0;
+	int at = 0;
+	int got = sscanf(line, "%16" SCNx64 " %16" SCNx64 " %" SCNu32 " %" SCNu32 "%n %8" SCNx32,
+			 &r.recorded, &r.after, &r.uidnext_sel, &r.uidnext_end, &at, &check);
+	bool ok = got == 5 && check == seal_check(line, (size_t)at) &&
+		  r.recorded > MAILDIR_STAMP_RACY && r.recorded == recorded && r.after == stamp &&
+		  uidnext_ok(&r, uidnext) && maildir_stamp_valid(stamp);
 	if (ok && out)
 		*out = r;
 	return ok;

@@ -15,9 +15,11 @@
  * any later change by a mail reader then moves the fingerprint. The seal is
  * a small file in the folder directory (outside cur/ and new/):
  *
- *     <value the engine records> <fingerprint after our writes> <UIDNEXT at select>
+ *     <value the engine records> <fingerprint after our writes>
+ *     <UIDNEXT at select> <UIDNEXT at the end> <check>
  *
- * and maildir_seal_matches() accepts it only when the store recorded exactly
+ * (one line; the check is a hash of the rest of the line) and
+ * maildir_seal_matches() accepts it only when the store recorded exactly
  * that value and UIDNEXT and the folder still has exactly that fingerprint.
  * The recorded value names one session (a raw fingerprint that was already
  * the recorded one, in which case nothing was read; or a new, unique value):
@@ -31,8 +33,9 @@
  * Only on local file systems: on a network file system another client's
  * change raises no inotify event here.
  *
- * Seals are written without fsync: a lost or torn seal is ignored (the folder
- * is read once more), never trusted. Without inotify (no instances left)
+ * Seals are written without fsync, in place: a lost seal, or one whose line
+ * fails its check (a write cut short), is ignored (the folder is read once
+ * more), never trusted. Without inotify (no instances left)
  * nothing is sealed. Not thread-safe; no logging.
  */
 #ifndef IB_SYNC_MAILDIR_SEAL_H

@@ -939,6 +939,22 @@ static void test_seal(void)
 	replica_free(r);
 	/* The seal vouches for it before any session opens it too. */
 	CHECK(quick_unchanged(fid, "Sealed"));
+	/* A seal whose line fails its check (a write cut short) is not
+	 * trusted; the same line intact is. */
+	char line[128] = "";
+	FILE *sf = fopen(seal, "r");
+	CHECK(sf && fgets(line, sizeof(line), sf));
+	if (sf)
+		fclose(sf);
+	char good[128];
+	memcpy(good, line, sizeof(good));
+	size_t ll = strlen(line);
+	CHECK(ll > 2);
+	line[ll - 2] = line[ll - 2] == '0' ? '1' : '0'; /* the check's last digit */
+	write_file(seal, line);
+	CHECK(!quick_unchanged(fid, "Sealed"));
+	write_file(seal, good);
+	CHECK(quick_unchanged(fid, "Sealed"));
 	CHECK_EQ_INT(unlink(nf), 0);
 	CHECK_EQ_INT(utimensat(AT_FDCWD, newd, tn, 0), 0);
 
