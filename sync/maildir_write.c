@@ -73,10 +73,12 @@ typedef struct pending_file {
 	int fd;
 	bool side;    /* a side file: replaces its target (maildir_batch_replace) */
 	bool written; /* tmp_path exists: this batch created it */
-	/* lazy batch: what the flush writes to tmp_path (the caller's bytes) */
+	/* lazy batch: what the flush writes to tmp_path (the caller's bytes;
+	 * for a side file, the batch's own copy in own) */
 	const void *data;
 	size_t len;
 	time_t mtime;
+	char *own;
 } pending_file_t;
 
 struct maildir_batch {
@@ -134,6 +136,7 @@ static void drop_file(pending_file_t *f, bool remove_tmp)
 	free(f->tmp_path);
 	free(f->final_path);
 	free(f->final_dir);
+	free(f->own);
 	memset(f, 0, sizeof(*f));
 	f->fd = -1;
 }
@@ -283,17 +286,38 @@ int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *
 	return rc;
 }
 
-/* A lazy batch's step 0: write the files it was given. */
+/* Write side file f's staged copy to its tmp_path (replacing what a crash
+ * may have left there) and keep the descriptor. 0 or -errno. */
+static int write_side(maildir_batch_t *b, pending_file_t *f)
+{
+	int fd = -1;
+	int rc = create_with(f->tmp_path, O_TRUNC, f->data, f->len, &fd);
+	if (rc != 0) {
+		if (fd >= 0) {
+			close(fd);
+			unlink(f->tmp_path);
+		}
+		return rc;
+	}
+	if (!b->nosync)
+		sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	f->fd = fd;
+	f->written = true;
+	return 0;
+}
+
+/* A lazy batch's step 0: write the files it was given, side files first. */
 static int write_lazy(maildir_batch_t *b)
 {
-	for (size_t i = 0; i < b->n_files; i++) {
-		pending_file_t *f = &b->files[i];
-		if (f->written || f->side)
-			continue;
-		int rc = write_pending(b, f);
-		if (rc != 0)
-			return rc;
-	}
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < b->n_files; i++) {
+			pending_file_t *f = &b->files[i];
+			if (f->written || f->side != (pass == 0))
+				continue;
+			int rc = f->side ? write_side(b, f) : write_pending(b, f);
+			if (rc != 0)
+				return rc;
+		}
 	return 0;
 }
 
@@ -307,19 +331,42 @@ int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name,
 		pending_file_t *f = &b->files[i];
 		if (f->side && strcmp(f->final_path, final) == 0) {
 			int rc = 0;
+			free(final);
+			if (!f->written) { /* lazy: not on disk yet */
+				free(f->own);
+				f->own = xmalloc(len ? len : 1);
+				memcpy(f->own, data, len);
+				f->data = f->own;
+				f->len = len;
+				return 0;
+			}
 			if (f->fd < 0)
 				rc = -EBADF;
 			else if (ftruncate(f->fd, 0) != 0 || lseek(f->fd, 0, SEEK_SET) != 0)
 				rc = -errno;
 			if (rc == 0)
 				rc = write_all(f->fd, data, len);
-			free(final);
 			return rc;
 		}
 	}
 	char *tmp = xasprintf("%s.tmp", final);
 	int fd = -1;
-	int rc = create_with(tmp, O_TRUNC, data, len, &fd);
+	int rc = 0;
+	if (b->lazy) {
+		/* Written by the flush, with the messages (off the caller's
+		 * thread); the batch keeps a copy. */
+		pending_file_t *f = push_file(b);
+		f->side = true;
+		f->tmp_path = tmp;
+		f->final_dir = xstrdup(dir);
+		f->final_path = final;
+		f->own = xmalloc(len ? len : 1);
+		memcpy(f->own, data, len);
+		f->data = f->own;
+		f->len = len;
+		return 0;
+	}
+	rc = create_with(tmp, O_TRUNC, data, len, &fd);
 	if (rc != 0)
 		goto out;
 	pending_file_t *f = push_file(b);

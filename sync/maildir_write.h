@@ -53,10 +53,11 @@ int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *
 
 /*
  * Stage a new version of the small file dir/name (the folder's UID file):
- * written now to dir/name.tmp, made durable with the batch's data and renamed
- * over dir/name at flush before any message is renamed, so it needs no sync
- * of its own. A second call for the same file in one batch replaces the
- * staged content. Returns 0 or -errno.
+ * written to dir/name.tmp (now, or by the flush in a lazy batch, which keeps
+ * a copy of data), made durable with the batch's data and renamed over
+ * dir/name at flush before any message is renamed, so it needs no sync of
+ * its own. A second call for the same file in one batch replaces the staged
+ * content. Returns 0 or -errno.
  */
 int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name, const void *data,
 			  size_t len);

@@ -440,6 +440,38 @@ static void test_lazy_batch(const char *root)
 	CHECK(c && strcmp(c, msg) == 0);
 	free(c);
 
+	/* A side file in a lazy batch: written by the flush too, from the
+	 * batch's own copy, the last version staged; in place before the
+	 * messages. */
+	char *side = xasprintf("%s/side", dir);
+	char *side_tmp = xasprintf("%s/side.tmp", dir);
+	put(side, "old\n");
+	b = maildir_batch_new();
+	maildir_batch_lazy(b);
+	char stage[16];
+	snprintf(stage, sizeof(stage), "first\n");
+	CHECK_EQ_INT(maildir_batch_replace(b, dir, "side", stage, strlen(stage)), 0);
+	snprintf(stage, sizeof(stage), "second\n");
+	CHECK_EQ_INT(maildir_batch_replace(b, dir, "side", stage, strlen(stage)), 0);
+	snprintf(stage, sizeof(stage), "caller's\n"); /* the batch has its copy */
+	CHECK(access(side_tmp, F_OK) != 0);
+	CHECK_EQ_INT(maildir_batch_write(b, dir, "cur", "l2,U=2", buf, strlen(buf), 0), 0);
+	CHECK_EQ_INT(maildir_batch_flush(b, &moved), 0);
+	CHECK_EQ_INT(moved, 1);
+	c = slurp(side);
+	CHECK(c && strcmp(c, "second\n") == 0);
+	free(c);
+	CHECK(access(side_tmp, F_OK) != 0);
+	/* Staged and freed unflushed: the old one stays, nothing is left. */
+	CHECK_EQ_INT(maildir_batch_replace(b, dir, "side", "third\n", 6), 0);
+	maildir_batch_free(b);
+	c = slurp(side);
+	CHECK(c && strcmp(c, "second\n") == 0);
+	free(c);
+	CHECK(access(side_tmp, F_OK) != 0);
+	free(side_tmp);
+	free(side);
+
 	/* Freed before its flush: another writer's file of that name stays. */
 	put(tmpf, "someone else's\n");
 	b = maildir_batch_new();
