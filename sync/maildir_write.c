@@ -321,6 +321,16 @@ static int write_lazy(maildir_batch_t *b)
 	return 0;
 }
 
+/* A lazy side file's content: the batch's own copy of data. */
+static void keep_copy(pending_file_t *f, const void *data, size_t len)
+{
+	free(f->own);
+	f->own = xmalloc(len ? len : 1);
+	memcpy(f->own, data, len);
+	f->data = f->own;
+	f->len = len;
+}
+
 int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name, const void *data,
 			  size_t len)
 {
@@ -333,11 +343,7 @@ int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name,
 			int rc = 0;
 			free(final);
 			if (!f->written) { /* lazy: not on disk yet */
-				free(f->own);
-				f->own = xmalloc(len ? len : 1);
-				memcpy(f->own, data, len);
-				f->data = f->own;
-				f->len = len;
+				keep_copy(f, data, len);
 				return 0;
 			}
 			if (f->fd < 0)
@@ -360,10 +366,7 @@ int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name,
 		f->tmp_path = tmp;
 		f->final_dir = xstrdup(dir);
 		f->final_path = final;
-		f->own = xmalloc(len ? len : 1);
-		memcpy(f->own, data, len);
-		f->data = f->own;
-		f->len = len;
+		keep_copy(f, data, len);
 		return 0;
 	}
 	rc = create_with(tmp, O_TRUNC, data, len, &fd);
