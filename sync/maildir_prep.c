@@ -26,14 +26,19 @@
 int maildir_uids_read(const char *dir, maildir_uids_t *out)
 {
 	char *path = xasprintf("%s/%s", dir, MAILDIR_UIDS_FILE);
-	FILE *f = fopen(path, "r");
+	/* Ours: never through a link, never waiting on a pipe put there. */
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	free(path);
-	if (!f)
+	if (fd < 0)
 		return -errno;
+	char line[64];
+	ssize_t got = read(fd, line, sizeof(line) - 1);
+	close(fd);
+	if (got < 0)
+		return -EINVAL;
+	line[got] = '\0';
 	unsigned v = 0, n = 0;
-	int got = fscanf(f, "%u %u", &v, &n);
-	fclose(f);
-	if (got != 2 || v == 0 || n == 0)
+	if (sscanf(line, "%u %u", &v, &n) != 2 || v == 0 || n == 0)
 		return -EINVAL;
 	out->uidvalidity = v;
 	out->uidnext = n;
@@ -59,7 +64,8 @@ int maildir_uids_write(const char *dir, const maildir_uids_t *u)
 	char line[64];
 	int len = uids_format(u, line);
 	int rc = 0;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	unlink(tmp); /* a leftover of ours, or something put in its place */
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = -errno;
 		goto out;

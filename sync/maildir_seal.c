@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -362,8 +363,12 @@ static void write_seal(const char *dir, const maildir_seal_rec_t *r)
 			   r->recorded, r->after, r->uidnext_sel, r->uidnext_end);
 	len += snprintf(line + len, sizeof(line) - (size_t)len, " %08" PRIx32 "\n",
 			seal_check(line, (size_t)len));
-	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-	bool ok = fd >= 0 && pwrite(fd, line, (size_t)len, 0) == len && ftruncate(fd, len) == 0;
+	/* Never through a link or into a pipe put in its place: those are
+	 * removed instead, and the folder is sealed next time. */
+	int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	struct stat st;
+	bool ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		  pwrite(fd, line, (size_t)len, 0) == len && ftruncate(fd, len) == 0;
 	if (fd >= 0 && close(fd) != 0)
 		ok = false;
 	if (!ok)
@@ -448,7 +453,7 @@ bool maildir_seal_matches(const char *dir, uint64_t recorded, uint32_t uidnext, 
 			  maildir_seal_rec_t *out)
 {
 	char *path = xasprintf("%s/%s", dir, MAILDIR_SEAL_FILE);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	free(path);
 	if (fd < 0)
 		return false;

@@ -186,7 +186,13 @@ static int write_all(int fd, const void *data, size_t len)
  * descriptor. 0 or -errno; on failure the caller unlinks what was made. */
 static int create_with(const char *path, int oflags, const void *data, size_t len, int *fd)
 {
-	*fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | oflags, 0600);
+	if (oflags & O_TRUNC) {
+		/* A side file's tmp name is ours: whatever is there (a leftover,
+		 * or a link put in its place) goes, and a new file is made. */
+		unlink(path);
+		oflags = (oflags & ~O_TRUNC) | O_EXCL;
+	}
+	*fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | oflags, 0600);
 	if (*fd < 0)
 		return -errno;
 	return write_all(*fd, data, len);

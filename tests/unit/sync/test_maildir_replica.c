@@ -988,6 +988,46 @@ static void test_seal(void)
 	CHECK_EQ_INT(sync_one(r, NULL, fid, "Sealed"), ENGINE_OK);
 	CHECK_EQ_INT(store_count(fid).n, 5);
 	replica_free(r);
+
+	/* Something else in the place of our side files: a pipe is not
+	 * waited on, and a link is not written through. */
+	CHECK_EQ_INT(unlink(seal), 0);
+	CHECK_EQ_INT(mkfifo(seal, 0600), 0);
+	CHECK(!quick_unchanged(fid, "Sealed"));
+	CHECK_EQ_INT(unlink(seal), 0);
+	char *victim = xasprintf("%s/victim", root);
+	write_file(victim, "not ours\n");
+	CHECK_EQ_INT(symlink(victim, seal), 0);
+	char *uids_tmp = xasprintf("%s/%s.tmp", dir, MAILDIR_UIDS_FILE);
+	CHECK_EQ_INT(symlink(victim, uids_tmp), 0);
+	usleep(150000);
+	char *nf4 = xasprintf("%s/1700000500.M1P1.linked", newd);
+	write_file(nf4, "From: k@example.org\r\nSubject: linked\r\n\r\nwith a link\r\n");
+	r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, fid, "Sealed"), ENGINE_OK);
+	CHECK_EQ_INT(store_count(fid).n, 6);
+	replica_free(r);
+	char vbuf[64] = "";
+	FILE *vf = fopen(victim, "r");
+	CHECK(vf && fgets(vbuf, sizeof(vbuf), vf));
+	if (vf)
+		fclose(vf);
+	CHECK(strcmp(vbuf, "not ours\n") == 0);
+	/* The UID file was written (the new message took a UID) in place of
+	 * the link, not through it. */
+	struct stat ls;
+	CHECK(lstat(uids_tmp, &ls) != 0);
+	char *uf = xasprintf("%s/%s", dir, MAILDIR_UIDS_FILE);
+	unsigned uv = 0, un = 0;
+	FILE *ufp = fopen(uf, "r");
+	CHECK(ufp && fscanf(ufp, "%u %u", &uv, &un) == 2);
+	if (ufp)
+		fclose(ufp);
+	CHECK(un > 6);
+	free(uf);
+	free(uids_tmp);
+	free(nf4);
+	free(victim);
 	free(nf3);
 	free(nf2);
 	free(nf);

@@ -462,11 +462,26 @@ static void test_lazy_batch(const char *root)
 	CHECK(c && strcmp(c, "second\n") == 0);
 	free(c);
 	CHECK(access(side_tmp, F_OK) != 0);
+	/* A link put where the staged copy goes is replaced, not written
+	 * through. */
+	char *victim = xasprintf("%s/victim", dir);
+	put(victim, "not ours\n");
+	CHECK_EQ_INT(symlink(victim, side_tmp), 0);
+	CHECK_EQ_INT(maildir_batch_replace(b, dir, "side", "linked\n", 7), 0);
+	CHECK_EQ_INT(maildir_batch_flush(b, &moved), 0);
+	c = slurp(victim);
+	CHECK(c && strcmp(c, "not ours\n") == 0);
+	free(c);
+	c = slurp(side);
+	CHECK(c && strcmp(c, "linked\n") == 0);
+	free(c);
+	unlink(victim);
+	free(victim);
 	/* Staged and freed unflushed: the old one stays, nothing is left. */
 	CHECK_EQ_INT(maildir_batch_replace(b, dir, "side", "third\n", 6), 0);
 	maildir_batch_free(b);
 	c = slurp(side);
-	CHECK(c && strcmp(c, "second\n") == 0);
+	CHECK(c && strcmp(c, "linked\n") == 0);
 	free(c);
 	CHECK(access(side_tmp, F_OK) != 0);
 	free(side_tmp);
