@@ -567,6 +567,29 @@ static void hold(maildir_replica_t *md, uint32_t fid, const char *name, char *re
 	free(reason);
 }
 
+bool maildir_stamp_proves(const char *dir, const store_replica_t *rs, uint64_t stamp, bool *sealed,
+			  maildir_seal_rec_t *old)
+{
+	*sealed = false;
+	if (!rs || !maildir_stamp_valid(stamp))
+		return false;
+	if (stamp == rs->highestmodseq)
+		return true;
+	*sealed = maildir_seal_matches(dir, rs->highestmodseq, rs->uidnext, stamp, old);
+	return *sealed;
+}
+
+/* The UIDNEXT select() reports: after a sealed sync it is the value
+ * recorded then (the engine records the one select() gave, and the
+ * folder's own grew with that sync's appends). Reporting the recorded one
+ * again keeps the engine from writing an unchanged folder's state anew; a
+ * lower UIDNEXT only widens the search for an interrupted upload (it is
+ * where such a search starts), it never narrows it. */
+static uint32_t sel_uidnext(bool sealed, const store_replica_t *rs, uint32_t own)
+{
+	return sealed && rs->uidnext && rs->uidnext < own ? rs->uidnext : own;
+}
+
 /* Unchanged since the last completed sync (which settled every file's
  * identity and left the tree and the pairs in agreement): nothing to read
  * unless an operation needs the files. Either the fingerprint *stamp is the
@@ -575,14 +598,10 @@ static void hold(maildir_replica_t *md, uint32_t fid, const char *name, char *re
  * NULL if none. */
 static bool unchanged_since(maildir_replica_t *md, const store_replica_t *rs, uint64_t *stamp)
 {
-	if (!rs || !maildir_stamp_valid(*stamp))
+	bool sealed;
+	if (!maildir_stamp_proves(md->dir, rs, *stamp, &sealed, &md->seal_old))
 		return false;
-	if (*stamp == rs->highestmodseq)
-		return true;
-	if (!maildir_seal_matches(md->dir, rs->highestmodseq, rs->uidnext, *stamp,
-				  &md->seal_old))
-		return false;
-	md->sealed = true;
+	md->sealed = sealed;
 	*stamp = rs->highestmodseq;
 	return true;
 }
@@ -597,19 +616,16 @@ bool maildir_folder_unchanged(const char *root, char sep, const char *name,
 	uint64_t stamp = maildir_folder_stamp(dir);
 	maildir_uids_t u;
 	maildir_seal_rec_t old;
-	bool same = maildir_stamp_valid(stamp) && rs->uidvalidity &&
-		    maildir_uids_read(dir, &u) == 0 && u.uidvalidity == rs->uidvalidity &&
-		    (stamp == rs->highestmodseq ||
-		     maildir_seal_matches(dir, rs->highestmodseq, rs->uidnext, stamp, &old));
+	bool sealed = false;
+	bool same = rs->uidvalidity && maildir_uids_read(dir, &u) == 0 &&
+		    u.uidvalidity == rs->uidvalidity &&
+		    maildir_stamp_proves(dir, rs, stamp, &sealed, &old);
 	free(dir);
 	if (!same)
 		return false;
 	memset(out, 0, sizeof(*out));
 	out->uidvalidity = u.uidvalidity;
-	/* select()'s UIDNEXT for a sealed folder: see md_select(). */
-	out->uidnext = u.uidnext;
-	if (stamp != rs->highestmodseq && rs->uidnext && rs->uidnext < u.uidnext)
-		out->uidnext = rs->uidnext;
+	out->uidnext = sel_uidnext(sealed, rs, u.uidnext);
 	out->highestmodseq = rs->highestmodseq;
 	return true;
 }
@@ -712,15 +728,7 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 	md->seal_h = seal_h;
 	md->stamp = stamp;
 	md->same = same;
-	/* The UIDNEXT the engine records: after a sealed sync it is the value
-	 * recorded then (the engine records the one select() gave, and the
-	 * folder's own grew with that sync's appends). Reporting the recorded
-	 * one again keeps the engine from writing an unchanged folder's state
-	 * anew; a lower UIDNEXT only widens the search for an interrupted
-	 * upload (it is where such a search starts), it never narrows it. */
-	md->sel_uidnext = md->uids.uidnext;
-	if (md->sealed && rs.uidnext && rs.uidnext < md->uids.uidnext)
-		md->sel_uidnext = rs.uidnext;
+	md->sel_uidnext = sel_uidnext(md->sealed, &rs, md->uids.uidnext);
 	if (!same && !ensure_loaded(md)) {
 		cb(REPLICA_FOLDER_BAD, NULL, ctx);
 		return;

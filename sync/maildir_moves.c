@@ -195,9 +195,8 @@ static void moves_into(maildir_replica_t *md, folders_ctx_t *fc, const char *nam
 	}
 	/* Nothing came into a folder whose directories did not change since
 	 * its last completed sync. */
-	if (have_rs && maildir_stamp_valid(stamp) &&
-	    (stamp == rs.highestmodseq ||
-	     maildir_seal_matches(dir, rs.highestmodseq, rs.uidnext, stamp, NULL)))
+	bool sealed;
+	if (maildir_stamp_proves(dir, have_rs ? &rs : NULL, stamp, &sealed, NULL))
 		return;
 	if (maildir_scan_folder_quick(dir, &s) != 0)
 		return;

@@ -135,6 +135,13 @@ void maildir_prep_moves(maildir_replica_t *md, char **names, size_t n);
  */
 void maildir_prep_new_folders(maildir_replica_t *md, char **names, size_t n);
 
+/* Whether fingerprint stamp of folder directory dir proves the folder
+ * unchanged since the sync that recorded rs (may be NULL): it is the
+ * recorded value, or the folder's seal vouches for it (*sealed; *old gets
+ * that seal, if old is not NULL). */
+bool maildir_stamp_proves(const char *dir, const store_replica_t *rs, uint64_t stamp, bool *sealed,
+			  maildir_seal_rec_t *old);
+
 /* REPLICA_F_* <-> MAILDIR_F_* (P is not a system flag: see maildir.h). */
 unsigned maildir_to_replica_flags(unsigned mflags);
 unsigned maildir_from_replica_flags(unsigned rflags, unsigned old_mflags);

@@ -26,17 +26,11 @@
 int maildir_uids_read(const char *dir, maildir_uids_t *out)
 {
 	char *path = xasprintf("%s/%s", dir, MAILDIR_UIDS_FILE);
-	/* Ours: never through a link, never waiting on a pipe put there. */
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	free(path);
-	if (fd < 0)
-		return -errno;
 	char line[64];
-	ssize_t got = read(fd, line, sizeof(line) - 1);
-	close(fd);
+	int got = maildir_read_own(path, line, sizeof(line));
+	free(path);
 	if (got < 0)
-		return -EINVAL;
-	line[got] = '\0';
+		return got;
 	unsigned v = 0, n = 0;
 	if (sscanf(line, "%u %u", &v, &n) != 2 || v == 0 || n == 0)
 		return -EINVAL;
@@ -63,14 +57,11 @@ int maildir_uids_write(const char *dir, const maildir_uids_t *u)
 	char *tmp = xasprintf("%s.tmp", path);
 	char line[64];
 	int len = uids_format(u, line);
-	int rc = 0;
-	unlink(tmp); /* a leftover of ours, or something put in its place */
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
+	int fd = -1;
+	int rc = maildir_create_own(tmp, line, (size_t)len, &fd);
+	if (rc != 0)
 		goto out;
-	}
-	if (write(fd, line, (size_t)len) != len || fsync(fd) != 0) {
+	if (fsync(fd) != 0) {
 		rc = errno ? -errno : -EIO;
 		close(fd);
 		goto out;

@@ -17,6 +17,7 @@
 
 #include "lib/util.h"
 #include "sync/maildir_scan.h"
+#include "sync/maildir_write.h"
 
 /* IN_ATTRIB: the directory's own times set back by hand (a restore). */
 #define SEAL_MASK                                                                                  \
@@ -453,16 +454,11 @@ bool maildir_seal_matches(const char *dir, uint64_t recorded, uint32_t uidnext, 
 			  maildir_seal_rec_t *out)
 {
 	char *path = xasprintf("%s/%s", dir, MAILDIR_SEAL_FILE);
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	free(path);
-	if (fd < 0)
-		return false;
 	char line[128];
-	ssize_t n = read(fd, line, sizeof(line) - 1);
-	close(fd);
+	int n = maildir_read_own(path, line, sizeof(line));
+	free(path);
 	if (n <= 0)
 		return false;
-	line[n] = '\0';
 	maildir_seal_rec_t r = {0, 0, 0, 0};
 	uint32_t check = 0;
 	int at = 0;

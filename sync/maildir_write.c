@@ -182,20 +182,39 @@ static int write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
-/* Create path (oflags: O_EXCL or O_TRUNC) holding data; *fd gets the open
+/* Create path (never replacing anything) holding data; *fd gets the open
  * descriptor. 0 or -errno; on failure the caller unlinks what was made. */
-static int create_with(const char *path, int oflags, const void *data, size_t len, int *fd)
+static int create_excl(const char *path, const void *data, size_t len, int *fd)
 {
-	if (oflags & O_TRUNC) {
-		/* A side file's tmp name is ours: whatever is there (a leftover,
-		 * or a link put in its place) goes, and a new file is made. */
-		unlink(path);
-		oflags = (oflags & ~O_TRUNC) | O_EXCL;
-	}
-	*fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | oflags, 0600);
+	*fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (*fd < 0)
 		return -errno;
 	return write_all(*fd, data, len);
+}
+
+int maildir_create_own(const char *path, const void *data, size_t len, int *fd)
+{
+	unlink(path);
+	int rc = create_excl(path, data, len, fd);
+	if (rc != 0 && *fd >= 0) {
+		close(*fd);
+		*fd = -1;
+		unlink(path);
+	}
+	return rc;
+}
+
+int maildir_read_own(const char *path, char *buf, size_t cap)
+{
+	buf[0] = '\0';
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, cap - 1);
+	int rc = n < 0 ? -errno : (int)n;
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	return rc;
 }
 
 static pending_file_t *push_file(maildir_batch_t *b)
@@ -240,7 +259,7 @@ static void keep_fd(maildir_batch_t *b, pending_file_t *f, int *fd)
  * -errno; on failure what this call made is removed. */
 static int write_tmp(const char *tmp, const void *data, size_t len, time_t mtime, int *fd)
 {
-	int rc = create_with(tmp, O_EXCL, data, len, fd);
+	int rc = create_excl(tmp, data, len, fd);
 	if (rc != 0) {
 		if (*fd >= 0) {
 			close(*fd);
@@ -292,19 +311,15 @@ int maildir_batch_write(maildir_batch_t *b, const char *folder_dir, const char *
 	return rc;
 }
 
-/* Write side file f's staged copy to its tmp_path (replacing what a crash
- * may have left there) and keep the descriptor. 0 or -errno. */
+/* Write side file f's staged copy to its tmp_path (in place of whatever a
+ * crash left there) and keep the descriptor: there is one per folder, and a
+ * later version is written into the same file. 0 or -errno. */
 static int write_side(maildir_batch_t *b, pending_file_t *f)
 {
 	int fd = -1;
-	int rc = create_with(f->tmp_path, O_TRUNC, f->data, f->len, &fd);
-	if (rc != 0) {
-		if (fd >= 0) {
-			close(fd);
-			unlink(f->tmp_path);
-		}
+	int rc = maildir_create_own(f->tmp_path, f->data, f->len, &fd);
+	if (rc != 0)
 		return rc;
-	}
 	if (!b->nosync)
 		sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	f->fd = fd;
@@ -345,61 +360,31 @@ int maildir_batch_replace(maildir_batch_t *b, const char *dir, const char *name,
 	 * of the same batch. */
 	for (size_t i = 0; i < b->n_files; i++) {
 		pending_file_t *f = &b->files[i];
-		if (f->side && strcmp(f->final_path, final) == 0) {
-			int rc = 0;
-			free(final);
-			if (!f->written) { /* lazy: not on disk yet */
-				keep_copy(f, data, len);
-				return 0;
-			}
-			if (f->fd < 0)
-				rc = -EBADF;
-			else if (ftruncate(f->fd, 0) != 0 || lseek(f->fd, 0, SEEK_SET) != 0)
-				rc = -errno;
-			if (rc == 0)
-				rc = write_all(f->fd, data, len);
-			return rc;
-		}
-	}
-	char *tmp = xasprintf("%s.tmp", final);
-	int fd = -1;
-	int rc = 0;
-	if (b->lazy) {
-		/* Written by the flush, with the messages (off the caller's
-		 * thread); the batch keeps a copy. */
-		pending_file_t *f = push_file(b);
-		f->side = true;
-		f->tmp_path = tmp;
-		f->final_dir = xstrdup(dir);
-		f->final_path = final;
+		if (!f->side || strcmp(f->final_path, final) != 0)
+			continue;
+		free(final);
 		keep_copy(f, data, len);
-		return 0;
+		if (!f->written) /* lazy: not on disk yet */
+			return 0;
+		if (f->fd < 0)
+			return -EBADF;
+		if (ftruncate(f->fd, 0) != 0 || lseek(f->fd, 0, SEEK_SET) != 0)
+			return -errno;
+		return write_all(f->fd, data, len);
 	}
-	rc = create_with(tmp, O_TRUNC, data, len, &fd);
-	if (rc != 0)
-		goto out;
 	pending_file_t *f = push_file(b);
 	f->side = true;
-	f->written = true;
-	f->tmp_path = tmp;
-	tmp = NULL;
+	f->tmp_path = xasprintf("%s.tmp", final);
 	f->final_dir = xstrdup(dir);
 	f->final_path = final;
-	final = NULL;
-	/* Side files always keep their descriptor (there is one per folder):
-	 * a later version is written into the same file. */
-	if (!b->nosync)
-		sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-	f->fd = fd;
-	fd = -1;
-out:
-	if (fd >= 0) {
-		close(fd);
-		if (rc != 0 && tmp)
-			unlink(tmp); /* only what this call opened and wrote */
+	keep_copy(f, data, len);
+	if (b->lazy)
+		return 0; /* written by the flush, off the caller's thread */
+	int rc = write_side(b, f);
+	if (rc != 0) {
+		drop_file(f, false); /* maildir_create_own() removed what it made */
+		b->n_files--;
 	}
-	free(tmp);
-	free(final);
 	return rc;
 }
 

@@ -91,6 +91,16 @@ const char *maildir_strerror(int rc);
  * where the file system lacks it. 0, MAILDIR_E_EXISTS or -errno. */
 int maildir_rename_noreplace(const char *from, const char *to);
 
+/* A small file of our own in the tree (UID file, seal), where a program
+ * may have put a link or a pipe instead: */
+/* create path holding data, in place of whatever is there, never through a
+ * link; *fd gets the open descriptor (-1 on failure, when nothing made is
+ * left). 0 or -errno. */
+int maildir_create_own(const char *path, const void *data, size_t len, int *fd);
+/* read up to cap - 1 bytes of path into buf (NUL-terminated), not through
+ * a link and never waiting on a pipe. The length read, or -errno. */
+int maildir_read_own(const char *path, char *buf, size_t cap);
+
 /* fsync a directory by path. 0 or -errno. */
 int maildir_fsync_dir(const char *dir);
 

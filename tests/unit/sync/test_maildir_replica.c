@@ -953,6 +953,19 @@ static void test_seal(void)
 	line[ll - 2] = line[ll - 2] == '0' ? '1' : '0'; /* the check's last digit */
 	write_file(seal, line);
 	CHECK(!quick_unchanged(fid, "Sealed"));
+	/* Something else in its place: the same line behind a link is not
+	 * read, and a pipe is not waited on. */
+	char *copy = xasprintf("%s/seal-copy", root);
+	write_file(copy, good);
+	CHECK_EQ_INT(unlink(seal), 0);
+	CHECK_EQ_INT(symlink(copy, seal), 0);
+	CHECK(!quick_unchanged(fid, "Sealed"));
+	CHECK_EQ_INT(unlink(seal), 0);
+	CHECK_EQ_INT(mkfifo(seal, 0600), 0);
+	CHECK(!quick_unchanged(fid, "Sealed"));
+	CHECK_EQ_INT(unlink(seal), 0);
+	CHECK_EQ_INT(unlink(copy), 0);
+	free(copy);
 	write_file(seal, good);
 	CHECK(quick_unchanged(fid, "Sealed"));
 	CHECK_EQ_INT(unlink(nf), 0);
@@ -989,15 +1002,9 @@ static void test_seal(void)
 	CHECK_EQ_INT(store_count(fid).n, 5);
 	replica_free(r);
 
-	/* Something else in the place of our side files: a pipe is not
-	 * waited on, and a link is not written through. */
-	CHECK_EQ_INT(unlink(seal), 0);
-	CHECK_EQ_INT(mkfifo(seal, 0600), 0);
-	CHECK(!quick_unchanged(fid, "Sealed"));
-	CHECK_EQ_INT(unlink(seal), 0);
+	/* A link where the UID file is staged is not written through. */
 	char *victim = xasprintf("%s/victim", root);
 	write_file(victim, "not ours\n");
-	CHECK_EQ_INT(symlink(victim, seal), 0);
 	char *uids_tmp = xasprintf("%s/%s.tmp", dir, MAILDIR_UIDS_FILE);
 	CHECK_EQ_INT(symlink(victim, uids_tmp), 0);
 	usleep(150000);

@@ -53,6 +53,14 @@ static char *slurp(const char *path)
 	return b;
 }
 
+/* path holds exactly want. */
+#define CHECK_CONTENT(path, want)                                      \
+	do {                                                           \
+		char *got_ = slurp(path);                              \
+		CHECK(got_ && strcmp(got_, (want)) == 0);              \
+		free(got_);                                            \
+	} while (0)
+
 static void test_folders(const char *root)
 {
 	mkfolder(root, "INBOX");
@@ -458,9 +466,7 @@ static void test_lazy_batch(const char *root)
 	CHECK_EQ_INT(maildir_batch_write(b, dir, "cur", "l2,U=2", buf, strlen(buf), 0), 0);
 	CHECK_EQ_INT(maildir_batch_flush(b, &moved), 0);
 	CHECK_EQ_INT(moved, 1);
-	c = slurp(side);
-	CHECK(c && strcmp(c, "second\n") == 0);
-	free(c);
+	CHECK_CONTENT(side, "second\n");
 	CHECK(access(side_tmp, F_OK) != 0);
 	/* A link put where the staged copy goes is replaced, not written
 	 * through. */
@@ -469,20 +475,14 @@ static void test_lazy_batch(const char *root)
 	CHECK_EQ_INT(symlink(victim, side_tmp), 0);
 	CHECK_EQ_INT(maildir_batch_replace(b, dir, "side", "linked\n", 7), 0);
 	CHECK_EQ_INT(maildir_batch_flush(b, &moved), 0);
-	c = slurp(victim);
-	CHECK(c && strcmp(c, "not ours\n") == 0);
-	free(c);
-	c = slurp(side);
-	CHECK(c && strcmp(c, "linked\n") == 0);
-	free(c);
+	CHECK_CONTENT(victim, "not ours\n");
+	CHECK_CONTENT(side, "linked\n");
 	unlink(victim);
 	free(victim);
 	/* Staged and freed unflushed: the old one stays, nothing is left. */
 	CHECK_EQ_INT(maildir_batch_replace(b, dir, "side", "third\n", 6), 0);
 	maildir_batch_free(b);
-	c = slurp(side);
-	CHECK(c && strcmp(c, "linked\n") == 0);
-	free(c);
+	CHECK_CONTENT(side, "linked\n");
 	CHECK(access(side_tmp, F_OK) != 0);
 	free(side_tmp);
 	free(side);
@@ -493,9 +493,7 @@ static void test_lazy_batch(const char *root)
 	maildir_batch_lazy(b);
 	CHECK_EQ_INT(maildir_batch_write(b, dir, "cur", "l1,U=1", buf, strlen(buf), 0), 0);
 	maildir_batch_free(b);
-	c = slurp(tmpf);
-	CHECK(c && strcmp(c, "someone else's\n") == 0);
-	free(c);
+	CHECK_CONTENT(tmpf, "someone else's\n");
 	unlink(tmpf);
 	free(tmpf);
 	free(fin);
