@@ -309,12 +309,11 @@ static void extra_connect_cb(int status, void *ctx)
 	if (status != REPLICA_OK) {
 		char why[512];
 		const char *reason = imap_replica_reason(c->r, why, sizeof(why));
-		if (c->reconnecting)
-			log_warn("sync: acct=%s: cannot connect again after the lost connection: %s",
-				 a->name, reason ? reason : replica_strerror(status));
-		else
-			log_warn("sync: acct=%s: extra connection failed: %s; going on with fewer",
-				 a->name, reason ? reason : replica_strerror(status));
+		log_warn("sync: acct=%s: %s: %s%s", a->name,
+			 c->reconnecting ? "cannot connect again after the lost connection"
+					 : "extra connection failed",
+			 reason ? reason : replica_strerror(status),
+			 c->reconnecting ? "" : "; going on with fewer");
 		replica_free(c->r);
 		c->r = NULL;
 		c->state = CONN_NONE;
