@@ -677,57 +677,86 @@ mdb_fail:
 	return store_map_mdb(mrc);
 }
 
-/* What a clean close leaves beside the data file: its identity, size and
- * modification time, which the close sets itself to the precise current
- * time. While they still match, nothing wrote the file since: a writer
- * leaves the open marker, and any write sets the time to the kernel's clock
- * tick, which never lands on that exact nanosecond. So the next open need
- * not probe the file in a child process (fork, map, walk: ~10 ms). */
+/*
+ * The close stamp, a file beside the data file that a writer keeps open.
+ * While the writer runs it says "open": found so at the next open, the
+ * writer did not close (crash, SIGKILL, power loss). A clean close writes
+ * the data file's identity, size and modification time there, the time set
+ * by the close itself to the precise current time. While they still match,
+ * nothing wrote the file since: a writer changes the stamp first, and any
+ * write sets the time to the kernel's clock tick, which never lands on that
+ * exact nanosecond. So the next open need not probe the file in a child
+ * process (fork, map, walk: ~10 ms).
+ * Both are written in place, padded to one length: no file is created or
+ * renamed per run, and a write cut short leaves a line that matches nothing.
+ */
 #define STORE_CLEAN_STAMP "clean-close"
+#define STAMP_OPEN "open"
+#define STAMP_LEN 96
 
 static void clean_stamp(const struct stat *sb, char *buf, size_t n)
 {
-	snprintf(buf, n, "%ju %ju %jd %jd %ld\n", (uintmax_t)sb->st_dev, (uintmax_t)sb->st_ino,
+	snprintf(buf, n, "%ju %ju %jd %jd %ld", (uintmax_t)sb->st_dev, (uintmax_t)sb->st_ino,
 		 (intmax_t)sb->st_size, (intmax_t)sb->st_mtim.tv_sec, (long)sb->st_mtim.tv_nsec);
 }
 
-static bool clean_stamp_matches(const char *dir, const struct stat *sb)
+/* The stamp's line without the padding; "" if unreadable. */
+static void stamp_read(int fd, char *buf, size_t n)
 {
-	char path[4096], want[160], have[160] = "";
+	ssize_t got = fd < 0 ? -1 : pread(fd, buf, n - 1, 0);
+	size_t len = got > 0 ? (size_t)got : 0;
+	while (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '\n'))
+		len--;
+	buf[len] = '\0';
+}
+
+static bool stamp_write(int fd, const char *line)
+{
+	char buf[STAMP_LEN];
+	size_t len = strlen(line);
+	if (len >= STAMP_LEN)
+		return false;
+	memcpy(buf, line, len);
+	memset(buf + len, ' ', STAMP_LEN - 1 - len);
+	buf[STAMP_LEN - 1] = '\n';
+	return pwrite(fd, buf, STAMP_LEN, 0) == STAMP_LEN;
+}
+
+/* Opens the stamp (for writing too unless readonly; -1 if it cannot) and
+ * says what it holds: *unclean when a writer did not close, *clean when the
+ * data file (sb) is as the last clean close left it. */
+static int stamp_open(const char *dir, bool readonly, const struct stat *sb, bool *unclean,
+		      bool *clean)
+{
+	char path[4096], have[160], want[160];
 	snprintf(path, sizeof(path), "%s/%s", dir, STORE_CLEAN_STAMP);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t n = read(fd, have, sizeof(have) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	have[n] = '\0';
+	int flags = (readonly ? O_RDONLY : O_RDWR | O_CREAT) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+	int fd = open(path, flags, 0600);
+	struct stat fsb;
+	if (fd >= 0 && (fstat(fd, &fsb) != 0 || !S_ISREG(fsb.st_mode))) {
+		close(fd);
+		fd = -1;
+	}
+	stamp_read(fd, have, sizeof(have));
+	*unclean = strcmp(have, STAMP_OPEN) == 0;
 	clean_stamp(sb, want, sizeof(want));
-	return strcmp(want, have) == 0;
+	*clean = sb->st_size > 0 && strcmp(want, have) == 0;
+	return fd;
 }
 
 /* Best effort: without the stamp the next open probes, as before. */
-static void clean_stamp_write(const char *dir)
+static void stamp_close(const char *dir, int fd)
 {
-	char data[4096], path[4096], tmp[4200], line[160];
+	char data[4096], line[160];
 	struct stat sb;
 	snprintf(data, sizeof(data), "%s/data.mdb", dir);
-	snprintf(path, sizeof(path), "%s/%s", dir, STORE_CLEAN_STAMP);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	struct timespec ts[2] = {{0, UTIME_OMIT}, {0, 0}};
 	clock_gettime(CLOCK_REALTIME, &ts[1]);
-	if (utimensat(AT_FDCWD, data, ts, 0) != 0 || stat(data, &sb) != 0)
-		return;
-	clean_stamp(&sb, line, sizeof(line));
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return;
-	size_t len = strlen(line);
-	bool ok = write(fd, line, len) == (ssize_t)len;
+	if (utimensat(AT_FDCWD, data, ts, 0) == 0 && stat(data, &sb) == 0) {
+		clean_stamp(&sb, line, sizeof(line));
+		stamp_write(fd, line);
+	}
 	close(fd);
-	if (!ok || rename(tmp, path) != 0)
-		unlink(tmp);
 }
 
 int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out, char *errbuf,
@@ -749,6 +778,7 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	st->readonly = opts->readonly;
 	st->nosync = opts->nosync;
 	st->mapsize = opts->initial_mapsize ? opts->initial_mapsize : STORE_DEFAULT_MAPSIZE;
+	st->stamp_fd = -1;
 	if (st->mapsize < STORE_MIN_MAPSIZE)
 		st->mapsize = STORE_MIN_MAPSIZE;
 
@@ -782,11 +812,26 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 		rc = STORE_ECORRUPT;
 		goto out;
 	}
+	/* An older version left a marker file instead of the stamp's "open". */
 	char marker[4096];
 	snprintf(marker, sizeof(marker), "%s/%s", st->path, STORE_OPEN_MARKER);
-	if (!opts->skip_probe && stat(datafile, &sb) == 0 && sb.st_size > 0) {
-		bool unclean = access(marker, F_OK) == 0;
-		if (opts->deep_probe || unclean || !clean_stamp_matches(st->path, &sb))
+	bool have_data = stat(datafile, &sb) == 0 && sb.st_size > 0;
+	if (!have_data)
+		memset(&sb, 0, sizeof(sb));
+	bool unclean = false, clean = false, legacy = false;
+	int sfd = -1;
+	if (!opts->readonly || (!opts->skip_probe && have_data))
+		sfd = stamp_open(st->path, opts->readonly, &sb, &unclean, &clean);
+	if (opts->readonly && sfd >= 0) {
+		close(sfd);
+		sfd = -1;
+	}
+	st->stamp_fd = sfd;
+	if (have_data)
+		legacy = access(marker, F_OK) == 0;
+	if (!opts->skip_probe && have_data) {
+		unclean = unclean || legacy;
+		if (opts->deep_probe || unclean || !clean)
 			rc = store_probe(st->path, opts->deep_probe || unclean, errbuf, errlen);
 		if (rc)
 			goto out;
@@ -854,14 +899,12 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	}
 	if (rc)
 		goto out;
-	if (!opts->readonly) {
-		/* Not being able to leave the marker only costs the deep probe
-		 * after a crash: not worth refusing to start over. */
-		int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-		if (fd >= 0) {
-			close(fd);
-			st->marked = true;
-		}
+	/* Not being able to say "open" only costs the deep probe after a
+	 * crash: not worth refusing to start over. */
+	if (st->stamp_fd >= 0 && stamp_write(st->stamp_fd, STAMP_OPEN)) {
+		st->marked = true;
+		if (legacy)
+			unlink(marker);
 	}
 	*out = st;
 	st = NULL;
@@ -879,12 +922,10 @@ void store_close(store_t *st)
 		store_sync(st); /* the last lazy commit; nothing to report it to */
 		mdb_env_close(st->env);
 	}
-	if (st->marked) {
-		char marker[4096];
-		clean_stamp_write(st->path);
-		snprintf(marker, sizeof(marker), "%s/%s", st->path, STORE_OPEN_MARKER);
-		unlink(marker);
-	}
+	if (st->marked)
+		stamp_close(st->path, st->stamp_fd);
+	else if (st->stamp_fd >= 0)
+		close(st->stamp_fd);
 	free(st->path);
 	free(st);
 }

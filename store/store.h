@@ -111,8 +111,8 @@ typedef struct store_open_opts {
 	 * a message instead of crashing the caller inside LMDB. The probe opens
 	 * every database and follows the page tree to its first and last keys:
 	 * its cost does not grow with the number of messages. After a writer
-	 * did not close the store (it crashed or was killed: the open marker
-	 * it leaves in the store directory is still there), or with deep_probe,
+	 * did not close the store (it crashed or was killed: the close stamp
+	 * in the store directory still says "open"), or with deep_probe,
 	 * the probe reads every key once instead (not the message bytes). */
 	bool skip_probe;
 	bool deep_probe;

@@ -74,7 +74,9 @@ struct store {
 	uint64_t disk_ok;  /* bytes at the start of the data file known allocated */
 	store_commit_cb commit_cb;
 	void *commit_arg;
-	/* This handle created <path>/STORE_OPEN_MARKER and removes it at close. */
+	/* The close stamp (see store.c), open for writing; -1 if none. It
+	 * says "open" (marked) until this handle's close writes the stamp. */
+	int stamp_fd;
 	bool marked;
 };
 
@@ -97,8 +99,8 @@ struct store_txn {
 	size_t ntouched, captouched;
 };
 
-/* Present in the store directory while a writer has it open: found at open
- * time, it says the last writer did not close (crash, SIGKILL, power loss). */
+/* What versions before the close stamp left in the store directory while a
+ * writer had it open: found at open time, the last writer did not close. */
 #define STORE_OPEN_MARKER "open-marker"
 
 /* Look at the environment at path in a child process before opening it; 0,

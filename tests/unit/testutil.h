@@ -7,6 +7,7 @@
 #define IB_TESTUTIL_H
 
 #include <stdio.h>
+#include <string.h>
 
 extern int test_failures;
 extern int test_checks;
@@ -27,6 +28,13 @@ extern int test_checks;
 		fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", \
 			__FILE__, __LINE__, #a, _a, #b, _b); \
 	} \
+} while (0)
+
+#define CHECK_STR(got, want) do { \
+	if (strcmp((got), (want)) != 0) \
+		fprintf(stderr, "%s:%d: got \"%s\", wanted \"%s\"\n", __FILE__, __LINE__, \
+			(got), (want)); \
+	CHECK(strcmp((got), (want)) == 0); \
 } while (0)
 
 /* Make a fresh temporary directory; the caller frees the string. */

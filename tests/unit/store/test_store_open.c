@@ -253,25 +253,62 @@ static void test_check_detects(void)
 	free(dir);
 }
 
-/* The open marker is there while a writer has the store open, and gone after
- * a clean close; a read-only open neither leaves nor removes it. */
+/* The close stamp (data file identity, the test's `stamp`) says "open" while
+ * a writer has the store open and holds the data file's stamp after a clean
+ * close; a read-only open changes nothing. An older version's marker file
+ * is taken over and removed. */
+static void read_stamp(const char *path, char *buf, size_t n)
+{
+	buf[0] = '\0';
+	FILE *fp = fopen(path, "r");
+	if (!fp)
+		return;
+	if (!fgets(buf, (int)n, fp))
+		buf[0] = '\0';
+	fclose(fp);
+	size_t len = strlen(buf);
+	while (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '\n'))
+		buf[--len] = '\0';
+}
+
 static void test_open_marker(void)
 {
 	char *dir = test_tmpdir("store-marker");
-	char err[512], marker[4096];
+	char err[512], stamp[4096], marker[4096], line[200], closed[200];
 	store_t *st = NULL, *ro_st = NULL;
+	snprintf(stamp, sizeof(stamp), "%s/store/clean-close", dir);
 	snprintf(marker, sizeof(marker), "%s/store/open-marker", dir);
 	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), 0);
-	CHECK(access(marker, F_OK) == 0);
+	read_stamp(stamp, line, sizeof(line));
+	CHECK_STR(line, "open");
 	store_open_opts_t ro = {.readonly = true};
 	CHECK_EQ_INT(store_open(dir, &ro, &ro_st, err, sizeof(err)), 0);
 	store_close(ro_st);
-	CHECK(access(marker, F_OK) == 0);
+	read_stamp(stamp, line, sizeof(line));
+	CHECK_STR(line, "open");
 	store_close(st);
-	CHECK(access(marker, F_OK) != 0);
+	read_stamp(stamp, closed, sizeof(closed));
+	struct stat sb;
+	char data[4096], want[200];
+	snprintf(data, sizeof(data), "%s/store/data.mdb", dir);
+	CHECK_EQ_INT(stat(data, &sb), 0);
+	snprintf(want, sizeof(want), "%ju %ju %jd %jd %ld", (uintmax_t)sb.st_dev,
+		 (uintmax_t)sb.st_ino, (intmax_t)sb.st_size, (intmax_t)sb.st_mtim.tv_sec,
+		 (long)sb.st_mtim.tv_nsec);
+	CHECK_STR(closed, want);
 	CHECK_EQ_INT(store_open(dir, &ro, &ro_st, err, sizeof(err)), 0);
-	CHECK(access(marker, F_OK) != 0);
 	store_close(ro_st);
+	read_stamp(stamp, line, sizeof(line));
+	CHECK_STR(line, closed);
+	CHECK(access(marker, F_OK) != 0);
+
+	/* Upgrade: the old marker counts as "open", and goes once the stamp says so. */
+	write_file(marker, "", 0);
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), 0);
+	CHECK(access(marker, F_OK) != 0);
+	read_stamp(stamp, line, sizeof(line));
+	CHECK_STR(line, "open");
+	store_close(st);
 	test_rmtree(dir);
 	free(dir);
 }
@@ -328,11 +365,18 @@ static void test_damaged_middle(void)
 	CHECK(st == NULL);
 	CHECK(strstr(err, "damaged") != NULL);
 
+	/* What a killed writer leaves: the stamp still says "open". */
+	snprintf(marker, sizeof(marker), "%s/store/clean-close", dir);
+	write_file(marker, "open", 4);
+	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), STORE_ECORRUPT);
+	CHECK(st == NULL);
+	CHECK(strstr(err, path) != NULL);
+	/* And what an older version left: its marker file. */
+	write_file(marker, "", 0);
 	snprintf(marker, sizeof(marker), "%s/store/open-marker", dir);
 	write_file(marker, "", 0);
 	CHECK_EQ_INT(store_open(dir, NULL, &st, err, sizeof(err)), STORE_ECORRUPT);
 	CHECK(st == NULL);
-	CHECK(strstr(err, path) != NULL);
 	test_rmtree(dir);
 	free(dir);
 }

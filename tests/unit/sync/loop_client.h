@@ -64,12 +64,4 @@ static LC_UNUSED void lc_replica_done(struct ev_loop *loop, replica_t *r)
 	ev_loop_destroy(loop);
 }
 
-#define CHECK_STR(got, want)                                                                       \
-	do {                                                                                       \
-		if (strcmp((got), (want)) != 0)                                                    \
-			fprintf(stderr, "%s:%d: got \"%s\", wanted \"%s\"\n", __FILE__, __LINE__,     \
-				(got), (want));                                                    \
-		CHECK(strcmp((got), (want)) == 0);                                                 \
-	} while (0)
-
 #endif
