@@ -11,6 +11,10 @@
 
 #include "lib/util.h"
 
+/* The pid, padded with spaces, and a newline: the file's content. Files
+ * of older versions are shorter ("1234\n") and get overwritten whole. */
+#define PID_FIELD 21
+
 struct lock {
 	int fd;
 	char *path;
@@ -84,8 +88,10 @@ int lock_acquire(const char *datadir, lock_t **out, char *err, size_t errlen)
 		}
 		goto out;
 	}
-	int n = snprintf(pidbuf, sizeof(pidbuf), "%ld\n", (long)getpid());
-	if (ftruncate(fd, 0) < 0 || pwrite(fd, pidbuf, (size_t)n, 0) != n) {
+	/* One length for every pid, written in place: no truncation, and no
+	 * block freed here only to be allocated again. */
+	snprintf(pidbuf, sizeof(pidbuf), "%-*ld\n", PID_FIELD - 1, (long)getpid());
+	if (pwrite(fd, pidbuf, PID_FIELD, 0) != PID_FIELD) {
 		snprintf(err, errlen,
 			 "cannot write lock file %s: %s; check free space and "
 			 "permissions of %s",
@@ -108,9 +114,12 @@ void lock_release(lock_t *lk)
 {
 	if (!lk)
 		return;
-	/* Empty the pid but keep the file: unlinking a flock()ed file races with
+	/* Blank the pid but keep the file: unlinking a flock()ed file races with
 	 * a daemon that has just opened it. */
-	if (ftruncate(lk->fd, 0) < 0) {
+	char blank[PID_FIELD];
+	memset(blank, ' ', sizeof(blank));
+	blank[PID_FIELD - 1] = '\n';
+	if (pwrite(lk->fd, blank, PID_FIELD, 0) != PID_FIELD) {
 		/* nothing useful to do: the lock goes away with the descriptor */
 	}
 	close(lk->fd);
