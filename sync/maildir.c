@@ -392,6 +392,7 @@ static void md_connect(replica_t *r, unsigned *caps, replica_done_cb cb, void *c
 	maildir_replica_t *md = (maildir_replica_t *)r;
 	if (!settle(md))
 		return;
+	maildir_proofs_clear(md);
 	struct stat st;
 	if (stat(md->root, &st) != 0) {
 		/* First run: make the tree. A tree that existed and is gone is
@@ -626,6 +627,30 @@ bool maildir_folder_unchanged(const char *root, char sep, const char *name,
 	memset(out, 0, sizeof(*out));
 	out->uidvalidity = u.uidvalidity;
 	out->uidnext = sel_uidnext(sealed, rs, u.uidnext);
+	out->highestmodseq = rs->highestmodseq;
+	return true;
+}
+
+static int proof_cmp(const void *key, const void *elt)
+{
+	return strcmp(key, ((const md_proof_t *)elt)->name);
+}
+
+bool maildir_replica_unchanged(replica_t *r, const char *name, const store_replica_t *rs,
+			       replica_counts_t *out)
+{
+	maildir_replica_t *md = (maildir_replica_t *)r;
+	const md_proof_t *p = md->n_proofs ? bsearch(name, md->proofs, md->n_proofs,
+						      sizeof(*p), proof_cmp)
+					   : NULL;
+	if (!p || p->hms != rs->highestmodseq || p->uidnext != rs->uidnext ||
+	    p->uidvalidity != rs->uidvalidity)
+		return maildir_folder_unchanged(md->root, md->sep, name, rs, out);
+	if (!rs->uidvalidity || p->u.uidvalidity != rs->uidvalidity)
+		return false;
+	memset(out, 0, sizeof(*out));
+	out->uidvalidity = p->u.uidvalidity;
+	out->uidnext = sel_uidnext(p->sealed, rs, p->u.uidnext);
 	out->highestmodseq = rs->highestmodseq;
 	return true;
 }
@@ -1199,6 +1224,8 @@ static void md_really_free(maildir_replica_t *md)
 	for (size_t i = md->q_head; i < md->q_len; i++)
 		free(md->q[i].final_path);
 	free(md->q);
+	maildir_proofs_clear(md);
+	free(md->proofs);
 	free(md->account);
 	free(md->root);
 	free(md->label);

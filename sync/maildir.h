@@ -109,6 +109,16 @@ bool maildir_folder_unchanged(const char *root, char sep, const char *name,
 			      const store_replica_t *rs, replica_counts_t *out);
 
 /*
+ * The same for a session's tree: its connect() already read every folder's
+ * fingerprint and seal (looking for moved files); a folder it found
+ * unchanged against the same recorded state (rs) is answered from that,
+ * without reading the folder again. Other folders are checked as
+ * maildir_folder_unchanged() does.
+ */
+bool maildir_replica_unchanged(replica_t *r, const char *name, const store_replica_t *rs,
+			       replica_counts_t *out);
+
+/*
  * Rebuild a held folder's Maildir from the store (`imapbridge folder recover
  * ACCOUNT FOLDER`, Maildir part): forget the Maildir pairs of the folder,
  * re-pair the files that are still there by U= and content, write every

@@ -61,6 +61,14 @@ static folder_ref_t *by_md5(folders_ctx_t *fc, const char *fmd5)
 	return NULL;
 }
 
+static folder_ref_t *by_name(folders_ctx_t *fc, const char *name)
+{
+	for (size_t i = 0; i < fc->n; i++)
+		if (strcmp(fc->v[i].name, name) == 0)
+			return &fc->v[i];
+	return NULL;
+}
+
 /* Is there still a file with U=uid of folder src in its own directory? */
 static bool still_there(maildir_replica_t *md, folder_ref_t *src, uint32_t uid)
 {
@@ -172,31 +180,63 @@ static int moves_fn(store_txn_t *txn, void *arg)
 	return 0;
 }
 
+/* What the store holds of a folder of the tree: its id (0: none yet) and
+ * its Maildir state, if any. */
+typedef struct dst_info {
+	uint32_t id;
+	bool have_rs;
+	store_replica_t rs;
+} dst_info_t;
+
+void maildir_proofs_clear(maildir_replica_t *md)
+{
+	for (size_t i = 0; i < md->n_proofs; i++)
+		free(md->proofs[i].name);
+	md->n_proofs = 0;
+}
+
+/* Folder name (directory dir) is as the sync that recorded rs left it:
+ * remember that, with its UID file, for maildir_replica_unchanged(). */
+static void proof_add(maildir_replica_t *md, const char *name, const char *dir,
+		      const store_replica_t *rs, bool sealed)
+{
+	maildir_uids_t u;
+	if (maildir_uids_read(dir, &u) != 0)
+		return;
+	if (md->n_proofs == md->cap_proofs) {
+		md->cap_proofs = md->cap_proofs ? md->cap_proofs * 2 : 32;
+		md->proofs = xrealloc(md->proofs, md->cap_proofs * sizeof(*md->proofs));
+	}
+	md->proofs[md->n_proofs++] = (md_proof_t){
+		.name = xstrdup(name),
+		.hms = rs->highestmodseq,
+		.uidnext = rs->uidnext,
+		.uidvalidity = rs->uidvalidity,
+		.sealed = sealed,
+		.u = u,
+	};
+}
+
 /* Moves into one folder of the tree (name, its directory dir). */
-static void moves_into(maildir_replica_t *md, folders_ctx_t *fc, const char *name, const char *dir)
+static void moves_into(maildir_replica_t *md, folders_ctx_t *fc, const char *name, const char *dir,
+		       const dst_info_t *d)
 {
 	char dmd5[MAILDIR_FMD5_LEN + 1];
 	maildir_scan_t *s = NULL;
 	cand_t *c = NULL;
 	size_t n = 0;
-	uint32_t dst_id = 0;
-	store_replica_t rs;
-	bool have_rs = false;
-	store_txn_t *txn = NULL;
+	uint32_t dst_id = d->id;
+	bool have_rs = d->have_rs;
 	/* Before the directory is read: see maildir_folder_stamp(). */
 	uint64_t stamp = maildir_folder_stamp(dir);
-	if (store_txn_begin_read(md->st, &txn) == 0) {
-		store_folder_t f;
-		if (store_folder_find(txn, md->account_id, name, &f) == 0) {
-			dst_id = f.id;
-			have_rs = store_replica_get(txn, f.id, STORE_REPLICA_MAILDIR, &rs) == 0;
-		}
-		store_txn_abort(txn);
-	}
 	/* Nothing came into a folder whose directories did not change since
 	 * its last completed sync. */
 	bool sealed;
-	if (maildir_stamp_proves(dir, have_rs ? &rs : NULL, stamp, &sealed, NULL))
+	if (maildir_stamp_proves(dir, have_rs ? &d->rs : NULL, stamp, &sealed, NULL)) {
+		proof_add(md, name, dir, &d->rs, sealed);
+		return;
+	}
+	if (fc->n == 0)
 		return;
 	if (maildir_scan_folder_quick(dir, &s) != 0)
 		return;
@@ -265,17 +305,28 @@ out:
 void maildir_prep_moves(maildir_replica_t *md, char **names, size_t n)
 {
 	folders_ctx_t fc = {0};
+	dst_info_t *di = xcalloc(n ? n : 1, sizeof(*di));
 	store_txn_t *txn = NULL;
+	maildir_proofs_clear(md);
 	if (store_txn_begin_read(md->st, &txn) == 0) {
 		store_folder_list(txn, md->account_id, folders_cb, &fc);
+		for (size_t i = 0; i < n; i++) {
+			const folder_ref_t *f = by_name(&fc, names[i]);
+			if (!f)
+				continue;
+			di[i].id = f->id;
+			di[i].have_rs =
+				store_replica_get(txn, f->id, STORE_REPLICA_MAILDIR, &di[i].rs) == 0;
+		}
 		store_txn_abort(txn);
 	}
-	for (size_t i = 0; i < n && fc.n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		char *dir = maildir_folder_path(md->root, md->sep, names[i]);
 		if (dir)
-			moves_into(md, &fc, names[i], dir);
+			moves_into(md, &fc, names[i], dir, &di[i]);
 		free(dir);
 	}
+	free(di);
 	for (size_t i = 0; i < fc.n; i++) {
 		free(fc.v[i].name);
 		maildir_scan_free(fc.v[i].scan);

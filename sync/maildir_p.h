@@ -50,6 +50,17 @@ typedef struct md_msg {
 	time_t mtime;
 } md_msg_t;
 
+/* A folder whose directory connect() proved unchanged since the sync that
+ * recorded the Maildir state (hms, uidnext, uidvalidity), with its UID file
+ * as read then. */
+typedef struct md_proof {
+	char *name;
+	uint64_t hms;
+	uint32_t uidnext, uidvalidity;
+	bool sealed;
+	maildir_uids_t u;
+} md_proof_t;
+
 typedef struct maildir_replica {
 	replica_t base;
 	struct ev_loop *loop;
@@ -107,6 +118,11 @@ typedef struct maildir_replica {
 	size_t q_head, q_len, q_cap;
 	int delivering;
 	bool dead; /* freed while delivering */
+
+	/* Folders connect() found as their last sync left them, sorted by
+	 * name: see maildir_replica_unchanged(). */
+	md_proof_t *proofs;
+	size_t n_proofs, cap_proofs;
 } maildir_replica_t;
 
 /* Log prefix helpers. */
@@ -124,9 +140,12 @@ int maildir_prep_folder(maildir_replica_t *md);
  * Look through the tree's folders (names, as maildir_list_folders() gave
  * them) for files moved between folders by a mail reader and move them in
  * the store (see maildir.h). Errors are logged; the files are then simply
- * treated as new where they are.
+ * treated as new where they are. Folders found unchanged since their last
+ * sync go into md->proofs (names sorted, as given).
  */
 void maildir_prep_moves(maildir_replica_t *md, char **names, size_t n);
+/* Forget what the last maildir_prep_moves() proved. */
+void maildir_proofs_clear(maildir_replica_t *md);
 
 /*
  * Give every folder directory of the tree (names) that the store does not

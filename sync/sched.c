@@ -330,8 +330,7 @@ static bool md_in_unchanged(acct_state_t *a, store_txn_t *txn, const store_folde
 		return false;
 	sched_engine_opts_fill(a, &o, f->id, STORE_REPLICA_MAILDIR, f->name, f->name, prefix,
 			       sizeof(prefix));
-	o.has_counts = maildir_folder_unchanged(a->acct->maildir_path, md_sep(a), f->name, &rs,
-						&o.counts);
+	o.has_counts = maildir_replica_unchanged(a->md, f->name, &rs, &o.counts);
 	return engine_unchanged_txn(txn, &o);
 }
 

@@ -888,6 +888,51 @@ static void test_unchanged_skip(uint32_t inbox)
 	free(cur);
 }
 
+/*
+ * A session's connect() already looked at every folder's fingerprint: the
+ * pass over the tree asks the session (maildir_replica_unchanged()) and
+ * gets the same answer as a fresh look, from what connect() saw. That is
+ * the run's view: a change made after it waits for the next run, as one
+ * made a moment later would.
+ */
+static void test_unchanged_from_connect(uint32_t inbox)
+{
+	replica_t *r = open_session(NULL);
+	age_dirs("INBOX", 20);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	replica_free(r);
+
+	store_txn_t *txn = NULL;
+	store_replica_t rs;
+	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	CHECK_EQ_INT(store_replica_get(txn, inbox, STORE_REPLICA_MAILDIR, &rs), 0);
+	store_txn_abort(txn);
+	replica_counts_t fresh, kept;
+	r = open_session(NULL);
+	CHECK(maildir_folder_unchanged(root, '/', "INBOX", &rs, &fresh));
+	CHECK(maildir_replica_unchanged(r, "INBOX", &rs, &kept));
+	CHECK_EQ_INT(kept.uidvalidity, fresh.uidvalidity);
+	CHECK_EQ_INT(kept.uidnext, fresh.uidnext);
+	CHECK_EQ_INT(kept.highestmodseq, fresh.highestmodseq);
+	CHECK_EQ_INT(kept.messages, fresh.messages);
+
+	age_dirs("INBOX", 5);
+	CHECK(!maildir_folder_unchanged(root, '/', "INBOX", &rs, &fresh));
+	CHECK(maildir_replica_unchanged(r, "INBOX", &rs, &kept));
+	/* Against another recorded state, connect()'s look proves nothing. */
+	store_replica_t other = rs;
+	other.highestmodseq ^= 1;
+	CHECK(!maildir_replica_unchanged(r, "INBOX", &other, &kept));
+	CHECK(!maildir_replica_unchanged(r, "Nonesuch", &rs, &kept));
+	replica_free(r);
+
+	r = open_session(NULL);
+	CHECK(!maildir_replica_unchanged(r, "INBOX", &rs, &kept));
+	CHECK_EQ_INT(sync_one(r, NULL, inbox, "INBOX"), ENGINE_OK);
+	replica_free(r);
+}
+
 static void select_cb_t(int status, const replica_box_t *box, void *ctx)
 {
 	*(int *)ctx = status;
@@ -1066,6 +1111,7 @@ int main(void)
 	test_tree_changes(inbox);
 	test_store_changes(inbox);
 	test_unchanged_skip(inbox);
+	test_unchanged_from_connect(inbox);
 	test_concurrent_rename();
 	test_free_in_callback();
 	test_move(inbox, lists);
