@@ -13,6 +13,7 @@ struct worker {
 	struct ev_loop *loop;
 	ev_async wake; /* the thread -> the loop: a job returned */
 	pthread_t thread;
+	bool started; /* the thread runs: made at the first job */
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* both ways: a job to run, a job returned, quit */
 	/* under mu */
@@ -84,20 +85,22 @@ worker_t *worker_new(struct ev_loop *loop)
 	w->wake.data = w;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
-	/* The thread takes no signals: the loop's handlers stay on the loop's
-	 * thread. */
+	return w;
+}
+
+/* The thread, made when the first job comes: a session that writes nothing
+ * costs no thread. It takes no signals: the loop's handlers stay on the
+ * loop's thread. */
+static bool start_thread(worker_t *w)
+{
+	if (w->started)
+		return true;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int e = pthread_create(&w->thread, NULL, thread_main, w);
+	w->started = pthread_create(&w->thread, NULL, thread_main, w) == 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (e != 0) {
-		pthread_cond_destroy(&w->cv);
-		pthread_mutex_destroy(&w->mu);
-		free(w);
-		return NULL;
-	}
-	return w;
+	return w->started;
 }
 
 bool worker_busy(const worker_t *w)
@@ -110,6 +113,15 @@ void worker_start(worker_t *w, worker_fn fn, worker_done_fn done, void *arg)
 	w->busy = true;
 	w->done = done;
 	ev_async_start(w->loop, &w->wake);
+	if (!start_thread(w)) {
+		/* No thread to be had: run it here, done() still comes from
+		 * the loop. */
+		w->arg = arg;
+		w->rc = fn(arg);
+		w->finished = true;
+		ev_async_send(w->loop, &w->wake);
+		return;
+	}
 	pthread_mutex_lock(&w->mu);
 	w->fn = fn;
 	w->arg = arg;
@@ -139,7 +151,8 @@ void worker_free(worker_t *w)
 	w->quit = true;
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
-	pthread_join(w->thread, NULL);
+	if (w->started)
+		pthread_join(w->thread, NULL);
 	ev_async_stop(w->loop, &w->wake);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);

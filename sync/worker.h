@@ -20,8 +20,9 @@ typedef int (*worker_fn)(void *arg);
 /* Runs on the loop's thread once fn returned. */
 typedef void (*worker_done_fn)(int rc, void *arg);
 
-/* A worker whose done() calls come from loop; NULL when no thread can be
- * started (the caller then does the work itself). */
+/* A worker whose done() calls come from loop. Its thread is made at the
+ * first worker_start(); when it cannot be, that job runs in the caller and
+ * its done() still comes from the loop. */
 worker_t *worker_new(struct ev_loop *loop);
 
 /* A job was started and its done() has not run yet. */

@@ -2,6 +2,7 @@
  * The background worker (sync/worker.h): done() runs on the loop's thread,
  * from the loop or from worker_wait(), once per job and after the job.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -111,8 +112,45 @@ static void test_wait_and_free(void)
 	ev_loop_destroy(loop);
 }
 
+/* Threads of this process, from /proc. */
+static int thread_count(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	int n = 0;
+	if (!d)
+		return -1;
+	for (struct dirent *de; (de = readdir(d)) != NULL;)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* A worker that is given no job makes no thread; the first job makes it. */
+static void test_thread_on_first_job(void)
+{
+	int before = thread_count();
+	struct ev_loop *loop;
+	worker_t *w = new_worker(&loop);
+	if (!w)
+		return;
+	CHECK_EQ_INT(thread_count(), before);
+	worker_free(w);
+	CHECK_EQ_INT(thread_count(), before);
+
+	w = worker_new(loop);
+	job_t j = {.delay_ms = 0};
+	worker_start(w, job_fn, job_done, &j);
+	CHECK_EQ_INT(thread_count(), before + 1);
+	worker_wait(w);
+	CHECK(!pthread_equal(j.ran_on, pthread_self()));
+	worker_free(w);
+	CHECK_EQ_INT(thread_count(), before);
+	ev_loop_destroy(loop);
+}
+
 int main(void)
 {
+	test_thread_on_first_job();
 	test_from_loop();
 	test_wait_and_free();
 	return test_done("test_worker");
