@@ -607,6 +607,20 @@ static bool unchanged_since(maildir_replica_t *md, const store_replica_t *rs, ui
 	return true;
 }
 
+/* A folder proven unchanged (sealed: by its seal) whose UID file says u:
+ * the counters select() would report, if u is of the recorded state rs. */
+static bool unchanged_counts(const store_replica_t *rs, const maildir_uids_t *u, bool sealed,
+			     replica_counts_t *out)
+{
+	if (!rs->uidvalidity || u->uidvalidity != rs->uidvalidity)
+		return false;
+	memset(out, 0, sizeof(*out));
+	out->uidvalidity = u->uidvalidity;
+	out->uidnext = sel_uidnext(sealed, rs, u->uidnext);
+	out->highestmodseq = rs->highestmodseq;
+	return true;
+}
+
 bool maildir_folder_unchanged(const char *root, char sep, const char *name,
 			      const store_replica_t *rs, replica_counts_t *out)
 {
@@ -618,17 +632,10 @@ bool maildir_folder_unchanged(const char *root, char sep, const char *name,
 	maildir_uids_t u;
 	maildir_seal_rec_t old;
 	bool sealed = false;
-	bool same = rs->uidvalidity && maildir_uids_read(dir, &u) == 0 &&
-		    u.uidvalidity == rs->uidvalidity &&
+	bool same = maildir_uids_read(dir, &u) == 0 &&
 		    maildir_stamp_proves(dir, rs, stamp, &sealed, &old);
 	free(dir);
-	if (!same)
-		return false;
-	memset(out, 0, sizeof(*out));
-	out->uidvalidity = u.uidvalidity;
-	out->uidnext = sel_uidnext(sealed, rs, u.uidnext);
-	out->highestmodseq = rs->highestmodseq;
-	return true;
+	return same && unchanged_counts(rs, &u, sealed, out);
 }
 
 static int proof_cmp(const void *key, const void *elt)
@@ -643,16 +650,10 @@ bool maildir_replica_unchanged(replica_t *r, const char *name, const store_repli
 	const md_proof_t *p = md->n_proofs ? bsearch(name, md->proofs, md->n_proofs,
 						      sizeof(*p), proof_cmp)
 					   : NULL;
-	if (!p || p->hms != rs->highestmodseq || p->uidnext != rs->uidnext ||
-	    p->uidvalidity != rs->uidvalidity)
+	/* The proof holds for the state it was checked against. */
+	if (!p || p->hms != rs->highestmodseq || p->uidnext != rs->uidnext)
 		return maildir_folder_unchanged(md->root, md->sep, name, rs, out);
-	if (!rs->uidvalidity || p->u.uidvalidity != rs->uidvalidity)
-		return false;
-	memset(out, 0, sizeof(*out));
-	out->uidvalidity = p->u.uidvalidity;
-	out->uidnext = sel_uidnext(p->sealed, rs, p->u.uidnext);
-	out->highestmodseq = rs->highestmodseq;
-	return true;
+	return unchanged_counts(rs, &p->u, p->sealed, out);
 }
 
 /* Watch folder directory dir for the seal (after reading what the last

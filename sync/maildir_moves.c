@@ -61,14 +61,6 @@ static folder_ref_t *by_md5(folders_ctx_t *fc, const char *fmd5)
 	return NULL;
 }
 
-static folder_ref_t *by_name(folders_ctx_t *fc, const char *name)
-{
-	for (size_t i = 0; i < fc->n; i++)
-		if (strcmp(fc->v[i].name, name) == 0)
-			return &fc->v[i];
-	return NULL;
-}
-
 /* Is there still a file with U=uid of folder src in its own directory? */
 static bool still_there(maildir_replica_t *md, folder_ref_t *src, uint32_t uid)
 {
@@ -211,7 +203,6 @@ static void proof_add(maildir_replica_t *md, const char *name, const char *dir,
 		.name = xstrdup(name),
 		.hms = rs->highestmodseq,
 		.uidnext = rs->uidnext,
-		.uidvalidity = rs->uidvalidity,
 		.sealed = sealed,
 		.u = u,
 	};
@@ -311,12 +302,12 @@ void maildir_prep_moves(maildir_replica_t *md, char **names, size_t n)
 	if (store_txn_begin_read(md->st, &txn) == 0) {
 		store_folder_list(txn, md->account_id, folders_cb, &fc);
 		for (size_t i = 0; i < n; i++) {
-			const folder_ref_t *f = by_name(&fc, names[i]);
-			if (!f)
+			store_folder_t f;
+			if (store_folder_find(txn, md->account_id, names[i], &f) != 0)
 				continue;
-			di[i].id = f->id;
+			di[i].id = f.id;
 			di[i].have_rs =
-				store_replica_get(txn, f->id, STORE_REPLICA_MAILDIR, &di[i].rs) == 0;
+				store_replica_get(txn, f.id, STORE_REPLICA_MAILDIR, &di[i].rs) == 0;
 		}
 		store_txn_abort(txn);
 	}

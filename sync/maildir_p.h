@@ -51,12 +51,12 @@ typedef struct md_msg {
 } md_msg_t;
 
 /* A folder whose directory connect() proved unchanged since the sync that
- * recorded the Maildir state (hms, uidnext, uidvalidity), with its UID file
- * as read then. */
+ * recorded the Maildir state (its highestmodseq and uidnext: what the proof
+ * was checked against), with its UID file as read then. */
 typedef struct md_proof {
 	char *name;
 	uint64_t hms;
-	uint32_t uidnext, uidvalidity;
+	uint32_t uidnext;
 	bool sealed;
 	maildir_uids_t u;
 } md_proof_t;
