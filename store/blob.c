@@ -63,8 +63,10 @@ int store_blob_put(store_txn_t *txn, const void *data, size_t len, store_hash_t 
 	rc = db_reserve(txn, DB_BLOBS, hash_out->b, STORE_HASH_LEN, len, &dst);
 	if (rc)
 		goto out;
-	if (len)
-		memcpy(dst, data, len);
+	rc = txn_blob_copy(txn, dst, data, len);
+	if (rc)
+		goto out; /* the reserved value is half-filled: sticky via txn_ret */
+	txn_blob_written(txn, dst, len);
 	rc = blob_new_ref(txn, hash_out);
 out:
 	return txn_ret(txn, rc, w);
@@ -90,9 +92,35 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
+/* Read len bytes of fd from off, hash them into out and, with dst, copy
+ * them into the value reserved there. */
+static int fd_pass(store_txn_t *txn, int fd, uint64_t off, uint64_t len, void *dst,
+		   store_hash_t *out)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	if (!ctx)
+		abort();
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	uint8_t chunk[65536];
+	int rc = 0;
+	for (uint64_t done = 0; done < len && rc == 0;) {
+		size_t n = len - done < sizeof(chunk) ? (size_t)(len - done) : sizeof(chunk);
+		rc = pread_full(fd, chunk, n, off + done);
+		if (rc == 0 && dst)
+			rc = txn_blob_copy(txn, (char *)dst + done, chunk, n);
+		EVP_DigestUpdate(ctx, chunk, n);
+		done += n;
+	}
+	unsigned int hl = 0;
+	EVP_DigestFinal_ex(ctx, out->b, &hl);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
 /* store_blob_put_fd() once the file's hash is known: nothing is read when
- * the blob is there; else the file goes straight into the map and is hashed
- * there again, so a file that changed since its hash was taken is refused. */
+ * the blob is there; else the file is copied into the reserved value and
+ * hashed again on the way, so a file that changed since its hash was taken
+ * is refused. */
 static int put_fd_hashed(store_txn_t *txn, int fd, uint64_t off, uint64_t len,
 			 const store_hash_t *hash)
 {
@@ -104,15 +132,15 @@ static int put_fd_hashed(store_txn_t *txn, int fd, uint64_t off, uint64_t len,
 	rc = db_reserve(txn, DB_BLOBS, hash->b, STORE_HASH_LEN, (size_t)len, &dst);
 	if (rc)
 		goto out;
-	rc = pread_full(fd, dst, (size_t)len, off);
+	store_hash_t check;
+	rc = fd_pass(txn, fd, off, len, dst, &check);
 	if (rc)
 		goto out; /* the reserved value is half-filled: sticky via txn_ret */
-	store_hash_t check;
-	store_hash_compute(dst, (size_t)len, &check);
 	if (memcmp(check.b, hash->b, STORE_HASH_LEN) != 0) {
 		rc = STORE_EIO;
 		goto out;
 	}
+	txn_blob_written(txn, dst, (size_t)len);
 	rc = blob_new_ref(txn, hash);
 out:
 	return txn_ret(txn, rc, w);
@@ -125,24 +153,9 @@ int store_blob_put_fd(store_txn_t *txn, int fd, uint64_t off, uint64_t len, stor
 		return rc;
 	if (len > (uint64_t)UINT32_MAX)
 		return STORE_EINVAL; /* LMDB values and RFC822.SIZE stay below 4 GiB */
-	uint8_t chunk[65536];
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	if (!ctx)
-		abort();
-	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-	for (uint64_t done = 0; done < len;) {
-		size_t n = len - done < sizeof(chunk) ? (size_t)(len - done) : sizeof(chunk);
-		rc = pread_full(fd, chunk, n, off + done);
-		if (rc) {
-			EVP_MD_CTX_free(ctx);
-			return rc; /* nothing written: not sticky */
-		}
-		EVP_DigestUpdate(ctx, chunk, n);
-		done += n;
-	}
-	unsigned int hl = 0;
-	EVP_DigestFinal_ex(ctx, hash_out->b, &hl);
-	EVP_MD_CTX_free(ctx);
+	rc = fd_pass(txn, fd, off, len, NULL, hash_out);
+	if (rc)
+		return rc; /* nothing written: not sticky */
 	return put_fd_hashed(txn, fd, off, len, hash_out);
 }
 

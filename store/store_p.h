@@ -72,6 +72,10 @@ struct store {
 	int fd;		   /* the data file (LMDB's descriptor) */
 	size_t psize;	   /* LMDB page size */
 	uint64_t disk_ok;  /* bytes at the start of the data file known allocated */
+	/* Where the data file is mapped, found for a map of map_len bytes
+	 * (NULL: not found; the early writeback of blobs is off). */
+	const char *map;
+	size_t map_len;
 	store_commit_cb commit_cb;
 	void *commit_arg;
 	/* The close stamp (see store.c), open for writing; -1 if none. It
@@ -88,6 +92,9 @@ struct store_txn {
 	int err;	       /* sticky error */
 	unsigned long nwrites; /* puts and deletes so far (see txn_ret) */
 	uint64_t disk_end;     /* write txn: file bytes this txn may have used */
+	/* MDB_WRITEMAP: the file range of blob pages whose writeback is not
+	 * started yet (see txn_blob_written()). */
+	uint64_t wb_lo, wb_hi;
 	/* Scratch blocks handed out to callers (keyword arrays); freed at end. */
 	void **scratch;
 	size_t nscratch, capscratch;
@@ -98,6 +105,14 @@ struct store_txn {
 	uint32_t *touched;
 	size_t ntouched, captouched;
 };
+
+/* Write n bytes of a value reserved in the map at dst (a blob's bytes);
+ * 0, STORE_EIO or STORE_ENOSPC. */
+int txn_blob_copy(store_txn_t *txn, void *dst, const void *src, size_t n);
+
+/* A blob's bytes were written at p (len bytes, in the map): start the
+ * writeback of its whole pages. */
+void txn_blob_written(store_txn_t *txn, const void *p, size_t len);
 
 /* What versions before the close stamp left in the store directory while a
  * writer had it open: found at open time, the last writer did not close. */

@@ -4,7 +4,9 @@
  * kernel can drop), not in malloc'd dirty pages. Also: the data file has
  * disk blocks for a transaction's pages before it writes them (so a full
  * disk is an error, not SIGBUS), the map still grows from a small size with
- * a big blob, and the bytes read back are the bytes written.
+ * a big blob, and the bytes read back are the bytes written. A blob's bytes
+ * go to the data file by pwrite() and land where the map shows them, also
+ * after the map grew and moved.
  */
 #include "testutil.h"
 #include "store/store.h"
@@ -137,10 +139,116 @@ static void test_big_blob_no_heap(const char *dir)
 	close(fd);
 }
 
+/* Blob i of the test below: len(i) bytes of a pattern that depends on i. */
+static size_t pat_len(int i)
+{
+	static const size_t lens[] = {0, 1, 15, 4080, 4096, 4097, 12289, 70001, (1u << 20) + 3};
+	return lens[i % 9] + (size_t)(i / 9) * 517;
+}
+
+static char *pat(int i, size_t len)
+{
+	char *p = malloc(len ? len : 1);
+	if (!p)
+		exit(2);
+	for (size_t k = 0; k < len; k++)
+		p[k] = (char)('a' + (k * 7 + (size_t)i * 13) % 26);
+	return p;
+}
+
+static void check_pats(store_t *st, const store_hash_t *h, int n)
+{
+	store_txn_t *txn = NULL;
+	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	for (int i = 0; i < n; i++) {
+		const void *data = NULL;
+		size_t len = 0;
+		CHECK_EQ_INT(store_blob_get(txn, &h[i], &data, &len), 0);
+		CHECK_EQ_INT(len, pat_len(i));
+		char *want = pat(i, len);
+		CHECK(len == 0 || memcmp(data, want, len) == 0);
+		free(want);
+	}
+	store_txn_abort(txn);
+}
+
+static void test_blob_bytes_by_pwrite(const char *dir)
+{
+	/* A 64 KiB map: it grows (and LMDB maps the file anew, elsewhere)
+	 * several times on the way. */
+	store_t *st = open_store(dir, 64u << 10);
+	enum { N = 36 };
+	store_hash_t h[N];
+	uint32_t acct = 0, f = 0;
+	store_txn_t *txn = NULL;
+	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+	CHECK_EQ_INT(store_account_add(txn, "p", &acct), 0);
+	CHECK_EQ_INT(store_folder_create(txn, acct, "INBOX", 0, &f), 0);
+	CHECK_EQ_INT(store_txn_commit(txn), 0);
+	int i = 0;
+	while (i < N) {
+		CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+		int end = i + 4 < N ? i + 4 : N;
+		for (int k = i; k < end; k++) {
+			size_t len = pat_len(k);
+			char *p = pat(k, len);
+			store_msg_new_t m = {0};
+			if (store_blob_put(txn, p, len, &m.hash) == 0) {
+				h[k] = m.hash;
+				store_msg_add(txn, f, &m, NULL, NULL);
+			}
+			free(p);
+		}
+		int rc = store_txn_commit(txn);
+		if (rc == STORE_EAGAIN)
+			continue; /* grown at the next begin: the same blobs again */
+		CHECK_EQ_INT(rc, 0);
+		i = end;
+		check_pats(st, h, i);
+	}
+	CHECK(store_mapsize(st) > (64u << 10));
+	CHECK_EQ_INT(store_check(st, NULL, NULL, NULL), 0);
+
+	/* 24 MB in one blob, in one pwrite(). */
+	char *big = pat(1000, BIG);
+	store_hash_t bh;
+	int rc, tries = 0;
+	do {
+		CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
+		rc = store_blob_put(txn, big, BIG, &bh);
+		if (rc == 0) {
+			store_msg_new_t m = {0};
+			m.hash = bh;
+			store_msg_add(txn, f, &m, NULL, NULL);
+		}
+		rc = store_txn_commit(txn);
+	} while (rc == STORE_EAGAIN && ++tries < 10);
+	CHECK_EQ_INT(rc, 0);
+	CHECK_EQ_INT(store_txn_begin_read(st, &txn), 0);
+	const void *data = NULL;
+	size_t len = 0;
+	CHECK_EQ_INT(store_blob_get(txn, &bh, &data, &len), 0);
+	CHECK(len == BIG && memcmp(data, big, BIG) == 0);
+	store_txn_abort(txn);
+	free(big);
+	store_close(st);
+
+	/* Read-only, without the write map: the same bytes. */
+	store_open_opts_t ro = {.readonly = true};
+	char err[512];
+	CHECK_EQ_INT(store_open(dir, &ro, &st, err, sizeof(err)), 0);
+	check_pats(st, h, N);
+	store_close(st);
+}
+
 int main(void)
 {
 	char *dir = test_tmpdir("store-writemap");
 	test_big_blob_no_heap(dir);
+	test_rmtree(dir);
+	free(dir);
+	dir = test_tmpdir("store-pwrite");
+	test_blob_bytes_by_pwrite(dir);
 	test_rmtree(dir);
 	free(dir);
 	return test_done("test_store_writemap");
