@@ -908,7 +908,7 @@ static void do_decide(engine_job_t *job)
 		e->n_kw = replica_kw_merge(e->a_kw, e->r_kw, e->s_kw);
 	}
 	double ratio = job->o.max_deletion_ratio;
-	if (ratio > 0 && ratio < 1 && job->n_pairs) {
+	if (ratio < 1 && job->n_pairs) {
 		const char *side = NULL;
 		unsigned cnt = 0;
 		if (vanished >= ENGINE_MASS_MIN && vanished > ratio * (double)job->n_pairs) {

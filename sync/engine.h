@@ -53,7 +53,8 @@ typedef struct engine_opts {
 	const char *log_prefix;     /* "sync: acct=home box=INBOX" for messages */
 	const char *account;        /* account and store folder names, for the */
 	const char *folder;         /* recovery command in messages (may be NULL) */
-	double max_deletion_ratio;  /* 0 < r <= 1; >= 1 disables the check */
+	double max_deletion_ratio;  /* 0 <= r <= 1 (0: hold every mass deletion);
+	                               >= 1 disables the check */
 	bool readonly;              /* never write to the replica */
 	bool force_full;            /* ignore modseqs, compare everything */
 	unsigned fetch_batch;       /* messages per fetch() call; 0 = 200 */

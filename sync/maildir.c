@@ -789,7 +789,7 @@ static bool ensure_loaded(maildir_replica_t *md)
 		close_folder(md);
 		return false;
 	}
-	double ratio = md->max_ratio > 0 ? md->max_ratio : 0.5;
+	double ratio = md->max_ratio;
 	if (ratio < 1 && md->n_vanished >= 5 && md->n_vanished > ratio * (double)md->n_paired) {
 		hold(md, md->folder_id, md->folder,
 		     xasprintf("the Maildir folder %s lost %zu of its %zu messages at once; "

@@ -77,7 +77,8 @@ typedef struct maildir_opts {
 	char sep;	     /* '/' (nested directories) or '.' (flat) */
 	/* A folder that lost more than this share of its paired files at once
 	 * (and at least 5) is held for the operator, who rebuilds it from the
-	 * store with `imapbridge folder recover`; 0 = 0.5, >= 1 never. */
+	 * store with `imapbridge folder recover`; >= 1 never. The same
+	 * setting, and meaning, as the engine's (engine_opts_t). */
 	double max_deletion_ratio;
 	/* The config's fsync = false: write files without any sync. */
 	bool nosync;

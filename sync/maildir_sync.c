@@ -156,8 +156,7 @@ static void step(maildir_sync_t *s)
 		free(s->prefix);
 		s->prefix = xasprintf("maildir: acct=%s box=%s", s->acct->name, f->name);
 		o.log_prefix = s->prefix;
-		o.max_deletion_ratio =
-		    s->acct->max_deletion_ratio > 0 ? s->acct->max_deletion_ratio : 0.5;
+		o.max_deletion_ratio = s->acct->max_deletion_ratio;
 		size_t before = s->next;
 		bool was = s->in_start;
 		s->in_start = true;

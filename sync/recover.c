@@ -405,6 +405,7 @@ int recover_folder(struct ev_loop *loop, store_t *st, const config_account_t *ac
 			.loop = NULL, .st = st, .account_id = r.account_id, .account = acct->name,
 			.root = acct->maildir_path,
 			.sep = acct->maildir_sep && acct->maildir_sep[0] ? acct->maildir_sep[0] : '/',
+			.max_deletion_ratio = acct->max_deletion_ratio,
 		};
 		char err[512];
 		if (maildir_recover_folder(&mo, r.fid, true, err, sizeof(err)) != 0) {
@@ -453,6 +454,7 @@ int recover_folder(struct ev_loop *loop, store_t *st, const config_account_t *ac
 			.loop = loop, .st = st, .account_id = r.account_id, .account = acct->name,
 			.root = acct->maildir_path,
 			.sep = acct->maildir_sep && acct->maildir_sep[0] ? acct->maildir_sep[0] : '/',
+			.max_deletion_ratio = acct->max_deletion_ratio,
 		};
 		replica_t *md = maildir_replica_open(&mo);
 		md->ops->connect(md, NULL, done_cb, &r);

@@ -897,6 +897,39 @@ static void test_mass_deletion(void)
 	env_free(&e);
 }
 
+/* max_deletion_ratio = 0 is the strictest setting, not "off": 5 of 20
+ * messages vanishing at once is held; 4 (below the minimum count) is not. */
+static void test_ratio_zero(void)
+{
+	env_t e;
+	result_t res;
+	char *m[20];
+
+	env_init(&e, true, true);
+	for (int i = 0; i < 20; i++) {
+		m[i] = msg(i);
+		af_add(&e.f, m[i], 0, "");
+	}
+	CHECK_EQ_INT(run_sync(&e, -1, 0.0, false, NULL), ENGINE_OK);
+	for (int i = 0; i < 4; i++)
+		af_del(&e.f, e.f.m[0].uid);
+	CHECK_EQ_INT(run_sync(&e, -1, 0.0, false, &res), ENGINE_OK);
+	snap_t s;
+	snap_take(&e, &s);
+	CHECK_EQ_INT(s.n, 16);
+	snap_free(&s);
+	for (int i = 0; i < 5; i++)
+		af_del(&e.f, e.f.m[0].uid);
+	CHECK_EQ_INT(run_sync(&e, -1, 0.0, false, &res), ENGINE_HELD);
+	CHECK(strstr(res.stats.message, "5 of 16") != NULL);
+	snap_take(&e, &s);
+	CHECK_EQ_INT(s.n, 16);
+	snap_free(&s);
+	for (int i = 0; i < 20; i++)
+		free(m[i]);
+	env_free(&e);
+}
+
 static void test_readonly(void)
 {
 	env_t e;
@@ -1331,6 +1364,7 @@ int main(void)
 	test_initial_and_two_way(false, false);
 	test_uidvalidity_hold();
 	test_mass_deletion();
+	test_ratio_zero();
 	test_readonly();
 	test_crash_everywhere(true, true);
 	test_crash_everywhere(false, false);

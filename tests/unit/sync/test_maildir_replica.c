@@ -173,9 +173,12 @@ static void op_cb(int status, void *ctx)
 	*(int *)ctx = status;
 }
 
+/* The account's max_deletion_ratio for the sessions and jobs below. */
+static double g_ratio = 0.5;
+
 static replica_t *open_session(struct ev_loop *loop)
 {
-	maildir_opts_t o = {loop, st, g_acct, "home", root, '/', 0.5, false};
+	maildir_opts_t o = {loop, st, g_acct, "home", root, '/', g_ratio, false};
 	replica_t *r = maildir_replica_open(&o);
 	unsigned caps = 0;
 	int status = -99;
@@ -194,7 +197,7 @@ static int sync_one(replica_t *r, struct ev_loop *loop, uint32_t fid, const char
 	o.replica_id = STORE_REPLICA_MAILDIR;
 	o.replica_name = name;
 	o.log_prefix = "test: maildir";
-	o.max_deletion_ratio = 0.5;
+	o.max_deletion_ratio = g_ratio;
 	g_done = false;
 	g_result = -99;
 	engine_sync_folder(st, r, &o, done_cb, loop);
@@ -479,6 +482,35 @@ static void test_mass_deletion_and_recover(uint32_t lists)
 	replica_free(r);
 	CHECK_EQ_INT(store_count(lists).n, 15);
 	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
+}
+
+/* max_deletion_ratio = 0 holds 5 files deleted from 20 (it used to mean
+ * 0.5 for the tree, and "off" for the engine). */
+static void test_ratio_zero(uint32_t fid)
+{
+	for (int i = 200; i < 220; i++) {
+		char *t = msgtext(i);
+		store_add(fid, t, 0, NULL);
+		free(t);
+	}
+	g_ratio = 0;
+	replica_t *r = open_session(NULL);
+	CHECK_EQ_INT(sync_one(r, NULL, fid, "Zero"), ENGINE_OK);
+	replica_free(r);
+	CHECK_EQ_INT(tree_count("Zero", NULL, NULL), 20);
+	for (int i = 200; i < 205; i++) {
+		char needle[32], *p;
+		snprintf(needle, sizeof(needle), "body %d\r\n", i);
+		tree_count("Zero", &p, needle);
+		CHECK(p && unlink(p) == 0);
+		free(p);
+	}
+	r = open_session(NULL);
+	CHECK(sync_one(r, NULL, fid, "Zero") != ENGINE_OK);
+	replica_free(r);
+	g_ratio = 0.5;
+	CHECK(store_held(fid));
+	CHECK_EQ_INT(store_count(fid).n, 20);
 }
 
 static void test_vanished(uint32_t inbox, uint32_t lists)
@@ -1121,6 +1153,7 @@ int main(void)
 	test_account_round(tmp);
 	test_flat_layout(tmp);
 	test_seal();
+	test_ratio_zero(store_folder("Zero"));
 
 	size_t nprob = 0;
 	CHECK_EQ_INT(store_check(st, NULL, NULL, &nprob), 0);
