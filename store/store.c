@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -208,8 +209,31 @@ static int txn_reserve_disk(store_txn_t *txn, size_t vlen)
 	return 0;
 }
 
+/* File systems whose page cache serves both write() and a shared map, so a
+ * pwrite() into the file shows in the map at once (not, for example, FUSE
+ * with direct I/O). */
+static bool fs_coherent(int fd)
+{
+	static const unsigned long ok[] = {
+	    0xEF53,	/* ext2/3/4 */
+	    0x58465342, /* XFS */
+	    0x9123683E, /* Btrfs */
+	    0x01021994, /* tmpfs */
+	    0xF2F52010, /* F2FS */
+	    0x2FC12FC1, /* ZFS */
+	};
+	struct statfs sf;
+	if (fstatfs(fd, &sf) != 0)
+		return false;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if ((unsigned long)sf.f_type == ok[i])
+			return true;
+	return false;
+}
+
 /*
- * The address of the data file's map. LMDB does not tell it (me_mapaddr is
+ * The address of the data file's map, for pwrite() into it; NULL where that
+ * is not known to be safe. LMDB does not tell the address (me_mapaddr is
  * only set for a fixed map), so it is looked up in /proc/self/maps by the
  * file's identity, once per map size: LMDB maps the file again only when
  * the size changes.
@@ -220,6 +244,8 @@ static const char *map_find(store_t *st)
 		return st->map;
 	st->map = NULL;
 	st->map_len = st->mapsize;
+	if (!fs_coherent(st->fd))
+		return NULL;
 	struct stat sb;
 	FILE *f = fopen("/proc/self/maps", "re");
 	if (!f || fstat(st->fd, &sb) != 0) {
