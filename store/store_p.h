@@ -73,7 +73,8 @@ struct store {
 	size_t psize;	   /* LMDB page size */
 	uint64_t disk_ok;  /* bytes at the start of the data file known allocated */
 	/* Where the data file is mapped, found for a map of map_len bytes
-	 * (NULL: not found; the early writeback of blobs is off). */
+	 * (NULL: not found, or not safe to pwrite() into; blobs are then
+	 * copied through the map, and their writeback waits for the commit). */
 	const char *map;
 	size_t map_len;
 	store_commit_cb commit_cb;
