@@ -845,17 +845,23 @@ static void test_uidvalidity_hold(void)
 	env_free(&e);
 }
 
+/* A fresh env whose replica holds msg(0) .. msg(n - 1), kept in m[]. */
+static void env_with_msgs(env_t *e, char **m, int n)
+{
+	env_init(e, true, true);
+	for (int i = 0; i < n; i++) {
+		m[i] = msg(i);
+		af_add(&e->f, m[i], 0, "");
+	}
+}
+
 static void test_mass_deletion(void)
 {
 	env_t e;
 	result_t res;
 	char *m[20];
 
-	env_init(&e, true, true);
-	for (int i = 0; i < 20; i++) {
-		m[i] = msg(i);
-		af_add(&e.f, m[i], 0, "");
-	}
+	env_with_msgs(&e, m, 20);
 	CHECK_EQ_INT(run_sync(&e, -1, 0.5, false, NULL), ENGINE_OK);
 	/* 15 of 20 vanish from the replica. */
 	while (e.f.n > 5)
@@ -872,11 +878,7 @@ static void test_mass_deletion(void)
 		free(m[i]);
 	env_free(&e);
 
-	env_init(&e, true, true);
-	for (int i = 0; i < 10; i++) {
-		m[i] = msg(i);
-		af_add(&e.f, m[i], 0, "");
-	}
+	env_with_msgs(&e, m, 10);
 	CHECK_EQ_INT(run_sync(&e, -1, 0.5, false, NULL), ENGINE_OK);
 	snap_take(&e, &s);
 	for (size_t i = 0; i < 8; i++)
@@ -905,11 +907,7 @@ static void test_ratio_zero(void)
 	result_t res;
 	char *m[20];
 
-	env_init(&e, true, true);
-	for (int i = 0; i < 20; i++) {
-		m[i] = msg(i);
-		af_add(&e.f, m[i], 0, "");
-	}
+	env_with_msgs(&e, m, 20);
 	CHECK_EQ_INT(run_sync(&e, -1, 0.0, false, NULL), ENGINE_OK);
 	for (int i = 0; i < 4; i++)
 		af_del(&e.f, e.f.m[0].uid);

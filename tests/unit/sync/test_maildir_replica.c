@@ -444,28 +444,45 @@ static void rmtree(const char *path)
 	test_rmtree(path);
 }
 
-static void test_mass_deletion_and_recover(uint32_t lists)
+/* One folder synced in a session of its own. */
+static int sync_once(uint32_t fid, const char *name)
 {
-	for (int i = 100; i < 110; i++) {
+	replica_t *r = open_session(NULL);
+	int rc = sync_one(r, NULL, fid, name);
+	replica_free(r);
+	return rc;
+}
+
+/* Messages msgtext(from) .. msgtext(to - 1) added to store folder fid. */
+static void store_add_range(uint32_t fid, int from, int to)
+{
+	for (int i = from; i < to; i++) {
 		char *t = msgtext(i);
-		store_add(lists, t, 0, NULL);
+		store_add(fid, t, 0, NULL);
 		free(t);
 	}
-	replica_t *r = open_session(NULL);
-	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_OK);
-	replica_free(r);
-	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
-	/* Remove most files: held, nothing deleted in the store. */
-	for (int i = 100; i < 108; i++) {
+}
+
+/* The tree's files of msgtext(from) .. msgtext(to - 1) in folder removed. */
+static void unlink_range(const char *folder, int from, int to)
+{
+	for (int i = from; i < to; i++) {
 		char needle[32], *p;
 		snprintf(needle, sizeof(needle), "body %d\r\n", i);
-		tree_count("Lists/foo", &p, needle);
+		tree_count(folder, &p, needle);
 		CHECK(p && unlink(p) == 0);
 		free(p);
 	}
-	r = open_session(NULL);
-	CHECK(sync_one(r, NULL, lists, "Lists/foo") != ENGINE_OK);
-	replica_free(r);
+}
+
+static void test_mass_deletion_and_recover(uint32_t lists)
+{
+	store_add_range(lists, 100, 110);
+	CHECK_EQ_INT(sync_once(lists, "Lists/foo"), ENGINE_OK);
+	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
+	/* Remove most files: held, nothing deleted in the store. */
+	unlink_range("Lists/foo", 100, 108);
+	CHECK(sync_once(lists, "Lists/foo") != ENGINE_OK);
 	CHECK(store_held(lists));
 	CHECK_EQ_INT(store_count(lists).n, 15);
 
@@ -476,10 +493,8 @@ static void test_mass_deletion_and_recover(uint32_t lists)
 		fprintf(stderr, "recover: %s\n", err);
 	CHECK(!store_held(lists));
 	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
-	r = open_session(NULL);
-	CHECK_EQ_INT(sync_one(r, NULL, lists, "Lists/foo"), ENGINE_OK);
+	CHECK_EQ_INT(sync_once(lists, "Lists/foo"), ENGINE_OK);
 	CHECK_EQ_INT(g_stats.downloaded + g_stats.uploaded + g_stats.deleted_store, 0);
-	replica_free(r);
 	CHECK_EQ_INT(store_count(lists).n, 15);
 	CHECK_EQ_INT(tree_count("Lists/foo", NULL, NULL), 15);
 }
@@ -488,26 +503,12 @@ static void test_mass_deletion_and_recover(uint32_t lists)
  * 0.5 for the tree, and "off" for the engine). */
 static void test_ratio_zero(uint32_t fid)
 {
-	for (int i = 200; i < 220; i++) {
-		char *t = msgtext(i);
-		store_add(fid, t, 0, NULL);
-		free(t);
-	}
+	store_add_range(fid, 200, 220);
 	g_ratio = 0;
-	replica_t *r = open_session(NULL);
-	CHECK_EQ_INT(sync_one(r, NULL, fid, "Zero"), ENGINE_OK);
-	replica_free(r);
+	CHECK_EQ_INT(sync_once(fid, "Zero"), ENGINE_OK);
 	CHECK_EQ_INT(tree_count("Zero", NULL, NULL), 20);
-	for (int i = 200; i < 205; i++) {
-		char needle[32], *p;
-		snprintf(needle, sizeof(needle), "body %d\r\n", i);
-		tree_count("Zero", &p, needle);
-		CHECK(p && unlink(p) == 0);
-		free(p);
-	}
-	r = open_session(NULL);
-	CHECK(sync_one(r, NULL, fid, "Zero") != ENGINE_OK);
-	replica_free(r);
+	unlink_range("Zero", 200, 205);
+	CHECK(sync_once(fid, "Zero") != ENGINE_OK);
 	g_ratio = 0.5;
 	CHECK(store_held(fid));
 	CHECK_EQ_INT(store_count(fid).n, 20);
