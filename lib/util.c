@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 
 static void oom(size_t n)
@@ -124,4 +125,35 @@ size_t ib_u32_lower_bound(const uint32_t *a, size_t n, uint32_t v)
 			hi = m;
 	}
 	return lo;
+}
+
+/* Magic numbers from linux/magic.h. */
+static bool local_fs_type(unsigned long type)
+{
+	static const unsigned long local[] = {
+	    0xEF53,	/* ext2/3/4 */
+	    0x58465342, /* xfs */
+	    0x9123683E, /* btrfs */
+	    0x01021994, /* tmpfs */
+	    0xF2F52010, /* f2fs */
+	    0x2FC12FC1, /* zfs */
+	    0xCA451A4E, /* bcachefs */
+	    0x794C7630, /* overlayfs (containers) */
+	};
+	for (size_t i = 0; i < IB_ARRAY_LEN(local); i++)
+		if (type == local[i])
+			return true;
+	return false;
+}
+
+bool ib_fd_local_fs(int fd)
+{
+	struct statfs sf;
+	return fstatfs(fd, &sf) == 0 && local_fs_type((unsigned long)sf.f_type);
+}
+
+bool ib_path_local_fs(const char *path)
+{
+	struct statfs sf;
+	return statfs(path, &sf) == 0 && local_fs_type((unsigned long)sf.f_type);
 }

@@ -32,6 +32,13 @@ char *ib_expand_home(const char *path);
 /* Create a directory and its parents (like mkdir -p). 0 or -errno. */
 int ib_mkdirs(const char *path, unsigned mode);
 
+/* Whether the file system of fd (path, for ib_path_local_fs) is a local
+ * one of this kernel: every change to it goes through this machine's page
+ * cache (so write() and a shared map see the same bytes) and raises
+ * inotify events here. Not a network file system, nor FUSE. */
+bool ib_fd_local_fs(int fd);
+bool ib_path_local_fs(const char *path);
+
 /* Index of the first element >= v in the ascending array a[n] (n if none). */
 size_t ib_u32_lower_bound(const uint32_t *a, size_t n, uint32_t v);
 

@@ -106,9 +106,11 @@ static int fd_pass(store_txn_t *txn, int fd, uint64_t off, uint64_t len, void *d
 	for (uint64_t done = 0; done < len && rc == 0;) {
 		size_t n = len - done < sizeof(chunk) ? (size_t)(len - done) : sizeof(chunk);
 		rc = pread_full(fd, chunk, n, off + done);
-		if (rc == 0 && dst)
-			rc = txn_blob_copy(txn, (char *)dst + done, chunk, n);
+		if (rc)
+			break;
 		EVP_DigestUpdate(ctx, chunk, n);
+		if (dst)
+			rc = txn_blob_copy(txn, (char *)dst + done, chunk, n);
 		done += n;
 	}
 	unsigned int hl = 0;

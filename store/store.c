@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -209,28 +208,6 @@ static int txn_reserve_disk(store_txn_t *txn, size_t vlen)
 	return 0;
 }
 
-/* File systems whose page cache serves both write() and a shared map, so a
- * pwrite() into the file shows in the map at once (not, for example, FUSE
- * with direct I/O). */
-static bool fs_coherent(int fd)
-{
-	static const unsigned long ok[] = {
-	    0xEF53,	/* ext2/3/4 */
-	    0x58465342, /* XFS */
-	    0x9123683E, /* Btrfs */
-	    0x01021994, /* tmpfs */
-	    0xF2F52010, /* F2FS */
-	    0x2FC12FC1, /* ZFS */
-	};
-	struct statfs sf;
-	if (fstatfs(fd, &sf) != 0)
-		return false;
-	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-		if ((unsigned long)sf.f_type == ok[i])
-			return true;
-	return false;
-}
-
 /*
  * The address of the data file's map, for pwrite() into it; NULL where that
  * is not known to be safe. LMDB does not tell the address (me_mapaddr is
@@ -244,7 +221,9 @@ static const char *map_find(store_t *st)
 		return st->map;
 	st->map = NULL;
 	st->map_len = st->mapsize;
-	if (!fs_coherent(st->fd))
+	/* A local file system keeps one page cache for write() and the map;
+	 * FUSE with direct I/O, for one, would let the map show stale bytes. */
+	if (!ib_fd_local_fs(st->fd))
 		return NULL;
 	struct stat sb;
 	FILE *f = fopen("/proc/self/maps", "re");
@@ -268,6 +247,18 @@ static const char *map_find(store_t *st)
 	return st->map;
 }
 
+/* The data file offset of n bytes at p in the map, if the map is known and
+ * holds them. */
+static bool map_offset(store_t *st, const void *p, size_t n, uint64_t *off)
+{
+	const char *map = st->writemap ? map_find(st) : NULL;
+	const char *c = p;
+	if (!map || c < map || c + n > map + st->map_len)
+		return false;
+	*off = (uint64_t)(c - map);
+	return true;
+}
+
 /*
  * Fill n bytes of a value reserved in the map at dst. With the map's address
  * known they are written to the data file with pwrite(), which lands in the
@@ -279,12 +270,11 @@ static const char *map_find(store_t *st)
 int txn_blob_copy(store_txn_t *txn, void *dst, const void *src, size_t n)
 {
 	store_t *st = txn->st;
-	const char *map = st->writemap ? map_find(st) : NULL;
-	if (!map || (const char *)dst < map || (const char *)dst + n > map + st->map_len) {
+	uint64_t off;
+	if (!map_offset(st, dst, n, &off)) {
 		memcpy(dst, src, n);
 		return 0;
 	}
-	uint64_t off = (uint64_t)((const char *)dst - map);
 	const char *p = src;
 	while (n > 0) {
 		ssize_t w = pwrite(st->fd, p, n, (off_t)off);
@@ -322,10 +312,9 @@ static void wb_start(store_txn_t *txn)
 void txn_blob_written(store_txn_t *txn, const void *p, size_t len)
 {
 	store_t *st = txn->st;
-	const char *map = st->writemap && !st->nosync ? map_find(st) : NULL;
-	if (!map)
+	uint64_t off;
+	if (st->nosync || !map_offset(st, p, len, &off))
 		return;
-	uint64_t off = (uint64_t)((const char *)p - map);
 	uint64_t a = (off + st->psize - 1) / st->psize * st->psize;
 	uint64_t b = (off + len) / st->psize * st->psize;
 	if (b <= a)

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,32 +24,11 @@
 	 IN_ATTRIB)
 
 /*
- * File systems where inotify sees every change (all of them go through this
- * kernel) and directory times come from the kernel's clock: local ones. On
- * a network file system another client's change raises no event here, so
- * nothing could be proven there. Magic numbers from linux/magic.h.
+ * Only on local file systems (ib_path_local_fs()) does inotify see every
+ * change and do directory times come from the kernel's clock. On a network
+ * file system another client's change raises no event here, so nothing
+ * could be proven there.
  */
-static const unsigned long local_fs[] = {
-    0xEF53,	/* ext2/3/4 */
-    0x58465342, /* xfs */
-    0x9123683E, /* btrfs */
-    0x01021994, /* tmpfs */
-    0xF2F52010, /* f2fs */
-    0x2FC12FC1, /* zfs */
-    0xCA451A4E, /* bcachefs */
-    0x794C7630, /* overlayfs (containers) */
-};
-
-static bool is_local_fs(const char *dir)
-{
-	struct statfs sf;
-	if (statfs(dir, &sf) != 0)
-		return false;
-	for (size_t i = 0; i < IB_ARRAY_LEN(local_fs); i++)
-		if ((unsigned long)sf.f_type == local_fs[i])
-			return true;
-	return false;
-}
 
 /*
  * How long after the directories' newest time a change could still leave
@@ -177,7 +155,7 @@ int maildir_seal_watch(maildir_seal_t *s, const char *dir)
 			drop(s, i);
 			break;
 		}
-	if (!is_local_fs(dir))
+	if (!ib_path_local_fs(dir))
 		return -1;
 	session_t *ss = xcalloc(1, sizeof(*ss));
 	ss->dir = xstrdup(dir);
