@@ -15,6 +15,7 @@ store LF), with its flags: what the server holds, for the correctness check.
 import hashlib
 import socket
 import sys
+import time
 
 
 class ImapError(Exception):
@@ -140,6 +141,22 @@ def ceiling(host, port, user, password):
     sock.sendall(b"z LOGOUT\r\n")
     sock.close()
     return stats[0], stats[1]
+
+
+def check_floor(host, port, user, password):
+    """Seconds the server needs for the least a no-change resync can ask of it:
+    connect, greeting, LOGIN, one LIST-STATUS of every folder (the items
+    imapbridge asks for), close. Timed inside this process, so no program start
+    is counted: a floor for any tool's no-change resync on this server."""
+    t0 = time.perf_counter()
+    sock, rd = connect(host, port, user, password)
+    try:
+        sock.sendall(b'c LIST "" "*" RETURN (SPECIAL-USE STATUS '
+                     b'(UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))\r\n')
+        rd.until_tag(b"c")
+    finally:
+        sock.close()
+    return time.perf_counter() - t0
 
 
 def normalise(data):

@@ -17,7 +17,9 @@ Tools alternate within each repetition (the order rotates), and every phase is
 reported as the median over --repeat runs: wall seconds and the child's peak RSS
 (os.wait4 ru_maxrss). The ceiling (ceiling.py: one pipelined UID FETCH
 BODY.PEEK[] per folder, nothing stored) shows how close a tool gets to the cost
-of merely downloading the mail.
+of merely downloading the mail. After the series, the server's no-change floor
+(ceiling.check_floor: log in and one LIST-STATUS, timed inside the client) shows
+the least any tool's no-change resync can take on this server.
 
 The correctness check compares, per folder, the multiset of SHA-256 of the
 message bytes (line ends normalised to LF) in the tool's Maildir with what the
@@ -74,6 +76,7 @@ MUTATION_SEED = 4242
 # busy machine: the steady-state one (nochange2) is run this many times per repetition,
 # and every run is a sample of the median.
 NOCHANGE2_RUNS = 5
+FLOOR_RUNS = 15  # samples of the server's own no-change floor (ceiling.check_floor)
 NEW_MESSAGES = 100
 FLAG_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
                 "T": "\\Deleted"}
@@ -745,6 +748,13 @@ def print_table(res, tools, args, info):
             a, b = median(res.times.get((t, ph))), median(res.times.get(("mbsync", ph)))
             row += " %12s" % (fmt(a / b) if a is not None and b else "n/a")
         print(row)
+    if info.get("floor"):
+        nc = median(res.times.get(("mbsync", "nochange2")))
+        print()
+        print("no-change floor of this server: %.1f ms (median of %d: connect, log in, one "
+              "LIST-STATUS, close; timed inside a client, no program start)%s" % (
+                  info["floor"] * 1000, FLOOR_RUNS,
+                  "; as a ratio to mbsync's nochange2: %s" % fmt(info["floor"] / nc) if nc else ""))
     peers = [t for t in tools if DURABLE_PEER.get(t) in tools and DURABLE_PEER[t] != t]
     if peers:
         print()
@@ -808,6 +818,23 @@ class DelayProxy:
         self.proc.wait()
 
 
+def check_floor(server, port):
+    """Median seconds of ceiling.check_floor() on the restored server (after a few
+    untimed tries that wake its processes up), or None if it fails."""
+    server.restore()
+    samples = []
+    try:
+        for i in range(3 + FLOOR_RUNS):
+            time.sleep(0.2)
+            t = ceiling.check_floor("127.0.0.1", port, USER, PASSWORD)
+            if i >= 3:
+                samples.append(t)
+    except (OSError, ceiling.ImapError) as e:
+        say("no-change floor: n/a (%s)" % e)
+        return None
+    return statistics.median(samples)
+
+
 def bench(args, tool_names):
     corpus = corpus_path(args.workdir, args.preset, args.seed)
     info = corpus_info(corpus)
@@ -831,6 +858,7 @@ def bench(args, tool_names):
                 series(t, server, res, args, rundir, first)
                 first = False
         info["mutation"] = server.mutation
+        info["floor"] = check_floor(server, port)
     finally:
         if proxy:
             proxy.close()
