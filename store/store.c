@@ -179,6 +179,16 @@ int txn_enter(store_txn_t *txn, bool need_write)
  * map instead of an error. Pages below the last committed one were written
  * before, so they already have blocks.
  */
+/* Disk blocks for the data file up to byte to: 0 or an errno. */
+static int disk_alloc(store_t *st, uint64_t to)
+{
+	int e;
+	do
+		e = posix_fallocate(st->fd, (off_t)st->disk_ok, (off_t)(to - st->disk_ok));
+	while (e == EINTR);
+	return e;
+}
+
 static int txn_reserve_disk(store_txn_t *txn, size_t vlen)
 {
 	store_t *st = txn->st;
@@ -195,10 +205,17 @@ static int txn_reserve_disk(store_txn_t *txn, size_t vlen)
 		to = want;
 	if (to > st->mapsize)
 		to = st->mapsize;
-	int e;
-	do
-		e = posix_fallocate(st->fd, (off_t)st->disk_ok, (off_t)(to - st->disk_ok));
-	while (e == EINTR);
+	/* No room for a whole step: take what each write needs, so a nearly
+	 * full disk is used to the end (a failed step is not cheap: tmpfs
+	 * fills and empties the whole range). */
+	if (st->disk_tight)
+		to = want;
+	int e = disk_alloc(st, to);
+	if (e == ENOSPC && want < to) {
+		st->disk_tight = true;
+		to = want;
+		e = disk_alloc(st, to);
+	}
 	if (e == ENOSPC)
 		return STORE_ENOSPC;
 	if (e != 0 && e != EOPNOTSUPP && e != EINVAL)

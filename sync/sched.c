@@ -276,6 +276,20 @@ void sched_note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 			st->message[0] ? st->message : engine_strerror(rc), engine_strerror(rc));
 		snprintf(a->last_error, sizeof(a->last_error), "%s: %s", box,
 			 st->message[0] ? st->message : engine_strerror(rc));
+	} else if (rc == ENGINE_OK && st->failed) {
+		/* The folder went through, but some messages did not: the
+		 * replica refused them or could not be written (the reason was
+		 * logged as it happened). Not a success for the run. */
+		a->failed++;
+		a->status = sched_worse(a->status, 1);
+		log_err("sync: acct=%s box=%s: %u message%s could not be copied or updated %s; "
+			"%s retried at the next sync",
+			a->name, box, st->failed, st->failed == 1 ? "" : "s",
+			maildir ? "between the store and the Maildir tree"
+				: "between the server and the store",
+			st->failed == 1 ? "it is" : "they are");
+		snprintf(a->last_error, sizeof(a->last_error), "%s: %u message%s failed", box,
+			 st->failed, st->failed == 1 ? "" : "s");
 	} else if (st->downloaded || st->uploaded || st->deleted_store || st->deleted_replica ||
 		   st->flags_store || st->flags_replica || st->moved) {
 		log_info("sync: acct=%s box=%s %s: %u in, %u out, %u deleted here, %u deleted there, "
@@ -299,6 +313,10 @@ void sched_engine_opts_fill(acct_state_t *a, engine_opts_t *o, uint32_t fid, uin
 	o->folder = local;
 	o->max_deletion_ratio = a->acct->max_deletion_ratio;
 	o->readonly = rid == STORE_REPLICA_REMOTE && a->acct->remote.readonly;
+	/* A file the last run meant to write to the tree is there or not:
+	 * nothing is still on its way, as an APPEND to a server can be. */
+	if (rid == STORE_REPLICA_MAILDIR)
+		o->settle_secs = -1;
 }
 
 /* ---------------------------------------------------------------- Maildir */

@@ -1,0 +1,167 @@
+"""A full disk in the middle of a sync: the Maildir tree's file system, or
+the store's, runs out of space (a small tmpfs mounted for the test).
+
+Checks, with `imapbridged -o` against a real Dovecot:
+  - the run ends with exit status 1 and a log line naming what failed and why
+    ("No space left on device", "no space left for the store");
+  - nothing is deleted on the server, and no message in the tree or the store
+    is partial, duplicated or unknown to the server;
+  - the store uses the space there is, to the end, before it gives up;
+  - once there is room again (the tmpfs is made bigger), the next run
+    finishes the job: store and tree hold exactly the server's messages.
+
+The tests need to mount a tmpfs (root, outside an unprivileged container);
+they are skipped, saying why, where that is not possible.
+"""
+
+import os
+import subprocess
+import tempfile
+import unittest
+
+from harness import Dovecot, make_message
+from synclib import SyncEnv, server_msgs, sha
+
+FOLDERS = ("INBOX", "Lists/a", "Lists/b")
+PER_FOLDER = 25
+
+
+def mount_tmpfs(path, size):
+    """Mount a tmpfs of size (e.g. "1m") on path; None or the reason it failed."""
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "tmpfs", path],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return None if p.returncode == 0 else (p.stderr.decode(errors="replace").strip() or
+                                           "mount exited with %d" % p.returncode)
+
+
+def can_mount():
+    d = tempfile.mkdtemp(prefix="ib-mnt.")
+    try:
+        why = mount_tmpfs(d, "64k")
+        if why is None:
+            subprocess.run(["umount", d], check=True)
+        return why
+    except OSError as e:
+        return str(e)
+    finally:
+        os.rmdir(d)
+
+
+class DiskFullTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        why = can_mount()
+        if why:
+            raise unittest.SkipTest("cannot mount a tmpfs here: %s" % why)
+
+    def setUp(self):
+        self.dc = Dovecot(users={"alice": "secret"})
+        self.dc.start()
+        self.env = None
+        self.mounted = None
+
+    def tearDown(self):
+        if self.mounted:
+            subprocess.run(["umount", self.mounted])
+        if self.env:
+            self.env.cleanup()
+        self.dc.stop()
+
+    def populate(self, lines):
+        """PER_FOLDER messages in each folder, of lines 71-byte lines each."""
+        for f in FOLDERS:
+            for i in range(PER_FOLDER):
+                self.dc.append("alice", f, make_message("%s %d" % (f, i),
+                                                        body=("y" * 70 + "\n") * lines),
+                               flags="\\Seen" if i % 3 == 0 else "")
+        return server_msgs(self.dc)
+
+    def env_on_tmpfs(self, which, size):
+        self.env = SyncEnv(self.dc, maildir=True)
+        path = self.env.maildir if which == "maildir" else self.env.datadir
+        os.makedirs(path)
+        why = mount_tmpfs(path, size)
+        self.assertIsNone(why)
+        self.mounted = path
+        return path
+
+    def grow(self, size):
+        subprocess.run(["mount", "-o", "remount,size=%s" % size, self.mounted], check=True)
+
+    def tree(self):
+        """{folder: sorted list of SHA-256} of the messages in the tree (cur/, new/)."""
+        out = {}
+        for f in FOLDERS:
+            d = os.path.join(self.env.maildir, *f.split("/"))
+            shas = []
+            for sub in ("cur", "new"):
+                p = os.path.join(d, sub)
+                for name in (os.listdir(p) if os.path.isdir(p) else []):
+                    with open(os.path.join(p, name), "rb") as fh:
+                        shas.append(sha(fh.read()))
+            out[f] = sorted(shas)
+        return out
+
+    def assert_part_of(self, part, whole, what):
+        """Every folder of part holds only messages of whole's folder, each at most once."""
+        for f, shas in part.items():
+            self.assertEqual(len(shas), len(set(shas)), "%s: %s holds duplicates" % (what, f))
+            self.assertLessEqual(set(shas), set(whole.get(f, [])),
+                                 "%s: %s holds messages the server does not" % (what, f))
+
+    def server_shas(self, msgs):
+        return {f: sorted(m[0] for m in v) for f, v in msgs.items()}
+
+    def store_shas(self):
+        return {f: sorted(m[0] for m in v) for f, v in self.env.store_msgs().items()}
+
+    # -- tests --------------------------------------------------------
+    def test_maildir_tree_fills_up(self):
+        before = self.populate(900)  # 25 x 3 messages of 64 KB
+        self.env_on_tmpfs("maildir", "1m")
+        rc, log = self.env.sync()
+        self.assertEqual(rc, 1, log)
+        self.assertIn("cannot write to %s" % os.path.join(self.env.maildir, "INBOX"), log)
+        self.assertIn("No space left on device", log)
+        self.assertIn("messages could not be copied or updated between the store and the "
+                      "Maildir tree; they are retried at the next sync", log)
+        self.assertIn("finished with errors", log)
+        self.assertEqual(server_msgs(self.dc), before, "the server changed")
+        want = self.server_shas(before)
+        self.assertEqual(self.store_shas(), want)  # the store has room: all of it
+        self.assert_part_of(self.tree(), want, "the tree")
+
+        self.grow("64m")
+        rc, log = self.env.sync()
+        self.assertEqual(rc, 0, log)
+        self.assertNotIn("may still be arriving", log)  # a tree has nothing in flight
+        self.assertEqual(self.tree(), want)
+        self.assertEqual(server_msgs(self.dc), before, "the server changed")
+
+    def test_store_fills_up(self):
+        before = self.populate(6000)  # 25 x 3 messages of 420 KB: 31 MB
+        self.env_on_tmpfs("store", "40m")
+        rc, log = self.env.sync()
+        self.assertEqual(rc, 1, log)
+        self.assertIn("no space left for the store", log)
+        self.assertIn("finished with errors", log)
+        self.assertEqual(server_msgs(self.dc), before, "the server changed")
+        want = self.server_shas(before)
+        stored = self.store_shas()
+        self.assert_part_of(stored, want, "the store")
+        self.assert_part_of(self.tree(), want, "the tree")
+        # The store took what fit: more than its first 32 MB step would have.
+        n = sum(len(v) for v in stored.values())
+        self.assertGreaterEqual(n, PER_FOLDER * 2, "the store gave up with room left (%d)" % n)
+        self.assertLess(n, PER_FOLDER * len(FOLDERS))
+
+        self.grow("64m")
+        rc, log = self.env.sync()
+        self.assertEqual(rc, 0, log)
+        self.assertEqual(self.store_shas(), want)
+        self.assertEqual(self.tree(), want)
+        self.assertEqual(server_msgs(self.dc), before, "the server changed")
+
+
+if __name__ == "__main__":
+    unittest.main()
