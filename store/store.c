@@ -64,7 +64,7 @@ const char *store_strerror(int err)
 	case STORE_EIO:
 		return "I/O error in the store";
 	case STORE_ENOSPC:
-		return "no space left for the store (disk or address space full)";
+		return "no space left for the store (free some on its disk)";
 	case STORE_EBUSY:
 		return "store busy (too many readers, or a transaction still open)";
 	case STORE_ERDONLY:
