@@ -171,14 +171,6 @@ int txn_enter(store_txn_t *txn, bool need_write)
 	return 0;
 }
 
-/*
- * With MDB_WRITEMAP, make sure the data file has disk blocks for everything
- * this write may touch: LMDB appends new pages after the last committed one,
- * and a value of vlen bytes costs at most vlen plus a few copied branch and
- * leaf pages. Without this a full disk shows up as SIGBUS on a store into the
- * map instead of an error. Pages below the last committed one were written
- * before, so they already have blocks.
- */
 /* Disk blocks for the data file up to byte to: 0 or an errno. */
 static int disk_alloc(store_t *st, uint64_t to)
 {
@@ -189,6 +181,14 @@ static int disk_alloc(store_t *st, uint64_t to)
 	return e;
 }
 
+/*
+ * With MDB_WRITEMAP, make sure the data file has disk blocks for everything
+ * this write may touch: LMDB appends new pages after the last committed one,
+ * and a value of vlen bytes costs at most vlen plus a few copied branch and
+ * leaf pages. Without this a full disk shows up as SIGBUS on a store into the
+ * map instead of an error. Pages below the last committed one were written
+ * before, so they already have blocks.
+ */
 static int txn_reserve_disk(store_txn_t *txn, size_t vlen)
 {
 	store_t *st = txn->st;

@@ -276,7 +276,15 @@ void sched_note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 			st->message[0] ? st->message : engine_strerror(rc), engine_strerror(rc));
 		snprintf(a->last_error, sizeof(a->last_error), "%s: %s", box,
 			 st->message[0] ? st->message : engine_strerror(rc));
-	} else if (rc == ENGINE_OK && st->failed) {
+	} else if (st->downloaded || st->uploaded || st->deleted_store || st->deleted_replica ||
+		   st->flags_store || st->flags_replica || st->moved) {
+		log_info("sync: acct=%s box=%s %s: %u in, %u out, %u deleted here, %u deleted there, "
+			 "%u+%u flag changes, %u moved there",
+			 a->name, box, maildir ? "maildir" : "remote", st->downloaded, st->uploaded,
+			 st->deleted_store, st->deleted_replica, st->flags_store, st->flags_replica,
+			 st->moved);
+	}
+	if (rc == ENGINE_OK && st->failed) {
 		/* The folder went through, but some messages did not: the
 		 * replica refused them or could not be written (the reason was
 		 * logged as it happened). Not a success for the run. */
@@ -290,13 +298,6 @@ void sched_note_result(acct_state_t *a, const char *box, bool maildir, int rc,
 			st->failed == 1 ? "it is" : "they are");
 		snprintf(a->last_error, sizeof(a->last_error), "%s: %u message%s failed", box,
 			 st->failed, st->failed == 1 ? "" : "s");
-	} else if (st->downloaded || st->uploaded || st->deleted_store || st->deleted_replica ||
-		   st->flags_store || st->flags_replica || st->moved) {
-		log_info("sync: acct=%s box=%s %s: %u in, %u out, %u deleted here, %u deleted there, "
-			 "%u+%u flag changes, %u moved there",
-			 a->name, box, maildir ? "maildir" : "remote", st->downloaded, st->uploaded,
-			 st->deleted_store, st->deleted_replica, st->flags_store, st->flags_replica,
-			 st->moved);
 	}
 }
 
