@@ -7,6 +7,7 @@
 #include "sync/engine_p.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,28 @@ void eng_op_fail(engine_job_t *job, int status, const char *what)
 		reason = imap_replica_reason(job->r, why, sizeof(why));
 	eng_fail(job, replica_to_engine(status), "%s failed: %s", what,
 		 reason ? reason : replica_strerror(status));
+}
+
+FILE *eng_spool_new(engine_job_t *job)
+{
+	const char *dir = store_path(job->st);
+	int fd = open(dir, O_RDWR | O_TMPFILE | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		/* A file system without O_TMPFILE: a named file, unlinked at once. */
+		char *path = xasprintf("%s/spool.XXXXXX", dir);
+		fd = mkostemp(path, O_CLOEXEC);
+		if (fd >= 0)
+			unlink(path);
+		free(path);
+	}
+	FILE *f = fd >= 0 ? fdopen(fd, "w+") : NULL;
+	if (!f) {
+		log_warn("%s: cannot make a temporary file for a big message in %s: %s",
+			 job->log_prefix, dir, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	return f;
 }
 
 void eng_incoming_free(incoming_t *in)

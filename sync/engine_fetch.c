@@ -35,7 +35,7 @@ static void *in_open(void *ctx, uint64_t size)
 	/* Bodies wait in the queue until their fetch completes (see
 	 * fetch_cb()): past the commit size the rest go to disk. */
 	if (size >= ENGINE_SPOOL_MIN || job->in_bytes >= commit_max_bytes(job)) {
-		in->spool = tmpfile();
+		in->spool = eng_spool_new(job);
 		/* Hashed as it arrives: the store then reads the file once. */
 		in->md = in->spool ? EVP_MD_CTX_new() : NULL;
 		if (!in->md || EVP_DigestInit_ex(in->md, EVP_sha256(), NULL) != 1) {

@@ -231,6 +231,10 @@ void eng_op_fail(engine_job_t *job, int status, const char *what);
 bool eng_kick(engine_job_t *job);
 pair_ent_t *eng_pair_find(engine_job_t *job, uint32_t ruid);
 void eng_incoming_free(incoming_t *in);
+/* An unlinked temporary file for a big message, beside the store (its disk
+ * must hold the message anyway; /tmp is often a small tmpfs), or NULL with
+ * the reason logged. */
+FILE *eng_spool_new(engine_job_t *job);
 char *eng_kw_to_str(const store_keywords_t *kw);
 void eng_str_to_kw(const char *s, store_keywords_t *kw, char ***vec);
 int eng_load_state(engine_job_t *job);

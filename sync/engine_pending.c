@@ -545,7 +545,7 @@ static int batch_fill(engine_job_t *job)
 		engine_message_id(d, l, mid, sizeof(mid));
 		u->message_id = xstrdup(mid);
 		if (l >= ENGINE_SPOOL_MIN) {
-			u->spool = tmpfile();
+			u->spool = eng_spool_new(job);
 			if (u->spool && (fwrite(d, 1, l, u->spool) != l || fflush(u->spool) != 0)) {
 				fclose(u->spool);
 				u->spool = NULL;

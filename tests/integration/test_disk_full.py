@@ -8,7 +8,9 @@ Checks, with `imapbridged -o` against a real Dovecot:
     is partial, duplicated or unknown to the server;
   - the store uses the space there is, to the end, before it gives up;
   - once there is room again (the tmpfs is made bigger), the next run
-    finishes the job: store and tree hold exactly the server's messages.
+    finishes the job: store and tree hold exactly the server's messages;
+  - a big message waits for its commit in a file beside the store, not in
+    /tmp (often a small tmpfs): a full /tmp does not stop the sync.
 
 The tests need to mount a tmpfs (root, outside an unprivileged container);
 they are skipped, saying why, where that is not possible.
@@ -20,7 +22,7 @@ import tempfile
 import unittest
 
 from harness import Dovecot, make_message
-from synclib import SyncEnv, server_msgs, sha
+from synclib import DAEMON, SyncEnv, server_msgs, sha
 
 FOLDERS = ("INBOX", "Lists/a", "Lists/b")
 PER_FOLDER = 25
@@ -161,6 +163,26 @@ class DiskFullTest(unittest.TestCase):
         self.assertEqual(self.store_shas(), want)
         self.assertEqual(self.tree(), want)
         self.assertEqual(server_msgs(self.dc), before, "the server changed")
+
+    def test_big_messages_spool_beside_the_store(self):
+        big = make_message("big", body=("x" * 998 + "\n") * 3000)  # 3 MB
+        self.dc.append("alice", "INBOX", big)
+        old = tempfile.tempdir
+        tempfile.tempdir = "/var/tmp"  # the account's files outside /tmp
+        try:
+            self.env = SyncEnv(self.dc)
+        finally:
+            tempfile.tempdir = old
+        # The daemon sees a full 64 KB /tmp of its own (a private mount).
+        p = subprocess.run(["unshare", "-m", "sh", "-c",
+                            'mount -t tmpfs -o size=64k tmpfs /tmp && exec "$@"', "sh",
+                            DAEMON, "-u", "basic", "-c", self.env.config, "-o"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        log = p.stderr.decode(errors="replace")
+        if "unshare" in log and p.returncode != 0 and "started" not in log:
+            self.skipTest("cannot make a private mount: %s" % log.strip())
+        self.assertEqual(p.returncode, 0, log)
+        self.assertIn(sha(big), self.env.store_uids("INBOX"))
 
 
 if __name__ == "__main__":
