@@ -173,10 +173,14 @@ class DiskFullTest(unittest.TestCase):
             self.env = SyncEnv(self.dc)
         finally:
             tempfile.tempdir = old
-        # The daemon sees a full 64 KB /tmp of its own (a private mount).
-        p = subprocess.run(["unshare", "-m", "sh", "-c",
-                            'mount -t tmpfs -o size=64k tmpfs /tmp && exec "$@"', "sh",
-                            DAEMON, "-u", "basic", "-c", self.env.config, "-o"],
+        # The daemon sees a full 64 KB /tmp of its own (a private mount);
+        # a build under /tmp is reached through /mnt.
+        script = ('mkdir -p /mnt && mount --bind /tmp /mnt && '
+                  'mount -t tmpfs -o size=64k tmpfs /tmp && d="$1" && shift && '
+                  'case "$d" in /tmp/*) d="/mnt/${d#/tmp/}";; esac && exec "$d" "$@"')
+        p = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh",
+                            os.path.realpath(DAEMON), "-u", "basic", "-c", self.env.config,
+                            "-o"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
         log = p.stderr.decode(errors="replace")
         if "unshare" in log and p.returncode != 0 and "started" not in log:
