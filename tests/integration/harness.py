@@ -192,17 +192,44 @@ service stats {{
         for user in self.users:
             self.maildir(user)
         self.conf = os.path.join(d, "dovecot.conf")
-        with open(self.conf, "w") as f:
-            f.write(self.conf_text())
-        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_port(self.port)
-            if self.ssl_enabled:
-                wait_port(self.tls_port)
-        except RuntimeError:
+        for attempt in range(3):
+            with open(self.conf, "w") as f:
+                f.write(self.conf_text())
+            self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            why = self.wait_up()
+            if why is None:
+                return
+            if "in use" in why and attempt < 2:
+                # A port free a moment ago was taken meanwhile (by another
+                # test's connection, for one): take new ones.
+                self.proc.stderr.close()
+                self.proc = None
+                self.port, self.tls_port = free_port(), free_port()
+                continue
+            log = self.log()  # before stop() removes the directory
             self.stop()
-            raise RuntimeError("Dovecot did not start; its log:\n" + self.log())
+            raise RuntimeError("Dovecot did not start: %s; its log:\n%s" % (why, log))
+
+    def wait_up(self, timeout=10.0):
+        """None once Dovecot listens on its ports, else why not: what it said
+        when it exited, or that nothing listens."""
+        ports = [self.port] + ([self.tls_port] if self.ssl_enabled else [])
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                err = self.proc.stderr.read().decode(errors="replace").strip()
+                return "it exited with status %d (%s)" % (rc, err or "nothing on stderr")
+            try:
+                for port in ports:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        pass
+                return None
+            except OSError:
+                time.sleep(0.05)
+        return "nothing listens on 127.0.0.1:%s after %.0fs" % (
+            "/".join(map(str, ports)), timeout)
 
     def stop(self):
         if self.proc:
