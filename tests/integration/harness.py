@@ -33,9 +33,21 @@ DOVECOT_IMAP = "/usr/lib/dovecot/imap"
 
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n different TCP ports on 127.0.0.1 that were free a moment ago (held
+    together while chosen: one after the other, the kernel may hand out the
+    same port twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_port(port, timeout=10.0):
@@ -82,8 +94,7 @@ class Dovecot:
         self.capability = capability
         self.keep = keep or bool(os.environ.get("IMAPBRIDGE_KEEP_TMP"))
         self.dir = tempfile.mkdtemp(prefix="ib-dovecot.")
-        self.port = free_port()
-        self.tls_port = free_port()
+        self.port, self.tls_port = free_ports(2)
         self.proc = None
         pw = pwd.getpwnam("nobody")
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
@@ -205,7 +216,7 @@ service stats {{
                 # test's connection, for one): take new ones.
                 self.proc.stderr.close()
                 self.proc = None
-                self.port, self.tls_port = free_port(), free_port()
+                self.port, self.tls_port = free_ports(2)
                 continue
             log = self.log()  # before stop() removes the directory
             self.stop()
