@@ -17,6 +17,7 @@
 #include "lib/util.h"
 #include "sync/engine.h"
 #include "sync/engine_p.h"
+#include "sync/imap_replica.h"
 
 /* --------------------------------------------------- pending operations */
 
@@ -455,6 +456,11 @@ static void append_cb(int status, uint32_t uid, void *ctx)
 		u->done = uid != 0;
 	} else if (status == REPLICA_MSG_BAD) {
 		job->stats.failed++;
+		const char *why = imap_replica_is(job->r) ? imap_replica_msg_reason(job->r) : NULL;
+		if (why)
+			log_warn("%s: the server refused message %s (%zu bytes): %s", job->log_prefix,
+				 u->message_id && u->message_id[0] ? u->message_id : "without Message-ID",
+				 u->len, why);
 	} else {
 		eng_op_fail(job, status, "upload");
 	}

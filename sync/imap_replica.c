@@ -48,6 +48,10 @@ int ir_status(imap_replica_t *ir, const imap_done_t *d, bool per_message)
 		ir->dead = true;
 		if (d->text && *d->text && !ir->err[0])
 			snprintf(ir->err, sizeof(ir->err), "%s", d->text);
+	} else if (st == REPLICA_MSG_BAD) {
+		snprintf(ir->merr, sizeof(ir->merr), "%s%s%s%s", d->code ? "[" : "",
+			 d->code ? d->code : "", d->code ? "] " : "",
+			 d->text && *d->text ? d->text : "no reason given");
 	}
 	return st;
 }
@@ -1083,6 +1087,12 @@ const char *imap_replica_error(const replica_t *r)
 {
 	const imap_replica_t *ir = (const imap_replica_t *)r;
 	return ir->err[0] ? ir->err : ir->ferr;
+}
+
+const char *imap_replica_msg_reason(const replica_t *r)
+{
+	const imap_replica_t *ir = (const imap_replica_t *)r;
+	return ir->merr[0] ? ir->merr : NULL;
 }
 
 const char *imap_replica_reason(const replica_t *r, char *out, size_t len)

@@ -42,6 +42,10 @@ const char *imap_replica_error(const replica_t *r);
  * next select()). NULL when there is nothing to say. */
 const char *imap_replica_reason(const replica_t *r, char *out, size_t len);
 
+/* The server's words ("[OVERQUOTA] Quota exceeded") for the last message
+ * it refused (an operation that ended REPLICA_MSG_BAD), or NULL. */
+const char *imap_replica_msg_reason(const replica_t *r);
+
 /* True once r's connection is lost: every later operation fails; free it and
  * open another. */
 bool imap_replica_dead(const replica_t *r);

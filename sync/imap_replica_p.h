@@ -29,6 +29,8 @@ typedef struct imap_replica {
 	char err[512];
 	char ferr[512];         /* why the last operation failed the folder (a
 	                           broken FETCH answer); cleared at select() */
+	char merr[256];         /* the server's words for the last message it
+	                           refused (NO or BAD to one message's command) */
 	unsigned caps;
 	bool qresync;           /* ENABLE QRESYNC succeeded */
 	bool dead;

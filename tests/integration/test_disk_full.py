@@ -1,5 +1,6 @@
 """A full disk in the middle of a sync: the Maildir tree's file system, or
-the store's, runs out of space (a small tmpfs mounted for the test).
+the store's, runs out of space (a small tmpfs mounted for the test); and a
+full mailbox on the server (Dovecot's quota refuses an upload).
 
 Checks, with `imapbridged -o` against a real Dovecot:
   - the run ends with exit status 1 and a log line naming what failed and why
@@ -12,8 +13,11 @@ Checks, with `imapbridged -o` against a real Dovecot:
   - a big message waits for its commit in a file beside the store, not in
     /tmp (often a small tmpfs): a full /tmp does not stop the sync.
 
-The tests need to mount a tmpfs (root, outside an unprivileged container);
-they are skipped, saying why, where that is not possible.
+The disk tests need to mount a tmpfs (root, outside an unprivileged
+container); they are skipped, saying why, where that is not possible. For the
+quota: the run ends with exit status 1, the log gives the server's words and
+the message's Message-ID, the message stays in the store and goes up once
+there is room, and nothing is lost or sent twice.
 """
 
 import os
@@ -22,7 +26,7 @@ import tempfile
 import unittest
 
 from harness import Dovecot, make_message
-from synclib import DAEMON, SyncEnv, server_msgs, sha
+from synclib import DAEMON, SyncEnv, server_msgs, server_uids, sha
 
 FOLDERS = ("INBOX", "Lists/a", "Lists/b")
 PER_FOLDER = 25
@@ -187,6 +191,63 @@ class DiskFullTest(unittest.TestCase):
             self.skipTest("cannot make a private mount: %s" % log.strip())
         self.assertEqual(p.returncode, 0, log)
         self.assertIn(sha(big), self.env.store_uids("INBOX"))
+
+
+QUOTA = """
+mail_plugins = $mail_plugins quota
+plugin {
+  quota = maildir:User quota
+  quota_rule = *:storage=400K
+}
+"""
+
+
+class ServerQuotaTest(unittest.TestCase):
+    def setUp(self):
+        self.dc = Dovecot(users={"alice": "secret"}, extra_conf=QUOTA)
+        self.dc.start()
+        self.env = SyncEnv(self.dc)
+
+    def tearDown(self):
+        self.env.cleanup()
+        self.dc.stop()
+
+    def test_upload_refused_then_room(self):
+        filler = make_message("filler", body=("f" * 70 + "\n") * 2900, msgid="<filler@t>")
+        self.dc.append("alice", "INBOX", filler)  # 200 KB of the 400 KB
+        self.env.sync_ok(self)
+        big = make_message("big", body=("b" * 70 + "\n") * 4300, msgid="<big@t>")  # 300 KB
+        small = make_message("small", msgid="<small@t>")
+        self.env.store_add("INBOX", big)
+        self.env.store_add("INBOX", small)
+
+        for _ in range(2):  # refused, and refused again: kept, never lost
+            rc, log = self.env.sync()
+            self.assertEqual(rc, 1, log)
+            self.assertIn("the server refused message <big@t> (%d bytes): [OVERQUOTA]" % len(big),
+                          log)
+            self.assertIn("box=INBOX: 1 message could not be copied or updated between the "
+                          "server and the store; it is retried at the next sync", log)
+            on_server = server_uids(self.dc, "INBOX")
+            self.assertEqual(set(on_server), {sha(filler), sha(small)})
+            self.assertIn(sha(big), self.env.store_uids("INBOX"))
+
+        # Room again: the filler goes on the server; the next sync deletes
+        # it here and sends the big message, once.
+        imap = self.dc.login("alice")
+        try:
+            imap.select("INBOX")
+            imap.uid("STORE", str(on_server[sha(filler)]), "+FLAGS.SILENT", "(\\Deleted)")
+            imap.expunge()
+        finally:
+            imap.logout()
+        log = self.env.sync_ok(self)
+        self.assertNotIn("refused", log)
+        want = {sha(big), sha(small)}
+        self.assertEqual(set(server_uids(self.dc, "INBOX")), want)
+        self.assertEqual(sorted(m[0] for m in server_msgs(self.dc, folder="INBOX")),
+                         sorted(want))
+        self.assertEqual(set(self.env.store_uids("INBOX")), want)
 
 
 if __name__ == "__main__":
