@@ -206,13 +206,14 @@ static int txn_reserve_disk(store_txn_t *txn, size_t vlen)
 	if (to > st->mapsize)
 		to = st->mapsize;
 	/* No room for a whole step: take what each write needs, so a nearly
-	 * full disk is used to the end (a failed step is not cheap: tmpfs
-	 * fills and empties the whole range). */
-	if (st->disk_tight)
+	 * full disk is used to the end. A failed step is not cheap (tmpfs
+	 * fills and empties the whole range): the next one is tried only a
+	 * step further on, when space may have been freed meanwhile. */
+	if (st->disk_ok < st->disk_tight)
 		to = want;
 	int e = disk_alloc(st, to);
 	if (e == ENOSPC && want < to) {
-		st->disk_tight = true;
+		st->disk_tight = st->disk_ok + STORE_DISK_STEP;
 		to = want;
 		e = disk_alloc(st, to);
 	}

@@ -72,7 +72,8 @@ struct store {
 	int fd;		   /* the data file (LMDB's descriptor) */
 	size_t psize;	   /* LMDB page size */
 	uint64_t disk_ok;  /* bytes at the start of the data file known allocated */
-	bool disk_tight;   /* a whole STORE_DISK_STEP did not fit: allocate per write */
+	uint64_t disk_tight; /* a whole STORE_DISK_STEP did not fit: below this
+	                        offset, allocate only what each write needs */
 	/* Where the data file is mapped, found for a map of map_len bytes
 	 * (NULL: not found, or not safe to pwrite() into; blobs are then
 	 * copied through the map, and their writeback waits for the commit). */
