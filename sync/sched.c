@@ -418,8 +418,10 @@ static void md_connect_cb(int status, void *ctx)
 
 	a->md_connecting = false;
 	if (status != REPLICA_OK) {
-		log_err("sync: acct=%s: cannot read the Maildir tree %s: %s", a->name,
-			a->acct->maildir_path, replica_strerror(status));
+		/* The tree said why (not a directory). */
+		log_err("sync: acct=%s: the Maildir tree %s is left out of this run; the server "
+			"and the store are synced without it",
+			a->name, a->acct->maildir_path);
 		a->status = sched_worse(a->status, 1);
 		replica_free(a->md);
 		a->md = NULL;

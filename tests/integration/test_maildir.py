@@ -397,6 +397,22 @@ accounts = (
         self.assertIn("1700000001.M9P9.y", log)
         self.assertEqual(len(self.server("INBOX")), 5)
 
+    def test_tree_path_is_a_file(self):
+        self.populate()
+        with open(self.root, "w") as f:
+            f.write("not a tree\n")
+        rc, log = self.run_once()
+        self.assertEqual(rc, 1, log)
+        self.assertIn("%s is not a directory; point maildir.path to a directory" % self.root, log)
+        self.assertIn("the Maildir tree %s is left out of this run" % self.root, log)
+        with open(self.root) as f:
+            self.assertEqual(f.read(), "not a tree\n")  # left as it was
+        self.assertEqual(len(self.server("INBOX")), 5)  # nothing deleted there
+        os.unlink(self.root)
+        self.sync_ok()
+        self.assert_same("INBOX")
+        self.assert_same("Lists/foo")
+
     def test_rm_rf_folder_and_recover(self):
         self.populate()
         self.sync_ok()
