@@ -821,6 +821,9 @@ static void append_any(replica_t *r, const replica_new_msg_t *m, int fd, replica
 	char date[64];
 
 	ir_early_drop(ir);
+	/* A refusal of this message sets it again; a failure of ours must
+	 * not be reported with an earlier message's words. */
+	ir->merr[0] = '\0';
 	if ((ir->caps & REPLICA_CAP_READONLY) || !ir->selected) {
 		cb(REPLICA_FOLDER_BAD, 0, ctx);
 		return;

@@ -50,17 +50,6 @@ def free_ports(n):
             s.close()
 
 
-def wait_port(port, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nothing listens on 127.0.0.1:%d after %.0fs" % (port, timeout))
-
-
 def make_cert(directory, cn="localhost"):
     """A self-signed certificate for localhost and 127.0.0.1; returns (cert, key)."""
     cert = os.path.join(directory, "cert.pem")
