@@ -423,6 +423,10 @@ void imap_client_pump(imap_client_t *c)
 	if (!c->conn || c->state < ST_GREETING || c->state == ST_BACKOFF)
 		return;
 	for (struct cmd *cmd = c->cmds; cmd; cmd = cmd->next) {
+		/* Waits for the commands before it; so do the ones after it,
+		 * commands go out in order. */
+		if ((cmd->flags & CMD_AFTER) && !cmd->started && cmd != c->cmds)
+			return;
 		while (cmd->cur < cmd->n_parts) {
 			struct part *p = &cmd->parts[cmd->cur];
 			switch (p->kind) {
@@ -741,7 +745,7 @@ static void handle_tagged(imap_client_t *c, const imap_resp_t *r)
 	struct cmd *cmd = c->cmds;
 	while (cmd && strcmp(cmd->tag, r->tag) != 0)
 		cmd = cmd->next;
-	if (!cmd) {
+	if (!cmd || !cmd->started) {
 		imap_client_drop(c, IMAP_R_CONN,
 				 "acct=%s: %s answered a command never sent (tag %s); reconnecting",
 				 c->name, imap_client_host(c), r->tag);
@@ -813,9 +817,13 @@ static void conn_read_cb(imap_conn_t *conn, const char *data, size_t len, void *
 			    strcmp(name, "STARTTLS") == 0 || strcmp(name, "COMPRESS") == 0;
 			handle_tagged(c, r);
 		}
+		bool tagged = r->kind == IMAP_RESP_TAGGED;
 		imap_resp_free(r);
 		if (gen != c->gen)
 			return;
+		/* A command waiting for the ones before it may go now. */
+		if (tagged && c->cmds && (c->cmds->flags & CMD_AFTER) && !c->cmds->started)
+			imap_client_pump(c);
 		if (tls_or_compress_pending && len > 0) {
 			/* Bytes after the OK were sent before the switch: in the
 			 * clear where encryption was promised (an injection), or
@@ -1122,12 +1130,13 @@ static int not_ready(imap_client_t *c, imap_done_cb done, imap_append_cb adone, 
 	return IMAP_R_CONN;
 }
 
-static int vcmd(imap_client_t *c, imap_done_cb done, imap_untagged_cb untagged, void *arg,
-		const char *fmt, va_list ap)
+static int vcmd(imap_client_t *c, unsigned flags, imap_done_cb done, imap_untagged_cb untagged,
+		void *arg, const char *fmt, va_list ap)
 {
 	if (c->state != ST_READY)
 		return not_ready(c, done, NULL, arg);
 	struct cmd *cmd = imap_cmd_new(c);
+	cmd->flags = flags;
 	cmd->done = done;
 	cmd->untagged = untagged;
 	cmd->arg = arg;
@@ -1151,7 +1160,17 @@ int imap_client_cmd(imap_client_t *c, imap_done_cb done, imap_untagged_cb untagg
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int rc = vcmd(c, done, untagged, arg, fmt, ap);
+	int rc = vcmd(c, 0, done, untagged, arg, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+int imap_client_cmd_after(imap_client_t *c, imap_done_cb done, imap_untagged_cb untagged,
+			  void *arg, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = vcmd(c, CMD_AFTER, done, untagged, arg, fmt, ap);
 	va_end(ap);
 	return rc;
 }

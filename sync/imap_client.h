@@ -195,6 +195,15 @@ bool imap_client_link_lost(const imap_client_t *c);
 int imap_client_cmd(imap_client_t *c, imap_done_cb done, imap_untagged_cb untagged, void *arg,
 		    const char *fmt, ...);
 
+/* As imap_client_cmd(), but sent only once every command queued before it
+ * has completed (and the ones queued after it wait too). For a command whose
+ * effect depends on an earlier one's: a server may run pipelined commands
+ * in parallel where it sees no conflict (Dovecot does so with UID commands),
+ * so a UID EXPUNGE sent right behind its UID STORE +FLAGS (\Deleted) can
+ * run before that flag is stored, and expunge nothing. */
+int imap_client_cmd_after(imap_client_t *c, imap_done_cb done, imap_untagged_cb untagged,
+			  void *arg, const char *fmt, ...);
+
 /* QRESYNC parameters for SELECT/EXAMINE (RFC 7162). */
 typedef struct imap_qresync {
 	uint32_t uidvalidity;

@@ -42,6 +42,7 @@ struct part {
 enum cmd_flags {
 	CMD_IDLE = 1 << 0,
 	CMD_AUTH = 1 << 1, /* continuations go to cont_cb; replies are secret */
+	CMD_AFTER = 1 << 2, /* not sent before every earlier command has completed */
 };
 
 struct cmd;

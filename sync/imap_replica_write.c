@@ -305,13 +305,17 @@ void ir_delete(replica_t *r, const uint32_t *uids, size_t n, replica_done_cb cb,
 	op = ir_simple_new(ir, cb, ctx, 2);
 	imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UID STORE %s +FLAGS.SILENT (\\Deleted)",
 			buf_cstr(&set));
+	/* The expunge waits for the STORE's answer: pipelined behind it, the
+	 * server may run it first (see imap_client_cmd_after()), the message
+	 * stays, and the next sync fetches it back as new. */
 	if (imap_client_caps(ir->c) & IMAP_CAP_UIDPLUS)
-		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "UID EXPUNGE %s", buf_cstr(&set));
+		imap_client_cmd_after(ir->c, ir_simple_done, NULL, op, "UID EXPUNGE %s",
+				      buf_cstr(&set));
 	else
 		/* Without UIDPLUS there is no way to expunge only these; this
 		 * also removes messages another client marked \Deleted, which
 		 * is what that client asked for. */
-		imap_client_cmd(ir->c, ir_simple_done, NULL, op, "EXPUNGE");
+		imap_client_cmd_after(ir->c, ir_simple_done, NULL, op, "EXPUNGE");
 	buf_free(&set);
 }
 
