@@ -666,6 +666,82 @@ static void scenario7(void)
 	t_done(&t);
 }
 
+/* == scenario 8: a command that waits for the ones before it ============== */
+
+static void server8(int lfd)
+{
+	char t1[16], t2[16], t3[16], t4[16];
+	srv_accept(lfd);
+	srv_send("* PREAUTH [CAPABILITY IMAP4rev1 UIDPLUS] welcome\r\n");
+	/* The EXPUNGE (and the NOOP behind it) wait for the STORE's answer. */
+	srv_expect(t1, "UID STORE 4 +FLAGS.SILENT (\\Deleted)");
+	srv_quiet(300);
+	srv_send("%s OK stored\r\n", t1);
+	srv_expect(t2, "UID EXPUNGE 4");
+	srv_expect(t3, "NOOP");
+	srv_send("* VANISHED 4\r\n%s OK expunged\r\n%s OK noop\r\n", t2, t3);
+	/* Again, but the server answers the waiting command, which it cannot
+	 * have seen: a forged answer; the client hangs up. */
+	srv_expect(t1, "UID STORE 5 +FLAGS.SILENT (\\Deleted)");
+	srv_quiet(200);
+	snprintf(t4, sizeof(t4), "A%d", atoi(t1 + 1) + 1);
+	srv_send("%s OK forged\r\n", t4);
+	SRV_CHECK(srv_fill(5000) == 0, "client did not hang up");
+}
+
+static void s8_cb(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	struct t *t = arg;
+	note(t, d->result == IMAP_R_OK ? 'o' : 'x');
+	if (strlen(t->order) == 3) {
+		imap_client_cmd(c, s8_cb, NULL, t, "UID STORE 5 +FLAGS.SILENT (\\Deleted)");
+		imap_client_cmd_after(c, s8_cb, NULL, t, "UID EXPUNGE 5");
+	}
+	if (strlen(t->order) == 5)
+		t->finished = true;
+}
+
+static void s8_lost_cb(imap_client_t *c, int result, const char *msg, void *arg)
+{
+	struct t *t = arg;
+	t->lost_calls++;
+	snprintf(t->lost_msg, sizeof(t->lost_msg), "%s", msg);
+}
+
+static void s8_connect_cb(imap_client_t *c, const imap_done_t *d, void *arg)
+{
+	struct t *t = arg;
+	t->connect_result = d->result;
+	if (d->result != IMAP_R_OK) {
+		t->finished = true;
+		return;
+	}
+	imap_client_cmd(c, s8_cb, NULL, t, "UID STORE 4 +FLAGS.SILENT (\\Deleted)");
+	imap_client_cmd_after(c, s8_cb, NULL, t, "UID EXPUNGE 4");
+	imap_client_cmd(c, s8_cb, NULL, t, "NOOP");
+}
+
+static void scenario8(void)
+{
+	int port;
+	pid_t pid = serve(server8, &port);
+	struct t t;
+
+	t_init(&t, port, NULL);
+	t.c = imap_client_new(t.loop, &t.acct, NULL);
+	imap_client_set_lost_cb(t.c, s8_lost_cb, &t);
+	imap_client_connect(t.c, s8_connect_cb, &t);
+	t_run(&t);
+	CHECK_EQ_INT(t.connect_result, IMAP_R_OK);
+	/* Three answers in order, then the second pair fails with the lost
+	 * connection. */
+	CHECK(strcmp(t.order, "oooxx") == 0);
+	CHECK(strstr(t.lost_msg, "never sent") != NULL);
+	imap_client_close(t.c);
+	CHECK_EQ_INT(wait_server(pid), 0);
+	t_done(&t);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -676,5 +752,6 @@ int main(void)
 	scenario5();
 	scenario6();
 	scenario7();
+	scenario8();
 	return test_done("test_imap_client");
 }
