@@ -60,13 +60,14 @@ PASSWORD = "bench-pass"
 # README); the second shows the steady state a resync every few minutes sees.
 PHASES = ("initial", "nochange", "nochange2", "incremental")
 ALL_TOOLS = ("ceiling", "mbsync", "mbsync-fsync", "offlineimap", "imapbridge", "imapbridge-noexport",
-             "imapbridge-nofsync")
+             "imapbridge-nofsync", "imapbridge-noexport-nofsync")
 # Which mbsync run a tool is compared with like for like: the same durability. imapbridge
 # makes every write durable before it records it (its default); mbsync does that only with
 # FSync yes (its default), and the plain mbsync row runs with FSync no.
 DURABLE_PEER = {"imapbridge": "mbsync-fsync", "imapbridge-noexport": "mbsync-fsync",
                 "imapbridge-base": "mbsync-fsync", "imapbridge-base-noexport": "mbsync-fsync",
-                "imapbridge-nofsync": "mbsync", "mbsync-fsync": "mbsync-fsync",
+                "imapbridge-nofsync": "mbsync", "imapbridge-noexport-nofsync": "mbsync",
+                "mbsync-fsync": "mbsync-fsync",
                 "mbsync": "mbsync", "offlineimap": "mbsync"}
 # Another build of imapbridged (--base-bin DIR) timed in the same run, for
 # before/after comparisons of a change; not in the default tool list.
@@ -557,6 +558,12 @@ class ImapbridgeNoExport(Imapbridge):
     checkable = False
 
 
+class ImapbridgeNoExportNoFsync(ImapbridgeNoExport):
+    """The store alone with fsync = false: the same durability as mbsync's FSync no."""
+    name = "imapbridge-noexport-nofsync"
+    extra = "fsync = false;\n"
+
+
 class ImapbridgeBase(Imapbridge):
     """imapbridged from --base-bin, with the Maildir export."""
     name = "imapbridge-base"
@@ -586,7 +593,8 @@ class Ceiling(Tool):
 
 
 TOOL_CLASSES = {c.name: c for c in (Ceiling, Mbsync, MbsyncFsync, Offlineimap, Imapbridge,
-                                     ImapbridgeNoExport, ImapbridgeNoFsync, ImapbridgeBase,
+                                     ImapbridgeNoExport, ImapbridgeNoFsync,
+                                     ImapbridgeNoExportNoFsync, ImapbridgeBase,
                                      ImapbridgeBaseNoExport)}
 
 
@@ -726,24 +734,24 @@ def print_table(res, tools, args, info):
     if info["mutation"]:
         print("mutation: %(flags)d flag changes, %(expunged)d expunged, %(appended)d appended"
               % info["mutation"])
-    hdr = "%-24s" % "tool"
+    hdr = "%-28s" % "tool"
     for ph in PHASES:
         hdr += " %12s %8s" % (ph + " s", "RSS MB")
     print(hdr)
     print("-" * len(hdr))
     for t in tools:
-        row = "%-24s" % t
+        row = "%-28s" % t
         for ph in PHASES:
             row += " %12s %8s" % (fmt_secs(median(res.times.get((t, ph)))),
                                   fmt(median(res.rss.get((t, ph))), "%.0f"))
         print(row)
     print()
     print("ratio to mbsync (tool time / mbsync time; < 1 is faster than mbsync)")
-    hdr = "%-24s" % "tool" + "".join(" %12s" % ph for ph in PHASES)
+    hdr = "%-28s" % "tool" + "".join(" %12s" % ph for ph in PHASES)
     print(hdr)
     print("-" * len(hdr))
     for t in tools:
-        row = "%-24s" % t
+        row = "%-28s" % t
         for ph in PHASES:
             a, b = median(res.times.get((t, ph))), median(res.times.get(("mbsync", ph)))
             row += " %12s" % (fmt(a / b) if a is not None and b else "n/a")
@@ -760,11 +768,11 @@ def print_table(res, tools, args, info):
         print()
         print("like for like: ratio to the mbsync run with the same durability (fsync on: "
               "mbsync-fsync; fsync off: mbsync)")
-        hdr = "%-24s %-14s" % ("tool", "compared with") + "".join(" %12s" % ph for ph in PHASES)
+        hdr = "%-28s %-14s" % ("tool", "compared with") + "".join(" %12s" % ph for ph in PHASES)
         print(hdr)
         print("-" * len(hdr))
         for t in peers:
-            row = "%-24s %-14s" % (t, DURABLE_PEER[t])
+            row = "%-28s %-14s" % (t, DURABLE_PEER[t])
             for ph in PHASES:
                 a = median(res.times.get((t, ph)))
                 b = median(res.times.get((DURABLE_PEER[t], ph)))
@@ -776,7 +784,7 @@ def print_table(res, tools, args, info):
         if t == "ceiling":
             continue
         checks = res.checks.get(t)
-        if t == "imapbridge-noexport":
+        if not TOOL_CLASSES[t].checkable:
             status = "n/a (no Maildir export to compare; see imapbridge)"
         elif not checks:
             status = "n/a"
@@ -785,7 +793,7 @@ def print_table(res, tools, args, info):
         else:
             bad = [c for c in checks if c != "PASS"]
             status = bad[0] + (" (%d of %d runs)" % (len(bad), len(checks)) if len(checks) > 1 else "")
-        print("%-20s %s" % (t, status))
+        print("%-28s %s" % (t, status))
     notes = sorted(set((t, r) for (t, ph), r in res.errors.items()
                        if not r.startswith("skipped")))
     if notes:
