@@ -113,6 +113,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void run_begin(acct_state_t *a)
 {
 	a->started = ev_now(a->s->loop);
+	a->small_run = false;
 	a->status = 0;
 	a->deferred = a->folders = a->skipped = a->down = a->up = a->del = a->flags = a->held =
 		a->md_in = a->md_out = a->failed = 0;

@@ -454,17 +454,23 @@ static void dispatch_once(acct_state_t *a)
 		if (conn_can_take(c))
 			run_on(c);
 	}
-	/* Open more sessions for the folders still waiting. */
+	/* Open more sessions for the folders still waiting; in a small run
+	 * only one, to replace a lost one. */
 	size_t waiting = a->plan.n - a->next_job;
 	cancel_connecting(a, waiting);
+	size_t live = 0;
+	for (size_t i = 0; i < a->n_conns; i++)
+		if (a->conns[i].state != CONN_NONE)
+			live++;
 	for (size_t i = 0; i < a->n_conns && waiting > 0 && !a->conn_failed; i++) {
 		conn_t *c = &a->conns[i];
 		if (c->state == CONN_CONNECTING) {
 			waiting--;
 			continue;
 		}
-		if (c->state != CONN_NONE)
+		if (c->state != CONN_NONE || (a->small_run && live > 0))
 			continue;
+		live++;
 		open_extra(a, c);
 		waiting--;
 	}
@@ -484,14 +490,53 @@ static void dispatch_once(acct_state_t *a)
 	a->remote_done = true;
 }
 
-/* Discovery is over: drop the unchanged folders, remember how many are left
- * for the next run's early sessions, and start. */
+/* Up to this many new messages on the server, with nothing of the store's
+ * to send, the folders that changed all go through the first session. An
+ * extra login costs the server a process and more than there is to fetch:
+ * on the bench's incremental resync (50 folders, 100 new messages) one
+ * session took 74 ms against 79 ms for three, and Dovecot 30-40 ms of CPU
+ * against 50-60. */
+#define SCHED_SMALL_RUN 256
+
+/* Whether the planned folders only bring a few new messages down: every
+ * one synced before under the same UIDVALIDITY, with modseqs (no full
+ * scans), its store changes all pushed, and few new UIDs in all. */
+static bool small_run(acct_state_t *a)
+{
+	store_txn_t *txn = NULL;
+	uint64_t incoming = 0;
+	bool small = (a->conns[0].caps & REPLICA_CAP_MODSEQ) != 0;
+
+	if (!small || a->n_conns < 2 || store_txn_begin_read(a->s->st, &txn) != 0)
+		return false;
+	for (size_t i = a->next_job; i < a->plan.n && small; i++) {
+		const folder_job_t *fj = &a->plan.jobs[i];
+		store_replica_t rs;
+		store_folder_t f;
+		small = !fj->create_remote && fj->has_counts && fj->counts.highestmodseq &&
+			store_replica_get(txn, fj->folder_id, STORE_REPLICA_REMOTE, &rs) == 0 &&
+			rs.uidvalidity == fj->counts.uidvalidity &&
+			store_folder_get(txn, fj->folder_id, &f) == 0 &&
+			f.state != STORE_FOLDER_HELD && rs.pushed_modseq == f.highestmodseq;
+		if (small && fj->counts.uidnext > rs.uidnext)
+			incoming += fj->counts.uidnext - rs.uidnext;
+		small = small && incoming <= SCHED_SMALL_RUN;
+	}
+	store_txn_abort(txn);
+	return small;
+}
+
+/* Discovery is over: drop the unchanged folders, remember how many sessions
+ * the next run should open early, and start. */
 static void plan_ready(acct_state_t *a)
 {
 	ev_timer_stop(a->s->loop, &a->early_w);
 	skip_unchanged(a);
 	a->discovered = true;
+	a->small_run = small_run(a);
 	a->last_work = (long)(a->plan.n - a->next_job);
+	if (a->small_run && a->last_work > 1)
+		a->last_work = 1;
 	dispatch(a);
 }
 

@@ -204,6 +204,23 @@ class SyncTestBase:
         self.env.sync_ok(self)
         self.assertSame()
 
+    def test_small_resync_uses_one_session(self):
+        # A few new messages in several folders: with modseqs, every folder
+        # goes through the first session (no extra logins); without, the
+        # sessions open as before. Both end equal to the server.
+        folders = ["Box%02d" % i for i in range(16)]
+        for folder in folders:
+            self.dc.append("alice", folder, make_message(subject="%s old" % folder))
+        self.env.sync_ok(self)
+        for folder in folders:
+            for i in range(2):
+                self.dc.append("alice", folder, make_message(subject="%s new %d" % (folder, i)))
+        log = self.env.sync_ok(self, "-d", "imap")
+        self.assertSame()
+        self.assertIn(", 32 new here", log)
+        if self.condstore:
+            self.assertNotIn("acct=home#", log)
+
 
 class SyncCondstore(SyncTestBase, unittest.TestCase):
     condstore = True
