@@ -96,7 +96,9 @@ struct acct_state {
 	/* Folders the last discovery left to sync (-1: none yet); the next
 	 * run opens that many sessions before its own discovery ends. */
 	long last_work;
-	bool small_run;          /* little to fetch: one session (see small_run()) */
+	/* This run's folders bring at most SCHED_SMALL_RUN new messages down
+	 * and have nothing to send (skip_unchanged()): one session serves. */
+	bool small_run;
 	ev_timer early_w;        /* opens the extra sessions while a slow
 	                            listing runs (first run) */
 	/* maildir */

@@ -397,10 +397,43 @@ static int job_size_cmp(const void *x, const void *y)
 
 /* Count the folders nothing happened to and drop them from the queue, so no
  * session is opened for them. */
+/* Up to this many new messages on the server, with nothing of the store's
+ * to send, the folders that changed all go through the first session. An
+ * extra login costs the server a process and more than there is to fetch:
+ * on the bench's incremental resync (50 folders, 100 new messages) one
+ * session took 74 to 76 ms against 79 to 81 ms for three, and Dovecot 20 to
+ * 50 ms of CPU against 50 to 70. */
+#define SCHED_SMALL_RUN 256
+
+/* Whether folder fj keeps a run small (see small_run in sched_p.h): synced
+ * before under the same UIDVALIDITY, with modseqs (no full scan), not held,
+ * its store changes all pushed; its new UIDs are added to *incoming. */
+static bool small_folder(store_txn_t *txn, const folder_job_t *fj, uint64_t *incoming)
+{
+	store_replica_t rs;
+	store_folder_t f;
+
+	if (fj->create_remote || !fj->has_counts || !fj->counts.highestmodseq ||
+	    store_replica_get(txn, fj->folder_id, STORE_REPLICA_REMOTE, &rs) != 0 ||
+	    rs.uidvalidity != fj->counts.uidvalidity ||
+	    store_folder_get(txn, fj->folder_id, &f) != 0 || f.state == STORE_FOLDER_HELD ||
+	    rs.pushed_modseq != f.highestmodseq)
+		return false;
+	if (fj->counts.uidnext > rs.uidnext)
+		*incoming += fj->counts.uidnext - rs.uidnext;
+	return *incoming <= SCHED_SMALL_RUN;
+}
+
+/* Drop the folders the counters prove unchanged, and tell whether the rest
+ * make a small run: one read of the store for both. */
 static void skip_unchanged(acct_state_t *a)
 {
 	size_t k = a->next_job;
+	store_txn_t *txn = NULL;
+	bool have_txn = store_txn_begin_read(a->s->st, &txn) == 0;
+	uint64_t incoming = 0;
 
+	a->small_run = have_txn && a->n_conns > 1 && (a->conns[0].caps & REPLICA_CAP_MODSEQ);
 	for (size_t i = a->next_job; i < a->plan.n; i++) {
 		folder_job_t *fj = &a->plan.jobs[i];
 		engine_opts_t o;
@@ -409,15 +442,18 @@ static void skip_unchanged(acct_state_t *a)
 				 prefix, sizeof(prefix));
 		o.has_counts = fj->has_counts;
 		o.counts = fj->counts;
-		if (!fj->create_remote && engine_unchanged(a->s->st, &o)) {
+		if (!fj->create_remote && have_txn && engine_unchanged_txn(txn, &o)) {
 			a->folders++;
 			a->skipped++;
 			free(fj->local);
 			free(fj->remote);
 			continue;
 		}
+		if (a->small_run)
+			a->small_run = small_folder(txn, fj, &incoming);
 		a->plan.jobs[k++] = *fj;
 	}
+	store_txn_abort(txn);
 	a->plan.n = k;
 	/* Biggest first: opening a folder costs the server about in proportion
 	 * to its size, and a big one last would leave the other sessions idle. */
@@ -490,42 +526,6 @@ static void dispatch_once(acct_state_t *a)
 	a->remote_done = true;
 }
 
-/* Up to this many new messages on the server, with nothing of the store's
- * to send, the folders that changed all go through the first session. An
- * extra login costs the server a process and more than there is to fetch:
- * on the bench's incremental resync (50 folders, 100 new messages) one
- * session took 74 ms against 79 ms for three, and Dovecot 30-40 ms of CPU
- * against 50-60. */
-#define SCHED_SMALL_RUN 256
-
-/* Whether the planned folders only bring a few new messages down: every
- * one synced before under the same UIDVALIDITY, with modseqs (no full
- * scans), its store changes all pushed, and few new UIDs in all. */
-static bool small_run(acct_state_t *a)
-{
-	store_txn_t *txn = NULL;
-	uint64_t incoming = 0;
-	bool small = (a->conns[0].caps & REPLICA_CAP_MODSEQ) != 0;
-
-	if (!small || a->n_conns < 2 || store_txn_begin_read(a->s->st, &txn) != 0)
-		return false;
-	for (size_t i = a->next_job; i < a->plan.n && small; i++) {
-		const folder_job_t *fj = &a->plan.jobs[i];
-		store_replica_t rs;
-		store_folder_t f;
-		small = !fj->create_remote && fj->has_counts && fj->counts.highestmodseq &&
-			store_replica_get(txn, fj->folder_id, STORE_REPLICA_REMOTE, &rs) == 0 &&
-			rs.uidvalidity == fj->counts.uidvalidity &&
-			store_folder_get(txn, fj->folder_id, &f) == 0 &&
-			f.state != STORE_FOLDER_HELD && rs.pushed_modseq == f.highestmodseq;
-		if (small && fj->counts.uidnext > rs.uidnext)
-			incoming += fj->counts.uidnext - rs.uidnext;
-		small = small && incoming <= SCHED_SMALL_RUN;
-	}
-	store_txn_abort(txn);
-	return small;
-}
-
 /* Discovery is over: drop the unchanged folders, remember how many sessions
  * the next run should open early, and start. */
 static void plan_ready(acct_state_t *a)
@@ -533,7 +533,6 @@ static void plan_ready(acct_state_t *a)
 	ev_timer_stop(a->s->loop, &a->early_w);
 	skip_unchanged(a);
 	a->discovered = true;
-	a->small_run = small_run(a);
 	a->last_work = (long)(a->plan.n - a->next_job);
 	if (a->small_run && a->last_work > 1)
 		a->last_work = 1;
