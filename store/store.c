@@ -5,6 +5,8 @@
  */
 #include "store/store_p.h"
 
+#include "lib/log.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -610,6 +612,16 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* For the store trace: what a commit makes durable. */
+static const char *commit_kind(const store_t *st, bool wrote, bool lazy)
+{
+	if (!wrote)
+		return "nothing to sync";
+	if (st->nosync)
+		return "fsync = false: not synced";
+	return lazy ? "lazy: data synced" : "data and meta synced";
+}
+
 int store_txn_commit(store_txn_t *txn)
 {
 	if (!txn->write) {
@@ -631,11 +643,17 @@ int store_txn_commit(store_txn_t *txn)
 	 * (it covers the whole map) makes it durable too. */
 	bool lazy = txn->lazy && !txn->st->nosync;
 	bool wrote = txn->nwrites > 0; /* LMDB syncs nothing for an empty commit */
+	unsigned long nwrites = txn->nwrites;
+	uint64_t t0 = log_cat_on(LOG_CAT_STORE) ? ib_now_ms() : 0;
 	if (lazy)
 		mdb_env_set_flags(txn->st->env, MDB_NOMETASYNC, 1);
 	int rc = store_map_mdb(mdb_txn_commit(txn->txn));
 	if (lazy)
 		mdb_env_set_flags(txn->st->env, MDB_NOMETASYNC, 0);
+	if (t0)
+		log_trace(LOG_CAT_STORE, "commit of %lu writes (%s): %s in %llu ms", nwrites,
+			  commit_kind(txn->st, wrote, lazy), rc == 0 ? "done" : store_strerror(rc),
+			  (unsigned long long)(ib_now_ms() - t0));
 	if (rc == STORE_EAGAIN)
 		txn->st->grow_pending = true;
 	store_t *st = txn->st;
@@ -695,9 +713,14 @@ int store_sync(store_t *st)
 {
 	if (st->readonly || st->nosync || !st->lazy_dirty)
 		return 0;
+	uint64_t t0 = log_cat_on(LOG_CAT_STORE) ? ib_now_ms() : 0;
 	int rc = store_map_mdb(mdb_env_sync(st->env, 1));
 	if (rc == 0)
 		st->lazy_dirty = false;
+	if (t0)
+		log_trace(LOG_CAT_STORE, "sync of the last lazy commit: %s in %llu ms",
+			  rc == 0 ? "done" : store_strerror(rc),
+			  (unsigned long long)(ib_now_ms() - t0));
 	return rc;
 }
 

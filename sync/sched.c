@@ -22,6 +22,10 @@
 
 /* See group_prep_cb(). */
 #define SCHED_GROUP_DELAY 0.020
+/* In a small run a group this big commits at once: its one session takes
+ * many folders at a time (SCHED_SMALL_DEPTH), so no session starves, and
+ * the server goes on with the later folders while the store syncs these. */
+#define SCHED_GROUP_MAX 8
 
 static void acct_maybe_start(sched_t *s);
 
@@ -613,8 +617,9 @@ static void acct_abort(acct_state_t *a)
  * Folder jobs that finish while others still run commit together: their
  * final commits wait in s->group until every running job waits there too,
  * a Maildir pass runs out of folders to write, a session cannot take the
- * next folder for the jobs it handed on, or SCHED_GROUP_DELAY after
- * the first of them, whichever comes first.
+ * next folder for the jobs it handed on, SCHED_GROUP_MAX of them wait in
+ * a small run, or SCHED_GROUP_DELAY after the first of them, whichever
+ * comes first.
  * Those commits are lazy anyway (losing them costs redoing the work), and a
  * job's session went on to the next folder before it, so the wait slows
  * nothing but the last folder; 50 changed folders cost a few syncs, not 50.
@@ -655,6 +660,15 @@ static bool remote_starved(const sched_t *s)
 	return false;
 }
 
+/* An account in its remote pass with a small run (small_run in sched_p.h). */
+static bool small_running(const sched_t *s)
+{
+	for (size_t i = 0; i < s->n_accts; i++)
+		if (s->accts[i]->phase == RUN_REMOTE && s->accts[i]->small_run)
+			return true;
+	return false;
+}
+
 static void group_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	sched_t *s = w->data;
@@ -663,7 +677,8 @@ static void group_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	(void)revents;
 	if (n == 0)
 		ev_timer_stop(loop, &s->group_w);
-	else if (n >= s->jobs_live || md_starved(s) || remote_starved(s))
+	else if (n >= s->jobs_live || md_starved(s) || remote_starved(s) ||
+		 (n >= SCHED_GROUP_MAX && small_running(s)))
 		group_flush(s);
 	else if (!ev_is_active(&s->group_w)) {
 		ev_timer_set(&s->group_w, SCHED_GROUP_DELAY, 0.);

@@ -27,6 +27,10 @@
  * bound. What they keep in memory (pairs, bodies) stays bounded so. */
 #define SCHED_PIPELINE_DEPTH 8
 #define SCHED_PIPELINE_MSGS 50000u
+/* In a small run (small_run in sched_p.h) the one session takes up to this
+ * many: each job there fetches little, and their final commits share one
+ * data sync per this many folders instead of per SCHED_PIPELINE_DEPTH. */
+#define SCHED_SMALL_DEPTH 64
 
 static size_t conn_limit(acct_state_t *a)
 {
@@ -117,9 +121,10 @@ static uint64_t run_msgs_of(const folder_job_t *fj)
 /* The session may take the next folder (see SCHED_PIPELINE_DEPTH). */
 static bool conn_can_take(const conn_t *c)
 {
+	unsigned depth = c->a->small_run ? SCHED_SMALL_DEPTH : SCHED_PIPELINE_DEPTH;
 	return c->state == CONN_READY && !imap_replica_dead(c->r) &&
 	       (c->n_released == 0 ||
-		(c->n_released < SCHED_PIPELINE_DEPTH && c->released_msgs < SCHED_PIPELINE_MSGS));
+		(c->n_released < depth && c->released_msgs < SCHED_PIPELINE_MSGS));
 }
 
 static void start_job(conn_t *c, size_t ji)

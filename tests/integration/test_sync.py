@@ -4,6 +4,7 @@ SHA-256 of the bytes, flags and keywords. The whole suite runs once against a
 Dovecot with CONDSTORE/QRESYNC and once without."""
 
 import os
+import re
 import unittest
 
 from harness import Dovecot, make_message, quote
@@ -206,8 +207,10 @@ class SyncTestBase:
 
     def test_small_resync_uses_one_session(self):
         # A few new messages in several folders: with modseqs, every folder
-        # goes through the first session (no extra logins); without, the
-        # sessions open as before. Both end equal to the server.
+        # goes through the first session (no extra logins), and with QRESYNC
+        # all of them are pipelined at once (more than the 8 of a big run);
+        # without modseqs, the sessions open as before. All end equal to the
+        # server.
         folders = ["Box%02d" % i for i in range(16)]
         for folder in folders:
             self.dc.append("alice", folder, make_message(subject="%s old" % folder))
@@ -215,11 +218,28 @@ class SyncTestBase:
         for folder in folders:
             for i in range(2):
                 self.dc.append("alice", folder, make_message(subject="%s new %d" % (folder, i)))
-        log = self.env.sync_ok(self, "-d", "imap")
+        log = self.env.sync_ok(self, "-d", "imap,store")
         self.assertSame()
         self.assertIn(", 32 new here", log)
+        self.assertRegex(log, r"store: commit of [1-9]\d* writes \(")
         if self.condstore:
             self.assertNotIn("acct=home#", log)
+        if self.condstore and self.capability is None:
+            self.assertGreater(max_selects_in_flight(log), 8)
+
+
+def max_selects_in_flight(log):
+    """The most SELECT commands of the -d imap trace sent and not yet answered."""
+    out, most = set(), 0
+    for line in log.splitlines():
+        m = re.search(r" C: (\S+) (SELECT|EXAMINE) ", line)
+        if m:
+            out.add(m.group(1))
+            most = max(most, len(out))
+        m = re.search(r" S: (\S+) (OK|NO|BAD)", line)
+        if m:
+            out.discard(m.group(1))
+    return most
 
 
 class SyncCondstore(SyncTestBase, unittest.TestCase):
