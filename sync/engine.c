@@ -150,6 +150,7 @@ static void job_free(engine_job_t *job)
 		if (job->batch[i].spool)
 			fclose(job->batch[i].spool);
 	}
+	free(job->batch);
 	free(job->ups);
 	free(job->by_hash);
 	free(job->move_to);

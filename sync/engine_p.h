@@ -190,7 +190,8 @@ struct engine_job {
 
 	upload_ent_t *ups;
 	size_t n_ups, next_up;
-	batch_ent_t batch[ENGINE_UPLOAD_MSGS];
+	batch_ent_t *batch; /* ENGINE_UPLOAD_MSGS entries, from the first upload on:
+	                      a job with none (most) touches none of it */
 	size_t n_batch;
 	uint32_t *by_hash;           /* ups indexes sorted by hash */
 	int upload_step;             /* 0 record+send, 1 find, 2 commit */

@@ -505,7 +505,8 @@ static void batch_clear(engine_job_t *job)
 		if (u->spool)
 			fclose(u->spool);
 	}
-	memset(job->batch, 0, sizeof(job->batch));
+	if (job->n_batch)
+		memset(job->batch, 0, job->n_batch * sizeof(*job->batch));
 	job->n_batch = 0;
 }
 
@@ -522,6 +523,8 @@ static int batch_fill(engine_job_t *job)
 	bool use_fd = (job->box.caps & REPLICA_CAP_APPEND_FD) && job->r->ops->append_fd;
 	int rc = store_txn_begin_read(job->st, &txn);
 
+	if (!job->batch)
+		job->batch = xcalloc(ENGINE_UPLOAD_MSGS, sizeof(*job->batch));
 	while (rc == 0 && job->next_up < job->n_ups && job->n_batch < ENGINE_UPLOAD_MSGS &&
 	       (bytes < ENGINE_UPLOAD_BYTES || job->n_batch == 0)) {
 		upload_ent_t *c = &job->ups[job->next_up++];
