@@ -729,7 +729,7 @@ static void md_select(replica_t *r, const char *name, replica_select_cb cb, void
 		return;
 	}
 	if (rc != 0)
-		rc = maildir_uids_load(dir, 0, &u);
+		rc = maildir_uids_load(dir, 0, &u, md->nosync);
 	if (rc != 0) {
 		log_err(MD_PFX " box=%s: cannot read or write %s/%s: %s", md->account, name, dir,
 			MAILDIR_UIDS_FILE, strerror(-rc));
@@ -1166,10 +1166,10 @@ static void md_move(replica_t *r, uint32_t uid, const char *to, replica_uid_cb c
 	maildir_uids_t tu;
 	int rc = maildir_uids_read(tdir, &tu);
 	if (rc != 0 && !have) /* never synced: start its UIDs */
-		rc = maildir_uids_load(tdir, 0, &tu);
+		rc = maildir_uids_load(tdir, 0, &tu, md->nosync);
 	uint32_t nuid = tu.uidnext++;
 	if (rc == 0)
-		rc = maildir_uids_write(tdir, &tu);
+		rc = maildir_uids_write(tdir, &tu, md->nosync);
 	char tmd5[MAILDIR_FMD5_LEN + 1];
 	maildir_fmd5(to, tmd5);
 	maildir_name_t pn;

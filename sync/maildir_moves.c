@@ -251,11 +251,12 @@ static void moves_into(maildir_replica_t *md, folders_ctx_t *fc, const char *nam
 
 	maildir_uids_t u;
 	/* A synced folder without its UID file is held by select(); leave it. */
-	if (maildir_uids_read(dir, &u) != 0 && (have_rs || maildir_uids_load(dir, 0, &u) != 0))
+	if (maildir_uids_read(dir, &u) != 0 &&
+	    (have_rs || maildir_uids_load(dir, 0, &u, md->nosync) != 0))
 		goto out;
 	for (size_t i = 0; i < n; i++)
 		c[i].dst_ruid = u.uidnext++;
-	if (maildir_uids_write(dir, &u) != 0)
+	if (maildir_uids_write(dir, &u, md->nosync) != 0)
 		goto out;
 	moves_txn_t mt = {md, name, dst_id, c, n, 0};
 	int rc = store_write(md->st, moves_fn, &mt);

@@ -20,14 +20,15 @@ typedef struct maildir_uids {
 
 /* Read <dir>/.imapbridge-uids: 0, -ENOENT when absent, -EINVAL when garbled. */
 int maildir_uids_read(const char *dir, maildir_uids_t *out);
-/* Write it atomically and durably. 0 or -errno. */
-int maildir_uids_write(const char *dir, const maildir_uids_t *u);
+/* Write it atomically, and durably unless nosync (fsync = false). 0 or
+ * -errno. */
+int maildir_uids_write(const char *dir, const maildir_uids_t *u, bool nosync);
 /* Stage it in batch b instead (maildir_batch_replace()): durable with the
  * batch's files, in place before any of them is renamed. 0 or -errno. */
 int maildir_uids_stage(maildir_batch_t *b, const char *dir, const maildir_uids_t *u);
 /* Read, or create with a fresh UIDVALIDITY different from avoid (the value
- * the store remembers, 0 if none). */
-int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out);
+ * the store remembers, 0 if none), written as maildir_uids_write() does. */
+int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out, bool nosync);
 
 /* A deferred callback (see maildir.h, Durability). */
 typedef struct md_deferred {

@@ -51,7 +51,7 @@ int maildir_uids_stage(maildir_batch_t *b, const char *dir, const maildir_uids_t
 	return maildir_batch_replace(b, dir, MAILDIR_UIDS_FILE, line, (size_t)len);
 }
 
-int maildir_uids_write(const char *dir, const maildir_uids_t *u)
+int maildir_uids_write(const char *dir, const maildir_uids_t *u, bool nosync)
 {
 	char *path = xasprintf("%s/%s", dir, MAILDIR_UIDS_FILE);
 	char *tmp = xasprintf("%s.tmp", path);
@@ -61,7 +61,7 @@ int maildir_uids_write(const char *dir, const maildir_uids_t *u)
 	int rc = maildir_create_own(tmp, line, (size_t)len, &fd);
 	if (rc != 0)
 		goto out;
-	if (fsync(fd) != 0) {
+	if (!nosync && fsync(fd) != 0) {
 		rc = errno ? -errno : -EIO;
 		close(fd);
 		goto out;
@@ -71,7 +71,7 @@ int maildir_uids_write(const char *dir, const maildir_uids_t *u)
 		rc = -errno;
 		goto out;
 	}
-	rc = maildir_fsync_dir(dir);
+	rc = nosync ? 0 : maildir_fsync_dir(dir);
 out:
 	if (rc != 0)
 		unlink(tmp);
@@ -80,7 +80,7 @@ out:
 	return rc;
 }
 
-int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out)
+int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out, bool nosync)
 {
 	int rc = maildir_uids_read(dir, out);
 	if (rc != -ENOENT && rc != -EINVAL)
@@ -100,7 +100,7 @@ int maildir_uids_load(const char *dir, uint32_t avoid, maildir_uids_t *out)
 				out->uidnext = s->entries[i].parsed.uid + 1;
 		maildir_scan_free(s);
 	}
-	return maildir_uids_write(dir, out);
+	return maildir_uids_write(dir, out, nosync);
 }
 
 int maildir_hash_file(const char *path, store_hash_t *out)
@@ -324,7 +324,7 @@ int maildir_prep_folder(maildir_replica_t *md)
 	/* The UID file first: a name must never carry a UID that could be
 	 * handed out again after a crash. */
 	if (md->uids_dirty) {
-		rc = maildir_uids_write(md->dir, &md->uids);
+		rc = maildir_uids_write(md->dir, &md->uids, md->nosync);
 		if (rc != 0)
 			goto out;
 		md->uids_dirty = false;

@@ -214,7 +214,7 @@ int maildir_recover_folder(const maildir_opts_t *o, uint32_t folder_id, bool rel
 	}
 	/* The folder is rebuilt: no earlier seal may vouch for it. */
 	maildir_seal_remove(dir);
-	rc = maildir_uids_load(dir, 0, &r.uids);
+	rc = maildir_uids_load(dir, 0, &r.uids, o->nosync);
 	if (rc == 0)
 		rc = maildir_scan_folder(dir, &s);
 	if (rc) {
@@ -261,7 +261,7 @@ int maildir_recover_folder(const maildir_opts_t *o, uint32_t folder_id, bool rel
 					       : xasprintf("%.*s,U=%u,FMD5=%s", (int)p->base_len,
 							   e->name, m->ruid, fmd5);
 			char *sd = xasprintf("%s/%s", dir, sub);
-			if (maildir_uids_write(dir, &r.uids) != 0 ||
+			if (maildir_uids_write(dir, &r.uids, o->nosync) != 0 ||
 			    maildir_batch_rename(b, sd, e->name, sd, nn) != 0)
 				m->ruid = 0;
 			free(sd);
@@ -307,7 +307,7 @@ int maildir_recover_folder(const maildir_opts_t *o, uint32_t folder_id, bool rel
 			 store_strerror(rc));
 		goto out;
 	}
-	rc = maildir_uids_write(dir, &r.uids);
+	rc = maildir_uids_write(dir, &r.uids, o->nosync);
 	if (rc == 0)
 		rc = maildir_batch_flush(b, NULL);
 	if (rc) {
