@@ -1129,7 +1129,7 @@ static void job_step(engine_job_t *job)
 			/* Nothing but the downloads left for the replica: the
 			 * session goes on to the next folder now, its SELECT
 			 * queued behind them (one round trip less per folder). */
-			if (fetch_is_last(job)) {
+			if (fetch_is_last(job) && !job->o.release_late) {
 				release(job);
 			} else if (job->read_ahead && job->result == ENGINE_OK) {
 				/* The session went on already: the replica's

@@ -82,6 +82,9 @@ typedef struct engine_opts {
 	 * whose answers to the next folder's commands could be taken for
 	 * this one's. */
 	void (*release)(void *ctx);
+	/* With release: only once nothing at all is left for the replica (the
+	 * final commit), for a replica with one folder open at a time. */
+	bool release_late;
 	/* With release: when nothing waits to go to the replica (no pending
 	 * operation, every store change pushed) and the counters above show
 	 * a delta to read, the job sends the folder's whole read at once

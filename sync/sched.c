@@ -67,11 +67,32 @@ static void round_account_done(round_t *r, int status)
 	free(r);
 }
 
+/* One Maildir folder job (md_start_next()). */
+typedef struct md_run {
+	acct_state_t *a;
+	size_t idx; /* in md_folders, md_names */
+	engine_job_t *job;
+	bool released, cancelled;
+	struct md_run *next; /* a->md_released */
+} md_run_t;
+
 static void md_free(acct_state_t *a)
 {
+	md_run_t *r = a->md_released;
+	a->md_released = NULL;
+	a->n_md_released = 0;
+	a->md_blocked = false;
+	while (r) {
+		md_run_t *next = r->next;
+		r->cancelled = true;
+		engine_cancel(r->job); /* md_job_done() frees r */
+		r = next;
+	}
 	if (a->md_job) {
 		engine_job_t *j = a->md_job;
+		a->md_run->cancelled = true;
 		a->md_job = NULL;
+		a->md_run = NULL;
 		engine_cancel(j);
 	}
 	replica_free(a->md);
@@ -385,17 +406,10 @@ static int md_list_cb(const store_folder_t *f, void *arg)
 
 static void md_pump(acct_state_t *a);
 
-static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
+/* The next step of the Maildir pass, once its current job is out of the
+ * way. */
+static void md_continue(acct_state_t *a)
 {
-	acct_state_t *a = ctx;
-	bool cancelled = a->md_job == NULL && rc == ENGINE_CANCELLED;
-
-	a->md_job = NULL;
-	if (cancelled)
-		return;
-	sched_note_result(a, a->md_names[a->next_md], true, rc, st);
-	a->folders--; /* count folders once, for the remote pass */
-	a->next_md++;
 	if (a->phase == RUN_REMOTE) {
 		md_pump(a);
 	} else if (a->phase == RUN_MAILDIR_IN && a->pre_started &&
@@ -407,6 +421,78 @@ static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 	} else {
 		sched_run_step(a);
 	}
+}
+
+static void md_unlink_released(acct_state_t *a, md_run_t *run)
+{
+	for (md_run_t **pp = &a->md_released; *pp; pp = &(*pp)->next)
+		if (*pp == run) {
+			*pp = run->next;
+			a->n_md_released--;
+			return;
+		}
+}
+
+static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
+{
+	md_run_t *run = ctx;
+	acct_state_t *a = run->a;
+
+	a->s->jobs_live--;
+	if (run->cancelled) {
+		free(run); /* md_free() unlinked it */
+		return;
+	}
+	sched_note_result(a, a->md_names[run->idx], true, rc, st);
+	a->folders--; /* count folders once, for the remote pass */
+	if (run->released) {
+		md_unlink_released(a, run);
+		free(run);
+		/* The pass waits for nothing else: go on. */
+		if (!a->md_job && !a->md_connecting) {
+			a->md_blocked = false;
+			md_continue(a);
+		}
+		return;
+	}
+	a->md_job = NULL;
+	a->md_run = NULL;
+	free(run);
+	a->next_md++;
+	md_continue(a);
+}
+
+/*
+ * The job has written all it had to the tree and only its final commit is
+ * left, queued in the group: the session takes the next folder meanwhile,
+ * so the commits of several folders share one sync. Not in the pass that
+ * takes the tree's changes in, which must be in the store before the
+ * remote pass reads it.
+ */
+static void md_job_release(void *ctx)
+{
+	md_run_t *run = ctx;
+	acct_state_t *a = run->a;
+
+	if (run->released || run->cancelled || a->md_run != run)
+		return;
+	run->released = true;
+	run->next = a->md_released;
+	a->md_released = run;
+	a->n_md_released++;
+	a->md_job = NULL;
+	a->md_run = NULL;
+	a->next_md++;
+	md_continue(a);
+}
+
+/* Whether folder fid has a released job whose commit is still queued. */
+static bool md_pending(const acct_state_t *a, uint32_t fid)
+{
+	for (const md_run_t *r = a->md_released; r; r = r->next)
+		if (a->md_folders[r->idx] == fid)
+			return true;
+	return false;
 }
 
 static void md_next_cb(struct ev_loop *loop, ev_idle *w, int revents)
@@ -437,18 +523,35 @@ static void md_connect_cb(int status, void *ctx)
 		sched_run_step(a);
 }
 
-/* Start the next queued Maildir job when the session is free. */
+/* Start the next queued Maildir job when the session is free, unless a
+ * released job of the same folder still waits for its commit (the new one
+ * would not see what that one wrote): then md_job_done() comes back. */
 static void md_start_next(acct_state_t *a)
 {
 	engine_opts_t o;
 	char prefix[256];
 	uint32_t fid = a->md_folders[a->next_md];
 
+	a->md_blocked = md_pending(a, fid);
+	if (a->md_blocked)
+		return;
 	sched_engine_opts_fill(a, &o, fid, STORE_REPLICA_MAILDIR, a->md_names[a->next_md],
 			 a->md_names[a->next_md], prefix, sizeof(prefix));
+	md_run_t *run = xcalloc(1, sizeof(*run));
+	run->a = a;
+	run->idx = a->next_md;
+	if (a->phase != RUN_MAILDIR_IN) {
+		o.release = md_job_release;
+		o.release_late = true;
+		o.group = a->s->group;
+	}
+	a->s->jobs_live++;
 	/* Set md_job before starting: a synchronous replica may finish at once. */
 	a->md_job = (engine_job_t *)1;
-	engine_job_t *j = engine_sync_folder(a->s->st, a->md, &o, md_job_done, a);
+	a->md_run = run;
+	engine_job_t *j = engine_sync_folder(a->s->st, a->md, &o, md_job_done, run);
+	if (j)
+		run->job = j; /* alive: run is freed only by md_job_done() */
 	if (a->md_job == (engine_job_t *)1)
 		a->md_job = j;
 }
@@ -525,6 +628,8 @@ static bool md_step(acct_state_t *a)
 		return false; /* failed to connect */
 	if (a->md_job || a->md_connecting)
 		return true;
+	if (a->n_md_released > 0 && (a->next_md >= a->n_md || a->md_blocked))
+		return true; /* md_job_done() of the last one comes back */
 	if (a->next_md >= a->n_md) {
 		if (a->phase == RUN_MAILDIR_OUT)
 			md_free(a);
@@ -644,7 +749,7 @@ static bool md_starved(const sched_t *s)
 	for (size_t i = 0; i < s->n_accts; i++) {
 		const acct_state_t *a = s->accts[i];
 		if (a->phase == RUN_REMOTE && a->md && !a->md_job && !a->md_connecting &&
-		    a->next_md >= a->n_md)
+		    (a->next_md >= a->n_md || a->md_blocked))
 			return true;
 	}
 	return false;

@@ -107,6 +107,13 @@ struct acct_state {
 	char **md_names;
 	size_t n_md, next_md;
 	engine_job_t *md_job;
+	struct md_run *md_run;      /* md_job's */
+	/* Maildir jobs past their last write to the tree, their final commit
+	 * waiting in the group (md_job_release()); md_blocked: the next folder
+	 * is one of theirs and waits for that commit. */
+	struct md_run *md_released;
+	unsigned n_md_released;
+	bool md_blocked;
 	bool md_in_started, md_in_listed, md_out_listed, md_connecting;
 	/* stats of the run */
 	unsigned folders, skipped, down, up, del, flags, held, failed, deferred;
@@ -142,7 +149,7 @@ struct sched {
 	void *daemon_ref;        /* the daemon_t when attached */
 	/* The remote jobs' final commits, grouped (see group_prep_cb()). */
 	store_group_t *group;
-	unsigned jobs_live;      /* remote jobs started and not done */
+	unsigned jobs_live;      /* folder jobs (remote and Maildir) started and not done */
 	ev_prepare group_prep;
 	ev_timer group_w;
 };

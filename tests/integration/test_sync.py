@@ -298,6 +298,42 @@ class SyncMaildir(unittest.TestCase):
             finally:
                 env.cleanup()
 
+    def test_folders_written_to_the_tree_commit_together(self):
+        # New mail in 16 folders goes out to the tree folder by folder; a
+        # folder's final commit waits in the group while the next one is
+        # written, so they share a few syncs instead of one each (the store
+        # trace counts them). The tree and the store then hold the server's
+        # messages, and nothing is left pending.
+        with Dovecot() as dc:
+            folders = ["Box%02d" % i for i in range(16)]
+            for folder in folders:
+                dc.append("alice", folder, make_message(subject="%s old" % folder))
+            env = SyncEnv(dc, maildir=True)
+            try:
+                env.sync_ok(self)
+                for folder in folders:
+                    for i in range(2):
+                        dc.append("alice", folder,
+                                  make_message(subject="%s new %d" % (folder, i)))
+                log = env.sync_ok(self, "-d", "store")
+                lazy = len(re.findall(r"store: commit of \d+ writes \(lazy", log))
+                self.assertGreater(lazy, 0, log)
+                self.assertLessEqual(lazy, len(folders) // 2, log)
+                srv = server_msgs(dc)
+                for folder in folders:
+                    self.assertEqual(len(srv[folder]), 3)
+                    self.assertEqual(env.store_msgs(folder), srv[folder])
+                    tree = set()
+                    for sub in ("cur", "new"):
+                        d = os.path.join(env.maildir, folder, sub)
+                        for name in os.listdir(d):
+                            with open(os.path.join(d, name), "rb") as f:
+                                tree.add(sha(f.read()))
+                    self.assertEqual(tree, {h for h, _, _ in srv[folder]})
+                self.assertEqual(env.pending(), [])
+            finally:
+                env.cleanup()
+
 
 class SyncReadonly(unittest.TestCase):
     def test_readonly_never_writes(self):
