@@ -719,9 +719,11 @@ static void acct_abort(acct_state_t *a)
 }
 
 /*
- * Folder jobs that finish while others still run commit together: their
+ * Folder jobs (remote, and Maildir outside the pass that takes the tree's
+ * changes in) that finish while others still run commit together: their
  * final commits wait in s->group until every running job waits there too,
- * a Maildir pass runs out of folders to write, a session cannot take the
+ * a Maildir pass runs out of folders to write (or its next folder waits for
+ * one of these commits), a session cannot take the
  * next folder for the jobs it handed on, SCHED_GROUP_MAX of them wait in
  * a small run, or SCHED_GROUP_DELAY after the first of them, whichever
  * comes first.
@@ -743,7 +745,8 @@ static void group_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* A Maildir pass with nothing to do while the remote pass runs: the
- * folders waiting in the group are its next work. */
+ * folders waiting in the group are its next work, or its next folder waits
+ * for the commit of its own earlier job there. */
 static bool md_starved(const sched_t *s)
 {
 	for (size_t i = 0; i < s->n_accts; i++) {
