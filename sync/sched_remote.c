@@ -28,8 +28,9 @@
 #define SCHED_PIPELINE_DEPTH 8
 #define SCHED_PIPELINE_MSGS 50000u
 /* In a small run (small_run in sched_p.h) the one session takes up to this
- * many: each job there fetches little, and their final commits share one
- * data sync per this many folders instead of per SCHED_PIPELINE_DEPTH. */
+ * many: each job there fetches little, the server always has the next
+ * folders queued, and the store commits the finished ones SCHED_GROUP_MAX
+ * at a time meanwhile (sched.c). */
 #define SCHED_SMALL_DEPTH 64
 
 static size_t conn_limit(acct_state_t *a)
