@@ -384,17 +384,6 @@ bool engine_unchanged_txn(store_txn_t *txn, const engine_opts_t *o)
 	       unchanged(o, &rs, &f, n_pend);
 }
 
-bool engine_unchanged(store_t *st, const engine_opts_t *o)
-{
-	store_txn_t *txn = NULL;
-
-	if (!o->has_counts || store_txn_begin_read(st, &txn) != 0)
-		return false;
-	bool res = engine_unchanged_txn(txn, o);
-	store_txn_abort(txn);
-	return res;
-}
-
 /* ----------------------------------------------------------------- select */
 
 static void select_cb(int status, const replica_box_t *box, void *ctx)

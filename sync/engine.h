@@ -132,9 +132,8 @@ engine_job_t *engine_sync_folder(store_t *st, replica_t *r, const engine_opts_t 
 
 /* True when a job with these opts would skip the folder (counters and
  * modseqs as after the last sync, no local change, nothing pending): lets
- * the scheduler avoid opening connections for nothing. */
-bool engine_unchanged(store_t *st, const engine_opts_t *opts);
-/* The same inside a read (or write) transaction the caller holds. */
+ * the scheduler avoid opening connections for nothing. Read in txn, a read
+ * (or write) transaction the caller holds. */
 bool engine_unchanged_txn(store_txn_t *txn, const engine_opts_t *opts);
 
 /* Stop a running job: done runs with ENGINE_CANCELLED before this returns,

@@ -101,7 +101,7 @@ replica_t *maildir_replica_open(const maildir_opts_t *o);
  * the tree at root is exactly as the sync that recorded rs (its Maildir
  * state) left it, as its fingerprint or its seal prove (see
  * maildir_seal.h). Then *out holds the counters select() would report, and
- * engine_unchanged() can tell whether the folder needs a job at all; a
+ * engine_unchanged_txn() can tell whether the folder needs a job at all; a
  * sync that reads the whole tree first (a pass over every folder) skips
  * such folders without opening them. false: select it (also when anything
  * is missing or unreadable; select() says what).

@@ -401,8 +401,6 @@ static int job_size_cmp(const void *x, const void *y)
 	return a->folder_id < b->folder_id ? -1 : a->folder_id > b->folder_id;
 }
 
-/* Count the folders nothing happened to and drop them from the queue, so no
- * session is opened for them. */
 /* Up to this many new messages on the server, with nothing of the store's
  * to send, the folders that changed all go through the first session. An
  * extra login costs the server a process and more than there is to fetch:
@@ -430,8 +428,9 @@ static bool small_folder(store_txn_t *txn, const folder_job_t *fj, uint64_t *inc
 	return *incoming <= SCHED_SMALL_RUN;
 }
 
-/* Drop the folders the counters prove unchanged, and tell whether the rest
- * make a small run: one read of the store for both. */
+/* Count the folders the counters prove unchanged and drop them from the
+ * queue, so no session is opened for them, and tell whether the rest make
+ * a small run: one read of the store for both. */
 static void skip_unchanged(acct_state_t *a)
 {
 	size_t k = a->next_job;
