@@ -983,6 +983,14 @@ int store_open(const char *datadir, const store_open_opts_t *opts, store_t **out
 	bool have_data = stat(datafile, &sb) == 0 && sb.st_size > 0;
 	if (!have_data)
 		memset(&sb, 0, sizeof(sb));
+	/* With MDB_WRITEMAP LMDB sizes the file to the map at open. A map
+	 * smaller than the file would cut the free tail a previous run grew
+	 * and allocated (tens of ms for a few hundred MB), and the first
+	 * writes would then grow it all over again. */
+	if (have_data && !opts->readonly && (uint64_t)sb.st_size > st->mapsize) {
+		uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+		st->mapsize = (size_t)(((uint64_t)sb.st_size + pg - 1) / pg * pg);
+	}
 	bool unclean = false, clean = false, legacy = false;
 	int sfd = -1;
 	if (!opts->readonly || (!opts->skip_probe && have_data))
