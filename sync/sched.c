@@ -689,7 +689,6 @@ static acct_state_t *acct_new(sched_t *s, const config_account_t *acct)
 	a->acct = acct;
 	a->name = xstrdup(acct->name);
 	a->last_work = -1;
-	sched_remote_init(a);
 	ev_idle_init(&a->md_next_w, md_next_cb);
 	a->md_next_w.data = a;
 	ev_timer_init(&a->refresh_w, sched_refresh_cb, 1., 0.);

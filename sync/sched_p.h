@@ -99,8 +99,6 @@ struct acct_state {
 	/* This run's folders bring at most SCHED_SMALL_RUN new messages down
 	 * and have nothing to send (skip_unchanged()): one session serves. */
 	bool small_run;
-	ev_timer early_w;        /* opens the extra sessions while a slow
-	                            listing runs (first run) */
 	/* maildir */
 	replica_t *md;
 	uint32_t *md_folders;
@@ -174,7 +172,6 @@ void sched_md_enqueue(acct_state_t *a, uint32_t fid, const char *name);
 
 /* sched_remote.c */
 /* Set up a's remote-pass watchers (once, when a is created). */
-void sched_remote_init(acct_state_t *a);
 /* Connect and log in while the Maildir pass reads the tree. */
 void sched_pre_connect(acct_state_t *a);
 /* A session of a's remote pass is free but may not take the next folder

@@ -19,8 +19,6 @@
 #include "sync/imap_replica.h"
 #include "sync/replica.h"
 
-/* See open_early(). */
-#define SCHED_EARLY_DELAY 0.010
 /* Jobs that handed their session on and still run (waiting for answers,
  * or for their commit), per session: at most this many, and once one
  * runs, only while their folders hold fewer messages than the second
@@ -54,7 +52,6 @@ static void released_cancel(acct_state_t *a);
 
 void sched_conns_free(acct_state_t *a)
 {
-	ev_timer_stop(a->s->loop, &a->early_w);
 	released_cancel(a);
 	for (size_t i = 0; i < a->n_conns; i++) {
 		if (a->conns[i].job) {
@@ -535,7 +532,6 @@ static void dispatch_once(acct_state_t *a)
  * the next run should open early, and start. */
 static void plan_ready(acct_state_t *a)
 {
-	ev_timer_stop(a->s->loop, &a->early_w);
 	skip_unchanged(a);
 	a->discovered = true;
 	a->last_work = (long)(a->plan.n - a->next_job);
@@ -645,13 +641,6 @@ static void list_cb(int status, const replica_folder_t *folders, size_t n, void 
 	plan_ready(a);
 }
 
-static int count_folder_cb(const store_folder_t *f, void *arg)
-{
-	(void)f;
-	++*(size_t *)arg;
-	return 0;
-}
-
 /* Open up to want extra sessions that are not open yet. */
 static void open_extras(acct_state_t *a, size_t want)
 {
@@ -663,64 +652,30 @@ static void open_extras(acct_state_t *a, size_t want)
 	}
 }
 
-static void early_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	acct_state_t *a = w->data;
-
-	if (a->phase == RUN_REMOTE && !a->discovered && a->n_conns > 1)
-		open_extras(a, a->n_conns - 1);
-}
-
-void sched_remote_init(acct_state_t *a)
-{
-	ev_timer_init(&a->early_w, early_cb, SCHED_EARLY_DELAY, 0.);
-	a->early_w.data = a;
-}
-
 /*
- * The extra sessions log in while the first one lists the folders, so they
- * are ready when the plan is (LIST-STATUS takes tens of milliseconds when
- * folders changed: the server recomputes their counters).
- *  - The last discovery of this process left more than one folder to sync:
- *    that many sessions (minus the first one) start at once.
- *  - No discovery yet (a first run, every -o run) and the store knows more
- *    than one folder of the account: all of them start when the listing has
- *    not answered within SCHED_EARLY_DELAY. An unchanged account answers
- *    quicker than that on a nearby server, so a no-change run opens nothing
- *    more and does not compete with the listing for the server's time.
- *  - Otherwise (the last run found at most one folder to sync), sessions
- *    open once the plan asks for them, as before.
- * A run that finds fewer folders to sync cuts the logins it does not need.
- * Only after the first login succeeded, so a wrong password costs one
- * attempt, not one per session.
+ * When the last discovery of this process left more than one folder to
+ * sync, that many sessions (minus the first one) log in while the first
+ * one lists the folders, so they are ready when the plan is (LIST-STATUS
+ * takes tens of milliseconds when folders changed: the server recomputes
+ * their counters). A run that finds fewer folders to sync cuts the logins
+ * it does not need. Only after the first login succeeded, so a wrong
+ * password costs one attempt, not one per session.
+ *
+ * With no discovery yet (the daemon's first run, every -o run) sessions
+ * open once the plan asks for them. A slow listing only says that folders
+ * changed, not how much: opening every session then cost the bench's small
+ * incremental resync (one session serves it) about 5 ms of its 60, as the
+ * extra logins took the server's time while it listed (medians of 6, 57
+ * against 62 ms), and would gain a large run no more than one login.
  */
 static void open_early(acct_state_t *a)
 {
-	if (a->phase != RUN_REMOTE || a->discovered || a->n_conns < 2 ||
-	    ev_is_active(&a->early_w))
-		return; /* (active: a listing that goes again already set it) */
-	if (a->last_work > 1) {
-		size_t want = a->n_conns - 1;
-		if ((size_t)a->last_work - 1 < want)
-			want = (size_t)a->last_work - 1;
-		open_extras(a, want);
+	if (a->phase != RUN_REMOTE || a->discovered || a->n_conns < 2 || a->last_work <= 1)
 		return;
-	}
-	if (a->last_work >= 0)
-		return;
-	store_txn_t *txn = NULL;
-	size_t known = 0;
-	if (store_txn_begin_read(a->s->st, &txn) == 0)
-		store_folder_list(txn, a->account_id, count_folder_cb, &known);
-	store_txn_abort(txn);
-	if (known <= 1)
-		return;
-	/* The Maildir pass may have held the loop for a while: count the delay
-	 * from now, not from the loop's last look at the clock, or an answer
-	 * already waiting to be read counts as a slow one. */
-	ev_now_update(a->s->loop);
-	ev_timer_set(&a->early_w, SCHED_EARLY_DELAY, 0.);
-	ev_timer_start(a->s->loop, &a->early_w);
+	size_t want = a->n_conns - 1;
+	if ((size_t)a->last_work - 1 < want)
+		want = (size_t)a->last_work - 1;
+	open_extras(a, want);
 }
 
 static void first_connect_cb(int status, void *ctx)

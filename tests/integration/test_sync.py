@@ -8,6 +8,7 @@ import re
 import unittest
 
 from harness import Dovecot, make_message, quote
+from proxy import CutProxy
 from synclib import SyncEnv, server_msgs, server_uids, sha
 
 
@@ -226,6 +227,32 @@ class SyncTestBase:
             self.assertNotIn("acct=home#", log)
         if self.condstore and self.capability is None:
             self.assertGreater(max_selects_in_flight(log), 8)
+
+    def test_slow_listing_logs_in_once(self):
+        # An -o run on a known store whose folder listing answers late (the
+        # server recomputing changed folders' counters), with little to
+        # fetch: no other session logs in while the listing runs, and with
+        # modseqs none opens after it either.
+        folders = ["Box%02d" % i for i in range(4)]
+        for folder in folders:
+            self.dc.append("alice", folder, make_message(subject="%s old" % folder))
+        self.env.sync_ok(self)
+        for folder in folders:
+            self.dc.append("alice", folder, make_message(subject="%s new" % folder))
+        with open(self.env.config) as f:
+            conf = f.read()
+        with CutProxy(("127.0.0.1", self.dc.port), hold=(b"LIST ", 0.3)) as px:
+            with open(self.env.config, "w") as f:
+                f.write(conf.replace("port = %d;" % self.dc.port, "port = %d;" % px.port))
+            try:
+                log = self.env.sync_ok(self)
+            finally:
+                with open(self.env.config, "w") as f:
+                    f.write(conf)
+        self.assertIn(", 4 new here", log)
+        self.assertSame()
+        if self.condstore:
+            self.assertEqual(px.connections, 1, log)
 
 
 def max_selects_in_flight(log):
