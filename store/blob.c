@@ -50,26 +50,32 @@ static bool blob_exists(store_txn_t *txn, const store_hash_t *h, int *rc)
 	return *rc == 0;
 }
 
-int store_blob_put(store_txn_t *txn, const void *data, size_t len, store_hash_t *hash_out)
+int store_blob_put_hashed(store_txn_t *txn, const void *data, size_t len,
+			  const store_hash_t *hash)
 {
 	int rc = txn_enter(txn, true);
 	if (rc)
 		return rc;
 	unsigned long w = txn->nwrites;
-	store_hash_compute(data, len, hash_out);
-	if (blob_exists(txn, hash_out, &rc) || rc)
+	if (blob_exists(txn, hash, &rc) || rc)
 		goto out;
 	void *dst;
-	rc = db_reserve(txn, DB_BLOBS, hash_out->b, STORE_HASH_LEN, len, &dst);
+	rc = db_reserve(txn, DB_BLOBS, hash->b, STORE_HASH_LEN, len, &dst);
 	if (rc)
 		goto out;
 	rc = txn_blob_copy(txn, dst, data, len);
 	if (rc)
 		goto out; /* the reserved value is half-filled: sticky via txn_ret */
 	txn_blob_written(txn, dst, len);
-	rc = blob_new_ref(txn, hash_out);
+	rc = blob_new_ref(txn, hash);
 out:
 	return txn_ret(txn, rc, w);
+}
+
+int store_blob_put(store_txn_t *txn, const void *data, size_t len, store_hash_t *hash_out)
+{
+	store_hash_compute(data, len, hash_out);
+	return store_blob_put_hashed(txn, data, len, hash_out);
 }
 
 /* pread exactly n bytes (or fail). */

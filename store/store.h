@@ -454,6 +454,11 @@ int store_changes_prune(store_txn_t *txn, uint32_t folder_id, uint64_t upto);
  * and add the message in the same transaction.
  */
 int store_blob_put(store_txn_t *txn, const void *data, size_t len, store_hash_t *hash_out);
+/* The same when the caller computed hash (store_hash_compute()) from exactly
+ * these bytes, while they were still in the CPU's cache: a message is then
+ * read once more, for the copy, not twice. */
+int store_blob_put_hashed(store_txn_t *txn, const void *data, size_t len,
+			  const store_hash_t *hash);
 /*
  * The same from a regular file, without holding the message in memory: the
  * file is read twice with pread() (once to hash, once straight into the map

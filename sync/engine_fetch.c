@@ -87,6 +87,10 @@ static void in_done(void *ctx, void *h, const replica_msg_t *m)
 			job->incomplete = true;
 			return;
 		}
+	} else {
+		/* Hashed now, while the bytes just read are in the cache: the
+		 * commit that stores them may come megabytes later. */
+		store_hash_compute(in->mem.data ? in->mem.data : "", in->written, &in->hash);
 	}
 	in->m = *m;
 	/* With a read ahead, newuids[] is still being filled: see
@@ -200,8 +204,9 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 			rc = store_blob_put_fd_hashed(txn, fileno(in->spool), 0, in->written,
 						      &nm.hash);
 		} else {
-			rc = store_blob_put(txn, in->mem.data ? in->mem.data : "", in->written,
-					    &nm.hash);
+			nm.hash = in->hash;
+			rc = store_blob_put_hashed(txn, in->mem.data ? in->mem.data : "",
+						   in->written, &nm.hash);
 		}
 		if (rc)
 			return rc;

@@ -136,7 +136,7 @@ typedef struct incoming {
 	char *kw;
 	EVP_MD_CTX *md;       /* hash-only sinks (pending resolution), and the
 	                         spool's hash while it is written */
-	store_hash_t hash;    /* the spool's bytes, once complete */
+	store_hash_t hash;    /* of the bytes (spool or mem), once complete */
 	struct incoming *next;
 } incoming_t;
 

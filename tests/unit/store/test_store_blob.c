@@ -35,6 +35,21 @@ static void test_dedupe(const char *dir)
 	CHECK(memcmp(h1.b, h2.b, STORE_HASH_LEN) == 0);
 	store_msg_new_t m2 = {.hash = h2};
 	CHECK_EQ_INT(store_msg_add(txn, b, &m2, &ub2, NULL), 0);
+	/* Hashed by the caller: stored under that hash, byte for byte, and
+	 * the same bytes put again find it. */
+	const char *other = "From: y@example.org\r\nSubject: other\r\n\r\nother body\r\n";
+	store_hash_t h3, h4;
+	store_hash_compute(other, strlen(other), &h3);
+	CHECK_EQ_INT(store_blob_put_hashed(txn, other, strlen(other), &h3), 0);
+	CHECK_EQ_INT(store_blob_put(txn, other, strlen(other), &h4), 0);
+	CHECK(memcmp(h3.b, h4.b, STORE_HASH_LEN) == 0);
+	const void *odata;
+	size_t olen;
+	CHECK_EQ_INT(store_blob_get(txn, &h3, &odata, &olen), 0);
+	CHECK(olen == strlen(other) && memcmp(odata, other, olen) == 0);
+	store_msg_new_t mo = {.hash = h3};
+	uint32_t ua3;
+	CHECK_EQ_INT(store_msg_add(txn, a, &mo, &ua3, NULL), 0);
 	CHECK_EQ_INT(store_txn_commit(txn), 0);
 
 	CHECK_EQ_INT(store_txn_begin_write(st, &txn), 0);
