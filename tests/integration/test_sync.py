@@ -206,19 +206,24 @@ class SyncTestBase:
         self.env.sync_ok(self)
         self.assertSame()
 
+    def synced_then_new(self, n_folders, n_new):
+        """n_folders folders of one message each, synced; then n_new new
+        messages in each on the server."""
+        folders = ["Box%02d" % i for i in range(n_folders)]
+        for folder in folders:
+            self.dc.append("alice", folder, make_message(subject="%s old" % folder))
+        self.env.sync_ok(self)
+        for folder in folders:
+            for i in range(n_new):
+                self.dc.append("alice", folder, make_message(subject="%s new %d" % (folder, i)))
+
     def test_small_resync_uses_one_session(self):
         # A few new messages in several folders: with modseqs, every folder
         # goes through the first session (no extra logins), and with QRESYNC
         # all of them are pipelined at once (more than the 8 of a big run);
         # without modseqs, the sessions open as before. All end equal to the
         # server.
-        folders = ["Box%02d" % i for i in range(16)]
-        for folder in folders:
-            self.dc.append("alice", folder, make_message(subject="%s old" % folder))
-        self.env.sync_ok(self)
-        for folder in folders:
-            for i in range(2):
-                self.dc.append("alice", folder, make_message(subject="%s new %d" % (folder, i)))
+        self.synced_then_new(16, 2)
         log = self.env.sync_ok(self, "-d", "imap,store")
         self.assertSame()
         self.assertIn(", 32 new here", log)
@@ -233,12 +238,7 @@ class SyncTestBase:
         # server recomputing changed folders' counters), with little to
         # fetch: no other session logs in while the listing runs, and with
         # modseqs none opens after it either.
-        folders = ["Box%02d" % i for i in range(4)]
-        for folder in folders:
-            self.dc.append("alice", folder, make_message(subject="%s old" % folder))
-        self.env.sync_ok(self)
-        for folder in folders:
-            self.dc.append("alice", folder, make_message(subject="%s new" % folder))
+        self.synced_then_new(4, 1)
         with open(self.env.config) as f:
             conf = f.read()
         with CutProxy(("127.0.0.1", self.dc.port), hold=(b"LIST ", 0.3)) as px:
