@@ -107,29 +107,86 @@ const char *ir_kw_str(buf_t *kw)
 	return buf_avail(kw) ? buf_cstr(kw) : "";
 }
 
+/* n digits at *p as a number (advancing *p), or -1. */
+static int take_digits(const char **p, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++, (*p)++) {
+		if (**p < '0' || **p > '9')
+			return -1;
+		v = v * 10 + (**p - '0');
+	}
+	return v;
+}
+
+/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d (m 1..12),
+ * counting in 400-year eras of 146097 days from 0000-03-01. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/*
+ * An INTERNALDATE ("17-Jul-1996 02:44:25 -0700", the day may be one digit
+ * or a space and one digit) as seconds since the epoch; 0 if it is not one.
+ * By hand rather than sscanf() and timegm(): it runs once per message
+ * downloaded.
+ */
 time_t ir_parse_internaldate(const char *s)
 {
-	static const char *mons = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	int day, year, hh, mm, ss;
-	char mon[4], zone[8];
-	struct tm tm;
+	static const char mons[] = "janfebmaraprmayjunjulaugsepoctnovdec";
+	const char *p = s;
 
-	if (!s || sscanf(s, " %d-%3s-%d %d:%d:%d %7s", &day, mon, &year, &hh, &mm, &ss, zone) != 7)
+	if (!p)
 		return 0;
-	const char *p = strstr(mons, mon);
-	if (!p || (p - mons) % 3)
+	if (*p == ' ')
+		p++;
+	int day = take_digits(&p, 1);
+	if (day >= 0 && *p >= '0' && *p <= '9')
+		day = day * 10 + (*p++ - '0');
+	if (day < 1 || day > 31 || *p++ != '-')
 		return 0;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_mday = day;
-	tm.tm_mon = (int)((p - mons) / 3);
-	tm.tm_year = year - 1900;
-	tm.tm_hour = hh;
-	tm.tm_min = mm;
-	tm.tm_sec = ss;
-	time_t t = timegm(&tm);
-	int z = atoi(zone + 1);
-	long off = (long)(z / 100) * 3600 + (long)(z % 100) * 60;
-	return zone[0] == '-' ? t + off : t - off;
+	char mon[3];
+	for (int i = 0; i < 3; i++) {
+		char c = p[i];
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c - 'A' + 'a');
+		if (c < 'a' || c > 'z')
+			return 0;
+		mon[i] = c;
+	}
+	p += 3;
+	int m = -1;
+	for (int i = 0; i < 12; i++)
+		if (memcmp(mons + 3 * i, mon, 3) == 0)
+			m = i + 1;
+	if (m < 0 || *p++ != '-')
+		return 0;
+	int year = take_digits(&p, 4);
+	if (year < 0 || *p++ != ' ')
+		return 0;
+	int hh = take_digits(&p, 2);
+	if (hh < 0 || hh > 23 || *p++ != ':')
+		return 0;
+	int mm = take_digits(&p, 2);
+	if (mm < 0 || mm > 59 || *p++ != ':')
+		return 0;
+	int ss = take_digits(&p, 2);
+	if (ss < 0 || ss > 60 || *p++ != ' ')
+		return 0;
+	char sign = *p++;
+	int zh = take_digits(&p, 2);
+	int zm = take_digits(&p, 2);
+	if ((sign != '+' && sign != '-') || zh < 0 || zm < 0 || zm > 59 || *p != '\0')
+		return 0;
+	int64_t t = days_from_civil(year, m, day) * 86400 + hh * 3600 + mm * 60 + ss;
+	int64_t off = (int64_t)zh * 3600 + zm * 60;
+	return (time_t)(sign == '-' ? t + off : t - off);
 }
 
 static void format_internaldate(time_t t, char *out, size_t len)

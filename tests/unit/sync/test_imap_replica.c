@@ -21,6 +21,8 @@
  *     answer still marks the folder read-only.
  *  H. a FETCH that comes before the SELECT's answer is the old folder's
  *     (RFC 7162 3.2.11): the delta scan sent behind that SELECT ignores it.
+ *  I. INTERNALDATE parsing: the forms RFC 3501 allows, zones both ways,
+ *     every day of 1900 to 2100 against timegm(), and malformed dates.
  */
 #include <netinet/in.h>
 #include <poll.h>
@@ -28,6 +30,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -37,6 +40,7 @@
 
 #include "lib/util.h"
 #include "sync/imap_replica.h"
+#include "sync/imap_replica_p.h"
 #include "sync/replica.h"
 #include "loop_client.h"
 #include "scripted_server.h"
@@ -499,9 +503,51 @@ static void test_examine(void)
 	CHECK_EQ_INT(wait_server(pid), 0);
 }
 
+static void test_internaldate(void)
+{
+	static const char *mons[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+				     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+	CHECK(ir_parse_internaldate("17-Jul-1996 02:44:25 -0700") == 837596665);
+	CHECK(ir_parse_internaldate(" 1-Jan-2026 00:00:00 +0000") == 1767225600);
+	CHECK(ir_parse_internaldate("1-jan-2026 00:00:00 +0000") == 1767225600);
+	CHECK(ir_parse_internaldate("01-JAN-2026 05:30:00 +0530") == 1767225600);
+	CHECK(ir_parse_internaldate("31-Dec-1969 23:59:59 +0000") == -1);
+	/* Every day of two centuries, at a time with every field set. */
+	for (int y = 1900; y <= 2100; y++) {
+		for (int m = 0; m < 12; m++) {
+			for (int d = 1; d <= 31; d++) {
+				struct tm tm = {.tm_year = y - 1900, .tm_mon = m, .tm_mday = d,
+						.tm_hour = 13, .tm_min = 7, .tm_sec = 59};
+				time_t want = timegm(&tm);
+				if (tm.tm_mon != m)
+					continue; /* no such day */
+				char s[64];
+				snprintf(s, sizeof(s), "%02d-%s-%04d 13:07:59 -0245", d, mons[m], y);
+				time_t got = ir_parse_internaldate(s);
+				if (got != want + 2 * 3600 + 45 * 60) {
+					fprintf(stderr, "%s: %lld\n", s, (long long)got);
+					CHECK(got == want + 2 * 3600 + 45 * 60);
+					return;
+				}
+			}
+		}
+	}
+	static const char *bad[] = {
+	    NULL, "", "17-Jul-1996", "17-Jul-1996 02:44:25", "17-Jly-1996 02:44:25 -0700",
+	    "00-Jul-1996 02:44:25 -0700", "32-Jul-1996 02:44:25 -0700", "17-Jul-96 02:44:25 -0700",
+	    "17-Jul-1996 24:00:00 -0700", "17-Jul-1996 02:60:25 -0700", "17-Jul-1996 02:44:61 -0700",
+	    "17-Jul-1996 02:44:25 0700", "17-Jul-1996 02:44:25 -07000", "17-Jul-1996 02:44:25 -0760",
+	    "17-Jul-1996 2:44:25 -0700", "\"17-Jul-1996 02:44:25 -0700\"", "123-Jul-1996 02:44:25 -0700",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(ir_parse_internaldate(bad[i]) == 0);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
+	test_internaldate();
 	test_qresync();
 	test_condstore_only();
 	test_enable_refused();
