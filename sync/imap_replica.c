@@ -179,10 +179,13 @@ time_t ir_parse_internaldate(const char *s)
 	int ss = take_digits(&p, 2);
 	if (ss < 0 || ss > 60 || *p++ != ' ')
 		return 0;
-	char sign = *p++;
+	char sign = *p;
+	if (sign != '+' && sign != '-')
+		return 0;
+	p++;
 	int zh = take_digits(&p, 2);
-	int zm = take_digits(&p, 2);
-	if ((sign != '+' && sign != '-') || zh < 0 || zm < 0 || zm > 59 || *p != '\0')
+	int zm = zh < 0 ? -1 : take_digits(&p, 2);
+	if (zm < 0 || zm > 59 || *p != '\0')
 		return 0;
 	int64_t t = days_from_civil(year, m, day) * 86400 + hh * 3600 + mm * 60 + ss;
 	int64_t off = (int64_t)zh * 3600 + zm * 60;

@@ -22,7 +22,8 @@
  *  H. a FETCH that comes before the SELECT's answer is the old folder's
  *     (RFC 7162 3.2.11): the delta scan sent behind that SELECT ignores it.
  *  I. INTERNALDATE parsing: the forms RFC 3501 allows, zones both ways,
- *     every day of 1900 to 2100 against timegm(), and malformed dates.
+ *     every day of 1900 to 2100 against timegm(), and malformed dates
+ *     (cut short anywhere: nothing is read past the end).
  */
 #include <netinet/in.h>
 #include <poll.h>
@@ -539,6 +540,7 @@ static void test_internaldate(void)
 	    "17-Jul-1996 24:00:00 -0700", "17-Jul-1996 02:60:25 -0700", "17-Jul-1996 02:44:61 -0700",
 	    "17-Jul-1996 02:44:25 0700", "17-Jul-1996 02:44:25 -07000", "17-Jul-1996 02:44:25 -0760",
 	    "17-Jul-1996 2:44:25 -0700", "\"17-Jul-1996 02:44:25 -0700\"", "123-Jul-1996 02:44:25 -0700",
+	    "17-Jul-1996 02:44:25 ", "17-Jul-1996 02:44:25 -", "17-Jul-1996 02:44:25 -07", "1-J",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		CHECK(ir_parse_internaldate(bad[i]) == 0);
