@@ -199,15 +199,13 @@ static int ingest_fn(store_txn_t *txn, void *arg)
 		if (rc != STORE_ENOTFOUND)
 			return rc;
 		memset(&nm, 0, sizeof(nm));
-		if (in->spool) {
-			nm.hash = in->hash;
+		nm.hash = in->hash;
+		if (in->spool)
 			rc = store_blob_put_fd_hashed(txn, fileno(in->spool), 0, in->written,
 						      &nm.hash);
-		} else {
-			nm.hash = in->hash;
+		else
 			rc = store_blob_put_hashed(txn, in->mem.data ? in->mem.data : "",
 						   in->written, &nm.hash);
-		}
 		if (rc)
 			return rc;
 		nm.flags = in->m.flags & STORE_F_ALL;

@@ -151,22 +151,13 @@ time_t ir_parse_internaldate(const char *s)
 		day = day * 10 + (*p++ - '0');
 	if (day < 1 || day > 31 || *p++ != '-')
 		return 0;
-	char mon[3];
-	for (int i = 0; i < 3; i++) {
-		char c = p[i];
-		if (c >= 'A' && c <= 'Z')
-			c = (char)(c - 'A' + 'a');
-		if (c < 'a' || c > 'z')
-			return 0;
-		mon[i] = c;
-	}
-	p += 3;
-	int m = -1;
-	for (int i = 0; i < 12; i++)
-		if (memcmp(mons + 3 * i, mon, 3) == 0)
-			m = i + 1;
-	if (m < 0 || *p++ != '-')
+	int m = 0;
+	while (m < 12 && strncasecmp(p, mons + 3 * m, 3) != 0) /* stops at a NUL */
+		m++;
+	if (m == 12 || p[3] != '-')
 		return 0;
+	m++;
+	p += 4;
 	int year = take_digits(&p, 4);
 	if (year < 0 || *p++ != ' ')
 		return 0;

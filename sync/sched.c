@@ -80,8 +80,6 @@ static void md_free(acct_state_t *a)
 {
 	md_run_t *r = a->md_released;
 	a->md_released = NULL;
-	a->n_md_released = 0;
-	a->md_blocked = false;
 	while (r) {
 		md_run_t *next = r->next;
 		r->cancelled = true;
@@ -428,7 +426,6 @@ static void md_unlink_released(acct_state_t *a, md_run_t *run)
 	for (md_run_t **pp = &a->md_released; *pp; pp = &(*pp)->next)
 		if (*pp == run) {
 			*pp = run->next;
-			a->n_md_released--;
 			return;
 		}
 }
@@ -449,10 +446,8 @@ static void md_job_done(int rc, const engine_stats_t *st, void *ctx)
 		md_unlink_released(a, run);
 		free(run);
 		/* The pass waits for nothing else: go on. */
-		if (!a->md_job && !a->md_connecting) {
-			a->md_blocked = false;
+		if (!a->md_job && !a->md_connecting)
 			md_continue(a);
-		}
 		return;
 	}
 	a->md_job = NULL;
@@ -479,7 +474,6 @@ static void md_job_release(void *ctx)
 	run->released = true;
 	run->next = a->md_released;
 	a->md_released = run;
-	a->n_md_released++;
 	a->md_job = NULL;
 	a->md_run = NULL;
 	a->next_md++;
@@ -493,6 +487,14 @@ static bool md_pending(const acct_state_t *a, uint32_t fid)
 		if (a->md_folders[r->idx] == fid)
 			return true;
 	return false;
+}
+
+/* Whether the next folder has a released job whose commit is still queued:
+ * md_start_next() waits for it (the new job would not see what that one
+ * wrote), and md_job_done() comes back. */
+static bool md_blocked(const acct_state_t *a)
+{
+	return a->next_md < a->n_md && md_pending(a, a->md_folders[a->next_md]);
 }
 
 static void md_next_cb(struct ev_loop *loop, ev_idle *w, int revents)
@@ -523,17 +525,15 @@ static void md_connect_cb(int status, void *ctx)
 		sched_run_step(a);
 }
 
-/* Start the next queued Maildir job when the session is free, unless a
- * released job of the same folder still waits for its commit (the new one
- * would not see what that one wrote): then md_job_done() comes back. */
+/* Start the next queued Maildir job when the session is free, unless it
+ * is blocked (md_blocked()). */
 static void md_start_next(acct_state_t *a)
 {
 	engine_opts_t o;
 	char prefix[256];
 	uint32_t fid = a->md_folders[a->next_md];
 
-	a->md_blocked = md_pending(a, fid);
-	if (a->md_blocked)
+	if (md_blocked(a))
 		return;
 	sched_engine_opts_fill(a, &o, fid, STORE_REPLICA_MAILDIR, a->md_names[a->next_md],
 			 a->md_names[a->next_md], prefix, sizeof(prefix));
@@ -628,7 +628,7 @@ static bool md_step(acct_state_t *a)
 		return false; /* failed to connect */
 	if (a->md_job || a->md_connecting)
 		return true;
-	if (a->n_md_released > 0 && (a->next_md >= a->n_md || a->md_blocked))
+	if (a->md_released && (a->next_md >= a->n_md || md_blocked(a)))
 		return true; /* md_job_done() of the last one comes back */
 	if (a->next_md >= a->n_md) {
 		if (a->phase == RUN_MAILDIR_OUT)
@@ -751,7 +751,7 @@ static bool md_starved(const sched_t *s)
 	for (size_t i = 0; i < s->n_accts; i++) {
 		const acct_state_t *a = s->accts[i];
 		if (a->phase == RUN_REMOTE && a->md && !a->md_job && !a->md_connecting &&
-		    (a->next_md >= a->n_md || a->md_blocked))
+		    (a->next_md >= a->n_md || md_blocked(a)))
 			return true;
 	}
 	return false;

@@ -107,11 +107,8 @@ struct acct_state {
 	engine_job_t *md_job;
 	struct md_run *md_run;      /* md_job's */
 	/* Maildir jobs past their last write to the tree, their final commit
-	 * waiting in the group (md_job_release()); md_blocked: the next folder
-	 * is one of theirs and waits for that commit. */
+	 * waiting in the group (md_job_release()). */
 	struct md_run *md_released;
-	unsigned n_md_released;
-	bool md_blocked;
 	bool md_in_started, md_in_listed, md_out_listed, md_connecting;
 	/* stats of the run */
 	unsigned folders, skipped, down, up, del, flags, held, failed, deferred;
@@ -171,7 +168,6 @@ void sched_engine_opts_fill(acct_state_t *a, engine_opts_t *o, uint32_t fid, uin
 void sched_md_enqueue(acct_state_t *a, uint32_t fid, const char *name);
 
 /* sched_remote.c */
-/* Set up a's remote-pass watchers (once, when a is created). */
 /* Connect and log in while the Maildir pass reads the tree. */
 void sched_pre_connect(acct_state_t *a);
 /* A session of a's remote pass is free but may not take the next folder
